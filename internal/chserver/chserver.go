@@ -335,3 +335,6 @@ func trimSpace(b []byte) []byte {
 	}
 	return b
 }
+
+// PID is the process id of the server.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
