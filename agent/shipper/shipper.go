@@ -1,0 +1,681 @@
+// Package shipper is the agent's end of the agent → relay stream
+// (trawl.ingest.v1). The datapath hands it records with Publish, which never
+// blocks on the network; the shipper groups them into numbered batches, keeps
+// every batch until the relay acknowledges it (the relay acks only after the
+// batch is in ClickHouse), and resends unacknowledged batches in order after a
+// reconnect. The relay de-duplicates resends by (node, boot id, sequence).
+//
+// The buffer of unacknowledged batches is bounded (Config.BufferBytes). When
+// it is full the oldest batches are dropped and exactly their records are
+// counted as lost (trawl_agent_lost_events_total{cause="buffer_overflow"});
+// the relay learns about them through a LostEvent record (source
+// AGENT_BUFFER_OVERFLOW) sent as soon as the stream is up. Records of a batch
+// the relay rejects (Nack) are counted with cause "batch_rejected" and also
+// reported as a LostEvent (BATCH_REJECTED).
+//
+// A batch dropped while it is in flight on the current stream is counted as
+// lost only if the stream ends without an Ack for it, so the count never
+// includes records the relay stored.
+//
+// Metric registration: trawl_agent_lost_events_total is shared with the
+// datapath, which counts other causes. Pass its CounterVec (label "cause") in
+// Config.LostCounter; when nil the shipper creates it, and if the registerer
+// already holds it the existing collector is used.
+package shipper
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/internal/tlsconfig"
+	"github.com/trawl-dev/trawl/internal/version"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+// Config configures a Shipper. Zero values pick the defaults below.
+type Config struct {
+	// Addr is the relay's ingest address, host:port (default localhost:4246).
+	Addr string
+	// NodeName identifies this node; required.
+	NodeName string
+	// BootID is random per agent start (generated when empty); sequences
+	// restart at 1 with a new one.
+	BootID string
+	// BufferBytes bounds the encoded size of unacknowledged batches
+	// (default 64 MiB).
+	BufferBytes int
+	// BatchRecords closes a batch at this many records (default 1000).
+	BatchRecords int
+	// FlushInterval closes a non-empty batch after this long (default 1 s).
+	FlushInterval time.Duration
+	// HeartbeatInterval is the period of heartbeats (default 10 s).
+	HeartbeatInterval time.Duration
+	// TLS files; the relay is verified against CA (system roots when empty),
+	// Cert/Key are presented for mutual TLS.
+	TLS tlsconfig.Files
+	// Insecure sends in plaintext; only when asked for explicitly.
+	Insecure bool
+	// MaxInflight bounds batches sent but not yet acknowledged on one stream
+	// (default 32).
+	MaxInflight int
+	// LostCounter is trawl_agent_lost_events_total (label "cause") when the
+	// caller already registered it. Optional.
+	LostCounter *prometheus.CounterVec
+	// Kernel is reported in Hello (default: uname release).
+	Kernel string
+	// Log receives connection state changes (default slog.Default()).
+	Log *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultAddr              = "localhost:4246"
+	DefaultBufferBytes       = 64 << 20
+	DefaultBatchRecords      = 1000
+	DefaultFlushInterval     = time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultMaxInflight       = 32
+)
+
+// RegisterFlags adds the shipper's flags to fs, writing into cfg.
+func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.BufferBytes == 0 {
+		cfg.BufferBytes = DefaultBufferBytes
+	}
+	fs.StringVar(&cfg.Addr, "relay", cfg.Addr, "relay ingest address host:port")
+	fs.IntVar(&cfg.BufferBytes, "buffer-size", cfg.BufferBytes, "bytes of unacknowledged batches kept for resending; the oldest are dropped (and counted) beyond it")
+	fs.StringVar(&cfg.TLS.Cert, "tls-cert", cfg.TLS.Cert, "client certificate file for mutual TLS to the relay")
+	fs.StringVar(&cfg.TLS.Key, "tls-key", cfg.TLS.Key, "client key file for mutual TLS to the relay")
+	fs.StringVar(&cfg.TLS.CA, "tls-ca", cfg.TLS.CA, "CA file verifying the relay (default: system roots)")
+	fs.StringVar(&cfg.TLS.ServerName, "tls-server-name", cfg.TLS.ServerName, "name expected in the relay's certificate (default: host of --relay)")
+	fs.BoolVar(&cfg.Insecure, "relay-insecure", cfg.Insecure, "talk to the relay in plaintext (no TLS)")
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.BootID == "" {
+		c.BootID = randomID()
+	}
+	if c.BufferBytes <= 0 {
+		c.BufferBytes = DefaultBufferBytes
+	}
+	if c.BatchRecords <= 0 {
+		c.BatchRecords = DefaultBatchRecords
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.Kernel == "" {
+		c.Kernel = kernelRelease()
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// entry is one sealed batch waiting for its Ack.
+type entry struct {
+	batch   *ingestv1.Batch
+	size    int
+	records int
+	// sentGen is the stream generation it was last sent on (0: never).
+	sentGen uint64
+	// keep marks lost-event batches, which are never dropped.
+	keep bool
+}
+
+// Shipper streams records to the relay. Create it with New.
+type Shipper struct {
+	cfg  Config
+	log  *slog.Logger
+	conn *grpc.ClientConn
+	m    metrics
+
+	wake chan struct{}
+
+	mu        sync.Mutex
+	heartbeat func() *ingestv1.Heartbeat
+	cur       *ingestv1.Batch
+	curN      int
+	seq       uint64
+	queue     []*entry // in sequence order
+	bufBytes  int
+	gen       uint64 // current stream generation; bumped when a stream ends
+	connected bool
+	// droppedInflight: dropped for space while in flight on stream gen;
+	// counted lost unless their Ack arrives on that stream.
+	droppedInflight map[uint64]int
+	pendingLost     map[flowv1.LostEventSource]uint64
+}
+
+// New validates cfg and prepares the connection (nothing is dialed until Run).
+// reg may be nil (no metrics registered).
+func New(cfg Config, reg prometheus.Registerer) (*Shipper, error) {
+	cfg.setDefaults()
+	if cfg.NodeName == "" {
+		return nil, errors.New("shipper: node name is required")
+	}
+	var creds credentials.TransportCredentials
+	switch {
+	case cfg.Insecure && cfg.TLS.Enabled():
+		return nil, errors.New("shipper: --relay-insecure and TLS files are mutually exclusive")
+	case cfg.Insecure:
+		creds = insecure.NewCredentials()
+	default:
+		tc, err := tlsconfig.Client(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("shipper: relay TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(cfg.Addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.BufferBytes+(1<<20)), grpc.MaxCallRecvMsgSize(1<<20)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("shipper: relay address %q: %w", cfg.Addr, err)
+	}
+	s := &Shipper{
+		cfg:             cfg,
+		log:             cfg.Log.With("component", "shipper", "relay", cfg.Addr),
+		conn:            conn,
+		wake:            make(chan struct{}, 1),
+		gen:             1,
+		droppedInflight: map[uint64]int{},
+		pendingLost:     map[flowv1.LostEventSource]uint64{},
+	}
+	s.m = newMetrics(reg, cfg.LostCounter)
+	return s, nil
+}
+
+// BootID returns the boot id in use.
+func (s *Shipper) BootID() string { return s.cfg.BootID }
+
+// SetHeartbeat sets the function that fills heartbeats (features, counters).
+func (s *Shipper) SetHeartbeat(fn func() *ingestv1.Heartbeat) {
+	s.mu.Lock()
+	s.heartbeat = fn
+	s.mu.Unlock()
+}
+
+// Publish queues one record. It never waits for the network: the record joins
+// the open batch, and a full buffer drops the oldest batches instead of
+// blocking. The shipper owns r afterwards (it sets the flow's uuid and
+// node name). NodeStatus records are not shipped (heartbeats carry them).
+func (s *Shipper) Publish(r *observerv1.GetFlowsResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		s.cur = &ingestv1.Batch{}
+	}
+	switch x := r.GetResponseTypes().(type) {
+	case *observerv1.GetFlowsResponse_Flow:
+		s.cur.Flows = append(s.cur.Flows, x.Flow)
+	case *observerv1.GetFlowsResponse_Conntrack:
+		s.cur.Conntrack = append(s.cur.Conntrack, x.Conntrack)
+	case *observerv1.GetFlowsResponse_LostEvents:
+		s.cur.LostEvents = append(s.cur.LostEvents, x.LostEvents)
+	default:
+		return
+	}
+	s.curN++
+	if s.curN >= s.cfg.BatchRecords {
+		s.sealLocked(false)
+	}
+}
+
+// Flush closes the open batch now.
+func (s *Shipper) Flush() {
+	s.mu.Lock()
+	s.sealLocked(false)
+	s.mu.Unlock()
+}
+
+// Stats reports unacknowledged batches and their bytes (open batch excluded).
+func (s *Shipper) Stats() (batches, bytes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue), s.bufBytes
+}
+
+// FlowUUID derives a flow's id from where it was shipped: the first half
+// hashes (node, boot id), the second holds the batch sequence (42 bits) and
+// the index in the batch (20 bits), with UUIDv8 version/variant bits. Unique
+// per record, identical on resends, and ids of one agent boot share a prefix
+// (they compress).
+func FlowUUID(node, bootID string, seq uint64, index int) string {
+	h := sha256.Sum256([]byte(node + "\x00" + bootID))
+	var b [16]byte
+	copy(b[:8], h[:8])
+	binary.BigEndian.PutUint64(b[8:], seq<<20|uint64(index)&(1<<20-1))
+	b[6] = b[6]&0x0f | 0x80 // version 8: custom
+	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+// MaxBatchIndex is the largest number of records FlowUUID distinguishes in
+// one batch.
+const MaxBatchIndex = 1 << 20
+
+func (s *Shipper) sealLocked(keep bool) {
+	b := s.cur
+	if b == nil || len(b.Flows)+len(b.Conntrack)+len(b.LostEvents) == 0 {
+		return
+	}
+	s.cur, s.curN = nil, 0
+	s.seq++
+	b.NodeName, b.BootId, b.Sequence = s.cfg.NodeName, s.cfg.BootID, s.seq
+	for i, f := range b.Flows {
+		f.Uuid = FlowUUID(s.cfg.NodeName, s.cfg.BootID, s.seq, i)
+		if f.NodeName == "" {
+			f.NodeName = s.cfg.NodeName
+		}
+	}
+	for _, c := range b.Conntrack {
+		if c.NodeName == "" {
+			c.NodeName = s.cfg.NodeName
+		}
+	}
+	for _, l := range b.LostEvents {
+		if l.NodeName == "" {
+			l.NodeName = s.cfg.NodeName
+		}
+	}
+	e := &entry{batch: b, size: proto.Size(b), records: len(b.Flows) + len(b.Conntrack) + len(b.LostEvents), keep: keep}
+	s.queue = append(s.queue, e)
+	s.bufBytes += e.size
+	s.dropOverflowLocked()
+	s.m.bufferBytes.Set(float64(s.bufBytes))
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dropOverflowLocked drops the oldest droppable batches until the buffer
+// fits, counting their records.
+func (s *Shipper) dropOverflowLocked() {
+	for i := 0; s.bufBytes > s.cfg.BufferBytes && i < len(s.queue); {
+		e := s.queue[i]
+		if e.keep {
+			i++
+			continue
+		}
+		s.queue = append(s.queue[:i], s.queue[i+1:]...)
+		s.bufBytes -= e.size
+		if e.sentGen == s.gen && s.connected {
+			s.droppedInflight[e.batch.Sequence] = e.records
+			continue
+		}
+		s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, e.records)
+	}
+}
+
+func (s *Shipper) countLostLocked(src flowv1.LostEventSource, n int) {
+	if n == 0 {
+		return
+	}
+	s.pendingLost[src] += uint64(n)
+	cause := "buffer_overflow"
+	if src == flowv1.LostEventSource_BATCH_REJECTED {
+		cause = "batch_rejected"
+	}
+	s.m.lost.WithLabelValues(cause).Add(float64(n))
+}
+
+// Run keeps a stream to the relay until ctx ends, reconnecting with jittered
+// exponential backoff.
+func (s *Shipper) Run(ctx context.Context) error {
+	defer s.conn.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // flush timer: closes partial batches
+		defer wg.Done()
+		t := time.NewTicker(s.cfg.FlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.Flush()
+			}
+		}
+	}()
+	backoff := 200 * time.Millisecond
+	for {
+		start := time.Now()
+		err := s.session(ctx)
+		s.endSession()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = 200 * time.Millisecond
+		}
+		wait := jitter(backoff)
+		s.log.Warn("relay stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// jitter returns a duration uniformly in [d/2, d*3/2).
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)))
+	if err != nil {
+		return d
+	}
+	return d/2 + time.Duration(n.Int64())
+}
+
+func (s *Shipper) endSession() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connected = false
+	s.m.connected.Set(0)
+	for _, n := range s.droppedInflight {
+		s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, n)
+	}
+	clear(s.droppedInflight)
+	s.gen++ // every unacked batch becomes unsent: resent from the oldest
+}
+
+func (s *Shipper) hello() *ingestv1.Hello {
+	s.mu.Lock()
+	hb := s.heartbeat
+	s.mu.Unlock()
+	h := &ingestv1.Hello{
+		NodeName:     s.cfg.NodeName,
+		BootId:       s.cfg.BootID,
+		AgentVersion: version.Version,
+		Kernel:       s.cfg.Kernel,
+		StartedAt:    timestamppb.New(startedAt),
+	}
+	if hb != nil {
+		if x := hb(); x != nil {
+			h.Features = x.Features
+		}
+	}
+	return h
+}
+
+var startedAt = time.Now()
+
+func (s *Shipper) heartbeatMsg() *ingestv1.Heartbeat {
+	s.mu.Lock()
+	fn := s.heartbeat
+	s.mu.Unlock()
+	var hb *ingestv1.Heartbeat
+	if fn != nil {
+		hb = fn()
+	}
+	if hb == nil {
+		hb = &ingestv1.Heartbeat{}
+	}
+	if hb.Time == nil {
+		hb.Time = timestamppb.Now()
+	}
+	if hb.AgentVersion == "" {
+		hb.AgentVersion = version.Version
+	}
+	return hb
+}
+
+// session runs one stream: Hello/Welcome, then sends batches and heartbeats
+// while a receiver goroutine handles Acks and Nacks.
+func (s *Shipper) session(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := ingestv1.NewIngestServiceClient(s.conn).Stream(sctx)
+	if err != nil {
+		return fmt.Errorf("open stream: %w", err)
+	}
+	if err := stream.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Hello{Hello: s.hello()}}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	welcomed := time.AfterFunc(30*time.Second, cancel)
+	resp, err := stream.Recv()
+	welcomed.Stop()
+	if err != nil {
+		return fmt.Errorf("wait for welcome: %w", err)
+	}
+	if resp.GetWelcome() == nil {
+		return errors.New("relay did not answer hello with welcome")
+	}
+	s.mu.Lock()
+	s.connected = true
+	gen := s.gen
+	s.mu.Unlock()
+	s.m.connected.Set(1)
+	s.log.Info("connected to relay", "relay_version", resp.GetWelcome().GetRelayVersion())
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.receive(stream, gen) }()
+
+	hb := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	if err := stream.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Heartbeat{Heartbeat: s.heartbeatMsg()}}); err != nil {
+		return fmt.Errorf("send heartbeat: %w", err)
+	}
+	for {
+		for _, b := range s.nextToSend(gen) {
+			if err := stream.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: b}}); err != nil {
+				return fmt.Errorf("send batch %d: %w", b.Sequence, err)
+			}
+			s.m.sent.Inc()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case <-s.wake:
+		case <-hb.C:
+			if err := stream.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Heartbeat{Heartbeat: s.heartbeatMsg()}}); err != nil {
+				return fmt.Errorf("send heartbeat: %w", err)
+			}
+		}
+	}
+}
+
+// nextToSend seals pending lost-event reports and returns the unsent batches
+// that fit in the in-flight window, marking them sent on gen.
+func (s *Shipper) nextToSend(gen uint64) []*ingestv1.Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pendingLost) > 0 {
+		s.sealLocked(false) // keep records ahead of the report in order
+		s.cur = &ingestv1.Batch{}
+		for _, src := range []flowv1.LostEventSource{flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, flowv1.LostEventSource_BATCH_REJECTED} {
+			n := s.pendingLost[src]
+			if n == 0 {
+				continue
+			}
+			detail := fmt.Sprintf("agent buffer full (--buffer-size %d bytes): oldest batches dropped", s.cfg.BufferBytes)
+			if src == flowv1.LostEventSource_BATCH_REJECTED {
+				detail = "relay rejected batches"
+			}
+			s.cur.LostEvents = append(s.cur.LostEvents, &flowv1.LostEvent{
+				Source: src, NumEventsLost: n, NodeName: s.cfg.NodeName, Time: timestamppb.Now(), Detail: detail,
+			})
+		}
+		clear(s.pendingLost)
+		s.sealLocked(true)
+	}
+	inflight := 0
+	var out []*ingestv1.Batch
+	for _, e := range s.queue {
+		if e.sentGen == gen {
+			inflight++
+			continue
+		}
+		if inflight >= s.cfg.MaxInflight {
+			break
+		}
+		e.sentGen = gen
+		inflight++
+		out = append(out, e.batch)
+	}
+	return out
+}
+
+func (s *Shipper) receive(stream ingestv1.IngestService_StreamClient, gen uint64) error {
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch m := resp.GetMsg().(type) {
+		case *ingestv1.StreamResponse_Ack:
+			s.settle(gen, m.Ack.GetBootId(), m.Ack.GetSequence(), "")
+		case *ingestv1.StreamResponse_Nack:
+			s.log.Warn("relay rejected batch", "sequence", m.Nack.GetSequence(), "reason", m.Nack.GetReason())
+			s.settle(gen, m.Nack.GetBootId(), m.Nack.GetSequence(), m.Nack.GetReason())
+		}
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// settle removes an acknowledged (reason "") or rejected batch.
+func (s *Shipper) settle(gen uint64, boot string, seq uint64, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if boot != s.cfg.BootID || gen != s.gen {
+		return
+	}
+	rejected := reason != ""
+	if n, ok := s.droppedInflight[seq]; ok {
+		delete(s.droppedInflight, seq)
+		if rejected {
+			s.countLostLocked(flowv1.LostEventSource_BATCH_REJECTED, n)
+		} else {
+			s.m.acked.Inc()
+		}
+		return
+	}
+	for i, e := range s.queue {
+		if e.batch.Sequence != seq {
+			continue
+		}
+		s.queue = append(s.queue[:i], s.queue[i+1:]...)
+		s.bufBytes -= e.size
+		s.m.bufferBytes.Set(float64(s.bufBytes))
+		if rejected {
+			s.countLostLocked(flowv1.LostEventSource_BATCH_REJECTED, e.records)
+		} else {
+			s.m.acked.Inc()
+		}
+		return
+	}
+}
+
+type metrics struct {
+	connected, bufferBytes prometheus.Gauge
+	sent, acked            prometheus.Counter
+	lost                   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, lost *prometheus.CounterVec) metrics {
+	m := metrics{
+		connected:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "trawl_agent_relay_connected", Help: "1 while the stream to the relay is up."}),
+		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "trawl_agent_buffer_bytes", Help: "Bytes of unacknowledged batches held."}),
+		sent:        prometheus.NewCounter(prometheus.CounterOpts{Name: "trawl_agent_batches_sent_total", Help: "Batches sent to the relay, including resends."}),
+		acked:       prometheus.NewCounter(prometheus.CounterOpts{Name: "trawl_agent_batches_acked_total", Help: "Batches acknowledged by the relay."}),
+	}
+	if lost == nil {
+		lost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_agent_lost_events_total", Help: "Records lost or suppressed, by cause."}, []string{"cause"})
+		if reg != nil {
+			if err := reg.Register(lost); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if errors.As(err, &are) {
+					if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+						lost = existing
+					}
+				}
+			}
+		}
+	}
+	m.lost = lost
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.connected, m.bufferBytes, m.sent, m.acked} {
+			_ = reg.Register(c)
+		}
+	}
+	// Expose both causes at zero so rules see them before the first loss.
+	m.lost.WithLabelValues("buffer_overflow")
+	m.lost.WithLabelValues("batch_rejected")
+	return m
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func kernelRelease() string {
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return ""
+	}
+	var out []byte
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
