@@ -1,0 +1,270 @@
+//go:build ignore
+
+/* Packet drops with the kernel's reason, from skb:kfree_skb.
+ *
+ * Two entry points share one body: tp_btf (preferred) and the classic
+ * tracepoint (fallback); the loader keeps one. Only reasons user space put in
+ * the `reasons` map are reported (it leaves out NOT_SPECIFIED and CONSUMED by
+ * default). Drops are aggregated per (5-tuple, reason, interface, netns) so a
+ * flood becomes counts. The first drop of a key goes out at once through the
+ * ring buffer; every dropped packet is in exactly one record: the instant
+ * event, or the map when the event could not be sent. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "common.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define EEXIST_ 17
+#define PARSE_OK (-1)
+
+struct drop_key {
+	struct flow_tuple tuple;
+	__u32 reason;  /* enum skb_drop_reason of the running kernel */
+	__u32 ifindex; /* skb->dev, or the input interface when dev is gone */
+	__u32 netns;   /* inode of the device's (or socket's) network namespace */
+	__u8 has_sk;   /* the packet belonged to a local socket (was being sent) */
+	__u8 pad[3];
+};
+
+struct drop_agg {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct drop_event {
+	struct drop_key key;
+	__u64 ts_ns;
+	__u32 bytes;
+	__u32 pad;
+};
+
+const volatile __u64 events_per_sec = 1000;
+const volatile __u64 events_burst = 2000;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct drop_key);
+	__type(value, struct drop_agg);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} drop_events SEC(".maps");
+
+/* Reasons to report (reason -> 1), filled by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rate_state);
+} drop_rate SEC(".maps");
+
+COUNTERS_MAP
+
+const struct drop_event *unused_drop_event __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+
+/* read_l4 fills the ports (or ICMP type/code) from kernel memory at l4. */
+static __always_inline int read_l4(struct flow_tuple *t, void *l4)
+{
+	__u8 h[4];
+
+	switch (t->proto) {
+	case IPPROTO_TCP_:
+	case IPPROTO_UDP_:
+	case IPPROTO_SCTP_:
+		if (bpf_probe_read_kernel(h, 4, l4))
+			return CNT_TRUNCATED;
+		t->sport = (h[0] << 8) | h[1];
+		t->dport = (h[2] << 8) | h[3];
+		break;
+	case IPPROTO_ICMP_:
+	case IPPROTO_ICMPV6_:
+		if (bpf_probe_read_kernel(h, 2, l4))
+			return CNT_TRUNCATED;
+		t->sport = h[0];
+		t->dport = h[1];
+		break;
+	}
+	return PARSE_OK;
+}
+
+/* read_tuple reads the IP and transport headers of an skb that may be
+ * anywhere in the stack: the network header offset is the reference, not
+ * skb->data, which may already point past it. */
+static __always_inline int read_tuple(struct sk_buff *skb, struct flow_tuple *t, __u32 *bytes)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 proto = BPF_CORE_READ(skb, protocol);
+	__u8 ver;
+
+	if (!head || nh == (__u16)~0U)
+		return CNT_NOT_IP; /* no network header set yet */
+	void *l3 = head + nh;
+	if (bpf_probe_read_kernel(&ver, 1, l3))
+		return CNT_TRUNCATED;
+	ver >>= 4;
+	/* Locally built packets may not have skb->protocol yet: trust the
+	 * version nibble then. */
+	if (proto == bpf_htons(ETH_P_IP) || (proto == 0 && ver == 4)) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+			return CNT_TRUNCATED;
+		__u32 ihl = ip.ihl * 4;
+		if (ip.version != 4 || ihl < sizeof(ip))
+			return CNT_MALFORMED;
+		t->family = 4;
+		t->proto = ip.protocol;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		*bytes = bpf_ntohs(ip.tot_len);
+		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+			return PARSE_OK; /* later fragment: no ports */
+		return read_l4(t, l3 + ihl);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6) || (proto == 0 && ver == 6)) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
+			return CNT_TRUNCATED;
+		if (ip6.version != 6)
+			return CNT_MALFORMED;
+		t->family = 6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		*bytes = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
+		__u8 next = ip6.nexthdr;
+		void *l4 = l3 + sizeof(ip6);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			__u8 e[4];
+			if (next != IPPROTO_HOPOPTS_ && next != IPPROTO_ROUTING_ && next != IPPROTO_DSTOPTS_ &&
+			    next != IPPROTO_FRAGMENT_ && next != IPPROTO_AH_)
+				break;
+			if (bpf_probe_read_kernel(e, 4, l4))
+				return CNT_TRUNCATED;
+			if (next == IPPROTO_FRAGMENT_) {
+				if (((e[2] << 8) | e[3]) & 0xfff8) {
+					t->proto = e[0];
+					return PARSE_OK;
+				}
+				l4 += 8;
+			} else if (next == IPPROTO_AH_) {
+				l4 += (e[1] + 2) * 4;
+			} else {
+				l4 += (e[1] + 1) * 8;
+			}
+			next = e[0];
+		}
+		t->proto = next;
+		return read_l4(t, l4);
+	}
+	return CNT_NOT_IP;
+}
+
+static __always_inline int send_event(struct drop_key *key, __u64 now, __u32 bytes)
+{
+	__u32 zero = 0;
+	struct rate_state *rs = bpf_map_lookup_elem(&drop_rate, &zero);
+	if (!rs)
+		return 0;
+	if (!rate_allow(rs, now, events_per_sec, events_burst)) {
+		count(CNT_RATE_LIMITED);
+		return 0;
+	}
+	struct drop_event *e = bpf_ringbuf_reserve(&drop_events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+		return 0;
+	}
+	e->key = *key;
+	e->ts_ns = now;
+	e->bytes = bytes;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	count(CNT_EVENTS);
+	return 1;
+}
+
+static __always_inline void add(struct drop_agg *st, __u64 now, __u32 bytes)
+{
+	__sync_fetch_and_add(&st->packets, 1);
+	__sync_fetch_and_add(&st->bytes, bytes);
+	st->last_ns = now;
+}
+
+static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
+{
+	if (!bpf_map_lookup_elem(&reasons, &reason)) {
+		count(CNT_FILTERED);
+		return;
+	}
+
+	struct drop_key key = {};
+	__u32 bytes = 0;
+	int r = read_tuple(skb, &key.tuple, &bytes);
+	if (r != PARSE_OK) {
+		count(r);
+		return;
+	}
+	key.reason = reason;
+	key.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	if (!key.ifindex)
+		key.ifindex = BPF_CORE_READ(skb, skb_iif);
+	key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	if (!key.netns)
+		key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+	key.has_sk = BPF_CORE_READ(skb, sk) != 0;
+
+	__u64 now = bpf_ktime_get_ns();
+	struct drop_agg *st = bpf_map_lookup_elem(&drops, &key);
+	if (st) {
+		add(st, now, bytes);
+		return;
+	}
+
+	int sent = send_event(&key, now, bytes);
+	struct drop_agg fresh = {
+		.first_ns = now,
+		.last_ns = now,
+		.packets = sent ? 0 : 1,
+		.bytes = sent ? 0 : bytes,
+	};
+	long err = bpf_map_update_elem(&drops, &key, &fresh, BPF_NOEXIST);
+	if (err == -EEXIST_) {
+		st = bpf_map_lookup_elem(&drops, &key);
+		if (st && !sent)
+			add(st, now, bytes);
+	} else if (err) {
+		count(CNT_MAP_FULL);
+	}
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(trawl_drop_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	handle_drop(skb, reason);
+	return 0;
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int trawl_drop_tp(struct trace_event_raw_kfree_skb *ctx)
+{
+	handle_drop((struct sk_buff *)ctx->skbaddr, ctx->reason);
+	return 0;
+}

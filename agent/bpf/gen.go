@@ -1,0 +1,16 @@
+// Package bpf holds Trawl's eBPF programs (C, CO-RE against vmlinux.h) and
+// their bpf2go bindings. The generated objects and Go files are committed so
+// that building the agent needs no clang; `make bpf` regenerates them.
+//
+// One C file per concern: flow.c (tcx flow aggregation), drop.c (kfree_skb
+// drops with the kernel's reason), conntrack.c (new conntrack entries per
+// source at a netfilter hook). Record types are generated from the C structs
+// (bpf2go -type), never written twice.
+package bpf
+
+// vmlinux.h is regenerated with:
+//   bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
+
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type flow_key -type flow_agg -type flow_event -type flow_tuple -type counter -type event_kind -type hook Flow flow.c -- -I. -mcpu=v3 -O2 -g -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type drop_key -type drop_agg -type drop_event Drop drop.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type ct_src_key Conntrack conntrack.c -- -I. -mcpu=v3 -O2 -g -Wall -Werror
