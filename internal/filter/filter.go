@@ -1,0 +1,740 @@
+// Package filter is Trawl's one implementation of Hubble's FlowFilter
+// semantics. Compile validates and precompiles allow/deny lists once; Match
+// then decides per record without allocating, for the live hub. The same
+// compiled clauses are exported so relay/store can translate them to SQL with
+// exactly the same meaning (a test there proves the two agree).
+//
+// Semantics, as Hubble's:
+//   - a record is selected when it matches any allow filter (or the allow list
+//     is empty) and no deny filter;
+//   - within one FlowFilter every set field must match (AND); within one
+//     repeated field any value may match (OR); an empty FlowFilter matches all.
+//
+// Records that are not flows (lost_events, node_status, conntrack) carry no
+// endpoints, ports or verdicts, so flow-specific fields cannot be judged on
+// them. The rule:
+//   - lost_events pass an allow filter whose node_name (if set) matches, whatever
+//     flow-specific fields it sets: lost data is never hidden by a flow filter
+//     (`--from-pod x` still shows that events were lost on the node);
+//   - node_status and conntrack pass an allow filter only when it sets no
+//     flow-specific field and its node_name (if set) matches;
+//   - any non-flow record is denied by a deny filter only when that filter sets
+//     no flow-specific field and its node_name (if set) matches.
+package filter
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+// Filter is a compiled allow/deny pair. It is immutable and safe for
+// concurrent use.
+type Filter struct {
+	Allow []*Clause
+	Deny  []*Clause
+}
+
+// Clause is one compiled FlowFilter. Empty slices mean "not set".
+type Clause struct {
+	UUID                                []string
+	SourceIP, DestinationIP             []IPRange
+	SourcePod, DestinationPod           []NamePrefix
+	SourceFQDN, DestinationFQDN         []Glob
+	SourceLabel, DestinationLabel       []Selector
+	SourceService, DestinationService   []NamePrefix
+	SourceWorkload, DestinationWorkload []Workload
+	TrafficDirection                    []flowv1.TrafficDirection
+	Verdict                             []flowv1.Verdict
+	DropReasonDesc                      []string
+	Interface                           []Interface
+	Protocol                            []uint8 // IP protocol numbers
+	SourcePort, DestinationPort         []PortRange
+	Reply                               []bool
+	TCPFlags                            []uint16 // bit masks, see TCPFlagBits
+	NodeName                            []Glob
+	IPVersion                           []flowv1.IPVersion
+	DropReasonKernel                    []string
+	Policy                              []PolicyRef
+	EventKind                           []flowv1.EventKind
+	flowSpecific                        bool
+}
+
+// FlowSpecific reports whether the clause sets any field other than node_name.
+func (c *Clause) FlowSpecific() bool { return c.flowSpecific }
+
+// IPRange is an inclusive range of addresses in 16-byte form (IPv4 as
+// IPv4-mapped IPv6), the form relay/store keeps addresses in.
+type IPRange struct{ Lo, Hi [16]byte }
+
+// NamePrefix is "namespace/name-prefix"; an empty Prefix means the whole
+// namespace. Without a slash the namespace is empty, as in Hubble's server
+// (clients such as `trawl observe` fill in "default/").
+type NamePrefix struct{ Namespace, Prefix string }
+
+// Workload matches an endpoint workload; an empty field is not compared.
+type Workload struct{ Name, Kind string }
+
+// Interface matches the observation interface; zero fields are not compared.
+type Interface struct {
+	Index uint32
+	Name  string
+}
+
+// PortRange is an inclusive port range.
+type PortRange struct{ Lo, Hi uint16 }
+
+// PolicyRef is "namespace/name"; an empty Name means every policy of the
+// namespace.
+type PolicyRef struct{ Namespace, Name string }
+
+// Protocol numbers used by the protocol filter and by storage.
+const (
+	ProtoICMPv4 uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132
+)
+
+// TCP flag bits of the masks in Clause.TCPFlags and of stored flags.
+const (
+	FlagFIN uint16 = 1 << iota
+	FlagSYN
+	FlagRST
+	FlagPSH
+	FlagACK
+	FlagURG
+	FlagECE
+	FlagCWR
+	FlagNS
+)
+
+// TCPFlagBits folds a TCPFlags message into a bit mask.
+func TCPFlagBits(f *flowv1.TCPFlags) uint16 {
+	if f == nil {
+		return 0
+	}
+	var m uint16
+	set := func(b bool, bit uint16) {
+		if b {
+			m |= bit
+		}
+	}
+	set(f.FIN, FlagFIN)
+	set(f.SYN, FlagSYN)
+	set(f.RST, FlagRST)
+	set(f.PSH, FlagPSH)
+	set(f.ACK, FlagACK)
+	set(f.URG, FlagURG)
+	set(f.ECE, FlagECE)
+	set(f.CWR, FlagCWR)
+	set(f.NS, FlagNS)
+	return m
+}
+
+// Compile validates allow and deny lists and precompiles them. Errors name
+// the field and the offending value.
+func Compile(allow, deny []*observerv1.FlowFilter) (*Filter, error) {
+	f := &Filter{}
+	for i, ff := range allow {
+		c, err := compileClause(ff)
+		if err != nil {
+			return nil, fmt.Errorf("allowlist[%d]: %w", i, err)
+		}
+		f.Allow = append(f.Allow, c)
+	}
+	for i, ff := range deny {
+		c, err := compileClause(ff)
+		if err != nil {
+			return nil, fmt.Errorf("denylist[%d]: %w", i, err)
+		}
+		f.Deny = append(f.Deny, c)
+	}
+	return f, nil
+}
+
+// MustCompile is Compile for tests and constants; it panics on error.
+func MustCompile(allow, deny []*observerv1.FlowFilter) *Filter {
+	f, err := Compile(allow, deny)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
+	c := &Clause{}
+	if ff == nil {
+		return c, nil
+	}
+	var err error
+	for _, u := range ff.GetUuid() {
+		if u == "" {
+			return nil, fmt.Errorf("uuid: empty value")
+		}
+		c.UUID = append(c.UUID, u)
+	}
+	if c.SourceIP, err = compileIPs("source_ip", ff.GetSourceIp()); err != nil {
+		return nil, err
+	}
+	if c.DestinationIP, err = compileIPs("destination_ip", ff.GetDestinationIp()); err != nil {
+		return nil, err
+	}
+	if c.SourcePod, err = compileNames("source_pod", ff.GetSourcePod()); err != nil {
+		return nil, err
+	}
+	if c.DestinationPod, err = compileNames("destination_pod", ff.GetDestinationPod()); err != nil {
+		return nil, err
+	}
+	if c.SourceService, err = compileNames("source_service", ff.GetSourceService()); err != nil {
+		return nil, err
+	}
+	if c.DestinationService, err = compileNames("destination_service", ff.GetDestinationService()); err != nil {
+		return nil, err
+	}
+	if c.SourceFQDN, err = compileGlobs("source_fqdn", ff.GetSourceFqdn()); err != nil {
+		return nil, err
+	}
+	if c.DestinationFQDN, err = compileGlobs("destination_fqdn", ff.GetDestinationFqdn()); err != nil {
+		return nil, err
+	}
+	if c.SourceLabel, err = compileSelectors("source_label", ff.GetSourceLabel()); err != nil {
+		return nil, err
+	}
+	if c.DestinationLabel, err = compileSelectors("destination_label", ff.GetDestinationLabel()); err != nil {
+		return nil, err
+	}
+	if c.SourceWorkload, err = compileWorkloads("source_workload", ff.GetSourceWorkload()); err != nil {
+		return nil, err
+	}
+	if c.DestinationWorkload, err = compileWorkloads("destination_workload", ff.GetDestinationWorkload()); err != nil {
+		return nil, err
+	}
+	for _, d := range ff.GetTrafficDirection() {
+		if _, ok := flowv1.TrafficDirection_name[int32(d)]; !ok {
+			return nil, fmt.Errorf("traffic_direction: unknown value %d", int32(d))
+		}
+		c.TrafficDirection = append(c.TrafficDirection, d)
+	}
+	for _, v := range ff.GetVerdict() {
+		if _, ok := flowv1.Verdict_name[int32(v)]; !ok {
+			return nil, fmt.Errorf("verdict: unknown value %d", int32(v))
+		}
+		c.Verdict = append(c.Verdict, v)
+	}
+	for _, v := range ff.GetIpVersion() {
+		if _, ok := flowv1.IPVersion_name[int32(v)]; !ok {
+			return nil, fmt.Errorf("ip_version: unknown value %d", int32(v))
+		}
+		c.IPVersion = append(c.IPVersion, v)
+	}
+	for _, v := range ff.GetEventKind() {
+		if _, ok := flowv1.EventKind_name[int32(v)]; !ok {
+			return nil, fmt.Errorf("event_kind: unknown value %d", int32(v))
+		}
+		c.EventKind = append(c.EventKind, v)
+	}
+	for _, s := range ff.GetDropReasonDesc() {
+		if s == "" {
+			return nil, fmt.Errorf("drop_reason_desc: empty value")
+		}
+		c.DropReasonDesc = append(c.DropReasonDesc, s)
+	}
+	for _, s := range ff.GetDropReasonKernel() {
+		if s == "" {
+			return nil, fmt.Errorf("drop_reason_kernel: empty value")
+		}
+		c.DropReasonKernel = append(c.DropReasonKernel, s)
+	}
+	for _, ifc := range ff.GetInterface() {
+		if ifc.GetIndex() == 0 && ifc.GetName() == "" {
+			return nil, fmt.Errorf("interface: needs an index or a name")
+		}
+		c.Interface = append(c.Interface, Interface{Index: ifc.GetIndex(), Name: ifc.GetName()})
+	}
+	for _, p := range ff.GetProtocol() {
+		switch strings.ToLower(strings.TrimSpace(p)) {
+		case "tcp":
+			c.Protocol = append(c.Protocol, ProtoTCP)
+		case "udp":
+			c.Protocol = append(c.Protocol, ProtoUDP)
+		case "sctp":
+			c.Protocol = append(c.Protocol, ProtoSCTP)
+		case "icmp":
+			c.Protocol = append(c.Protocol, ProtoICMPv4, ProtoICMPv6)
+		case "icmpv4":
+			c.Protocol = append(c.Protocol, ProtoICMPv4)
+		case "icmpv6":
+			c.Protocol = append(c.Protocol, ProtoICMPv6)
+		default:
+			return nil, fmt.Errorf("protocol: unknown protocol %q (want tcp, udp, sctp, icmp, icmpv4 or icmpv6)", p)
+		}
+	}
+	if c.SourcePort, err = compilePorts("source_port", ff.GetSourcePort()); err != nil {
+		return nil, err
+	}
+	if c.DestinationPort, err = compilePorts("destination_port", ff.GetDestinationPort()); err != nil {
+		return nil, err
+	}
+	c.Reply = append(c.Reply, ff.GetReply()...)
+	for _, tf := range ff.GetTcpFlags() {
+		c.TCPFlags = append(c.TCPFlags, TCPFlagBits(tf))
+	}
+	for _, p := range ff.GetPolicy() {
+		ns, name, ok := strings.Cut(p, "/")
+		if !ok || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("policy: %q is not namespace/name", p)
+		}
+		c.Policy = append(c.Policy, PolicyRef{Namespace: ns, Name: name})
+	}
+	c.flowSpecific = len(c.UUID)+len(c.SourceIP)+len(c.DestinationIP)+len(c.SourcePod)+len(c.DestinationPod)+
+		len(c.SourceFQDN)+len(c.DestinationFQDN)+len(c.SourceLabel)+len(c.DestinationLabel)+
+		len(c.SourceService)+len(c.DestinationService)+len(c.SourceWorkload)+len(c.DestinationWorkload)+
+		len(c.TrafficDirection)+len(c.Verdict)+len(c.DropReasonDesc)+len(c.Interface)+len(c.Protocol)+
+		len(c.SourcePort)+len(c.DestinationPort)+len(c.Reply)+len(c.TCPFlags)+len(c.IPVersion)+
+		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind) > 0
+	if c.NodeName, err = compileGlobs("node_name", ff.GetNodeName()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func compileIPs(field string, vals []string) ([]IPRange, error) {
+	var out []IPRange
+	for _, v := range vals {
+		s := strings.TrimSpace(v)
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: bad CIDR %q", field, v)
+			}
+			out = append(out, prefixRange(p))
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%s: bad IP address %q", field, v)
+		}
+		b := a.As16()
+		out = append(out, IPRange{Lo: b, Hi: b})
+	}
+	return out, nil
+}
+
+// prefixRange turns a prefix into its first and last address in 16-byte form.
+func prefixRange(p netip.Prefix) IPRange {
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	lo := p.Addr().As16()
+	hi := lo
+	for i := bits; i < 128; i++ {
+		hi[i/8] |= 1 << (7 - uint(i%8))
+	}
+	return IPRange{Lo: lo, Hi: hi}
+}
+
+func compileNames(field string, vals []string) ([]NamePrefix, error) {
+	var out []NamePrefix
+	for _, v := range vals {
+		ns, name, ok := strings.Cut(v, "/")
+		if !ok {
+			ns, name = "", v
+		}
+		if ns == "" && name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("%s: %q is not [namespace/][name-prefix]", field, v)
+		}
+		out = append(out, NamePrefix{Namespace: ns, Prefix: name})
+	}
+	return out, nil
+}
+
+func compileWorkloads(field string, vals []*flowv1.Workload) ([]Workload, error) {
+	var out []Workload
+	for _, w := range vals {
+		if w.GetName() == "" && w.GetKind() == "" {
+			return nil, fmt.Errorf("%s: needs a name or a kind", field)
+		}
+		out = append(out, Workload{Name: w.GetName(), Kind: w.GetKind()})
+	}
+	return out, nil
+}
+
+func compilePorts(field string, vals []string) ([]PortRange, error) {
+	var out []PortRange
+	for _, v := range vals {
+		s := strings.TrimSpace(v)
+		lo, hi, isRange := strings.Cut(s, "-")
+		l, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("%s: bad port %q (want 0-65535 or lo-hi)", field, v)
+		}
+		h := l
+		if isRange {
+			h, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+			if err != nil || h < l {
+				return nil, fmt.Errorf("%s: bad port range %q (want lo-hi with lo <= hi <= 65535)", field, v)
+			}
+		}
+		out = append(out, PortRange{Lo: uint16(l), Hi: uint16(h)})
+	}
+	return out, nil
+}
+
+// Match reports whether a GetFlows record is selected (see the package
+// comment for records other than flows).
+func (f *Filter) Match(r *observerv1.GetFlowsResponse) bool {
+	if fl := r.GetFlow(); fl != nil {
+		return f.MatchFlow(fl)
+	}
+	node := r.GetNodeName()
+	if node == "" {
+		switch {
+		case r.GetLostEvents() != nil:
+			node = r.GetLostEvents().GetNodeName()
+		case r.GetNodeStatus() != nil:
+			node = r.GetNodeStatus().GetNodeName()
+		case r.GetConntrack() != nil:
+			node = r.GetConntrack().GetNodeName()
+		}
+	}
+	return f.MatchOther(r.GetLostEvents() != nil, node)
+}
+
+// MatchOther decides for a record that is not a flow: lost says whether it
+// is a lost-events record, node is the node it comes from.
+func (f *Filter) MatchOther(lost bool, node string) bool {
+	if len(f.Allow) > 0 {
+		ok := false
+		for _, c := range f.Allow {
+			if (lost || !c.flowSpecific) && matchGlobs(c.NodeName, node) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, c := range f.Deny {
+		if !c.flowSpecific && matchGlobs(c.NodeName, node) {
+			return false
+		}
+	}
+	return true
+}
+
+// MatchFlow reports whether a flow is selected.
+func (f *Filter) MatchFlow(fl *flowv1.Flow) bool {
+	if len(f.Allow) > 0 {
+		ok := false
+		for _, c := range f.Allow {
+			if c.MatchFlow(fl) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, c := range f.Deny {
+		if c.MatchFlow(fl) {
+			return false
+		}
+	}
+	return true
+}
+
+// MatchFlow reports whether one clause matches a flow.
+func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
+	if len(c.UUID) > 0 && !containsString(c.UUID, fl.GetUuid()) {
+		return false
+	}
+	if len(c.NodeName) > 0 && !matchGlobs(c.NodeName, fl.GetNodeName()) {
+		return false
+	}
+	if len(c.Verdict) > 0 && !containsEnum(c.Verdict, fl.GetVerdict()) {
+		return false
+	}
+	if len(c.EventKind) > 0 && !containsEnum(c.EventKind, fl.GetEventKind()) {
+		return false
+	}
+	if len(c.TrafficDirection) > 0 && !containsEnum(c.TrafficDirection, fl.GetTrafficDirection()) {
+		return false
+	}
+	if len(c.IPVersion) > 0 && !containsEnum(c.IPVersion, fl.GetIP().GetIpVersion()) {
+		return false
+	}
+	if len(c.DropReasonDesc) > 0 && !containsString(c.DropReasonDesc, fl.GetDropReasonDesc()) {
+		return false
+	}
+	if len(c.DropReasonKernel) > 0 && !containsString(c.DropReasonKernel, fl.GetDropReasonKernel()) {
+		return false
+	}
+	if len(c.SourceIP) > 0 && !matchIP(c.SourceIP, fl.GetIP().GetSource()) {
+		return false
+	}
+	if len(c.DestinationIP) > 0 && !matchIP(c.DestinationIP, fl.GetIP().GetDestination()) {
+		return false
+	}
+	if len(c.SourcePod) > 0 && !matchNames(c.SourcePod, fl.GetSource().GetNamespace(), fl.GetSource().GetPodName()) {
+		return false
+	}
+	if len(c.DestinationPod) > 0 && !matchNames(c.DestinationPod, fl.GetDestination().GetNamespace(), fl.GetDestination().GetPodName()) {
+		return false
+	}
+	if len(c.SourceService) > 0 && !matchNames(c.SourceService, fl.GetSourceService().GetNamespace(), fl.GetSourceService().GetName()) {
+		return false
+	}
+	if len(c.DestinationService) > 0 && !matchNames(c.DestinationService, fl.GetDestinationService().GetNamespace(), fl.GetDestinationService().GetName()) {
+		return false
+	}
+	if len(c.SourceFQDN) > 0 && !matchAnyName(c.SourceFQDN, fl.GetSourceNames()) {
+		return false
+	}
+	if len(c.DestinationFQDN) > 0 && !matchAnyName(c.DestinationFQDN, fl.GetDestinationNames()) {
+		return false
+	}
+	if len(c.SourceLabel) > 0 && !matchSelectors(c.SourceLabel, fl.GetSource().GetLabels()) {
+		return false
+	}
+	if len(c.DestinationLabel) > 0 && !matchSelectors(c.DestinationLabel, fl.GetDestination().GetLabels()) {
+		return false
+	}
+	if len(c.SourceWorkload) > 0 && !matchWorkloads(c.SourceWorkload, fl.GetSource().GetWorkloads()) {
+		return false
+	}
+	if len(c.DestinationWorkload) > 0 && !matchWorkloads(c.DestinationWorkload, fl.GetDestination().GetWorkloads()) {
+		return false
+	}
+	if len(c.Interface) > 0 && !matchInterface(c.Interface, fl.GetInterface()) {
+		return false
+	}
+	if len(c.Protocol) > 0 {
+		p := FlowProtocol(fl)
+		ok := false
+		for _, want := range c.Protocol {
+			if p == want {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(c.SourcePort) > 0 || len(c.DestinationPort) > 0 {
+		sp, dp, ok := FlowPorts(fl)
+		if !ok {
+			return false
+		}
+		if len(c.SourcePort) > 0 && !matchPorts(c.SourcePort, sp) {
+			return false
+		}
+		if len(c.DestinationPort) > 0 && !matchPorts(c.DestinationPort, dp) {
+			return false
+		}
+	}
+	if len(c.Reply) > 0 {
+		r := fl.GetIsReply()
+		if r == nil {
+			return false
+		}
+		ok := false
+		for _, want := range c.Reply {
+			if want == r.GetValue() {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(c.TCPFlags) > 0 {
+		tcp := fl.GetL4().GetTCP()
+		if tcp == nil {
+			return false
+		}
+		have := TCPFlagBits(tcp.GetFlags())
+		ok := false
+		for _, m := range c.TCPFlags {
+			if have&m == m {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(c.Policy) > 0 {
+		if !matchPolicies(c.Policy, fl.GetEgressAllowedBy()) && !matchPolicies(c.Policy, fl.GetIngressAllowedBy()) &&
+			!matchPolicies(c.Policy, fl.GetEgressDeniedBy()) && !matchPolicies(c.Policy, fl.GetIngressDeniedBy()) {
+			return false
+		}
+	}
+	return true
+}
+
+// FlowProtocol is the IP protocol number of a flow's L4 layer (0 if none).
+func FlowProtocol(fl *flowv1.Flow) uint8 {
+	l4 := fl.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		return ProtoTCP
+	case l4.GetUDP() != nil:
+		return ProtoUDP
+	case l4.GetSCTP() != nil:
+		return ProtoSCTP
+	case l4.GetICMPv4() != nil:
+		return ProtoICMPv4
+	case l4.GetICMPv6() != nil:
+		return ProtoICMPv6
+	}
+	return 0
+}
+
+// FlowPorts returns the ports of a TCP, UDP or SCTP flow; ok is false for
+// other protocols (port filters never match them, as in Hubble).
+func FlowPorts(fl *flowv1.Flow) (src, dst uint32, ok bool) {
+	l4 := fl.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		return l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort(), true
+	case l4.GetUDP() != nil:
+		return l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort(), true
+	case l4.GetSCTP() != nil:
+		return l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort(), true
+	}
+	return 0, 0, false
+}
+
+// AddrBytes converts a flow address string to the 16-byte form storage uses:
+// IPv4 as IPv4-mapped IPv6; empty or unparsable addresses as all zeros ("::").
+func AddrBytes(s string) [16]byte {
+	if s == "" {
+		return [16]byte{} // ParseAddr's error would allocate on this common case
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return [16]byte{}
+	}
+	return a.As16()
+}
+
+func matchIP(rs []IPRange, s string) bool {
+	b := AddrBytes(s)
+	for i := range rs {
+		if bytesLE(rs[i].Lo[:], b[:]) && bytesLE(b[:], rs[i].Hi[:]) {
+			return true
+		}
+	}
+	return false
+}
+
+func bytesLE(a, b []byte) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return true
+}
+
+func matchNames(ns []NamePrefix, namespace, name string) bool {
+	for _, n := range ns {
+		if n.Namespace == namespace && strings.HasPrefix(name, n.Prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchWorkloads(ws []Workload, have []*flowv1.Workload) bool {
+	for _, w := range ws {
+		for _, h := range have {
+			if (w.Name == "" || w.Name == h.GetName()) && (w.Kind == "" || w.Kind == h.GetKind()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matchInterface(is []Interface, have *flowv1.NetworkInterface) bool {
+	for _, i := range is {
+		if (i.Index == 0 || i.Index == have.GetIndex()) && (i.Name == "" || i.Name == have.GetName()) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchPorts(ps []PortRange, p uint32) bool {
+	for _, r := range ps {
+		if uint32(r.Lo) <= p && p <= uint32(r.Hi) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchPolicies(refs []PolicyRef, ps []*flowv1.Policy) bool {
+	for _, p := range ps {
+		for _, r := range refs {
+			if r.Namespace == p.GetNamespace() && (r.Name == "" || r.Name == p.GetName()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matchAnyName(gs []Glob, names []string) bool {
+	for _, n := range names {
+		if matchGlobs(gs, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchGlobs is true when gs is empty or any glob matches s.
+func matchGlobs(gs []Glob, s string) bool {
+	if len(gs) == 0 {
+		return true
+	}
+	for i := range gs {
+		if gs[i].Match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func containsEnum[E ~int32](list []E, v E) bool {
+	for _, e := range list {
+		if e == v {
+			return true
+		}
+	}
+	return false
+}

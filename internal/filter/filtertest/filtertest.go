@@ -1,0 +1,178 @@
+// Package filtertest holds one small, varied set of flows and one filter
+// case per FlowFilter field with the flows each case selects. The filter's
+// own tests check Match against the expectations; relay/store's tests check
+// that the SQL translation selects exactly what Match selects on the same
+// records.
+package filtertest
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+// Base is the time of the first flow; flow i is at Base + i seconds.
+var Base = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+
+func ep(ns, pod string, labels []string, wl ...*flowv1.Workload) *flowv1.Endpoint {
+	return &flowv1.Endpoint{Namespace: ns, PodName: pod, Labels: labels, Workloads: wl}
+}
+
+func tcp(sp, dp uint32, f *flowv1.TCPFlags) *flowv1.Layer4 {
+	return &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: sp, DestinationPort: dp, Flags: f}}}
+}
+
+func udp(sp, dp uint32) *flowv1.Layer4 {
+	return &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}}
+}
+
+func ip4(s, d string) *flowv1.IP {
+	return &flowv1.IP{Source: s, Destination: d, IpVersion: flowv1.IPVersion_IPv4}
+}
+
+func pol(ns, name string) *flowv1.Policy {
+	return &flowv1.Policy{Namespace: ns, Name: name, Kind: "NetworkPolicy"}
+}
+
+// Flows returns the data set (fresh copies each call).
+func Flows() []*flowv1.Flow {
+	web := []string{"k8s:app=web", "k8s:tier=frontend", "k8s:io.kubernetes.pod.namespace=shop"}
+	db := []string{"k8s:app=db", "k8s:tier=backend", "k8s:app.kubernetes.io/name=postgres"}
+	fs := []*flowv1.Flow{
+		0: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-a",
+			IP: ip4("10.0.1.5", "10.0.2.7"), L4: tcp(40000, 5432, &flowv1.TCPFlags{SYN: true, ACK: true}),
+			Source:           ep("shop", "web-7d9f-abcde", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}),
+			Destination:      ep("shop", "db-0", db, &flowv1.Workload{Name: "db", Kind: "StatefulSet"}),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(false),
+			Interface: &flowv1.NetworkInterface{Index: 7, Name: "cali1234"}, Packets: 10, Bytes: 1500,
+			EgressAllowedBy: []*flowv1.Policy{pol("shop", "allow-db")}, ObservationPoint: "tcx-ingress", Type: flowv1.FlowType_L3_L4},
+		1: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-a",
+			IP: ip4("10.0.2.7", "10.0.1.5"), L4: tcp(5432, 40000, &flowv1.TCPFlags{ACK: true, PSH: true}),
+			Source:           ep("shop", "db-0", db, &flowv1.Workload{Name: "db", Kind: "StatefulSet"}),
+			Destination:      ep("shop", "web-7d9f-abcde", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}),
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, IsReply: wrapperspb.Bool(true), Packets: 8, Bytes: 9000,
+			Interface: &flowv1.NetworkInterface{Index: 7, Name: "cali1234"}},
+		2: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, NodeName: "node-b",
+			DropReasonDesc: "POLICY_DENIED", DropReasonKernel: "NETFILTER_DROP",
+			IP: ip4("10.0.3.9", "10.0.2.7"), L4: tcp(41000, 5432, &flowv1.TCPFlags{SYN: true}),
+			Source: ep("attacker", "evil-1", []string{"k8s:app=evil"}), Destination: ep("shop", "db-0", db, &flowv1.Workload{Name: "db", Kind: "StatefulSet"}),
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, Packets: 3, Bytes: 180,
+			IngressDeniedBy: []*flowv1.Policy{pol("shop", "default-deny"), pol("shop", "db-only-web")}},
+		3: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, NodeName: "node-b",
+			DropReasonDesc: "NO_SOCKET", DropReasonKernel: "NO_SOCKET",
+			IP: ip4("10.0.1.5", "10.0.9.9"), L4: udp(53000, 53),
+			Source:      ep("shop", "web-7d9f-abcde", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}),
+			Destination: ep("", "", []string{"reserved:world"}), TrafficDirection: flowv1.TrafficDirection_EGRESS, Packets: 1, Bytes: 80,
+			DestinationNames: []string{"api.example.com"}},
+		4: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_FLOW_NEW, NodeName: "node-a",
+			IP:          &flowv1.IP{Source: "fd00::1", Destination: "fd00:0:0:1::20", IpVersion: flowv1.IPVersion_IPv6},
+			L4:          &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv6{ICMPv6: &flowv1.ICMPv6{Type: 128}}},
+			Source:      ep("kube-system", "coredns-abc", []string{"k8s:k8s-app=kube-dns"}, &flowv1.Workload{Name: "coredns", Kind: "Deployment"}),
+			Destination: ep("monitoring", "prom-0", []string{"k8s:app=prometheus"}), TrafficDirection: flowv1.TrafficDirection_EGRESS},
+		5: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_FLOW_CLOSE, NodeName: "node-c.example",
+			IP: ip4("192.168.0.1", "10.0.2.8"), L4: tcp(33000, 80, &flowv1.TCPFlags{FIN: true, ACK: true}),
+			Source: ep("", "", []string{"reserved:host"}), Destination: ep("shop", "web-7d9f-xyz", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}),
+			DestinationService: &flowv1.Service{Namespace: "shop", Name: "web-svc"}, TrafficDirection: flowv1.TrafficDirection_INGRESS,
+			IsReply: wrapperspb.Bool(false), IngressAllowedBy: []*flowv1.Policy{pol("shop", "allow-web")}},
+		6: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-c.example",
+			IP: ip4("10.0.4.1", "10.0.5.1"), L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_SCTP{SCTP: &flowv1.SCTP{SourcePort: 9000, DestinationPort: 9001}}},
+			Source: ep("telco", "amf-1", []string{"k8s:app=amf", "k8s:env=prod"}), Destination: ep("telco", "smf-1", []string{"k8s:app=smf", "k8s:env"}),
+			SourceService: &flowv1.Service{Namespace: "telco", Name: "amf"}, TrafficDirection: flowv1.TrafficDirection_EGRESS, Packets: 100, Bytes: 64000,
+			Interface: &flowv1.NetworkInterface{Index: 2, Name: "eth0"}, EgressDeniedBy: []*flowv1.Policy{pol("", "global-audit")}},
+		7: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-a",
+			IP: ip4("10.0.1.6", "8.8.8.8"), L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv4{ICMPv4: &flowv1.ICMPv4{Type: 8}}},
+			Source:      ep("shop", "web-7d9f-fghij", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}, &flowv1.Workload{Name: "shop-operator", Kind: "Operator"}),
+			Destination: ep("", "", []string{"reserved:world"}), TrafficDirection: flowv1.TrafficDirection_EGRESS, Packets: 2, Bytes: 196},
+		8: {Verdict: flowv1.Verdict_AUDIT, EventKind: flowv1.EventKind_POLICY_VERDICT, NodeName: "node-b",
+			IP: ip4("10.0.2.7", "10.0.3.9"), L4: tcp(5432, 41000, &flowv1.TCPFlags{RST: true, ACK: true}),
+			Source: ep("shop", "db-0", db), Destination: ep("attacker", "evil-1", []string{"k8s:app=evil", "k8s:team=red"}),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(true),
+			SourceNames: []string{"db.shop.svc.cluster.local"}},
+		9: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-d",
+			Source: ep("shop", "", nil), Destination: ep("", "", nil), Uuid: "9b0c2e2a-0000-4000-8000-000000000009"},
+	}
+	for i, f := range fs {
+		t := timestamppb.New(Base.Add(time.Duration(i) * time.Second))
+		f.Time = t
+		if f.Uuid == "" {
+			f.Uuid = UUID(i)
+		}
+	}
+	return fs
+}
+
+// UUID is the id of flow i in the data set.
+func UUID(i int) string {
+	const hex = "0123456789abcdef"
+	return "00000000-0000-4000-8000-0000000000" + string([]byte{hex[i/16], hex[i%16]})
+}
+
+// Case is one filter with the flows it selects (indices into Flows()).
+type Case struct {
+	Name        string
+	Allow, Deny []*observerv1.FlowFilter
+	Want        []int
+}
+
+func ff(f *observerv1.FlowFilter) []*observerv1.FlowFilter { return []*observerv1.FlowFilter{f} }
+
+// Cases covers every FlowFilter field at least once.
+func Cases() []Case {
+	return []Case{
+		{Name: "no filter selects everything", Want: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{Name: "uuid selects one flow", Allow: ff(&observerv1.FlowFilter{Uuid: []string{UUID(3), "9b0c2e2a-0000-4000-8000-000000000009"}}), Want: []int{3, 9}},
+		{Name: "source_ip exact", Allow: ff(&observerv1.FlowFilter{SourceIp: []string{"10.0.1.5"}}), Want: []int{0, 3}},
+		{Name: "source_ip CIDR", Allow: ff(&observerv1.FlowFilter{SourceIp: []string{"10.0.0.0/22"}}), Want: []int{0, 1, 2, 3, 7, 8}},
+		{Name: "source_ip IPv6 CIDR", Allow: ff(&observerv1.FlowFilter{SourceIp: []string{"fd00::/16"}}), Want: []int{4}},
+		{Name: "destination_ip exact or CIDR", Allow: ff(&observerv1.FlowFilter{DestinationIp: []string{"8.8.8.8", "10.0.5.0/24", "fd00:0:0:1::20"}}), Want: []int{4, 6, 7}},
+		{Name: "source_pod namespace and prefix", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/web-"}}), Want: []int{0, 3, 7}},
+		{Name: "source_pod whole namespace", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/"}}), Want: []int{0, 1, 3, 7, 8, 9}},
+		{Name: "destination_pod two values OR", Allow: ff(&observerv1.FlowFilter{DestinationPod: []string{"shop/db", "monitoring/"}}), Want: []int{0, 2, 4}},
+		{Name: "source_fqdn glob", Allow: ff(&observerv1.FlowFilter{SourceFqdn: []string{"*.shop.svc.cluster.local"}}), Want: []int{8}},
+		{Name: "destination_fqdn exact", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"api.example.com"}}), Want: []int{3}},
+		{Name: "source_label with k8s prefix", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"k8s:app=web"}}), Want: []int{0, 3, 7}},
+		{Name: "source_label without prefix and in set", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"app in (db, amf)"}}), Want: []int{1, 6, 8}},
+		{Name: "source_label notin keeps flows without the key", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"app notin (web,db)"}}), Want: []int{2, 4, 5, 6, 9}},
+		{Name: "destination_label reserved world", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"reserved:world"}}), Want: []int{3, 7}},
+		{Name: "destination_label exists and not-equal", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"k8s:app,app!=web,!team"}}), Want: []int{0, 2, 4, 6}},
+		{Name: "destination_label key with prefix and slash", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"app.kubernetes.io/name==postgres"}}), Want: []int{0, 2}},
+		{Name: "destination_label key without value", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"k8s:env"}}), Want: []int{6}},
+		{Name: "source_service prefix", Allow: ff(&observerv1.FlowFilter{SourceService: []string{"telco/am"}}), Want: []int{6}},
+		{Name: "destination_service namespace", Allow: ff(&observerv1.FlowFilter{DestinationService: []string{"shop/"}}), Want: []int{5}},
+		{Name: "source_workload by name and kind", Allow: ff(&observerv1.FlowFilter{SourceWorkload: []*flowv1.Workload{{Name: "web", Kind: "Deployment"}}}), Want: []int{0, 3, 7}},
+		{Name: "source_workload matches a second workload", Allow: ff(&observerv1.FlowFilter{SourceWorkload: []*flowv1.Workload{{Kind: "Operator"}}}), Want: []int{7}},
+		{Name: "destination_workload by name", Allow: ff(&observerv1.FlowFilter{DestinationWorkload: []*flowv1.Workload{{Name: "db"}}}), Want: []int{0, 2}},
+		{Name: "traffic_direction ingress", Allow: ff(&observerv1.FlowFilter{TrafficDirection: []flowv1.TrafficDirection{flowv1.TrafficDirection_INGRESS}}), Want: []int{1, 2, 5}},
+		{Name: "verdict dropped or audit", Allow: ff(&observerv1.FlowFilter{Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED, flowv1.Verdict_AUDIT}}), Want: []int{2, 3, 8}},
+		{Name: "drop_reason_desc", Allow: ff(&observerv1.FlowFilter{DropReasonDesc: []string{"POLICY_DENIED"}}), Want: []int{2}},
+		{Name: "drop_reason_kernel", Allow: ff(&observerv1.FlowFilter{DropReasonKernel: []string{"NETFILTER_DROP", "NO_SOCKET"}}), Want: []int{2, 3}},
+		{Name: "interface by name", Allow: ff(&observerv1.FlowFilter{Interface: []*flowv1.NetworkInterface{{Name: "cali1234"}}}), Want: []int{0, 1}},
+		{Name: "interface by index and name", Allow: ff(&observerv1.FlowFilter{Interface: []*flowv1.NetworkInterface{{Index: 2, Name: "eth0"}, {Index: 7, Name: "eth0"}}}), Want: []int{6}},
+		{Name: "protocol tcp", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"tcp"}}), Want: []int{0, 1, 2, 5, 8}},
+		{Name: "protocol icmp covers both versions", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"ICMP"}}), Want: []int{4, 7}},
+		{Name: "protocol udp sctp icmpv6", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"udp", "sctp", "icmpv6"}}), Want: []int{3, 4, 6}},
+		{Name: "protocol icmpv4", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"icmpv4"}}), Want: []int{7}},
+		{Name: "source_port number", Allow: ff(&observerv1.FlowFilter{SourcePort: []string{"5432"}}), Want: []int{1, 8}},
+		{Name: "destination_port range skips icmp", Allow: ff(&observerv1.FlowFilter{DestinationPort: []string{"0-100", "9001"}}), Want: []int{3, 5, 6}},
+		{Name: "reply true", Allow: ff(&observerv1.FlowFilter{Reply: []bool{true}}), Want: []int{1, 8}},
+		{Name: "reply false ignores unknown", Allow: ff(&observerv1.FlowFilter{Reply: []bool{false}}), Want: []int{0, 5}},
+		{Name: "tcp_flags SYN", Allow: ff(&observerv1.FlowFilter{TcpFlags: []*flowv1.TCPFlags{{SYN: true}}}), Want: []int{0, 2}},
+		{Name: "tcp_flags all of one entry", Allow: ff(&observerv1.FlowFilter{TcpFlags: []*flowv1.TCPFlags{{SYN: true, ACK: true}, {RST: true}}}), Want: []int{0, 8}},
+		{Name: "node_name exact", Allow: ff(&observerv1.FlowFilter{NodeName: []string{"node-b"}}), Want: []int{2, 3, 8}},
+		{Name: "node_name glob", Allow: ff(&observerv1.FlowFilter{NodeName: []string{"*.example", "node-d*"}}), Want: []int{5, 6, 9}},
+		{Name: "ip_version", Allow: ff(&observerv1.FlowFilter{IpVersion: []flowv1.IPVersion{flowv1.IPVersion_IPv6, flowv1.IPVersion_IP_NOT_USED}}), Want: []int{4, 9}},
+		{Name: "policy in any list", Allow: ff(&observerv1.FlowFilter{Policy: []string{"shop/default-deny", "shop/allow-web"}}), Want: []int{2, 5}},
+		{Name: "policy whole namespace and cluster-wide", Allow: ff(&observerv1.FlowFilter{Policy: []string{"shop/", "/global-audit"}}), Want: []int{0, 2, 5, 6}},
+		{Name: "event_kind", Allow: ff(&observerv1.FlowFilter{EventKind: []flowv1.EventKind{flowv1.EventKind_FLOW_NEW, flowv1.EventKind_FLOW_CLOSE}}), Want: []int{4, 5}},
+		{Name: "fields in one filter AND", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/"}, Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}), Want: []int{3}},
+		{Name: "allow filters OR", Allow: []*observerv1.FlowFilter{{SourcePod: []string{"telco/"}}, {DestinationPod: []string{"telco/"}}, {NodeName: []string{"node-d"}}}, Want: []int{6, 9}},
+		{Name: "deny removes from allow", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/"}}), Deny: ff(&observerv1.FlowFilter{Protocol: []string{"tcp"}}), Want: []int{3, 7, 9}},
+		{Name: "deny alone", Deny: []*observerv1.FlowFilter{{NodeName: []string{"node-a"}}, {Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}}, Want: []int{5, 6, 8, 9}},
+		{Name: "hostile strings select nothing", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"x'; DROP TABLE flows; --/"}, NodeName: []string{`%' OR 1=1 --`}, DropReasonDesc: []string{`\' OR ''='`}}), Want: nil},
+		{Name: "like metacharacters are literal", Allow: ff(&observerv1.FlowFilter{NodeName: []string{"node_%"}}), Want: nil},
+	}
+}
