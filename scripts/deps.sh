@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need=(
   clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h bpftool:bpftool
   iptables:iptables nftables:nft conntrack:conntrack iperf3:iperf3
-  prometheus:promtool iputils-ping:ping iproute2:ip jq:jq npm:npm curl:curl xxd:xxd
+  prometheus:promtool iputils-ping:ping iproute2:ip jq:jq npm:npm curl:curl xxd:xxd kubernetes-client:kubectl
 )
 missing=()
 for p in "${need[@]}"; do
