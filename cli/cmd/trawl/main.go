@@ -1,28 +1,22 @@
-// Command trawl is observe network flows, drops and policy verdicts recorded by Trawl.
+// Command trawl observes network flows, drops and policy verdicts recorded by Trawl.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/spf13/cobra"
-
-	"github.com/trawl-dev/trawl/internal/version"
+	"github.com/trawl-dev/trawl/cli/app"
 )
 
 func main() {
-	cmd := &cobra.Command{
-		Use:           "trawl",
-		Short:         "observe network flows, drops and policy verdicts recorded by Trawl",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return fmt.Errorf("not implemented yet")
-		},
-	}
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "trawl: %v\n", err)
-		os.Exit(1)
-	}
+	// Ctrl-C or SIGTERM stops a --follow cleanly (exit 0).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Asking for SIGPIPE turns a write to a closed pipe into an EPIPE error
+	// that Run reports quietly, instead of the runtime killing the process.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	code := app.Run(ctx, os.Args[1:], app.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	stop()
+	os.Exit(code)
 }

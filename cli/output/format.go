@@ -1,0 +1,318 @@
+package output
+
+import (
+	"strconv"
+	"strings"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+)
+
+// Pieces of a flow as the human formats show them. Each appends to a byte
+// slice so the compact printer formats without allocating per flow.
+
+func ports(f *flowv1.Flow) (src, dst uint32) {
+	l4 := f.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		return l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort()
+	case l4.GetUDP() != nil:
+		return l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort()
+	case l4.GetSCTP() != nil:
+		return l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort()
+	}
+	return 0, 0
+}
+
+// appendHost writes an endpoint as Hubble does: "namespace/pod" (or the
+// service, or DNS names) when translation is on and they are known, else the
+// address; then ":port" ("[addr]:port" for IPv6 addresses).
+func (p *Printer) appendHost(b []byte, ip string, port uint32, ep *flowv1.Endpoint, svc *flowv1.Service, names []string) []byte {
+	b = append(b, p.col.host...)
+	bracket := false
+	switch {
+	case p.opts.IPTranslation && ep.GetPodName() != "":
+		if ns := ep.GetNamespace(); ns != "" {
+			b = append(b, ns...)
+			b = append(b, '/')
+		}
+		b = append(b, ep.GetPodName()...)
+	case p.opts.IPTranslation && svc.GetName() != "":
+		if ns := svc.GetNamespace(); ns != "" {
+			b = append(b, ns...)
+			b = append(b, '/')
+		}
+		b = append(b, svc.GetName()...)
+	case p.opts.IPTranslation && len(names) > 0:
+		for i, n := range names {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, n...)
+		}
+	case ip == "":
+		b = append(b, "N/A"...)
+	default:
+		bracket = port != 0 && strings.IndexByte(ip, ':') >= 0
+		if bracket {
+			b = append(b, '[')
+		}
+		b = append(b, ip...)
+		if bracket {
+			b = append(b, ']')
+		}
+	}
+	b = append(b, p.col.reset...)
+	if port != 0 {
+		b = append(b, ':')
+		b = append(b, p.col.port...)
+		b = strconv.AppendUint(b, uint64(port), 10)
+		b = append(b, p.col.reset...)
+	}
+	return b
+}
+
+// appendIdentity writes Hubble's "(ID:n)" when the endpoint has a numeric
+// identity, or the reserved name "(world)", "(host)", ... of endpoints outside
+// any pod. Trawl has no security identities for pods, so pods get nothing.
+func (p *Printer) appendIdentity(b []byte, ep *flowv1.Endpoint) []byte {
+	r := reserved(ep)
+	if id := ep.GetIdentity(); id != 0 && (r == "" || p.opts.Numeric) {
+		b = append(b, " ("...)
+		b = append(b, p.col.identity...)
+		b = append(b, "ID:"...)
+		b = strconv.AppendUint(b, uint64(id), 10)
+		b = append(b, p.col.reset...)
+		return append(b, ')')
+	}
+	if r != "" {
+		b = append(b, " ("...)
+		b = append(b, p.col.identity...)
+		b = append(b, r...)
+		b = append(b, p.col.reset...)
+		return append(b, ')')
+	}
+	return b
+}
+
+// reserved returns the name of the first "reserved:" label.
+func reserved(ep *flowv1.Endpoint) string {
+	for _, l := range ep.GetLabels() {
+		if rest, ok := strings.CutPrefix(l, "reserved:"); ok {
+			if k, _, ok := strings.Cut(rest, "="); ok {
+				return k
+			}
+			return rest
+		}
+	}
+	return ""
+}
+
+// typeName is the TYPE column: the record kind, or for drops the reason
+// (where Hubble shows its drop reason text), or the policy-verdict direction.
+func typeName(f *flowv1.Flow) string {
+	switch f.GetEventKind() {
+	case flowv1.EventKind_AGGREGATE:
+		return "flow"
+	case flowv1.EventKind_FLOW_NEW:
+		return "new"
+	case flowv1.EventKind_FLOW_CLOSE:
+		return "close"
+	case flowv1.EventKind_DROP:
+		if r := f.GetDropReasonDesc(); r != "" {
+			return r
+		}
+		if r := f.GetDropReasonKernel(); r != "" {
+			return r
+		}
+		return "drop"
+	case flowv1.EventKind_POLICY_VERDICT:
+		switch f.GetTrafficDirection() {
+		case flowv1.TrafficDirection_INGRESS:
+			return "policy-verdict:INGRESS"
+		case flowv1.TrafficDirection_EGRESS:
+			return "policy-verdict:EGRESS"
+		}
+		return "policy-verdict"
+	}
+	if f.GetVerdict() == flowv1.Verdict_DROPPED && f.GetDropReasonDesc() != "" {
+		return f.GetDropReasonDesc()
+	}
+	return "UNKNOWN"
+}
+
+// appendVerdict writes the verdict (ALLOWED/DENIED for policy verdicts, as
+// Hubble) and, with --print-policy-names, the policies behind it.
+func (p *Printer) appendVerdict(b []byte, f *flowv1.Flow) []byte {
+	v := f.GetVerdict()
+	pv := f.GetEventKind() == flowv1.EventKind_POLICY_VERDICT
+	var msg string
+	var color string
+	var allowed bool
+	switch v {
+	case flowv1.Verdict_FORWARDED, flowv1.Verdict_REDIRECTED:
+		msg, color, allowed = v.String(), p.col.green, true
+		if pv {
+			msg = "ALLOWED"
+		}
+	case flowv1.Verdict_DROPPED, flowv1.Verdict_ERROR:
+		msg, color = v.String(), p.col.red
+		if pv {
+			msg = "DENIED"
+		}
+	case flowv1.Verdict_AUDIT:
+		msg, color = v.String(), p.col.yellow
+		if pv {
+			msg = "AUDITED"
+		}
+	default:
+		msg = v.String()
+	}
+	b = append(b, color...)
+	b = append(b, msg...)
+	if p.opts.PolicyNames {
+		b = appendPolicies(b, policiesFor(f, allowed))
+	}
+	return append(b, p.col.reset...)
+}
+
+// policiesFor picks the policies that explain the verdict, by direction.
+func policiesFor(f *flowv1.Flow, allowed bool) []*flowv1.Policy {
+	in, out := f.GetIngressDeniedBy(), f.GetEgressDeniedBy()
+	if allowed {
+		in, out = f.GetIngressAllowedBy(), f.GetEgressAllowedBy()
+	}
+	switch f.GetTrafficDirection() {
+	case flowv1.TrafficDirection_INGRESS:
+		return in
+	case flowv1.TrafficDirection_EGRESS:
+		return out
+	}
+	if len(out) == 0 {
+		return in
+	}
+	if len(in) == 0 {
+		return out
+	}
+	return append(append([]*flowv1.Policy(nil), out...), in...)
+}
+
+func appendPolicies(b []byte, ps []*flowv1.Policy) []byte {
+	for i, pol := range ps {
+		if i == 0 {
+			b = append(b, " BY "...)
+		} else {
+			b = append(b, ", "...)
+		}
+		b = appendPolicyName(b, pol)
+		kind := pol.GetKind()
+		if kind == "" {
+			kind = "NetworkPolicy"
+		}
+		b = append(b, " ("...)
+		b = append(b, kind...)
+		b = append(b, ')')
+	}
+	return b
+}
+
+func appendPolicyName(b []byte, pol *flowv1.Policy) []byte {
+	if ns := pol.GetNamespace(); ns != "" {
+		b = append(b, ns...)
+		b = append(b, '/')
+	}
+	return append(b, pol.GetName()...)
+}
+
+// appendSummary writes the L4 summary Hubble shows in parentheses:
+// "TCP Flags: SYN, ACK", "UDP", "ICMPv4 EchoRequest".
+func appendSummary(b []byte, f *flowv1.Flow) []byte {
+	l4 := f.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		fl := l4.GetTCP().GetFlags()
+		n := 0
+		add := func(set bool, name string) {
+			if !set {
+				return
+			}
+			if n == 0 {
+				b = append(b, "TCP Flags: "...)
+			} else {
+				b = append(b, ", "...)
+			}
+			b = append(b, name...)
+			n++
+		}
+		add(fl.GetSYN(), "SYN")
+		add(fl.GetACK(), "ACK")
+		add(fl.GetFIN(), "FIN")
+		add(fl.GetRST(), "RST")
+		add(fl.GetPSH(), "PSH")
+		add(fl.GetURG(), "URG")
+		add(fl.GetECE(), "ECE")
+		add(fl.GetCWR(), "CWR")
+		add(fl.GetNS(), "NS")
+		if n == 0 {
+			b = append(b, "TCP"...)
+		}
+	case l4.GetUDP() != nil:
+		b = append(b, "UDP"...)
+	case l4.GetSCTP() != nil:
+		b = append(b, "SCTP"...)
+	case l4.GetICMPv4() != nil:
+		b = append(b, "ICMPv4 "...)
+		b = appendICMP(b, icmpv4Names, l4.GetICMPv4().GetType(), l4.GetICMPv4().GetCode())
+	case l4.GetICMPv6() != nil:
+		b = append(b, "ICMPv6 "...)
+		b = appendICMP(b, icmpv6Names, l4.GetICMPv6().GetType(), l4.GetICMPv6().GetCode())
+	default:
+		if ip := f.GetIP(); ip != nil {
+			b = append(b, ip.GetIpVersion().String()...)
+		} else {
+			b = append(b, "N/A"...)
+		}
+	}
+	return b
+}
+
+var icmpv4Names = map[uint32]string{
+	0: "EchoReply", 3: "DestinationUnreachable", 5: "Redirect", 8: "EchoRequest",
+	11: "TimeExceeded", 12: "ParameterProblem", 13: "TimestampRequest", 14: "TimestampReply",
+}
+
+var icmpv6Names = map[uint32]string{
+	1: "DestinationUnreachable", 2: "PacketTooBig", 3: "TimeExceeded", 4: "ParameterProblem",
+	128: "EchoRequest", 129: "EchoReply", 133: "RouterSolicitation", 134: "RouterAdvertisement",
+	135: "NeighborSolicitation", 136: "NeighborAdvertisement",
+}
+
+func appendICMP(b []byte, names map[uint32]string, typ, code uint32) []byte {
+	if n, ok := names[typ]; ok {
+		b = append(b, n...)
+	} else {
+		b = append(b, "Type"...)
+		b = strconv.AppendUint(b, uint64(typ), 10)
+	}
+	if code != 0 {
+		b = append(b, " Code"...)
+		b = strconv.AppendUint(b, uint64(code), 10)
+	}
+	return b
+}
+
+// appendCounts writes the record's totals, Trawl's addition to the line.
+func appendCounts(b []byte, f *flowv1.Flow) []byte {
+	pk, by := f.GetPackets(), f.GetBytes()
+	if pk == 0 && by == 0 {
+		return b
+	}
+	b = strconv.AppendUint(b, pk, 10)
+	if pk == 1 {
+		b = append(b, " pkt "...)
+	} else {
+		b = append(b, " pkts "...)
+	}
+	b = strconv.AppendUint(b, by, 10)
+	return append(b, " B"...)
+}
+
