@@ -66,6 +66,12 @@ type Command struct {
 
 // NewCommand returns `trawl observe`.
 func NewCommand(conn *client.Options) *cobra.Command {
+	_, cmd := New(conn)
+	return cmd
+}
+
+// New returns `trawl observe` and the state its flags fill.
+func New(conn *client.Options) (*Command, *cobra.Command) {
 	c := &Command{Conn: conn, Now: time.Now, Stdin: os.Stdin}
 	c.Opts = Options{Output: output.Compact, Color: "auto", IPTranslation: true, TimeFormat: "StampMilli"}
 	cmd := &cobra.Command{
@@ -118,7 +124,7 @@ dates (2026-11-27, "2026-11-27 10:00"); times without a zone are UTC.`,
 	_ = cmd.RegisterFlagCompletionFunc("traffic-direction", fixed("ingress", "egress"))
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixed("tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6"))
 	_ = cmd.RegisterFlagCompletionFunc("type", fixed("flow", "new", "close", "drop", "policy-verdict", "conntrack", "lost-events", "node-status", "trace"))
-	return cmd
+	return c, cmd
 }
 
 func fixed(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

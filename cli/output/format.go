@@ -315,4 +315,3 @@ func appendCounts(b []byte, f *flowv1.Flow) []byte {
 	b = strconv.AppendUint(b, by, 10)
 	return append(b, " B"...)
 }
-

@@ -150,15 +150,16 @@ func nodeOf(r *observerv1.GetFlowsResponse, own string) string {
 }
 
 // endpoints returns the two ends formatted, the arrow, and whether they were
-// swapped: a reply is shown from the initiator's side with "<-", as Hubble.
+// swapped: in the compact line a reply is shown from the initiator's side
+// with "<-", as Hubble; dict and table show the record's own ends.
 // Records that do not say whether they are replies are shown as seen, "->".
-func (p *Printer) endpoints(f *flowv1.Flow) (src, dst []byte, arrow string) {
+func (p *Printer) endpoints(f *flowv1.Flow, swapReplies bool) (src, dst []byte, arrow string) {
 	sp, dp := ports(f)
 	src = p.appendHost(nil, f.GetIP().GetSource(), sp, f.GetSource(), f.GetSourceService(), f.GetSourceNames())
 	src = p.appendIdentity(src, f.GetSource())
 	dst = p.appendHost(nil, f.GetIP().GetDestination(), dp, f.GetDestination(), f.GetDestinationService(), f.GetDestinationNames())
 	dst = p.appendIdentity(dst, f.GetDestination())
-	if f.GetIsReply().GetValue() {
+	if swapReplies && f.GetIsReply().GetValue() {
 		return dst, src, "<-"
 	}
 	return src, dst, "->"
@@ -176,7 +177,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 			b = append(b, ']')
 		}
 		b = append(b, ": "...)
-		src, dst, arrow := p.endpoints(f)
+		src, dst, arrow := p.endpoints(f, true)
 		b = append(b, src...)
 		b = append(b, ' ')
 		b = append(b, arrow...)
@@ -198,7 +199,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 		_, err := p.out.Write(b)
 		return err
 	case Dict:
-		src, dst, _ := p.endpoints(f)
+		src, dst, _ := p.endpoints(f, false)
 		var b []byte
 		if p.n > 0 {
 			b = append(b, dictSeparator...)
@@ -228,7 +229,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 		if p.n == 0 {
 			p.tableHeader()
 		}
-		src, dst, _ := p.endpoints(f)
+		src, dst, _ := p.endpoints(f, false)
 		b := p.appendTime(nil, recordTime(r, f.GetTime()))
 		b = append(b, '\t')
 		if p.opts.NodeName {

@@ -1,0 +1,312 @@
+package observe
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trawl-dev/trawl/cli/client"
+	"github.com/trawl-dev/trawl/cli/usage"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+var fixedNow = time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
+
+// parse runs the flag parser of `trawl observe` on args and builds the request.
+func parse(t *testing.T, args ...string) (*observerv1.GetFlowsRequest, []string, error) {
+	t.Helper()
+	conn := client.DefaultOptions()
+	c, cmd := New(&conn)
+	c.Now = func() time.Time { return fixedNow }
+	if err := cmd.ParseFlags(args); err != nil {
+		return nil, nil, err
+	}
+	return c.Request()
+}
+
+// filters reads a list of FlowFilters written as JSON objects separated by " | ".
+func filters(t *testing.T, s string) []*observerv1.FlowFilter {
+	t.Helper()
+	if s == "" {
+		return nil
+	}
+	var out []*observerv1.FlowFilter
+	for _, part := range strings.Split(s, " | ") {
+		ff := &observerv1.FlowFilter{}
+		if err := protojson.Unmarshal([]byte(part), ff); err != nil {
+			t.Fatalf("bad expectation %s: %v", part, err)
+		}
+		out = append(out, ff)
+	}
+	return out
+}
+
+func sameFilters(a, b []*observerv1.FlowFilter) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func show(ffs []*observerv1.FlowFilter) string {
+	var parts []string
+	for _, ff := range ffs {
+		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ff)
+		parts = append(parts, string(b))
+	}
+	return strings.Join(parts, " | ")
+}
+
+func TestFlagsMapToFlowFilters(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		allow string
+	}{
+		{"--pod matches the pod at either end, default namespace", []string{"--pod", "web"},
+			`{"source_pod":["default/web"]} | {"destination_pod":["default/web"]}`},
+		{"--from-pod keeps its namespace", []string{"--from-pod", "shop/web"}, `{"source_pod":["shop/web"]}`},
+		{"--to-pod", []string{"--to-pod", "shop/db"}, `{"destination_pod":["shop/db"]}`},
+		{"--pod repeats as OR", []string{"--from-pod", "a/x", "--from-pod", "b/y"}, `{"source_pod":["a/x","b/y"]}`},
+		{"-n selects the namespace at either end", []string{"-n", "shop"},
+			`{"source_pod":["shop/"]} | {"destination_pod":["shop/"]}`},
+		{"--namespace puts pods without a namespace in it", []string{"--namespace", "shop", "--pod", "web"},
+			`{"source_pod":["shop/web"]} | {"destination_pod":["shop/web"]}`},
+		{"--from-namespace", []string{"--from-namespace", "shop"}, `{"source_pod":["shop/"]}`},
+		{"--to-namespace", []string{"--to-namespace", "shop"}, `{"destination_pod":["shop/"]}`},
+		{"--to-namespace applies to --to-service", []string{"--to-namespace", "shop", "--to-service", "api"}, `{"destination_service":["shop/api"]}`},
+		{"-A alone restricts nothing", []string{"-A"}, ``},
+		{"-A keeps namespaced pods", []string{"-A", "--pod", "shop/web"},
+			`{"source_pod":["shop/web"]} | {"destination_pod":["shop/web"]}`},
+		{"-l matches labels at either end", []string{"-l", "app=web"},
+			`{"source_label":["app=web"]} | {"destination_label":["app=web"]}`},
+		{"--from-label", []string{"--from-label", "k8s:app=web"}, `{"source_label":["k8s:app=web"]}`},
+		{"--to-label", []string{"--to-label", "reserved:world"}, `{"destination_label":["reserved:world"]}`},
+		{"--workload with a kind", []string{"--workload", "Deployment/web"},
+			`{"source_workload":[{"kind":"Deployment","name":"web"}]} | {"destination_workload":[{"kind":"Deployment","name":"web"}]}`},
+		{"--from-workload with a name only", []string{"--from-workload", "web"}, `{"source_workload":[{"name":"web"}]}`},
+		{"--to-workload", []string{"--to-workload", "StatefulSet/db"}, `{"destination_workload":[{"kind":"StatefulSet","name":"db"}]}`},
+		{"--service at either end", []string{"--service", "shop/api"},
+			`{"source_service":["shop/api"]} | {"destination_service":["shop/api"]}`},
+		{"--from-service gets the default namespace", []string{"--from-service", "api"}, `{"source_service":["default/api"]}`},
+		{"--to-service", []string{"--to-service", "kube-system/kube-dns"}, `{"destination_service":["kube-system/kube-dns"]}`},
+		{"--ip takes an address at either end", []string{"--ip", "10.0.0.1"},
+			`{"source_ip":["10.0.0.1"]} | {"destination_ip":["10.0.0.1"]}`},
+		{"--from-ip takes a CIDR", []string{"--from-ip", "10.0.0.0/24"}, `{"source_ip":["10.0.0.0/24"]}`},
+		{"--to-ip takes IPv6", []string{"--to-ip", "fd00::1"}, `{"destination_ip":["fd00::1"]}`},
+		{"--port at either end", []string{"--port", "53"},
+			`{"source_port":["53"]} | {"destination_port":["53"]}`},
+		{"--from-port", []string{"--from-port", "1024-65535"}, `{"source_port":["1024-65535"]}`},
+		{"--to-port", []string{"--to-port", "443"}, `{"destination_port":["443"]}`},
+		{"--protocol is lower-cased", []string{"--protocol", "TCP"}, `{"protocol":["tcp"]}`},
+		{"--verdict", []string{"--verdict", "DROPPED"}, `{"verdict":["DROPPED"]}`},
+		{"--verdict is case-insensitive and repeats", []string{"--verdict", "dropped", "--verdict", "FORWARDED"}, `{"verdict":["DROPPED","FORWARDED"]}`},
+		{"--drop-reason-desc", []string{"--drop-reason-desc", "POLICY_DENIED"}, `{"drop_reason_desc":["POLICY_DENIED"]}`},
+		{"--drop-reason is the kernel name, prefix optional", []string{"--drop-reason", "SKB_DROP_REASON_no_socket"}, `{"drop_reason_kernel":["NO_SOCKET"]}`},
+		{"--policy", []string{"--policy", "shop/deny-all"}, `{"policy":["shop/deny-all"]}`},
+		{"--traffic-direction", []string{"--traffic-direction", "ingress"}, `{"traffic_direction":["INGRESS"]}`},
+		{"--tcp-flags", []string{"--tcp-flags", "syn,ack"}, `{"tcp_flags":[{"SYN":true,"ACK":true}]}`},
+		{"--node-name", []string{"--node-name", "worker-*"}, `{"node_name":["worker-*"]}`},
+		{"--interface", []string{"--interface", "eth0"}, `{"interface":[{"name":"eth0"}]}`},
+		{"-4", []string{"-4"}, `{"ip_version":["IPv4"]}`},
+		{"-6", []string{"-6"}, `{"ip_version":["IPv6"]}`},
+		{"--ip-version", []string{"--ip-version", "v6"}, `{"ip_version":["IPv6"]}`},
+		{"--type drop", []string{"--type", "drop"}, `{"event_kind":["DROP"]}`},
+		{"--type flow and new", []string{"-t", "flow", "-t", "new"}, `{"event_kind":["AGGREGATE","FLOW_NEW"]}`},
+		{"--type trace is Hubble's alias for every flow kind", []string{"--type", "trace"}, `{"event_kind":["AGGREGATE","FLOW_NEW","FLOW_CLOSE"]}`},
+		{"--type policy-verdict", []string{"--type", "policy-verdict"}, `{"event_kind":["POLICY_VERDICT"]}`},
+		{"--type close", []string{"--type", "close"}, `{"event_kind":["FLOW_CLOSE"]}`},
+		{"--uuid", []string{"--uuid", "0a1b"}, `{"uuid":["0a1b"]}`},
+		{"--fqdn", []string{"--from-fqdn", "*.example.com"}, `{"source_fqdn":["*.example.com"]}`},
+		{"different kinds AND on each side", []string{"--pod", "shop/web", "--verdict", "DROPPED"},
+			`{"source_pod":["shop/web"],"verdict":["DROPPED"]} | {"destination_pod":["shop/web"],"verdict":["DROPPED"]}`},
+		{"--allowlist adds raw filters", []string{"--allowlist", `{"source_ip":["1.2.3.4"]}`}, `{"source_ip":["1.2.3.4"]}`},
+		{"--allowlist may hold several objects", []string{"--allowlist", `{"source_ip":["1.2.3.4"]}{"verdict":["DROPPED"]}`},
+			`{"source_ip":["1.2.3.4"]} | {"verdict":["DROPPED"]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _, err := parse(t, tt.args...)
+			if err != nil {
+				t.Fatalf("%v: %v", tt.args, err)
+			}
+			if want := filters(t, tt.allow); !sameFilters(req.GetAllowlist(), want) {
+				t.Fatalf("allowlist of %v\n got %s\nwant %s", tt.args, show(req.GetAllowlist()), show(want))
+			}
+			if len(req.GetDenylist()) != 0 {
+				t.Fatalf("denylist of %v = %s, want empty", tt.args, show(req.GetDenylist()))
+			}
+			// --not puts the same filter in the deny list instead.
+			notArgs := append([]string{"--not"}, tt.args...)
+			if tt.args[0] == "--allowlist" {
+				notArgs = []string{"--denylist", tt.args[1]}
+			}
+			if len(tt.args) > 2 && tt.args[0] != "--allowlist" {
+				return // --not negates only the first flag of a combination
+			}
+			req, _, err = parse(t, notArgs...)
+			if err != nil {
+				t.Fatalf("%v: %v", notArgs, err)
+			}
+			if want := filters(t, tt.allow); !sameFilters(req.GetDenylist(), want) {
+				t.Fatalf("denylist of %v\n got %s\nwant %s", notArgs, show(req.GetDenylist()), show(want))
+			}
+			if len(req.GetAllowlist()) != 0 {
+				t.Fatalf("allowlist of %v = %s, want empty", notArgs, show(req.GetAllowlist()))
+			}
+		})
+	}
+}
+
+func TestNotAppliesToTheNextFilterOnly(t *testing.T) {
+	req, _, err := parse(t, "--from-pod", "shop/web", "--not", "--to-port", "53", "--verdict", "DROPPED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filters(t, `{"source_pod":["shop/web"],"verdict":["DROPPED"]}`); !sameFilters(req.GetAllowlist(), want) {
+		t.Errorf("allowlist = %s", show(req.GetAllowlist()))
+	}
+	if want := filters(t, `{"destination_port":["53"]}`); !sameFilters(req.GetDenylist(), want) {
+		t.Errorf("denylist = %s", show(req.GetDenylist()))
+	}
+}
+
+func TestTypeOfRecordsIsSelectedByTheCLI(t *testing.T) {
+	req, records, err := parse(t, "--type", "conntrack", "--type", "lost-events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(req.GetAllowlist()) != 0 || strings.Join(records, ",") != "conntrack,lost-events" {
+		t.Fatalf("allow %s records %v", show(req.GetAllowlist()), records)
+	}
+}
+
+func TestBadFlagsAreUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"an IP that is not one", []string{"--from-ip", "10.0.0"}, "not an address or CIDR"},
+		{"a CIDR that is not one", []string{"--ip", "10.0.0.0/33"}, "not an address or CIDR"},
+		{"a port out of range", []string{"--port", "70000"}, "port"},
+		{"a reversed port range", []string{"--to-port", "90-80"}, "range"},
+		{"an unknown verdict", []string{"--verdict", "ALLOWED"}, "FORWARDED"},
+		{"an unknown protocol", []string{"--protocol", "http"}, "tcp, udp"},
+		{"an unknown direction", []string{"--traffic-direction", "up"}, "ingress or egress"},
+		{"an unknown TCP flag", []string{"--tcp-flags", "syn,foo"}, "unknown TCP flag"},
+		{"an unknown type", []string{"--type", "l7"}, "policy-verdict"},
+		{"a policy without namespace", []string{"--policy", "deny-all"}, "namespace/name"},
+		{"a workload with two slashes", []string{"--workload", "a/b/c"}, "kind/name"},
+		{"a bad duration", []string{"--since", "3x"}, "unknown unit"},
+		{"a bad date", []string{"--until", "2026-13-45"}, "invalid time"},
+		{"since after until", []string{"--since", "1h", "--until", "2h"}, "after --until"},
+		{"first and last", []string{"--first", "3", "--last", "2"}, "cannot set both --first and --last"},
+		{"first and all", []string{"--first", "3", "--all"}, "cannot set both --first and --all"},
+		{"first and follow", []string{"--first", "3", "-f"}, "cannot set both --first and --follow"},
+		{"last and all", []string{"--last", "3", "--all"}, "cannot set both --last and --all"},
+		{"conflicting pod filters", []string{"--pod", "a/x", "--from-pod", "a/y"}, "filters --from-pod and --pod cannot be combined"},
+		{"ip and pod on one side", []string{"--from-ip", "1.2.3.4", "--from-pod", "a/x"}, "cannot be combined"},
+		{"label and from-label", []string{"-l", "a=b", "--from-label", "c=d"}, "cannot be combined"},
+		{"port and to-port", []string{"--port", "1", "--to-port", "2"}, "cannot be combined"},
+		{"namespace and to-pod", []string{"-n", "a", "--to-pod", "x"}, "cannot be combined"},
+		{"two --not in a row", []string{"--not", "--not", "--pod", "x"}, "--not given twice"},
+		{"a trailing --not", []string{"--pod", "x", "--not"}, "--not at the end"},
+		{"a bare pod with -A", []string{"-A", "--pod", "web"}, "has no namespace"},
+		{"a bad raw allowlist", []string{"--allowlist", `{"source_ip":`}, "invalid --allowlist"},
+		{"a raw filter the filter package rejects", []string{"--allowlist", `{"source_ip":["banana"]}`}, "invalid filter"},
+		{"negating a record type", []string{"--not", "--type", "conntrack"}, "not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := parse(t, tt.args...)
+			if err == nil {
+				t.Fatalf("%v accepted, want an error", tt.args)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("%v: error %q does not mention %q", tt.args, err, tt.want)
+			}
+			// flag parse errors are marked by the root command; the rest here.
+			if !usage.Is(err) && !strings.Contains(err.Error(), "invalid argument") {
+				t.Fatalf("%v: error %q is not a usage error", tt.args, err)
+			}
+		})
+	}
+}
+
+func TestSelection(t *testing.T) {
+	sinceT := fixedNow.Add(-3 * time.Hour)
+	tests := []struct {
+		name   string
+		args   []string
+		number uint64
+		first  bool
+		follow bool
+		since  bool
+		until  bool
+	}{
+		{"a plain observe prints the last 20", nil, 20, false, false, false, false},
+		{"--last", []string{"--last", "5"}, 5, false, false, false, false},
+		{"--first", []string{"--first", "7"}, 7, true, false, false, false},
+		{"--all asks for everything", []string{"--all"}, math.MaxUint64, false, false, false, false},
+		{"--follow alone is live only", []string{"-f"}, 0, false, true, false, false},
+		{"--follow with --last replays N first", []string{"-f", "--last", "3"}, 3, false, true, false, false},
+		{"--since selects the whole window", []string{"--since", "3h"}, 0, false, false, true, false},
+		{"--since with --last takes the newest N of the window", []string{"--since", "3h", "--last", "4"}, 4, false, false, true, false},
+		{"--until with --follow is ignored, as Hubble", []string{"--since", "3h", "--until", "1h", "-f"}, 0, false, true, true, false},
+		{"--since and --until", []string{"--since", "3h", "--until", "1h"}, 0, false, false, true, true},
+		{"--all with --since is the whole window", []string{"--all", "--since", "3h"}, 0, false, false, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _, err := parse(t, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.GetNumber() != tt.number || req.GetFirst() != tt.first || req.GetFollow() != tt.follow ||
+				(req.GetSince() != nil) != tt.since || (req.GetUntil() != nil) != tt.until {
+				t.Fatalf("%v gave number=%d first=%v follow=%v since=%v until=%v", tt.args, req.GetNumber(), req.GetFirst(), req.GetFollow(), req.GetSince(), req.GetUntil())
+			}
+			if tt.since && !req.GetSince().AsTime().Equal(sinceT) {
+				t.Fatalf("since = %s, want %s", req.GetSince().AsTime(), sinceT)
+			}
+		})
+	}
+}
+
+func TestPrintRawFilters(t *testing.T) {
+	req, _, err := parse(t, "--to-namespace", "shop", "--not", "--port", "53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := RawFilters(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `allowlist:
+- '{"destination_pod":["shop/"]}'
+denylist:
+- '{"source_port":["53"]}'
+- '{"destination_port":["53"]}'
+`
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	// What it prints is accepted back by --allowlist/--denylist.
+	req2, _, err := parse(t, "--allowlist", `{"destination_pod":["shop/"]}`, "--denylist", `{"source_port":["53"]}`, "--denylist", `{"destination_port":["53"]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameFilters(req.GetAllowlist(), req2.GetAllowlist()) || !sameFilters(req.GetDenylist(), req2.GetDenylist()) {
+		t.Fatal("raw filters do not round-trip")
+	}
+}
