@@ -76,6 +76,15 @@ func (s *Subscription) C() <-chan *observerv1.GetFlowsResponse { return s.ch }
 // call, and resets the count.
 func (s *Subscription) TakeLost() uint64 { return s.lost.Swap(0) }
 
+// AddLost counts n records lost for this subscriber outside the hub (e.g.
+// from a peer relay's stream); they are reported with the hub's own.
+func (s *Subscription) AddLost(n uint64) {
+	s.lost.Add(n)
+	if s.hub.cfg.OnLost != nil {
+		s.hub.cfg.OnLost(int(n))
+	}
+}
+
 // Close unsubscribes.
 func (s *Subscription) Close() {
 	s.once.Do(func() {

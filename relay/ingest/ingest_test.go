@@ -1,0 +1,436 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/agent/shipper"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay/hub"
+	"github.com/trawl-dev/trawl/relay/ingest"
+	"github.com/trawl-dev/trawl/relay/nodes"
+)
+
+// memSink stores batches in memory and, like ClickHouse with
+// insert_deduplication_token, stores a key only once. While held it
+// queues inserts (ClickHouse down).
+type memSink struct {
+	mu       sync.Mutex
+	stored   map[string]*ingest.Batch
+	enqueues int
+	hold     bool
+	held     []func()
+}
+
+func newMemSink() *memSink { return &memSink{stored: map[string]*ingest.Batch{}} }
+
+func (m *memSink) Enqueue(b *ingest.Batch, done func(error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.enqueues++
+	insert := func() {
+		m.mu.Lock()
+		if _, ok := m.stored[b.Key]; !ok {
+			m.stored[b.Key] = b
+		}
+		m.mu.Unlock()
+		done(nil)
+	}
+	if m.hold {
+		m.held = append(m.held, insert)
+		return
+	}
+	m.mu.Unlock()
+	insert()
+	m.mu.Lock()
+}
+
+func (m *memSink) release() {
+	m.mu.Lock()
+	m.hold = false
+	held := m.held
+	m.held = nil
+	m.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
+func (m *memSink) flows() map[string]*flowv1.Flow {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]*flowv1.Flow{}
+	for _, b := range m.stored {
+		for _, f := range b.Flows {
+			out[f.GetUuid()] = f
+		}
+	}
+	return out
+}
+
+func (m *memSink) lost() (n uint64, src []flowv1.LostEventSource) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range m.stored {
+		for _, l := range b.Lost {
+			n += l.GetNumEventsLost()
+			src = append(src, l.GetSource())
+		}
+	}
+	return n, src
+}
+
+// proxy forwards TCP connections and can cut them all, like a network fault.
+type proxy struct {
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{lis: lis, target: target}
+	t.Cleanup(func() { lis.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) addr() string { return p.lis.Addr().String() }
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+type bed struct {
+	sink *memSink
+	hub  *hub.Hub
+	srv  *ingest.Server
+	addr string
+	reg  *prometheus.Registry
+}
+
+func startRelay(t *testing.T, cfg ingest.Config) *bed {
+	t.Helper()
+	b := &bed{sink: newMemSink(), hub: hub.New(hub.Config{}), reg: prometheus.NewRegistry()}
+	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
+	b.reg.MustRegister(lost)
+	b.srv = ingest.New(cfg, b.sink, b.hub, nodes.New(nil), ingest.NewMetrics(b.reg, lost))
+	g := grpc.NewServer()
+	ingestv1.RegisterIngestServiceServer(g, b.srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	b.addr = lis.Addr().String()
+	return b
+}
+
+func startShipper(t *testing.T, addr string, cfg shipper.Config) (*shipper.Shipper, *prometheus.Registry) {
+	t.Helper()
+	cfg.Addr, cfg.Insecure = addr, true
+	if cfg.NodeName == "" {
+		cfg.NodeName = "node-a"
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = 20 * time.Millisecond
+	}
+	reg := prometheus.NewRegistry()
+	s, err := shipper.New(cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s, reg
+}
+
+func testFlow(i int) *observerv1.GetFlowsResponse {
+	return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{
+		Time:      timestamppb.New(time.Unix(1_700_000_000, int64(i))),
+		Verdict:   flowv1.Verdict_FORWARDED,
+		EventKind: flowv1.EventKind_AGGREGATE,
+		IP:        &flowv1.IP{Source: "10.0.0.1", Destination: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), IpVersion: flowv1.IPVersion_IPv4},
+		Packets:   uint64(i + 1),
+		Bytes:     uint64(100 * (i + 1)),
+	}}}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestShippedFlowsAreStoredExactlyOnceWithDerivedIDs(t *testing.T) {
+	b := startRelay(t, ingest.Config{})
+	s, _ := startShipper(t, b.addr, shipper.Config{BatchRecords: 7})
+	const n = 100
+	for i := range n {
+		s.Publish(testFlow(i))
+	}
+	s.Flush()
+	waitFor(t, "all flows stored", 10*time.Second, func() bool { return len(b.sink.flows()) == n })
+	waitFor(t, "all batches acked", 10*time.Second, func() bool { q, _ := s.Stats(); return q == 0 })
+	got := b.sink.flows()
+	for i := range n {
+		seq, idx := uint64(i/7+1), i%7
+		id := shipper.FlowUUID("node-a", s.BootID(), seq, idx)
+		f, ok := got[id]
+		if !ok {
+			t.Fatalf("flow %d (uuid %s) not stored", i, id)
+		}
+		want := testFlow(i).GetFlow()
+		want.Uuid, want.NodeName = id, "node-a"
+		if !proto.Equal(f, want) {
+			t.Errorf("flow %d stored as %v, want %v", i, f, want)
+		}
+	}
+}
+
+func TestStreamCutWhileInsertsArePendingStoresEachBatchOnce(t *testing.T) {
+	b := startRelay(t, ingest.Config{})
+	b.sink.mu.Lock()
+	b.sink.hold = true // ClickHouse slow: nothing acked yet
+	b.sink.mu.Unlock()
+	p := newProxy(t, b.addr)
+	s, reg := startShipper(t, p.addr(), shipper.Config{BatchRecords: 10})
+	const n = 200
+	for i := range n {
+		s.Publish(testFlow(i))
+	}
+	s.Flush()
+	waitFor(t, "batches enqueued", 10*time.Second, func() bool { b.sink.mu.Lock(); defer b.sink.mu.Unlock(); return len(b.sink.held) > 0 })
+	p.cut() // the stream breaks with every batch unacked
+	waitFor(t, "resends", 15*time.Second, func() bool {
+		return metricSum(t, reg, "trawl_agent_batches_sent_total") > float64(n/10)
+	})
+	b.sink.release()
+	waitFor(t, "all batches acked", 15*time.Second, func() bool { q, _ := s.Stats(); return q == 0 })
+	if got := len(b.sink.flows()); got != n {
+		t.Fatalf("stored %d flows, want %d", got, n)
+	}
+	b.sink.mu.Lock()
+	enq := b.sink.enqueues
+	b.sink.mu.Unlock()
+	if enq != n/10 {
+		t.Errorf("the writer received %d batches, want %d: resends of pending batches must not be written again", enq, n/10)
+	}
+}
+
+func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+func lostValue(t *testing.T, reg *prometheus.Registry, cause string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "trawl_agent_lost_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "cause" && l.GetValue() == cause {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func TestFullBufferDropsOldestAndReportsExactlyTheLostRecords(t *testing.T) {
+	b := startRelay(t, ingest.Config{})
+	b.sink.mu.Lock()
+	b.sink.hold = true
+	b.sink.mu.Unlock()
+	one := proto.Size(&ingestv1.Batch{Flows: []*flowv1.Flow{testFlow(0).GetFlow()}})
+	s, reg := startShipper(t, b.addr, shipper.Config{BatchRecords: 10, BufferBytes: 40 * one, MaxInflight: 2})
+	const n = 300
+	for i := range n {
+		s.Publish(testFlow(i))
+	}
+	s.Flush()
+	waitFor(t, "overflow counted", 5*time.Second, func() bool { return lostValue(t, reg, "buffer_overflow") > 0 })
+	b.sink.release()
+	waitFor(t, "buffer drained", 15*time.Second, func() bool { q, _ := s.Stats(); return q == 0 })
+	dropped := lostValue(t, reg, "buffer_overflow")
+	waitFor(t, "lost event stored", 10*time.Second, func() bool { n, _ := b.sink.lost(); return n > 0 })
+	lost, srcs := b.sink.lost()
+	stored := len(b.sink.flows())
+	if uint64(dropped) != lost {
+		t.Errorf("agent counted %v records dropped but reported %d to the relay", dropped, lost)
+	}
+	if stored+int(lost) != n {
+		t.Errorf("stored %d + lost %d = %d, want every one of %d records accounted for", stored, lost, stored+int(lost), n)
+	}
+	for _, s := range srcs {
+		if s != flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW {
+			t.Errorf("lost event source %v, want AGENT_BUFFER_OVERFLOW", s)
+		}
+	}
+}
+
+func TestProtocolViolationsGetClearErrorsAndChangeNothing(t *testing.T) {
+	hello := &ingestv1.Hello{NodeName: "node-a", BootId: "boot1"}
+	goodFlow := testFlow(1).GetFlow()
+	tests := []struct {
+		name     string
+		msgs     []*ingestv1.StreamRequest
+		wantCode codes.Code // stream error, or OK when a Nack is expected
+		wantNack string
+	}{
+		{name: "a batch before hello is refused",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "node-a", BootId: "b", Sequence: 1, Flows: []*flowv1.Flow{goodFlow}}}}},
+			wantCode: codes.InvalidArgument},
+		{name: "a hello with a bad node name is refused",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: &ingestv1.Hello{NodeName: "Bad Name'; DROP TABLE flows", BootId: "b"}}}},
+			wantCode: codes.InvalidArgument},
+		{name: "an empty message is refused",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {}},
+			wantCode: codes.InvalidArgument},
+		{name: "a batch for another node is rejected",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "node-b", BootId: "boot1", Sequence: 1, Flows: []*flowv1.Flow{goodFlow}}}}},
+			wantNack: "node-b"},
+		{name: "a flow without time is rejected",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "node-a", BootId: "boot1", Sequence: 1, Flows: []*flowv1.Flow{{}}}}}},
+			wantNack: "time"},
+		{name: "an oversized batch is rejected",
+			msgs: []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "node-a", BootId: "boot1", Sequence: 1,
+				Flows: func() (fs []*flowv1.Flow) {
+					for i := range 200 {
+						fs = append(fs, testFlow(i).GetFlow())
+					}
+					return fs
+				}()}}}},
+			wantNack: "over the relay's limit"},
+		{name: "sequence zero is rejected",
+			msgs:     []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "node-a", BootId: "boot1", Flows: []*flowv1.Flow{goodFlow}}}}},
+			wantNack: "sequence"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startRelay(t, ingest.Config{Limits: ingest.Limits{MaxBatchBytes: 4096}})
+			conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := ingestv1.NewIngestServiceClient(conn).Stream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range tc.msgs {
+				if err := st.Send(m); err != nil {
+					break
+				}
+			}
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					if tc.wantNack != "" {
+						t.Fatalf("stream ended with %v, want a Nack", err)
+					}
+					if status.Code(err) != tc.wantCode {
+						t.Fatalf("stream error %v, want code %v", err, tc.wantCode)
+					}
+					if status.Convert(err).Message() == "" {
+						t.Fatal("error has no message")
+					}
+					break
+				}
+				if n := resp.GetNack(); n != nil {
+					if tc.wantNack == "" {
+						t.Fatalf("got Nack %q, want stream error %v", n.GetReason(), tc.wantCode)
+					}
+					if !containsFold(n.GetReason(), tc.wantNack) {
+						t.Errorf("Nack reason %q does not mention %q", n.GetReason(), tc.wantNack)
+					}
+					break
+				}
+				if resp.GetAck() != nil {
+					t.Fatal("a bad batch was acknowledged")
+				}
+			}
+			b.sink.mu.Lock()
+			defer b.sink.mu.Unlock()
+			if b.sink.enqueues != 0 {
+				t.Errorf("%d batches reached the writer, want none", b.sink.enqueues)
+			}
+		})
+	}
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
