@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,13 +127,11 @@ func diff(got, want string) string {
 			wl = w[i]
 		}
 		if gl != wl {
-			b.WriteString("line " + itoa(i+1) + "\n got: " + gl + "\nwant: " + wl + "\n")
+			b.WriteString("line " + strconv.Itoa(i+1) + "\n got: " + gl + "\nwant: " + wl + "\n")
 		}
 	}
 	return b.String()
 }
-
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))) }
 
 func TestJSONLinesAreThePinnedEnvelopeAndRoundTrip(t *testing.T) {
 	records := fixture(t)
