@@ -33,21 +33,21 @@ var wantDashboards = map[string][]string{ // title -> variables
 // on (time series: a DateTime "time" first, then series label and value).
 // A new panel needs an entry here, so its query gets checked too.
 var wantColumns = map[string][]string{
-	"Trawl / Flows|Flow rate by verdict":                    {"time", "verdict", "flows_per_second"},
-	"Trawl / Flows|Byte rate by verdict":                    {"time", "verdict", "bytes_per_second"},
-	"Trawl / Flows|Top talkers by namespace":                {"src_namespace", "dst_namespace", "bytes", "packets", "flows"},
-	"Trawl / Flows|Top talkers by workload":                 {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "bytes", "packets", "flows"},
-	"Trawl / Flows|Bytes by protocol":                       {"protocol", "bytes"},
-	"Trawl / Flows|Top destination ports":                   {"protocol", "port", "bytes", "flows", "workloads"},
-	"Trawl / Flows|Recent flows":                            {"time", "node", "kind", "verdict", "source", "destination", "protocol", "dst_port", "packets", "bytes", "drop_reason_desc"},
-	"Trawl / Drops & Policy|Drops by reason":                {"time", "reason", "drops_per_second"},
-	"Trawl / Drops & Policy|Policy drops by namespace":      {"time", "namespace", "drops_per_second"},
-	"Trawl / Drops & Policy|Policy drops by policy":         {"policy", "drops", "records", "source_workloads"},
-	"Trawl / Drops & Policy|Top denied pairs":               {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "protocol", "port", "drops", "policies"},
-	"Trawl / Drops & Policy|Recent drops":                   {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "denied_by"},
-	"Trawl / Conntrack|Utilization history (samples)":       {"time", "node", "utilization"},
-	"Trawl / Conntrack|Top conntrack creators":              {"creator", "ip", "node", "new_entries"},
-	"Trawl / Pipeline|Lost events reported (history)":       {"time", "node_source", "lost"},
+	"Trawl / Flows|Flow rate by verdict":               {"time", "verdict", "flows_per_second"},
+	"Trawl / Flows|Byte rate by verdict":               {"time", "verdict", "bytes_per_second"},
+	"Trawl / Flows|Top talkers by namespace":           {"src_namespace", "dst_namespace", "bytes", "packets", "flows"},
+	"Trawl / Flows|Top talkers by workload":            {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "bytes", "packets", "flows"},
+	"Trawl / Flows|Bytes by protocol":                  {"protocol", "bytes"},
+	"Trawl / Flows|Top destination ports":              {"protocol", "port", "bytes", "flows", "workloads"},
+	"Trawl / Flows|Recent flows":                       {"time", "node", "kind", "verdict", "source", "destination", "protocol", "dst_port", "packets", "bytes", "drop_reason_desc"},
+	"Trawl / Drops & Policy|Drops by reason":           {"time", "reason", "drops_per_second"},
+	"Trawl / Drops & Policy|Policy drops by namespace": {"time", "namespace", "drops_per_second"},
+	"Trawl / Drops & Policy|Policy drops by policy":    {"policy", "drops", "records", "source_workloads"},
+	"Trawl / Drops & Policy|Top denied pairs":          {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "protocol", "port", "drops", "policies"},
+	"Trawl / Drops & Policy|Recent drops":              {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "denied_by"},
+	"Trawl / Conntrack|Utilization history (samples)":  {"time", "node", "utilization"},
+	"Trawl / Conntrack|Top conntrack creators":         {"creator", "ip", "node", "new_entries"},
+	"Trawl / Pipeline|Lost events reported (history)":  {"time", "node_source", "lost"},
 }
 
 func readDashboards(t *testing.T) []*grafana.Dashboard {
@@ -339,4 +339,3 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 		}
 	}
 }
-
