@@ -1,0 +1,564 @@
+// Package collect turns what the eBPF programs record into Trawl's records:
+// it polls the flow and drop aggregation maps (deltas since the last poll,
+// idle entries evicted), reads the instant-event ring buffers, watches the
+// programs' loss counters, and publishes Flow and LostEvent records.
+//
+// Counting once: byte and packet totals come only from AGGREGATE records,
+// and the flow program counts a forwarded packet only at the interface it
+// entered the node through (see agent/bpf/flow.c). FLOW_NEW/FLOW_CLOSE
+// events carry the packet that triggered them but are never totals. Every
+// dropped packet is in exactly one DROP record: the instant one for the first
+// drop of a (flow, reason), the polled aggregate for the rest.
+package collect
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/agent/bpf"
+	"github.com/trawl-dev/trawl/agent/datapath"
+	"github.com/trawl-dev/trawl/agent/export"
+	"github.com/trawl-dev/trawl/agent/metrics"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+// Config of the collector.
+type Config struct {
+	// NodeName goes into every record.
+	NodeName string
+	// BootID identifies this agent run; random when empty.
+	BootID string
+	// FlushInterval is how often the maps are polled. Default 5s.
+	FlushInterval time.Duration
+	// ActiveTimeout is the longest an aggregate record may span: a busy
+	// flow is exported at the first poll after its window reaches it.
+	// Default: FlushInterval (every poll exports what changed).
+	ActiveTimeout time.Duration
+	// IdleTimeout evicts flows without packets for that long. Default 30s.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 5 * time.Second
+	}
+	if c.ActiveTimeout <= 0 {
+		c.ActiveTimeout = c.FlushInterval
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	if c.BootID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		c.BootID = hex.EncodeToString(b[:])
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+type flowState struct {
+	packets, bytes uint64
+	windowStart    uint64 // monotonic ns of the current window's start
+	exported       bool
+}
+
+type dropState struct {
+	packets, bytes uint64
+	lastExport     uint64
+}
+
+// Collector reads the datapath's maps and ring buffers.
+type Collector struct {
+	cfg Config
+	dp  *datapath.Datapath
+	pub export.Publisher
+	m   *metrics.Agent
+
+	mu     sync.Mutex // serializes polls (ticker and final flush)
+	flows  map[bpf.FlowFlowKey]flowState
+	drops  map[bpf.DropDropKey]dropState
+	seq    atomic.Uint64
+	counts map[string][]uint64 // last counter values per program
+
+	ifnames sync.Map // ifindex (agent netns) -> name, for unwatched interfaces
+}
+
+// New makes a collector; Run starts it.
+func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Agent) *Collector {
+	cfg.setDefaults()
+	return &Collector{
+		cfg: cfg, dp: dp, pub: pub, m: m,
+		flows:  map[bpf.FlowFlowKey]flowState{},
+		drops:  map[bpf.DropDropKey]dropState{},
+		counts: map[string][]uint64{},
+	}
+}
+
+// BootID of this run.
+func (c *Collector) BootID() string { return c.cfg.BootID }
+
+// Run reads ring buffers and polls maps until ctx is done, then polls one
+// last time so nothing counted is left unexported.
+func (c *Collector) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	readers := []*ringbuf.Reader{}
+	start := func(m *ebpf.Map, handle func([]byte)) error {
+		rd, err := ringbuf.NewReader(m)
+		if err != nil {
+			return fmt.Errorf("open ring buffer: %w", err)
+		}
+		readers = append(readers, rd)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.readRing(rd, handle); err != nil {
+				errs <- err
+			}
+		}()
+		return nil
+	}
+	stopReaders := func() {
+		for _, rd := range readers {
+			rd.Close()
+		}
+		wg.Wait()
+	}
+	if err := start(c.dp.Flow.FlowEvents, c.handleFlowEvent); err != nil {
+		return err
+	}
+	if c.dp.Drop != nil {
+		if err := start(c.dp.Drop.DropEvents, c.handleDropEvent); err != nil {
+			stopReaders()
+			return err
+		}
+	}
+	defer stopReaders()
+
+	t := time.NewTicker(c.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			c.Poll(true)
+			return nil
+		case err := <-errs:
+			return err
+		case <-t.C:
+			c.Poll(false)
+		}
+	}
+}
+
+func (c *Collector) readRing(rd *ringbuf.Reader, handle func([]byte)) error {
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		handle(rec.RawSample)
+	}
+}
+
+func monoNow() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func newClock() (clock, uint64) {
+	mono := monoNow()
+	return clock{offset: time.Duration(time.Now().UnixNano() - int64(mono))}, mono
+}
+
+func (c *Collector) publishFlow(f *flowv1.Flow, kind string) {
+	f.NodeName = c.cfg.NodeName
+	f.Uuid = flowID(c.cfg.NodeName, c.cfg.BootID, c.seq.Add(1), 0)
+	c.m.Events.WithLabelValues(kind).Inc()
+	c.pub.Publish(&observerv1.GetFlowsResponse{
+		ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f},
+		NodeName:      c.cfg.NodeName,
+		Time:          f.Time,
+	})
+}
+
+func (c *Collector) observationPoint(hook uint8) string {
+	mech := "tc"
+	if c.dp.Features.TCX {
+		mech = "tcx"
+	}
+	if hook == uint8(bpf.FlowHookHOOK_EGRESS) {
+		return mech + "-egress"
+	}
+	return mech + "-ingress"
+}
+
+// flowRecord builds the common part of a record seen by the flow program.
+func (c *Collector) flowRecord(key bpf.FlowFlowKey, ifaces map[int]datapath.Interface, flags uint32) *flowv1.Flow {
+	f := &flowv1.Flow{
+		Verdict:          flowv1.Verdict_FORWARDED,
+		Type:             flowv1.FlowType_L3_L4,
+		Netns:            c.dp.Netns,
+		ObservationPoint: c.observationPoint(key.Hook),
+	}
+	fillTuple(f, key.Tuple, flags)
+	iface, known := ifaces[int(key.Ifindex)]
+	f.Interface = &flowv1.NetworkInterface{Index: key.Ifindex, Name: iface.Name}
+	f.TrafficDirection = direction(iface.Role, known, key.Hook)
+	return f
+}
+
+func (c *Collector) handleFlowEvent(raw []byte) {
+	if len(raw) < int(unsafe.Sizeof(bpf.FlowFlowEvent{})) {
+		return
+	}
+	ev := (*bpf.FlowFlowEvent)(unsafe.Pointer(&raw[0]))
+	clk, _ := newClock()
+	f := c.flowRecord(ev.Key, c.dp.Interfaces(), uint32(ev.TcpFlags))
+	ts := clk.ts(ev.TsNs)
+	f.Time, f.FirstSeen, f.LastSeen = ts, ts, ts
+	f.Packets, f.Bytes = 1, uint64(ev.Bytes)
+	kind := "flow_new"
+	f.EventKind = flowv1.EventKind_FLOW_NEW
+	if ev.Kind == uint8(bpf.FlowEventKindEV_FLOW_CLOSE) {
+		f.EventKind = flowv1.EventKind_FLOW_CLOSE
+		kind = "flow_close"
+	} else {
+		f.IsReply = isReply(ev.Key.Tuple.Proto, uint32(ev.TcpFlags))
+	}
+	c.publishFlow(f, kind)
+}
+
+// dropDirection: a drop on a pod's host-side veth in the node's namespace
+// happened to a packet the pod sent (EGRESS); elsewhere, a packet owned by a
+// local socket was being sent (EGRESS) and one without was being received
+// (INGRESS).
+func (c *Collector) dropDirection(key *bpf.DropDropKey, ifaces map[int]datapath.Interface) flowv1.TrafficDirection {
+	if uint64(key.Netns) == c.dp.Netns {
+		if iface, ok := ifaces[int(key.Ifindex)]; ok && iface.Role == datapath.RolePod {
+			return flowv1.TrafficDirection_EGRESS
+		}
+	}
+	if key.HasSk != 0 {
+		return flowv1.TrafficDirection_EGRESS
+	}
+	return flowv1.TrafficDirection_INGRESS
+}
+
+func (c *Collector) ifName(key *bpf.DropDropKey, ifaces map[int]datapath.Interface) string {
+	if uint64(key.Netns) != c.dp.Netns || key.Ifindex == 0 {
+		return "" // another namespace's index: no name we can vouch for
+	}
+	if iface, ok := ifaces[int(key.Ifindex)]; ok {
+		return iface.Name
+	}
+	if n, ok := c.ifnames.Load(key.Ifindex); ok {
+		return n.(string)
+	}
+	name := ""
+	if i, err := net.InterfaceByIndex(int(key.Ifindex)); err == nil {
+		name = i.Name
+	}
+	c.ifnames.Store(key.Ifindex, name)
+	return name
+}
+
+func (c *Collector) dropRecord(key *bpf.DropDropKey, ifaces map[int]datapath.Interface) *flowv1.Flow {
+	reason := c.dp.Reasons.Name(key.Reason)
+	f := &flowv1.Flow{
+		Verdict:          flowv1.Verdict_DROPPED,
+		Type:             flowv1.FlowType_L3_L4,
+		EventKind:        flowv1.EventKind_DROP,
+		DropReasonKernel: reason,
+		DropReasonDesc:   reason, // the relay may replace it with POLICY_DENIED
+		Netns:            uint64(key.Netns),
+		ObservationPoint: "kfree_skb",
+		Interface:        &flowv1.NetworkInterface{Index: key.Ifindex, Name: c.ifName(key, ifaces)},
+		TrafficDirection: c.dropDirection(key, ifaces),
+	}
+	fillTuple(f, bpf.FlowFlowTuple(key.Tuple), 0)
+	return f
+}
+
+func (c *Collector) handleDropEvent(raw []byte) {
+	if len(raw) < int(unsafe.Sizeof(bpf.DropDropEvent{})) {
+		return
+	}
+	ev := (*bpf.DropDropEvent)(unsafe.Pointer(&raw[0]))
+	clk, _ := newClock()
+	f := c.dropRecord(&ev.Key, c.dp.Interfaces())
+	ts := clk.ts(ev.TsNs)
+	f.Time, f.FirstSeen, f.LastSeen = ts, ts, ts
+	f.Packets, f.Bytes = 1, uint64(ev.Bytes)
+	c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(1)
+	c.publishFlow(f, "drop")
+}
+
+// Poll exports what changed in the maps since the last poll and evicts idle
+// entries; final exports every pending delta regardless of timeouts.
+func (c *Collector) Poll(final bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pollFlows(final)
+	if c.dp.Drop != nil {
+		c.pollDrops()
+	}
+	c.pollCounters()
+}
+
+func (c *Collector) pollFlows(final bool) {
+	start := time.Now()
+	defer func() { c.m.PollDuration.WithLabelValues("flows").Observe(time.Since(start).Seconds()) }()
+	clk, now := newClock()
+	ifaces := c.dp.Interfaces()
+	idle := uint64(c.cfg.IdleTimeout)
+	active := uint64(c.cfg.ActiveTimeout)
+	var evict []bpf.FlowFlowKey
+	seen := 0
+	err := readMap(c.dp.Flow.Flows, func(k bpf.FlowFlowKey, v bpf.FlowFlowAgg) {
+		seen++
+		st, ok := c.flows[k]
+		if !ok {
+			st.windowStart = v.FirstNs
+		}
+		isIdle := now > v.LastNs && now-v.LastNs >= idle
+		if v.Packets > st.packets && (final || isIdle || now-st.windowStart >= active) {
+			f := c.flowRecord(k, ifaces, v.TcpFlags)
+			f.EventKind = flowv1.EventKind_AGGREGATE
+			f.IsReply = isReply(k.Tuple.Proto, v.FirstTcpFlags)
+			first := v.FirstNs
+			if st.exported && st.windowStart > first {
+				first = st.windowStart
+			}
+			f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+			f.Time = f.LastSeen
+			f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
+			dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
+			c.m.Flows.WithLabelValues(dir, verdict).Inc()
+			c.m.Packets.WithLabelValues(dir, verdict).Add(float64(f.Packets))
+			c.m.Bytes.WithLabelValues(dir, verdict).Add(float64(f.Bytes))
+			c.publishFlow(f, "aggregate")
+			st.packets, st.bytes, st.exported = v.Packets, v.Bytes, true
+			st.windowStart = v.LastNs + 1
+		}
+		if isIdle && v.Packets == st.packets {
+			evict = append(evict, k)
+			delete(c.flows, k)
+			return
+		}
+		c.flows[k] = st
+	})
+	if err != nil {
+		c.cfg.Log.Warn("poll flow map", "err", err)
+	}
+	deleteKeys(c.dp.Flow.Flows, evict)
+	c.m.MapEntries.WithLabelValues("flows").Set(float64(seen - len(evict)))
+	c.m.MapCapacity.WithLabelValues("flows").Set(float64(c.dp.Flow.Flows.MaxEntries()))
+}
+
+func (c *Collector) pollDrops() {
+	start := time.Now()
+	defer func() { c.m.PollDuration.WithLabelValues("drops").Observe(time.Since(start).Seconds()) }()
+	clk, now := newClock()
+	ifaces := c.dp.Interfaces()
+	idle := uint64(c.cfg.IdleTimeout)
+	var evict []bpf.DropDropKey
+	seen := 0
+	err := readMap(c.dp.Drop.Drops, func(k bpf.DropDropKey, v bpf.DropDropAgg) {
+		seen++
+		st := c.drops[k]
+		if v.Packets > st.packets {
+			f := c.dropRecord(&k, ifaces)
+			first := v.FirstNs
+			if st.lastExport > first {
+				first = st.lastExport
+			}
+			f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+			f.Time = f.LastSeen
+			f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
+			c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(float64(f.Packets))
+			c.publishFlow(f, "drop")
+			st.packets, st.bytes, st.lastExport = v.Packets, v.Bytes, v.LastNs+1
+		}
+		if now > v.LastNs && now-v.LastNs >= idle {
+			evict = append(evict, k)
+			delete(c.drops, k)
+			return
+		}
+		c.drops[k] = st
+	})
+	if err != nil {
+		c.cfg.Log.Warn("poll drop map", "err", err)
+	}
+	deleteKeys(c.dp.Drop.Drops, evict)
+	c.m.MapEntries.WithLabelValues("drops").Set(float64(seen - len(evict)))
+	c.m.MapCapacity.WithLabelValues("drops").Set(float64(c.dp.Drop.Drops.MaxEntries()))
+}
+
+// lossCounters maps counter slots to the lost-event source they report.
+var lossCounters = []struct {
+	slot   bpf.FlowCounter
+	source flowv1.LostEventSource
+	cause  string
+}{
+	{bpf.FlowCounterCNT_MAP_FULL, flowv1.LostEventSource_MAP_FULL, metrics.CauseMapFull},
+	{bpf.FlowCounterCNT_RINGBUF_FULL, flowv1.LostEventSource_RINGBUF_RESERVE_FAILED, metrics.CauseRingbuf},
+	{bpf.FlowCounterCNT_RATE_LIMITED, flowv1.LostEventSource_RATE_LIMITED, metrics.CauseRateLimited},
+	{bpf.FlowCounterCNT_MALFORMED, flowv1.LostEventSource_MALFORMED_PACKET, metrics.CauseMalformed},
+	{bpf.FlowCounterCNT_TRUNCATED, flowv1.LostEventSource_MALFORMED_PACKET, metrics.CauseMalformed},
+}
+
+// Counters sums a program's per-CPU counters.
+func Counters(m *ebpf.Map) ([]uint64, error) {
+	out := make([]uint64, bpf.FlowCounterCNT_MAX)
+	var perCPU []uint64
+	for i := range out {
+		if err := m.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+func (c *Collector) pollCounters() {
+	progs := map[string]*ebpf.Map{"flow": c.dp.Flow.Counters}
+	if c.dp.Drop != nil {
+		progs["drop"] = c.dp.Drop.Counters
+	}
+	if c.dp.Conntrack != nil {
+		progs["conntrack"] = c.dp.Conntrack.Counters
+	}
+	now := timestamppb.Now()
+	for prog, m := range progs {
+		cur, err := Counters(m)
+		if err != nil {
+			c.cfg.Log.Warn("read counters", "program", prog, "err", err)
+			continue
+		}
+		prev := c.counts[prog]
+		c.counts[prog] = cur
+		if prev == nil {
+			prev = make([]uint64, len(cur))
+		}
+		if prog == "conntrack" {
+			c.m.ConntrackNew.WithLabelValues(c.cfg.NodeName).Add(float64(cur[bpf.FlowCounterCNT_NEW_CONNTRACK] - prev[bpf.FlowCounterCNT_NEW_CONNTRACK]))
+		}
+		for _, lc := range lossCounters {
+			d := cur[lc.slot] - prev[lc.slot]
+			if d == 0 {
+				continue
+			}
+			c.m.LostEvents.WithLabelValues(lc.cause).Add(float64(d))
+			c.pub.Publish(&observerv1.GetFlowsResponse{
+				ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
+					Source:        lc.source,
+					NumEventsLost: d,
+					NodeName:      c.cfg.NodeName,
+					Time:          now,
+					Detail:        fmt.Sprintf("%s program: %s", prog, counterName(lc.slot)),
+				}},
+				NodeName: c.cfg.NodeName,
+				Time:     now,
+			})
+		}
+	}
+}
+
+func counterName(s bpf.FlowCounter) string {
+	switch s {
+	case bpf.FlowCounterCNT_MAP_FULL:
+		return "aggregation map full"
+	case bpf.FlowCounterCNT_RINGBUF_FULL:
+		return "ring buffer full"
+	case bpf.FlowCounterCNT_RATE_LIMITED:
+		return "instant events over the rate limit"
+	case bpf.FlowCounterCNT_MALFORMED:
+		return "malformed headers"
+	case bpf.FlowCounterCNT_TRUNCATED:
+		return "truncated headers"
+	}
+	return fmt.Sprintf("counter %d", s)
+}
+
+// readMap calls fn for every entry, in batches where the kernel supports
+// them.
+func readMap[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
+	const batch = 4096
+	keys := make([]K, batch)
+	vals := make([]V, batch)
+	var cursor ebpf.MapBatchCursor
+	total := 0
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(keys[i], vals[i])
+		}
+		total += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			if total == 0 && errors.Is(err, ebpf.ErrNotSupported) {
+				break
+			}
+			return err
+		}
+	}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(k, v)
+	}
+	return it.Err()
+}
+
+func deleteKeys[K any](m *ebpf.Map, keys []K) {
+	if len(keys) == 0 {
+		return
+	}
+	if _, err := m.BatchDelete(keys, nil); err == nil {
+		return
+	}
+	for _, k := range keys {
+		m.Delete(k)
+	}
+}
+
+// Totals reports counters for the heartbeat: records exported and the
+// programs' loss counters.
+func (c *Collector) Totals() map[string]uint64 {
+	out := map[string]uint64{"records": c.seq.Load()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for prog, cur := range c.counts {
+		for _, lc := range lossCounters {
+			out[prog+"_"+lc.cause] += cur[lc.slot]
+		}
+	}
+	return out
+}

@@ -1,0 +1,339 @@
+// Package datapath loads Trawl's eBPF programs and attaches them to the
+// kernel: tcx (or tc clsact) on the selected interfaces, including ones that
+// appear later, skb:kfree_skb for drops, and netfilter links for new
+// conntrack entries. Close leaves nothing behind: no links, filters, qdiscs
+// or pinned objects.
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/trawl-dev/trawl/agent/bpf"
+	"github.com/trawl-dev/trawl/agent/dropreason"
+)
+
+// DefaultPodInterfaces are the names CNIs give the host side of pod veths.
+var DefaultPodInterfaces = []string{"veth*", "cali*", "lxc*", "azv*", "eni*", "gke*", "vnet*"}
+
+// Config of the datapath. The zero value of each field means its default.
+type Config struct {
+	// Interfaces are globs of interface names to watch. Empty: the
+	// DefaultPodInterfaces plus the interfaces of the default routes.
+	Interfaces []string
+	// AttachMode is "auto" (tcx when the kernel has it, else tc), "tcx" or "tc".
+	AttachMode string
+	// FlowMapSize is the capacity of the flow aggregation map.
+	FlowMapSize uint32
+	// DropMapSize is the capacity of the drop aggregation map.
+	DropMapSize uint32
+	// EventsPerSecond limits instant ring-buffer events per CPU (flow and
+	// drop programs each); 0 means the default, 1000.
+	EventsPerSecond uint64
+	// DropReasons selects the reported reasons (see dropreason.Table.Select).
+	DropReasons string
+	// DisableDrops and DisableConntrack turn the optional programs off.
+	DisableDrops     bool
+	DisableConntrack bool
+	// ConntrackPriority is the netfilter priority of the conntrack program;
+	// it must run after conntrack (-200). Default -199.
+	ConntrackPriority int32
+	Log               *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.AttachMode == "" {
+		c.AttachMode = "auto"
+	}
+	if c.FlowMapSize == 0 {
+		c.FlowMapSize = 131072
+	}
+	if c.DropMapSize == 0 {
+		c.DropMapSize = 16384
+	}
+	if c.EventsPerSecond == 0 {
+		c.EventsPerSecond = 1000
+	}
+	if c.ConntrackPriority == 0 {
+		c.ConntrackPriority = -199
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Validate checks the configuration before anything is loaded.
+func (c *Config) Validate() error {
+	switch c.AttachMode {
+	case "", "auto", "tcx", "tc":
+	default:
+		return fmt.Errorf("attach mode %q: want auto, tcx or tc", c.AttachMode)
+	}
+	for _, g := range c.Interfaces {
+		if _, err := filepath.Match(g, "x"); err != nil {
+			return fmt.Errorf("interface glob %q: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// Datapath owns the loaded programs, maps and attachments.
+type Datapath struct {
+	cfg Config
+	log *slog.Logger
+
+	Features Features
+	Reasons  *dropreason.Table
+	// Netns is the inode of the network namespace the agent runs in.
+	Netns uint64
+
+	Flow      bpf.FlowObjects
+	Drop      *bpf.DropMaps // nil when drops are off
+	Conntrack *bpf.ConntrackObjects
+
+	dropProg *ebpf.Program
+	links    []link.Link // drop and netfilter links
+
+	mu     sync.Mutex
+	ifaces map[int]*attachment
+}
+
+// Open checks privileges and BTF, loads every program and attaches them to
+// the interfaces present now. On error everything done so far is undone.
+func Open(cfg Config) (_ *Datapath, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, ErrNoBTF
+	}
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoBTF, err)
+	}
+	// Memory is charged to the cgroup on kernels >= 5.11; raising the
+	// memlock rlimit may fail without CAP_SYS_RESOURCE and is not needed.
+	_ = rlimit.RemoveMemlock()
+
+	d := &Datapath{cfg: cfg, log: cfg.Log, ifaces: map[int]*attachment{}}
+	d.Features.BTF = true
+	d.Features.Detail = map[string]string{}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if st, err := os.Stat("/proc/self/ns/net"); err == nil {
+		d.Netns = st.Sys().(*syscall.Stat_t).Ino
+	}
+
+	switch cfg.AttachMode {
+	case "tcx":
+		d.Features.TCX = true
+	case "tc":
+		d.Features.Detail["tcx"] = "off: --attach-mode tc"
+	default:
+		d.Features.TCX = kernelHasAttachType(kspec, "BPF_TCX_INGRESS")
+		if !d.Features.TCX {
+			d.Features.Detail["tcx"] = "kernel has no tcx (needs 6.6): using tc clsact"
+		}
+	}
+
+	if err := d.loadFlow(); err != nil {
+		return nil, err
+	}
+	if cfg.DisableDrops {
+		d.Features.Detail["tp_btf"] = "off: drops disabled"
+		d.Features.Detail["tracepoint"] = "off: drops disabled"
+	} else if err := d.loadDrops(kspec); err != nil {
+		return nil, err
+	}
+	if cfg.DisableConntrack {
+		d.Features.Detail["netfilter_link"] = "off: conntrack disabled"
+	} else if err := d.loadConntrack(kspec); err != nil {
+		// Optional: flows and drops work without it.
+		d.Features.Detail["netfilter_link"] = "off: " + err.Error()
+		d.log.Warn("conntrack creators off", "err", err)
+	}
+
+	if err := d.Sync(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Datapath) loadFlow() error {
+	spec, err := bpf.LoadFlow()
+	if err != nil {
+		return fmt.Errorf("load flow program spec: %w", err)
+	}
+	spec.Maps[bpf.FlowMapFlows].MaxEntries = d.cfg.FlowMapSize
+	if err := setRate(spec, d.cfg.EventsPerSecond); err != nil {
+		return err
+	}
+	if err := spec.LoadAndAssign(&d.Flow, nil); err != nil {
+		return fmt.Errorf("load flow programs: %w", err)
+	}
+	return nil
+}
+
+func setRate(spec *ebpf.CollectionSpec, perSec uint64) error {
+	if err := spec.Variables["events_per_sec"].Set(perSec); err != nil {
+		return fmt.Errorf("set events_per_sec: %w", err)
+	}
+	if err := spec.Variables["events_burst"].Set(2 * perSec); err != nil {
+		return fmt.Errorf("set events_burst: %w", err)
+	}
+	return nil
+}
+
+type dropBTF struct {
+	bpf.DropMaps
+	Prog *ebpf.Program `ebpf:"trawl_drop_btf"`
+}
+
+type dropTP struct {
+	bpf.DropMaps
+	Prog *ebpf.Program `ebpf:"trawl_drop_tp"`
+}
+
+// loadDrops loads and attaches the kfree_skb program: tp_btf first, the
+// classic tracepoint when that fails. Reason names come from kernel BTF.
+func (d *Datapath) loadDrops(kspec *btf.Spec) error {
+	reasons, err := dropreason.Load(kspec)
+	if err != nil {
+		return err
+	}
+	d.Reasons = reasons
+	selected, err := reasons.Select(d.cfg.DropReasons)
+	if err != nil {
+		return fmt.Errorf("--drop-reasons: %w", err)
+	}
+	spec, err := bpf.LoadDrop()
+	if err != nil {
+		return fmt.Errorf("load drop program spec: %w", err)
+	}
+	spec.Maps[bpf.DropMapDrops].MaxEntries = d.cfg.DropMapSize
+	if err := setRate(spec, d.cfg.EventsPerSecond); err != nil {
+		return err
+	}
+
+	var btfObjs dropBTF
+	errBTF := spec.LoadAndAssign(&btfObjs, nil)
+	if errBTF == nil {
+		l, err := link.AttachTracing(link.TracingOptions{Program: btfObjs.Prog})
+		if err == nil {
+			d.Features.TPBTF = true
+			d.Drop, d.dropProg = &btfObjs.DropMaps, btfObjs.Prog
+			d.links = append(d.links, l)
+		} else {
+			errBTF = err
+			btfObjs.Prog.Close()
+			btfObjs.DropMaps.Close()
+		}
+	}
+	if !d.Features.TPBTF {
+		d.Features.Detail["tp_btf"] = "off: " + errBTF.Error()
+		var tpObjs dropTP
+		if err := spec.LoadAndAssign(&tpObjs, nil); err != nil {
+			return fmt.Errorf("load kfree_skb tracepoint program (tp_btf failed: %v): %w", errBTF, err)
+		}
+		l, err := link.Tracepoint("skb", "kfree_skb", tpObjs.Prog, nil)
+		if err != nil {
+			tpObjs.Prog.Close()
+			tpObjs.DropMaps.Close()
+			return fmt.Errorf("attach skb:kfree_skb tracepoint (tp_btf failed: %v): %w", errBTF, err)
+		}
+		d.Drop, d.dropProg = &tpObjs.DropMaps, tpObjs.Prog
+		d.links = append(d.links, l)
+	}
+	d.Features.Drops = true
+	one := uint8(1)
+	for _, r := range selected {
+		if err := d.Drop.Reasons.Put(r, one); err != nil {
+			return fmt.Errorf("enable drop reason %s: %w", reasons.Name(r), err)
+		}
+	}
+	return nil
+}
+
+// loadConntrack attaches the netfilter program after conntrack on
+// PRE_ROUTING (forwarded and received packets) and LOCAL_OUT (sent by the
+// node), for IPv4 and IPv6.
+func (d *Datapath) loadConntrack(kspec *btf.Spec) error {
+	if !kernelHasAttachType(kspec, "BPF_NETFILTER") {
+		return errors.New("kernel has no netfilter BPF links (needs 6.4)")
+	}
+	var objs bpf.ConntrackObjects
+	if err := bpf.LoadConntrackObjects(&objs, nil); err != nil {
+		return fmt.Errorf("load conntrack program: %w", err)
+	}
+	d.Conntrack = &objs
+	for _, fam := range []link.NetfilterProtocolFamily{link.NetfilterProtoIPv4, link.NetfilterProtoIPv6} {
+		for _, hook := range []link.NetfilterInetHook{link.NetfilterInetPreRouting, link.NetfilterInetLocalOut} {
+			l, err := link.AttachNetfilter(link.NetfilterOptions{
+				Program:        objs.TrawlConntrackNew,
+				ProtocolFamily: fam,
+				Hook:           hook,
+				Priority:       d.cfg.ConntrackPriority,
+			})
+			if err != nil {
+				return fmt.Errorf("attach netfilter link (family %d, hook %d): %w", fam, hook, err)
+			}
+			d.links = append(d.links, l)
+		}
+	}
+	d.Features.NetfilterLink = true
+	return nil
+}
+
+// Run follows link events and attaches to matching interfaces that appear,
+// until ctx is done.
+func (d *Datapath) Run(ctx context.Context) error {
+	return d.watchLinks(ctx)
+}
+
+// Close detaches everything and frees the programs and maps.
+func (d *Datapath) Close() error {
+	var errs []error
+	d.mu.Lock()
+	for idx, a := range d.ifaces {
+		if err := a.detach(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(d.ifaces, idx)
+	}
+	d.mu.Unlock()
+	for _, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.links = nil
+	if d.dropProg != nil {
+		d.dropProg.Close()
+		d.Drop.Close()
+		d.dropProg = nil
+	}
+	if d.Conntrack != nil {
+		d.Conntrack.Close()
+		d.Conntrack = nil
+	}
+	d.Flow.Close()
+	return errors.Join(errs...)
+}
