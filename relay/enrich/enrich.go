@@ -1,0 +1,192 @@
+// Package enrich adds Kubernetes meaning to flows in the relay: who the
+// source and destination are (pod, namespace, labels, workload, node), which
+// service a ClusterIP:port is, and which NetworkPolicies allowed or denied
+// the connection. It runs once, centrally, per relay replica.
+package enrich
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/trawl-dev/trawl/internal/kube"
+	"github.com/trawl-dev/trawl/internal/policy"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+)
+
+// Config chooses the metadata source. With none set, New returns an
+// Enricher that leaves flows as they are (no Kubernetes, no guesses).
+type Config struct {
+	// Manifests is a YAML file or directory of Kubernetes objects, reloaded
+	// on change.
+	Manifests string
+	// Kubeconfig is a kubeconfig file for client-go informers.
+	Kubeconfig string
+	// InCluster uses the pod's service account.
+	InCluster bool
+	Log       *slog.Logger
+}
+
+// Drop reason names (see the flow contract).
+const (
+	ReasonNetfilterDrop = "NETFILTER_DROP"
+	ReasonPolicyDenied  = "POLICY_DENIED"
+)
+
+// Enricher fills flows from the current Kubernetes view. Safe for
+// concurrent use. The Endpoint, Service and Policy messages it attaches are
+// shared between flows: treat them as read only.
+type Enricher struct {
+	store *kube.Store
+}
+
+// New opens the configured source and waits for its initial state.
+// Background work stops when ctx ends.
+func New(ctx context.Context, cfg Config) (*Enricher, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s, err := kube.Open(ctx, kube.Config{Manifests: cfg.Manifests, Kubeconfig: cfg.Kubeconfig, InCluster: cfg.InCluster, Log: log})
+	if errors.Is(err, kube.ErrNoSource) {
+		log.Info("no Kubernetes metadata source: flows are not enriched")
+		return &Enricher{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Enricher{store: s}, nil
+}
+
+// NewFromStore enriches from an existing store (tests, the CLI).
+func NewFromStore(s *kube.Store) *Enricher { return &Enricher{store: s} }
+
+// Store is the metadata store, nil when enrichment is off.
+func (e *Enricher) Store() *kube.Store { return e.store }
+
+func parseIP(s string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+func flowTime(f *flowv1.Flow) time.Time {
+	if f.Time != nil {
+		return f.Time.AsTime()
+	}
+	return time.Now()
+}
+
+func l4(f *flowv1.Flow) (port uint16, proto policy.Protocol) {
+	switch p := f.GetL4().GetProtocol().(type) {
+	case *flowv1.Layer4_TCP:
+		return uint16(p.TCP.GetDestinationPort()), policy.ProtoTCP
+	case *flowv1.Layer4_UDP:
+		return uint16(p.UDP.GetDestinationPort()), policy.ProtoUDP
+	case *flowv1.Layer4_SCTP:
+		return uint16(p.SCTP.GetDestinationPort()), policy.ProtoSCTP
+	}
+	return 0, policy.ProtoOther
+}
+
+// Enrich fills f.Source, f.Destination, f.DestinationService and the policy
+// verdict fields.
+//
+// Policy attribution (only for flows in the connection's original direction,
+// not replies): a FORWARDED flow gets ingress_allowed_by / egress_allowed_by
+// from the policies that allowed it. A DROPPED flow whose kernel reason is
+// NETFILTER_DROP and that the policies deny becomes drop_reason_desc
+// POLICY_DENIED with ingress_denied_by / egress_denied_by; one the policies
+// allow keeps its kernel reason and blames no policy.
+func (e *Enricher) Enrich(f *flowv1.Flow) {
+	if e.store == nil || f.GetIP() == nil {
+		return
+	}
+	v := e.store.View()
+	t := flowTime(f)
+	srcIP, okS := parseIP(f.IP.Source)
+	dstIP, okD := parseIP(f.IP.Destination)
+	if !okS || !okD {
+		return
+	}
+	src, dst := v.Lookup(srcIP, t), v.Lookup(dstIP, t)
+	f.Source = src.Proto(f.NodeName)
+	f.Destination = dst.Proto(f.NodeName)
+	port, proto := l4(f)
+	if proto != policy.ProtoOther {
+		if svc := v.Service(dstIP, port, proto); svc != nil {
+			f.DestinationService = svc
+		}
+	}
+	if f.GetIsReply().GetValue() {
+		return // policies judge connections by their first direction
+	}
+	switch f.Verdict {
+	case flowv1.Verdict_FORWARDED:
+		if src.Pod == nil && dst.Pod == nil {
+			return
+		}
+		vd := v.Engine().Evaluate(policy.Endpoint{Pod: src.Pod, IP: srcIP}, policy.Endpoint{Pod: dst.Pod, IP: dstIP}, port, proto)
+		// A forwarded flow that the policies would deny is most likely a
+		// reply the agent could not mark; never attach a contradiction.
+		if vd.Allowed() {
+			f.IngressAllowedBy = vd.Ingress.AllowedBy
+			f.EgressAllowedBy = vd.Egress.AllowedBy
+		}
+	case flowv1.Verdict_DROPPED:
+		if f.DropReasonKernel != ReasonNetfilterDrop || (src.Pod == nil && dst.Pod == nil) {
+			return
+		}
+		vd := v.Engine().Evaluate(policy.Endpoint{Pod: src.Pod, IP: srcIP}, policy.Endpoint{Pod: dst.Pod, IP: dstIP}, port, proto)
+		if vd.Allowed() {
+			return // the policies do not explain this drop: keep the kernel's reason
+		}
+		f.DropReasonDesc = ReasonPolicyDenied
+		if !vd.Ingress.Allowed {
+			f.IngressDeniedBy = vd.Ingress.DeniedBy
+		}
+		if !vd.Egress.Allowed {
+			f.EgressDeniedBy = vd.Egress.DeniedBy
+		}
+	}
+}
+
+// EnrichConntrack names the endpoints of the sample's top creators.
+func (e *Enricher) EnrichConntrack(s *flowv1.ConntrackSample) {
+	if e.store == nil {
+		return
+	}
+	v := e.store.View()
+	t := time.Now()
+	if s.Time != nil {
+		t = s.Time.AsTime()
+	}
+	for _, c := range s.TopCreators {
+		if ip, ok := parseIP(c.Ip); ok {
+			c.Endpoint = v.Lookup(ip, t).Proto(s.NodeName)
+		}
+	}
+}
+
+// PolicyDrops calls fn for every policy a flow's drop is attributed to, with
+// the flow's packet count: the relay's trawl_relay_policy_drops_total
+// {namespace,policy} is fed from it after Enrich.
+func PolicyDrops(f *flowv1.Flow, fn func(namespace, policy string, packets uint64)) {
+	if f.DropReasonDesc != ReasonPolicyDenied {
+		return
+	}
+	n := f.Packets
+	if n == 0 {
+		n = 1
+	}
+	for _, p := range f.IngressDeniedBy {
+		fn(p.Namespace, p.Name, n)
+	}
+	for _, p := range f.EgressDeniedBy {
+		fn(p.Namespace, p.Name, n)
+	}
+}
