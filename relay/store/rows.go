@@ -1,0 +1,510 @@
+package store
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/trawl-dev/trawl/internal/filter"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+)
+
+// Presence bits: which optional messages a flow had, so that reading a row
+// rebuilds the same message (nil and empty differ in protobuf).
+const (
+	hasTime uint16 = 1 << iota
+	hasIP
+	hasL4
+	hasSource
+	hasDestination
+	hasSourceService
+	hasDestinationService
+	hasInterface
+	hasFirstSeen
+	hasLastSeen
+	hasTCPFlags
+)
+
+// flowColumnNames is the column order of inserts and of flow reads.
+var flowColumnNames = []string{
+	"time", "id_hi", "id_lo", "uuid_raw", "node", "verdict", "event_kind", "flow_type", "direction",
+	"drop_reason_desc", "drop_reason_kernel", "ip_version", "src_ip", "dst_ip", "proto", "src_port", "dst_port", "tcp_flags",
+	"src_namespace", "src_pod", "src_workload", "src_workload_kind", "src_labels", "src_more_workload_names", "src_more_workload_kinds",
+	"src_service_namespace", "src_service", "src_names",
+	"dst_namespace", "dst_pod", "dst_workload", "dst_workload_kind", "dst_labels", "dst_more_workload_names", "dst_more_workload_kinds",
+	"dst_service_namespace", "dst_service", "dst_names",
+	"is_reply", "iface_index", "iface_name", "allowed_by", "denied_by", "packets", "bytes",
+	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra",
+}
+
+type endpointColumns struct {
+	ns, pod, wl, wlKind         []string
+	labels, moreNames, moreKind [][]string
+	svcNS, svc                  []string
+	names                       [][]string
+}
+
+// flowColumns holds a batch of flows column by column, the form the native
+// protocol sends; slices are reused between inserts.
+type flowColumns struct {
+	time                       []time.Time
+	idHi, idLo                 []uint64
+	uuidRaw, node              []string
+	verdict, kind, direction   []int8
+	flowType, ipVersion, proto []uint8
+	dropDesc, dropKernel       []string
+	srcIP, dstIP               [][16]byte
+	srcPort, dstPort, tcpFlags []uint16
+	src, dst                   endpointColumns
+	isReply                    []uint8
+	ifIndex                    []uint32
+	ifName                     []string
+	allowedBy, deniedBy        [][]string
+	packets, bytes, netns      []uint64
+	firstOff, lastOff          []int64
+	obsPoint, extra            []string
+	present                    []uint16
+}
+
+func (c *flowColumns) len() int { return len(c.time) }
+
+func (e *endpointColumns) reset() {
+	e.ns, e.pod, e.wl, e.wlKind = e.ns[:0], e.pod[:0], e.wl[:0], e.wlKind[:0]
+	e.labels, e.moreNames, e.moreKind = e.labels[:0], e.moreNames[:0], e.moreKind[:0]
+	e.svcNS, e.svc, e.names = e.svcNS[:0], e.svc[:0], e.names[:0]
+}
+
+func (c *flowColumns) reset() {
+	c.time, c.idHi, c.idLo, c.uuidRaw, c.node = c.time[:0], c.idHi[:0], c.idLo[:0], c.uuidRaw[:0], c.node[:0]
+	c.verdict, c.kind, c.direction = c.verdict[:0], c.kind[:0], c.direction[:0]
+	c.flowType, c.ipVersion, c.proto = c.flowType[:0], c.ipVersion[:0], c.proto[:0]
+	c.dropDesc, c.dropKernel, c.srcIP, c.dstIP = c.dropDesc[:0], c.dropKernel[:0], c.srcIP[:0], c.dstIP[:0]
+	c.srcPort, c.dstPort, c.tcpFlags = c.srcPort[:0], c.dstPort[:0], c.tcpFlags[:0]
+	c.src.reset()
+	c.dst.reset()
+	c.isReply, c.ifIndex, c.ifName = c.isReply[:0], c.ifIndex[:0], c.ifName[:0]
+	c.allowedBy, c.deniedBy = c.allowedBy[:0], c.deniedBy[:0]
+	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
+	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
+}
+
+// columns lists the slices in flowColumnNames order.
+func (c *flowColumns) columns() []any {
+	return []any{
+		c.time, c.idHi, c.idLo, c.uuidRaw, c.node, c.verdict, c.kind, c.flowType, c.direction,
+		c.dropDesc, c.dropKernel, c.ipVersion, c.srcIP, c.dstIP, c.proto, c.srcPort, c.dstPort, c.tcpFlags,
+		c.src.ns, c.src.pod, c.src.wl, c.src.wlKind, c.src.labels, c.src.moreNames, c.src.moreKind, c.src.svcNS, c.src.svc, c.src.names,
+		c.dst.ns, c.dst.pod, c.dst.wl, c.dst.wlKind, c.dst.labels, c.dst.moreNames, c.dst.moreKind, c.dst.svcNS, c.dst.svc, c.dst.names,
+		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
+		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra,
+	}
+}
+
+// enum8 keeps enum values the schema knows; unknown ones (a newer agent)
+// are stored as 0 rather than failing the whole insert.
+func enumValue(v int32, names map[int32]string) int8 {
+	if _, ok := names[v]; ok && v >= -128 && v <= 127 {
+		return int8(v)
+	}
+	return 0
+}
+
+// ParseUUID splits a canonical lower-case UUID string into two integers.
+// Trawl's flow ids share their first half per agent boot and count up in the
+// second, so two UInt64 columns compress far better than the string.
+func ParseUUID(s string) (hi, lo uint64, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return 0, 0, false
+	}
+	var b [16]byte
+	j := 0
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i--
+			continue
+		}
+		h, l := unhex(s[i]), unhex(s[i+1])
+		if h > 15 || l > 15 {
+			return 0, 0, false
+		}
+		b[j] = h<<4 | l
+		j++
+	}
+	for i := 0; i < 8; i++ {
+		hi = hi<<8 | uint64(b[i])
+		lo = lo<<8 | uint64(b[8+i])
+	}
+	if hi == 0 && lo == 0 {
+		return 0, 0, false // kept as a raw string: (0,0) means "see uuid_raw"
+	}
+	return hi, lo, true
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 255 // upper case is not canonical: stored raw so it round-trips
+}
+
+// FormatUUID is the inverse of ParseUUID.
+func FormatUUID(hi, lo uint64) string {
+	var b [16]byte
+	for i := 0; i < 8; i++ {
+		b[7-i] = byte(hi >> (8 * i))
+		b[15-i] = byte(lo >> (8 * i))
+	}
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+func policyNames(dst []string, ps ...[]*flowv1.Policy) []string {
+	for _, list := range ps {
+		for _, p := range list {
+			dst = append(dst, p.GetNamespace()+"/"+p.GetName())
+		}
+	}
+	return dst
+}
+
+func (e *endpointColumns) add(ep *flowv1.Endpoint, svc *flowv1.Service, names []string) {
+	e.ns = append(e.ns, ep.GetNamespace())
+	e.pod = append(e.pod, ep.GetPodName())
+	e.labels = append(e.labels, nonNil(ep.GetLabels()))
+	wls := ep.GetWorkloads()
+	var wl, kind string
+	var moreN, moreK []string
+	if len(wls) > 0 {
+		wl, kind = wls[0].GetName(), wls[0].GetKind()
+		for _, w := range wls[1:] {
+			moreN = append(moreN, w.GetName())
+			moreK = append(moreK, w.GetKind())
+		}
+	}
+	e.wl, e.wlKind = append(e.wl, wl), append(e.wlKind, kind)
+	e.moreNames, e.moreKind = append(e.moreNames, nonNil(moreN)), append(e.moreKind, nonNil(moreK))
+	e.svcNS, e.svc = append(e.svcNS, svc.GetNamespace()), append(e.svc, svc.GetName())
+	e.names = append(e.names, nonNil(names))
+}
+
+var empty = []string{}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return empty
+	}
+	return s
+}
+
+// add appends one flow.
+func (c *flowColumns) add(f *flowv1.Flow) {
+	var present uint16
+	t := time.Unix(0, 0).UTC()
+	if f.Time != nil {
+		present |= hasTime
+		t = f.Time.AsTime()
+	}
+	c.time = append(c.time, t)
+	if hi, lo, ok := ParseUUID(f.GetUuid()); ok {
+		c.idHi, c.idLo, c.uuidRaw = append(c.idHi, hi), append(c.idLo, lo), append(c.uuidRaw, "")
+	} else {
+		c.idHi, c.idLo, c.uuidRaw = append(c.idHi, 0), append(c.idLo, 0), append(c.uuidRaw, f.GetUuid())
+	}
+	c.node = append(c.node, f.GetNodeName())
+	c.verdict = append(c.verdict, enumValue(int32(f.GetVerdict()), flowv1.Verdict_name))
+	c.kind = append(c.kind, enumValue(int32(f.GetEventKind()), flowv1.EventKind_name))
+	c.direction = append(c.direction, enumValue(int32(f.GetTrafficDirection()), flowv1.TrafficDirection_name))
+	c.flowType = append(c.flowType, uint8(f.GetType()))
+	c.dropDesc, c.dropKernel = append(c.dropDesc, f.GetDropReasonDesc()), append(c.dropKernel, f.GetDropReasonKernel())
+	if f.IP != nil {
+		present |= hasIP
+	}
+	c.ipVersion = append(c.ipVersion, uint8(f.GetIP().GetIpVersion()))
+	c.srcIP = append(c.srcIP, filter.AddrBytes(f.GetIP().GetSource()))
+	c.dstIP = append(c.dstIP, filter.AddrBytes(f.GetIP().GetDestination()))
+	if f.L4 != nil {
+		present |= hasL4
+	}
+	var sp, dp uint32
+	var flags uint16
+	switch l4 := f.GetL4(); {
+	case l4.GetTCP() != nil:
+		sp, dp = l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort()
+		if l4.GetTCP().Flags != nil {
+			present |= hasTCPFlags
+			flags = filter.TCPFlagBits(l4.GetTCP().Flags)
+		}
+	case l4.GetUDP() != nil:
+		sp, dp = l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort()
+	case l4.GetSCTP() != nil:
+		sp, dp = l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort()
+	case l4.GetICMPv4() != nil:
+		sp, dp = l4.GetICMPv4().GetType(), l4.GetICMPv4().GetCode()
+	case l4.GetICMPv6() != nil:
+		sp, dp = l4.GetICMPv6().GetType(), l4.GetICMPv6().GetCode()
+	}
+	c.proto = append(c.proto, filter.FlowProtocol(f))
+	c.srcPort, c.dstPort, c.tcpFlags = append(c.srcPort, uint16(sp)), append(c.dstPort, uint16(dp)), append(c.tcpFlags, flags)
+	if f.Source != nil {
+		present |= hasSource
+	}
+	if f.Destination != nil {
+		present |= hasDestination
+	}
+	if f.SourceService != nil {
+		present |= hasSourceService
+	}
+	if f.DestinationService != nil {
+		present |= hasDestinationService
+	}
+	c.src.add(f.Source, f.SourceService, f.SourceNames)
+	c.dst.add(f.Destination, f.DestinationService, f.DestinationNames)
+	var reply uint8
+	if f.IsReply != nil {
+		reply = 1
+		if f.IsReply.GetValue() {
+			reply = 2
+		}
+	}
+	c.isReply = append(c.isReply, reply)
+	if f.Interface != nil {
+		present |= hasInterface
+	}
+	c.ifIndex, c.ifName = append(c.ifIndex, f.GetInterface().GetIndex()), append(c.ifName, f.GetInterface().GetName())
+	c.allowedBy = append(c.allowedBy, nonNil(policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy)))
+	c.deniedBy = append(c.deniedBy, nonNil(policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy)))
+	c.packets, c.bytes = append(c.packets, f.GetPackets()), append(c.bytes, f.GetBytes())
+	var fo, lo int64
+	if f.FirstSeen != nil {
+		present |= hasFirstSeen
+		fo = t.Sub(f.FirstSeen.AsTime()).Nanoseconds()
+	}
+	if f.LastSeen != nil {
+		present |= hasLastSeen
+		lo = t.Sub(f.LastSeen.AsTime()).Nanoseconds()
+	}
+	c.firstOff, c.lastOff = append(c.firstOff, fo), append(c.lastOff, lo)
+	c.netns, c.obsPoint = append(c.netns, f.GetNetns()), append(c.obsPoint, f.GetObservationPoint())
+	c.present = append(c.present, present)
+	c.extra = append(c.extra, extraOf(f))
+}
+
+// extraOf encodes, as a partial Flow in protobuf, what has no column: rare
+// or wide fields that are only displayed, never filtered or grouped on.
+func extraOf(f *flowv1.Flow) string {
+	var x flowv1.Flow
+	set := false
+	if f.Ethernet != nil {
+		x.Ethernet, set = f.Ethernet, true
+	}
+	if f.GetIP().GetEncrypted() {
+		x.IP, set = &flowv1.IP{Encrypted: true}, true
+	}
+	if e := endpointExtra(f.Source); e != nil {
+		x.Source, set = e, true
+	}
+	if e := endpointExtra(f.Destination); e != nil {
+		x.Destination, set = e, true
+	}
+	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0 {
+		x.EgressAllowedBy, x.IngressAllowedBy, x.EgressDeniedBy, x.IngressDeniedBy = f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy
+		set = true
+	}
+	if f.Conntrack != nil {
+		x.Conntrack, set = f.Conntrack, true
+	}
+	if !set {
+		return ""
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func endpointExtra(e *flowv1.Endpoint) *flowv1.Endpoint {
+	if e == nil || e.ID == 0 && e.Identity == 0 && e.ClusterName == "" && e.NodeName == "" {
+		return nil
+	}
+	return &flowv1.Endpoint{ID: e.ID, Identity: e.Identity, ClusterName: e.ClusterName, NodeName: e.NodeName}
+}
+
+// flowRow is one row read back; Scan targets in flowColumnNames order.
+type flowRow struct {
+	time                       time.Time
+	idHi, idLo                 uint64
+	uuidRaw, node              string
+	verdict, kind, direction   int8
+	flowType, ipVersion, proto uint8
+	dropDesc, dropKernel       string
+	srcIP, dstIP               netip.Addr
+	srcPort, dstPort, tcpFlags uint16
+	src, dst                   endpointRow
+	isReply                    uint8
+	ifIndex                    uint32
+	ifName                     string
+	allowedBy, deniedBy        []string
+	packets, bytes, netns      uint64
+	firstOff, lastOff          int64
+	obsPoint, extra            string
+	present                    uint16
+}
+
+type endpointRow struct {
+	ns, pod, wl, wlKind         string
+	labels, moreNames, moreKind []string
+	svcNS, svc                  string
+	names                       []string
+}
+
+func (r *flowRow) targets() []any {
+	return []any{
+		&r.time, &r.idHi, &r.idLo, &r.uuidRaw, &r.node, &r.verdict, &r.kind, &r.flowType, &r.direction,
+		&r.dropDesc, &r.dropKernel, &r.ipVersion, &r.srcIP, &r.dstIP, &r.proto, &r.srcPort, &r.dstPort, &r.tcpFlags,
+		&r.src.ns, &r.src.pod, &r.src.wl, &r.src.wlKind, &r.src.labels, &r.src.moreNames, &r.src.moreKind, &r.src.svcNS, &r.src.svc, &r.src.names,
+		&r.dst.ns, &r.dst.pod, &r.dst.wl, &r.dst.wlKind, &r.dst.labels, &r.dst.moreNames, &r.dst.moreKind, &r.dst.svcNS, &r.dst.svc, &r.dst.names,
+		&r.isReply, &r.ifIndex, &r.ifName, &r.allowedBy, &r.deniedBy, &r.packets, &r.bytes,
+		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra,
+	}
+}
+
+func addrString(a netip.Addr, v flowv1.IPVersion) string {
+	if !a.IsValid() || a == netip.IPv6Unspecified() {
+		return ""
+	}
+	if v != flowv1.IPVersion_IPv6 && a.Is4In6() {
+		return a.Unmap().String()
+	}
+	return a.String()
+}
+
+func (e *endpointRow) endpoint() *flowv1.Endpoint {
+	ep := &flowv1.Endpoint{Namespace: e.ns, PodName: e.pod}
+	if len(e.labels) > 0 {
+		ep.Labels = e.labels
+	}
+	if e.wl != "" || e.wlKind != "" || len(e.moreNames) > 0 {
+		ep.Workloads = append(ep.Workloads, &flowv1.Workload{Name: e.wl, Kind: e.wlKind})
+		for i := range e.moreNames {
+			k := ""
+			if i < len(e.moreKind) {
+				k = e.moreKind[i]
+			}
+			ep.Workloads = append(ep.Workloads, &flowv1.Workload{Name: e.moreNames[i], Kind: k})
+		}
+	}
+	return ep
+}
+
+// flow rebuilds the Flow message.
+func (r *flowRow) flow() (*flowv1.Flow, error) {
+	f := &flowv1.Flow{
+		NodeName: r.node, Verdict: flowv1.Verdict(r.verdict), EventKind: flowv1.EventKind(r.kind),
+		Type: flowv1.FlowType(r.flowType), TrafficDirection: flowv1.TrafficDirection(r.direction),
+		DropReasonDesc: r.dropDesc, DropReasonKernel: r.dropKernel, Packets: r.packets, Bytes: r.bytes,
+		Netns: r.netns, ObservationPoint: r.obsPoint,
+	}
+	if r.uuidRaw != "" || (r.idHi == 0 && r.idLo == 0) {
+		f.Uuid = r.uuidRaw
+	} else {
+		f.Uuid = FormatUUID(r.idHi, r.idLo)
+	}
+	p := r.present
+	if p&hasTime != 0 {
+		f.Time = timestamppb.New(r.time)
+	}
+	if p&hasIP != 0 {
+		v := flowv1.IPVersion(r.ipVersion)
+		f.IP = &flowv1.IP{Source: addrString(r.srcIP, v), Destination: addrString(r.dstIP, v), IpVersion: v}
+	}
+	if p&hasL4 != 0 {
+		f.L4 = &flowv1.Layer4{}
+		sp, dp := uint32(r.srcPort), uint32(r.dstPort)
+		switch r.proto {
+		case filter.ProtoTCP:
+			t := &flowv1.TCP{SourcePort: sp, DestinationPort: dp}
+			if p&hasTCPFlags != 0 {
+				t.Flags = tcpFlags(r.tcpFlags)
+			}
+			f.L4.Protocol = &flowv1.Layer4_TCP{TCP: t}
+		case filter.ProtoUDP:
+			f.L4.Protocol = &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}
+		case filter.ProtoSCTP:
+			f.L4.Protocol = &flowv1.Layer4_SCTP{SCTP: &flowv1.SCTP{SourcePort: sp, DestinationPort: dp}}
+		case filter.ProtoICMPv4:
+			f.L4.Protocol = &flowv1.Layer4_ICMPv4{ICMPv4: &flowv1.ICMPv4{Type: sp, Code: dp}}
+		case filter.ProtoICMPv6:
+			f.L4.Protocol = &flowv1.Layer4_ICMPv6{ICMPv6: &flowv1.ICMPv6{Type: sp, Code: dp}}
+		}
+	}
+	if p&hasSource != 0 {
+		f.Source = r.src.endpoint()
+	}
+	if p&hasDestination != 0 {
+		f.Destination = r.dst.endpoint()
+	}
+	if p&hasSourceService != 0 {
+		f.SourceService = &flowv1.Service{Namespace: r.src.svcNS, Name: r.src.svc}
+	}
+	if p&hasDestinationService != 0 {
+		f.DestinationService = &flowv1.Service{Namespace: r.dst.svcNS, Name: r.dst.svc}
+	}
+	if len(r.src.names) > 0 {
+		f.SourceNames = r.src.names
+	}
+	if len(r.dst.names) > 0 {
+		f.DestinationNames = r.dst.names
+	}
+	switch r.isReply {
+	case 1:
+		f.IsReply = wrapperspb.Bool(false)
+	case 2:
+		f.IsReply = wrapperspb.Bool(true)
+	}
+	if p&hasInterface != 0 {
+		f.Interface = &flowv1.NetworkInterface{Index: r.ifIndex, Name: r.ifName}
+	}
+	if p&hasFirstSeen != 0 {
+		f.FirstSeen = timestamppb.New(r.time.Add(-time.Duration(r.firstOff)))
+	}
+	if p&hasLastSeen != 0 {
+		f.LastSeen = timestamppb.New(r.time.Add(-time.Duration(r.lastOff)))
+	}
+	if r.extra != "" {
+		var x flowv1.Flow
+		if err := proto.Unmarshal([]byte(r.extra), &x); err != nil {
+			return nil, fmt.Errorf("decode extra fields of flow %s: %w", f.Uuid, err)
+		}
+		proto.Merge(f, &x)
+	}
+	return f, nil
+}
+
+func tcpFlags(m uint16) *flowv1.TCPFlags {
+	return &flowv1.TCPFlags{
+		FIN: m&filter.FlagFIN != 0, SYN: m&filter.FlagSYN != 0, RST: m&filter.FlagRST != 0,
+		PSH: m&filter.FlagPSH != 0, ACK: m&filter.FlagACK != 0, URG: m&filter.FlagURG != 0,
+		ECE: m&filter.FlagECE != 0, CWR: m&filter.FlagCWR != 0, NS: m&filter.FlagNS != 0,
+	}
+}
+
+func selectFlowColumns() string { return strings.Join(flowColumnNames, ", ") }

@@ -1,0 +1,332 @@
+package store
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+)
+
+// migration is one step of the schema. Its statements are idempotent
+// (IF NOT EXISTS), so a step interrupted half-way can simply run again.
+type migration struct {
+	version int
+	name    string
+	stmts   func(d ddl) []string
+}
+
+// migrations is the schema's history. Append only: never edit a step that
+// may have run somewhere; add a new one.
+var migrations = []migration{
+	{1, "flows, rollups, conntrack, lost events, nodes", schemaV1},
+}
+
+// ddl renders names and engines for a single server or a cluster. With a
+// cluster every table exists as <name>_local (Replicated engine, ON CLUSTER)
+// plus <name>, a Distributed table over it; reads and inserts use <name>,
+// materialized views connect the local tables.
+type ddl struct {
+	db        string
+	cluster   string
+	retention time.Duration
+}
+
+func (d ddl) on() string {
+	if d.cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + quoteIdent(d.cluster)
+}
+
+// local is the table that holds the data; table is the one clients use.
+func (d ddl) local(name string) string {
+	if d.cluster == "" {
+		return d.table(name)
+	}
+	return d.table(name + "_local")
+}
+
+func (d ddl) table(name string) string { return quoteIdent(d.db) + "." + quoteIdent(name) }
+
+// engine renders a MergeTree-family engine; kind is "", "Summing" or
+// "Replacing", args its arguments.
+func (d ddl) engine(name, kind, args string) string {
+	if d.cluster == "" {
+		if args == "" {
+			return kind + "MergeTree"
+		}
+		return kind + "MergeTree(" + args + ")"
+	}
+	zk := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s_local', '{replica}'", d.db, name)
+	if args != "" {
+		zk += ", " + args
+	}
+	return "Replicated" + kind + "MergeTree(" + zk + ")"
+}
+
+// distributed creates the Distributed table over name_local (cluster only).
+// shard is the sharding expression: deterministic, so a retried insert sends
+// identical blocks to the same shards and is de-duplicated there.
+func (d ddl) distributed(name, shard string) []string {
+	if d.cluster == "" {
+		return nil
+	}
+	return []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s AS %s ENGINE = Distributed(%s, %s, %s, %s)",
+		d.table(name), d.on(), d.local(name), quoteString(d.cluster), quoteString(d.db), quoteString(name+"_local"), shard)}
+}
+
+// dedupSettings make insert_deduplication_token work on non-replicated tables
+// too (the window is 0 there by default).
+const dedupSettings = "non_replicated_deduplication_window = 10000, replicated_deduplication_window = 10000"
+
+func enum8(names map[int32]string) string {
+	keys := make([]int, 0, len(names))
+	for k := range names {
+		keys = append(keys, int(k))
+	}
+	sort.Ints(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s = %d", quoteString(names[int32(k)]), k))
+	}
+	return "Enum8(" + strings.Join(parts, ", ") + ")"
+}
+
+func schemaV1(d ddl) []string {
+	retention := int64(d.retention / time.Second)
+	verdict, kind, dir := enum8(flowv1.Verdict_name), enum8(flowv1.EventKind_name), enum8(flowv1.TrafficDirection_name)
+	var s []string
+	s = append(s, fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s%s", quoteIdent(d.db), d.on()))
+
+	// flows: one row per record. Sorted by time alone (newest-N and time
+	// ranges stop early); namespaces, pods, addresses and nodes have skip
+	// indexes. Day partitions let TTL drop whole parts.
+	endpoint := func(p string) string {
+		return strings.NewReplacer("P_", p+"_").Replace(`
+  P_namespace LowCardinality(String),
+  P_pod LowCardinality(String),
+  P_workload LowCardinality(String),
+  P_workload_kind LowCardinality(String),
+  P_labels Array(LowCardinality(String)),
+  P_more_workload_names Array(String),
+  P_more_workload_kinds Array(String),
+  P_service_namespace LowCardinality(String),
+  P_service LowCardinality(String),
+  P_names Array(String),`)
+	}
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  time DateTime64(9) CODEC(DoubleDelta, ZSTD(1)),
+  id_hi UInt64 CODEC(ZSTD(1)),
+  id_lo UInt64 CODEC(Delta, ZSTD(1)),
+  uuid_raw String CODEC(ZSTD(1)),
+  node LowCardinality(String),
+  verdict %s,
+  event_kind %s,
+  flow_type UInt8,
+  direction %s,
+  drop_reason_desc LowCardinality(String),
+  drop_reason_kernel LowCardinality(String),
+  ip_version UInt8,
+  src_ip IPv6 CODEC(ZSTD(1)),
+  dst_ip IPv6 CODEC(ZSTD(1)),
+  proto UInt8,
+  src_port UInt16 CODEC(ZSTD(1)),
+  dst_port UInt16 CODEC(ZSTD(1)),
+  tcp_flags UInt16,%s%s
+  is_reply UInt8,
+  iface_index UInt32 CODEC(ZSTD(1)),
+  iface_name LowCardinality(String),
+  allowed_by Array(LowCardinality(String)),
+  denied_by Array(LowCardinality(String)),
+  packets UInt64 CODEC(T64, ZSTD(1)),
+  bytes UInt64 CODEC(T64, ZSTD(1)),
+  first_seen_offset Int64 CODEC(T64, ZSTD(1)),
+  last_seen_offset Int64 CODEC(T64, ZSTD(1)),
+  netns UInt64 CODEC(ZSTD(1)),
+  observation_point LowCardinality(String),
+  present UInt16,
+  extra String CODEC(ZSTD(1)),
+  INDEX src_ns src_namespace TYPE bloom_filter GRANULARITY 1,
+  INDEX dst_ns dst_namespace TYPE bloom_filter GRANULARITY 1,
+  INDEX src_pod_idx src_pod TYPE bloom_filter GRANULARITY 1,
+  INDEX dst_pod_idx dst_pod TYPE bloom_filter GRANULARITY 1,
+  INDEX src_ip_idx src_ip TYPE bloom_filter GRANULARITY 2,
+  INDEX dst_ip_idx dst_ip TYPE bloom_filter GRANULARITY 2,
+  INDEX node_idx node TYPE set(256) GRANULARITY 2,
+  INDEX verdict_idx verdict TYPE set(8) GRANULARITY 1
+) ENGINE = %s
+PARTITION BY toDate(time)
+ORDER BY time
+TTL toDateTime(time) + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("flows"), d.on(), verdict, kind, dir, endpoint("src"), endpoint("dst"), d.engine("flows", "", ""), retention, dedupSettings))
+	s = append(s, d.distributed("flows", "cityHash64(id_hi, intDiv(id_lo, 1048576))")...)
+
+	// flows_1m: traffic and drops per minute. Byte and packet totals only
+	// from AGGREGATE records, drop counts only from DROP records, new flows
+	// from FLOW_NEW records: instant events are never double counted.
+	rollupKey := `minute, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port, node`
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  minute DateTime,
+  node LowCardinality(String),
+  src_namespace LowCardinality(String),
+  src_workload LowCardinality(String),
+  dst_namespace LowCardinality(String),
+  dst_workload LowCardinality(String),
+  verdict %s,
+  direction %s,
+  drop_reason_desc LowCardinality(String),
+  proto UInt8,
+  port UInt16,
+  records UInt64,
+  flows UInt64,
+  packets UInt64,
+  bytes UInt64,
+  drops UInt64,
+  drop_bytes UInt64
+) ENGINE = %s
+PARTITION BY toDate(minute)
+ORDER BY (%s)
+TTL minute + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("flows_1m"), d.on(), verdict, dir, d.engine("flows_1m", "Summing", ""), rollupKey, retention, dedupSettings))
+	s = append(s, d.distributed("flows_1m", "rand()")...)
+	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_namespace, dst_workload,
+  verdict, direction, drop_reason_desc, proto,
+  if(is_reply = 2, src_port, dst_port) AS port,
+  count() AS records,
+  countIf(event_kind = 'FLOW_NEW') AS flows,
+  sumIf(f.packets, event_kind = 'AGGREGATE') AS packets,
+  sumIf(f.bytes, event_kind = 'AGGREGATE') AS bytes,
+  sumIf(f.packets, event_kind = 'DROP') AS drops,
+  sumIf(f.bytes, event_kind = 'DROP') AS drop_bytes
+FROM %s AS f
+GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows_1m"), d.local("flows"), rollupKey))
+
+	// policy_1m: records per minute per policy that allowed or denied them.
+	policyKey := `minute, policy, effect, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, proto, port`
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  minute DateTime,
+  policy LowCardinality(String),
+  effect Enum8('allowed' = 1, 'denied' = 2),
+  src_namespace LowCardinality(String),
+  src_workload LowCardinality(String),
+  dst_namespace LowCardinality(String),
+  dst_workload LowCardinality(String),
+  verdict %s,
+  direction %s,
+  proto UInt8,
+  port UInt16,
+  records UInt64,
+  packets UInt64,
+  bytes UInt64,
+  drops UInt64
+) ENGINE = %s
+PARTITION BY toDate(minute)
+ORDER BY (%s)
+TTL minute + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("policy_1m"), d.on(), verdict, dir, d.engine("policy_1m", "Summing", ""), policyKey, retention, dedupSettings))
+	s = append(s, d.distributed("policy_1m", "rand()")...)
+	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT toStartOfMinute(time) AS minute, pe.1 AS policy, pe.2 AS effect,
+  src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, proto,
+  if(is_reply = 2, src_port, dst_port) AS port,
+  count() AS records,
+  sumIf(f.packets, event_kind = 'AGGREGATE') AS packets,
+  sumIf(f.bytes, event_kind = 'AGGREGATE') AS bytes,
+  sumIf(f.packets, event_kind = 'DROP') AS drops
+FROM %s AS f
+ARRAY JOIN arrayConcat(arrayMap(p -> (p, 'allowed'), allowed_by), arrayMap(p -> (p, 'denied'), denied_by)) AS pe
+GROUP BY %s`, d.local("policy_1m_mv"), d.on(), d.local("policy_1m"), d.local("flows"), policyKey))
+
+	// conntrack: one row per sample; the full sample is kept as protobuf.
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  time DateTime64(9) CODEC(DoubleDelta, ZSTD(1)),
+  node LowCardinality(String),
+  netns UInt64,
+  entries UInt64,
+  max UInt64,
+  utilization Float64,
+  trigger LowCardinality(String),
+  new UInt64, drop UInt64, early_drop UInt64, insert_failed UInt64, invalid UInt64, search_restart UInt64,
+  creators Array(String),
+  creator_ips Array(String),
+  creator_new Array(UInt64),
+  sample String CODEC(ZSTD(1))
+) ENGINE = %s
+PARTITION BY toDate(time)
+ORDER BY (node, time)
+TTL toDateTime(time) + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("conntrack"), d.on(), d.engine("conntrack", "", ""), retention, dedupSettings))
+	s = append(s, d.distributed("conntrack", "cityHash64(node)")...)
+
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  time DateTime64(9),
+  node LowCardinality(String),
+  source LowCardinality(String),
+  num_events_lost UInt64,
+  has_cpu UInt8,
+  cpu Int32,
+  detail String,
+  present UInt8
+) ENGINE = %s
+PARTITION BY toDate(time)
+ORDER BY time
+TTL toDateTime(time) + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("lost_events"), d.on(), d.engine("lost_events", "", ""), retention, dedupSettings))
+	s = append(s, d.distributed("lost_events", "cityHash64(node)")...)
+
+	// nodes: the latest status per node wins (ReplacingMergeTree on
+	// last_seen; readers take argMax as well, merges are lazy).
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  node LowCardinality(String),
+  last_seen DateTime64(9),
+  state LowCardinality(String),
+  version LowCardinality(String),
+  boot_id String,
+  status String
+) ENGINE = %s
+ORDER BY node`, d.local("nodes"), d.on(), d.engine("nodes", "Replacing", "last_seen")))
+	s = append(s, d.distributed("nodes", "cityHash64(node)")...)
+	return s
+}
+
+// migrationsTable records applied migrations.
+func (d ddl) migrationsTable() []string {
+	s := []string{fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s%s", quoteIdent(d.db), d.on()),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  version UInt32,
+  name String,
+  applied_at DateTime DEFAULT now()
+) ENGINE = %s
+ORDER BY version`, d.local("schema_migrations"), d.on(), d.engine("schema_migrations", "Replacing", "")),
+	}
+	return append(s, d.distributed("schema_migrations", "version")...)
+}
+
+// Statements returns the full DDL for a database and optional cluster, for
+// review (`trawl-relay migrate --print` may show it) and tests.
+func Statements(database, cluster string, retention time.Duration) []string {
+	d := ddl{db: database, cluster: cluster, retention: retention}
+	out := d.migrationsTable()
+	for _, m := range migrations {
+		out = append(out, m.stmts(d)...)
+	}
+	return out
+}
+
+// quoteIdent quotes a ClickHouse identifier. Names come from configuration
+// and are validated, but quoting keeps them inert regardless.
+func quoteIdent(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
+}
+
+func quoteString(s string) string {
+	return "'" + strings.NewReplacer("\\", "\\\\", "'", "\\'").Replace(s) + "'"
+}

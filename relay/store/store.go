@@ -1,0 +1,188 @@
+// Package store is the one place that knows Trawl's ClickHouse schema: it
+// creates and migrates the tables, writes flows, conntrack samples, lost
+// events and node status in batches with idempotent retries, and answers
+// the observer's queries (filters translated to SQL with bound parameters).
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config configures a Store. Zero fields take the defaults below.
+type Config struct {
+	// DSN of ClickHouse, e.g. clickhouse://user:pass@host:9000/trawl.
+	DSN string
+	// Database holds Trawl's tables. Optional: default the DSN's database,
+	// else "trawl".
+	Database string
+	// Cluster, when set, makes the schema use ON CLUSTER, Replicated engines
+	// and Distributed tables. Optional.
+	Cluster string
+	// Retention is the TTL of flows, rollups, samples and lost events.
+	// Optional: default 7 days.
+	Retention time.Duration
+	// BatchRows and BatchInterval bound the writer's inserts: an insert is
+	// sent when it holds BatchRows rows or BatchInterval passed since its
+	// first batch arrived. Optional: defaults 50000 and 1 s.
+	BatchRows     int
+	BatchInterval time.Duration
+	// QueueRows bounds the rows waiting in the writer (including the insert
+	// in flight). Optional: default 20 × BatchRows.
+	QueueRows int
+	// Log is optional: default slog.Default().
+	Log *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultRetention     = 7 * 24 * time.Hour
+	DefaultBatchRows     = 50000
+	DefaultBatchInterval = time.Second
+	DefaultDatabase      = "trawl"
+)
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Store is an open connection to ClickHouse with Trawl's schema.
+type Store struct {
+	cfg  Config
+	conn driver.Conn
+	d    ddl
+	log  *slog.Logger
+}
+
+// Open connects to ClickHouse (it does not create or migrate anything; call
+// Migrate). The connection uses LZ4 on the wire.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	opts, err := clickhouse.ParseDSN(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse ClickHouse DSN: %w", err)
+	}
+	if cfg.Database == "" {
+		cfg.Database = opts.Auth.Database
+	}
+	if cfg.Database == "" || cfg.Database == "default" {
+		cfg.Database = DefaultDatabase
+	}
+	if !identRE.MatchString(cfg.Database) {
+		return nil, fmt.Errorf("database name %q: want letters, digits and underscores", cfg.Database)
+	}
+	if cfg.Cluster != "" && !identRE.MatchString(cfg.Cluster) {
+		return nil, fmt.Errorf("cluster name %q: want letters, digits and underscores", cfg.Cluster)
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = DefaultBatchRows
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = DefaultBatchInterval
+	}
+	if cfg.QueueRows <= 0 {
+		cfg.QueueRows = 20 * cfg.BatchRows
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	// Connect without selecting the database: it may not exist before
+	// Migrate. Every statement names its tables fully.
+	opts.Auth.Database = ""
+	opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	if opts.MaxOpenConns < 4 {
+		opts.MaxOpenConns = 4
+	}
+	if opts.DialTimeout == 0 || opts.DialTimeout > 5*time.Second {
+		opts.DialTimeout = 5 * time.Second
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open ClickHouse %s: %w", redact(cfg.DSN), err)
+	}
+	s := &Store{cfg: cfg, conn: conn, log: cfg.Log.With("component", "store"),
+		d: ddl{db: cfg.Database, cluster: cfg.Cluster, retention: cfg.Retention}}
+	_ = ctx
+	return s, nil
+}
+
+// redact drops the password from a DSN for messages.
+func redact(dsn string) string {
+	return regexp.MustCompile(`://([^:@/]*):[^@/]*@`).ReplaceAllString(dsn, "://$1:***@")
+}
+
+// Close closes the connection.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// Database is the database holding the tables.
+func (s *Store) Database() string { return s.cfg.Database }
+
+// Ping checks that ClickHouse answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("ping ClickHouse: %w", err)
+	}
+	return nil
+}
+
+// Version is the ClickHouse server version.
+func (s *Store) Version(ctx context.Context) (string, error) {
+	var v string
+	if err := s.conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "", fmt.Errorf("query ClickHouse version: %w", err)
+	}
+	return v, nil
+}
+
+// Migrate brings the schema to the latest version. It records each applied
+// step in schema_migrations and is safe to run again (and concurrently from
+// several relays: every statement is idempotent).
+func (s *Store) Migrate(ctx context.Context) error {
+	for _, q := range s.d.migrationsTable() {
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("create migrations table: %w", err)
+		}
+	}
+	applied := map[int]bool{}
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT version FROM "+s.d.table("schema_migrations"))
+	if err != nil {
+		return fmt.Errorf("read applied migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		applied[int(v)] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read applied migrations: %w", err)
+	}
+	for _, m := range migrations {
+		if applied[m.version] {
+			continue
+		}
+		for _, q := range m.stmts(s.d) {
+			if err := s.conn.Exec(ctx, q); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		pctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"v": fmt.Sprint(m.version), "n": m.name}))
+		if err := s.conn.Exec(pctx, "INSERT INTO "+s.d.table("schema_migrations")+" (version, name) VALUES ({v:UInt32}, {n:String})"); err != nil {
+			return fmt.Errorf("record migration %d: %w", m.version, err)
+		}
+		s.log.Info("applied schema migration", "version", m.version, "name", m.name, "database", s.cfg.Database)
+	}
+	return nil
+}
+
+// SchemaVersion is the highest migration this build knows.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
