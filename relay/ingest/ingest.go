@@ -64,7 +64,8 @@ type Batch struct {
 }
 
 // Sink stores batches. done(nil) must be called only after the insert
-// containing the batch succeeded; done(err) rejects it for good.
+// containing the batch succeeded; done(err) means it was not stored (the
+// writer stopped) and is not answered: the agent resends after reconnecting.
 type Sink interface {
 	Enqueue(b *Batch, done func(error))
 }
@@ -99,8 +100,8 @@ type Server struct {
 }
 
 type pendingBatch struct {
-	// acks answer each stream that sent this batch: nil is success.
-	acks []func(error)
+	// acks answer each stream that sent this batch once it is stored.
+	acks []func()
 }
 
 // New returns a server writing to sink and publishing to h.
@@ -230,16 +231,7 @@ func (s *Server) handleBatch(hello *ingestv1.Hello, b *ingestv1.Batch, send func
 	ack := func(dup bool) *ingestv1.StreamResponse {
 		return &ingestv1.StreamResponse{Msg: &ingestv1.StreamResponse_Ack{Ack: &ingestv1.Ack{BootId: boot, Sequence: seq, Duplicate: dup}}}
 	}
-	answer := func(dup bool) func(error) {
-		return func(err error) {
-			if err != nil {
-				send(&ingestv1.StreamResponse{Msg: &ingestv1.StreamResponse_Nack{Nack: &ingestv1.Nack{BootId: boot, Sequence: seq, Reason: "store: " + err.Error()}}})
-				return
-			}
-			send(ack(dup))
-		}
-	}
-
+	answer := func(dup bool) func() { return func() { send(ack(dup)) } }
 	s.mu.Lock()
 	if w := s.acked[node+"/"+boot]; w != nil && w.has(seq) {
 		s.mu.Unlock()
@@ -257,7 +249,7 @@ func (s *Server) handleBatch(hello *ingestv1.Hello, b *ingestv1.Batch, send func
 		s.m.dedup.Inc()
 		return
 	}
-	s.pending[key] = &pendingBatch{acks: []func(error){answer(false)}}
+	s.pending[key] = &pendingBatch{acks: []func(){answer(false)}}
 	s.mu.Unlock()
 
 	recs := s.prepare(node, b)
@@ -311,21 +303,19 @@ func (s *Server) settle(node, boot string, seq uint64, key string, err error) {
 		s.ackedWindow(node, boot).add(seq)
 	}
 	s.mu.Unlock()
-	if err == nil {
-		s.hub.Stored(key)
-		s.m.lastInsert.Store(time.Now().UnixNano())
-	} else {
-		s.log.Error("batch could not be stored", "key", key, "err", err)
-		s.hub.Stored(key) // forget it; it will not be stored
+	s.hub.Stored(key) // stored, or never will be by this relay: forget it
+	if err != nil {
+		// Not stored (the writer stopped): no answer. The agent resends
+		// the batch after it reconnects, here or to another replica.
+		s.log.Debug("batch not stored", "key", key, "err", err)
+		return
 	}
+	s.m.lastInsert.Store(time.Now().UnixNano())
 	if p == nil {
 		return
 	}
-	if err != nil {
-		s.m.batches.WithLabelValues("rejected").Inc()
-	}
 	for _, a := range p.acks {
-		a(err)
+		a()
 	}
 }
 

@@ -1,0 +1,554 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/internal/tlsconfig"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// startRelay runs an in-process relay on loopback ports against dsn.
+func startRelay(t *testing.T, dsn string, mutate func(*relay.Config)) *relay.Relay {
+	t.Helper()
+	cfg := relay.DefaultConfig()
+	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ClickHouseDSN = dsn
+	cfg.Insecure = true
+	cfg.BatchInterval = 100 * time.Millisecond
+	cfg.Log = quietLog()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay.Run: %v", err)
+		}
+	})
+	return r
+}
+
+func startShipper(t *testing.T, addr, node string, mutate func(*shipper.Config)) *shipper.Shipper {
+	t.Helper()
+	cfg := shipper.Config{Addr: addr, NodeName: node, Insecure: true, FlushInterval: 20 * time.Millisecond, BatchRecords: 50, Log: quietLog()}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := shipper.New(cfg, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func observerClient(t *testing.T, r *relay.Relay, opts ...grpc.DialOption) observerv1.ObserverClient {
+	t.Helper()
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(r.ObserverAddr(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return observerv1.NewObserverClient(conn)
+}
+
+// realisticFlow has most fields a datapath fills.
+func realisticFlow(i int, at time.Time) *flowv1.Flow {
+	return &flowv1.Flow{
+		Time:             timestamppb.New(at),
+		Verdict:          flowv1.Verdict_FORWARDED,
+		EventKind:        flowv1.EventKind_AGGREGATE,
+		Type:             flowv1.FlowType_L3_L4,
+		TrafficDirection: flowv1.TrafficDirection_EGRESS,
+		IP:               &flowv1.IP{Source: "10.244.1.5", Destination: fmt.Sprintf("10.244.2.%d", i%250+1), IpVersion: flowv1.IPVersion_IPv4},
+		L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(30000 + i%30000), DestinationPort: 8080,
+			Flags: &flowv1.TCPFlags{SYN: true, ACK: true}}}},
+		Interface:        &flowv1.NetworkInterface{Index: 7, Name: "veth1234"},
+		FirstSeen:        timestamppb.New(at.Add(-time.Second)),
+		LastSeen:         timestamppb.New(at),
+		Packets:          uint64(i + 1),
+		Bytes:            uint64(1500 * (i + 1)),
+		ObservationPoint: "tcx-egress",
+		Netns:            4026531993,
+	}
+}
+
+func publish(s *shipper.Shipper, f *flowv1.Flow) {
+	s.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}})
+}
+
+// history returns the stored flows by uuid, failing on a repeated uuid.
+func history(t *testing.T, c observerv1.ObserverClient, req *observerv1.GetFlowsRequest) map[string]*flowv1.Flow {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.GetFlows(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*flowv1.Flow{}
+	for {
+		r, err := st.Recv()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("GetFlows: %v", err)
+		}
+		if f := r.GetFlow(); f != nil {
+			if _, dup := out[f.GetUuid()]; dup {
+				t.Fatalf("flow %s returned twice", f.GetUuid())
+			}
+			out[f.GetUuid()] = f
+		}
+	}
+}
+
+func countRows(t *testing.T, dsn, table string) (rows, distinct uint64) {
+	t.Helper()
+	conn := chtest.Open(t, dsn)
+	var q string
+	if table == "flows" {
+		q = "SELECT count(), uniqExact(id_hi, id_lo, uuid_raw) FROM flows"
+	} else {
+		q = "SELECT count(), count() FROM " + table
+	}
+	if err := conn.QueryRow(context.Background(), q).Scan(&rows, &distinct); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return rows, distinct
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func acked(s *shipper.Shipper) bool { q, _ := s.Stats(); return q == 0 }
+
+// proxy forwards TCP and can cut every connection, like a network fault.
+type proxy struct {
+	lis   net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{lis: lis}
+	t.Cleanup(func() { lis.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func TestShippedFlowsArriveInClickHouseExactlyOnceFieldForField(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		name := "over a steady stream"
+		if cut {
+			name = "when the stream breaks mid-stream and the agent resends"
+		}
+		t.Run(name, func(t *testing.T) {
+			dsn := chtest.Database(t)
+			r := startRelay(t, dsn, nil)
+			p := newProxy(t, r.IngestAddr())
+			s := startShipper(t, p.lis.Addr().String(), "node-a", nil)
+			base := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+			const n = 1000
+			sent := map[int]*flowv1.Flow{}
+			for i := range n {
+				f := realisticFlow(i, base.Add(time.Duration(i)*time.Millisecond))
+				sent[i] = proto.Clone(f).(*flowv1.Flow)
+				publish(s, f)
+				if cut && i == n/2 {
+					s.Flush()
+					time.Sleep(30 * time.Millisecond) // some batches in flight, unacked
+					p.cut()
+				}
+			}
+			s.Flush()
+			waitFor(t, "every batch acked", 60*time.Second, func() bool { return acked(s) })
+			rows, distinct := countRows(t, dsn, "flows")
+			if rows != n || distinct != n {
+				t.Fatalf("flows table holds %d rows (%d distinct ids), want exactly %d", rows, distinct, n)
+			}
+			got := history(t, observerClient(t, r), &observerv1.GetFlowsRequest{Since: timestamppb.New(base.Add(-time.Hour))})
+			for i, want := range sent {
+				// Sequences are assigned in order, 50 records a batch, except
+				// where Flush closed a batch early: find the flow by content.
+				_ = i
+				want.NodeName = "node-a"
+				var match *flowv1.Flow
+				for _, g := range got {
+					if g.GetPackets() == want.GetPackets() {
+						match = g
+						break
+					}
+				}
+				if match == nil {
+					t.Fatalf("flow %d missing from history", i)
+				}
+				want.Uuid = match.GetUuid()
+				if !proto.Equal(match, want) {
+					t.Fatalf("flow %d read back as\n%v\nwant\n%v", i, match, want)
+				}
+			}
+		})
+	}
+}
+
+func TestFollowShowsAFlowIngestedAfterTheCallWithinOneSecond(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	c := observerClient(t, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := c.GetFlows(ctx, &observerv1.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+	waitFor(t, "the agent", 10*time.Second, func() bool { return metric(t, r, "trawl_relay_connected_agents") == 1 })
+	start := time.Now()
+	publish(s, realisticFlow(7, time.Now()))
+	got, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("followed flow arrived after %s, want within 1 s", took)
+	}
+	if got.GetFlow().GetPackets() != 8 || got.GetNodeName() != "node-a" {
+		t.Errorf("followed record %v, want the published flow from node-a", got)
+	}
+}
+
+func TestHistoryThenFollowAcrossAConcurrentIngestNeitherSkipsNorRepeats(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) { c.BatchInterval = 300 * time.Millisecond })
+	s := startShipper(t, r.IngestAddr(), "node-a", func(c *shipper.Config) { c.BatchRecords = 5; c.FlushInterval = 5 * time.Millisecond })
+	since := time.Now().Add(-time.Minute)
+	const n = 3000
+	go func() {
+		for i := range n {
+			publish(s, realisticFlow(i, time.Now()))
+			if i%10 == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	// Start in the middle of the ingest: part is stored, part is queued
+	// for the writer, part not yet sent.
+	waitFor(t, "some flows stored", 30*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows > 300 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := observerClient(t, r).GetFlows(ctx, &observerv1.GetFlowsRequest{Since: timestamppb.New(since), Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]int{}
+	for len(seen) < n {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("after %d distinct flows: %v", len(seen), err)
+		}
+		if f := resp.GetFlow(); f != nil {
+			seen[f.GetPackets()]++
+		}
+		if l := resp.GetLostEvents(); l != nil {
+			t.Fatalf("lost events during the test: %v", l)
+		}
+	}
+	// Anything repeated would arrive right behind; give it a moment.
+	extra := make(chan *observerv1.GetFlowsResponse, 1)
+	go func() {
+		if r, err := st.Recv(); err == nil {
+			extra <- r
+		}
+	}()
+	select {
+	case r := <-extra:
+		t.Fatalf("record after all %d flows: %v", n, r)
+	case <-time.After(time.Second):
+	}
+	for p, c := range seen {
+		if c != 1 {
+			t.Errorf("flow %d delivered %d times", p-1, c)
+		}
+	}
+}
+
+func metric(t *testing.T, r *relay.Relay, name string) float64 {
+	t.Helper()
+	mfs, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
+	pki, err := tlsconfig.WriteDevPKI(t.TempDir(), nil, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) {
+		c.Insecure = false
+		c.IngestTLS = tlsconfig.Files{Cert: pki.Server.Cert, Key: pki.Server.Key, CA: pki.CA}
+	})
+	tests := []struct {
+		name     string
+		files    tlsconfig.Files
+		wantCode codes.Code
+	}{
+		{"an agent without a client certificate is refused", tlsconfig.Files{CA: pki.CA}, codes.Unauthenticated},
+		{"an agent with a certificate from the CA is welcomed", pki.Clients["node-a"], codes.OK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.files.ServerName = "localhost"
+			cc, err := tlsconfig.Client(tc.files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := grpc.NewClient(r.IngestAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := ingestv1.NewIngestServiceClient(conn).Stream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Hello{Hello: &ingestv1.Hello{NodeName: "intruder", BootId: "b1"}}})
+			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "intruder", BootId: "b1", Sequence: 1,
+				Flows: []*flowv1.Flow{realisticFlow(1, time.Now())}}}})
+			resp, err := st.Recv()
+			if tc.wantCode != codes.OK {
+				if status.Code(err) != tc.wantCode || !strings.Contains(status.Convert(err).Message(), "client certificate") {
+					t.Fatalf("got %v, %v; want %v naming the client certificate", resp, err, tc.wantCode)
+				}
+				return
+			}
+			if err != nil || resp.GetWelcome() == nil {
+				t.Fatalf("got %v, %v; want a welcome", resp, err)
+			}
+		})
+	}
+	// Only the welcomed agent's batch may have been stored.
+	waitFor(t, "the welcomed batch", 10*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows >= 1 })
+	if rows, _ := countRows(t, dsn, "flows"); rows != 1 {
+		t.Errorf("flows table holds %d rows, want only the 1 from the authenticated agent", rows)
+	}
+}
+
+func TestObserverTokenIsRequiredWhenConfigured(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) { c.ObserverToken = "s3cret" })
+	c := observerClient(t, r)
+	tests := []struct {
+		name  string
+		token string
+		want  codes.Code
+	}{
+		{"no token is refused", "", codes.Unauthenticated},
+		{"a wrong token is refused", "guess", codes.Unauthenticated},
+		{"the right token is accepted", "s3cret", codes.OK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.token != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tc.token)
+			}
+			_, err := c.ServerStatus(ctx, &observerv1.ServerStatusRequest{})
+			if status.Code(err) != tc.want {
+				t.Fatalf("ServerStatus: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHostileFiltersAreRejectedOrInertAndChangeNothing(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	for i := range 10 {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "flows stored", 20*time.Second, func() bool { return acked(s) })
+	c := observerClient(t, r)
+	hostile := []*observerv1.FlowFilter{
+		{SourcePod: []string{"default/x'; DROP TABLE flows; --"}},
+		{SourceLabel: []string{"app=') OR 1=1 --"}},
+		{NodeName: []string{`node\' OR '1'='1`}},
+		{SourceIp: []string{"1.2.3.4' OR 1=1"}},
+		{DestinationPort: []string{"80; DELETE FROM flows"}},
+	}
+	for _, f := range hostile {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := c.GetFlows(ctx, &observerv1.GetFlowsRequest{Allowlist: []*observerv1.FlowFilter{f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			_, err := st.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				if status.Code(err) != codes.InvalidArgument {
+					t.Errorf("filter %v: error %v, want InvalidArgument or no match", f, err)
+				}
+				break
+			}
+			n++
+		}
+		cancel()
+		if n != 0 {
+			t.Errorf("filter %v matched %d records, want none", f, n)
+		}
+	}
+	if rows, _ := countRows(t, dsn, "flows"); rows != 10 {
+		t.Errorf("flows table holds %d rows after hostile filters, want 10", rows)
+	}
+}
+
+func TestNodesStatusAndMetricsDescribeTheConnectedAgent(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	s.SetHeartbeat(func() *ingestv1.Heartbeat {
+		return &ingestv1.Heartbeat{Features: []*flowv1.KernelFeature{{Name: "tcx", Enabled: true}}, Counters: map[string]uint64{"flows_exported": 3}}
+	})
+	for i := range 3 {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "flows stored", 20*time.Second, func() bool { return acked(s) })
+	c := observerClient(t, r)
+	ctx := context.Background()
+	nodes, err := c.GetNodes(ctx, &observerv1.GetNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.GetNodes()) != 1 {
+		t.Fatalf("GetNodes: %v, want node-a", nodes)
+	}
+	n := nodes.GetNodes()[0]
+	if n.GetNodeName() != "node-a" || n.GetState() != flowv1.NodeState_NODE_CONNECTED || n.GetBootId() != s.BootID() || len(n.GetFeatures()) != 1 {
+		t.Errorf("node status %v, want node-a connected with its boot id and features", n)
+	}
+	stat, err := c.ServerStatus(ctx, &observerv1.ServerStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stat.GetNumFlows() != 3 || stat.GetSeenFlows() != 3 || stat.GetNumConnectedNodes() != 1 || !stat.GetClickhouse().GetHealthy() {
+		t.Errorf("ServerStatus %v, want 3 flows stored and seen, 1 node, healthy ClickHouse", stat)
+	}
+	resp, err := http.Get("http://" + r.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{
+		"trawl_relay_info", "trawl_relay_ingest_records_total", "trawl_relay_ingest_batches_total", "trawl_relay_batch_records",
+		"trawl_relay_insert_duration_seconds", "trawl_relay_insert_rows_total", "trawl_relay_queue_rows",
+		"trawl_relay_dedup_hits_total", "trawl_relay_subscribers", "trawl_relay_lost_events_total", "trawl_relay_connected_agents",
+		"trawl_relay_agent_last_seen_timestamp_seconds", "trawl_relay_flows_total",
+	} {
+		if !strings.Contains(string(body), "\n"+name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
