@@ -76,7 +76,7 @@ func (b *storeBackend) Ping(ctx context.Context) error {
 	return b.st.Ping(ctx)
 }
 func (b *storeBackend) Version(ctx context.Context) (string, error) { return b.st.Version(ctx) }
-func (b *storeBackend) QueueRows() uint64                            { return uint64(max(b.w.QueueRows(), 0)) }
+func (b *storeBackend) QueueRows() uint64                           { return uint64(max(b.w.QueueRows(), 0)) }
 
 func (b *storeBackend) QueryFlows(ctx context.Context, req *observerv1.GetFlowsRequest, fn func(*observerv1.GetFlowsResponse) error) error {
 	return b.q.QueryFlows(ctx, req, fn)
