@@ -57,12 +57,12 @@ func workload(ep *flowv1.Endpoint) string {
 // Addresses from deploy/demo/README.md.
 const (
 	dns      = "10.244.1.10"
-	gateway  = "10.244.1.20"
-	payments = "10.244.1.30"
-	postgres = "10.244.1.40"
-	frontend = "10.244.1.50"
-	loadgen  = "10.244.1.51"
-	nodeIP   = "10.99.0.2"
+	gateway  = "10.244.1.11"
+	payments = "10.244.1.12"
+	postgres = "10.244.1.13"
+	frontend = "10.244.1.14"
+	loadgen  = "10.244.1.15"
+	nodeIP   = "10.250.1.2"
 )
 
 func TestEnrichmentOfTheDemoStory(t *testing.T) {

@@ -127,11 +127,11 @@ func TestInformerChangesReachEnrichmentAndVerdictsWithinOneSecond(t *testing.T) 
 		return expectDrop("POLICY_DENIED", "databases/postgres-ingress")()
 	})
 
-	if _, err := cs.Pods("frontend").Create(ctx, pod("frontend", "newcomer", "10.244.1.60", map[string]string{"app": "new"}, nil), metav1.CreateOptions{}); err != nil {
+	if _, err := cs.Pods("frontend").Create(ctx, pod("frontend", "newcomer", "10.244.1.99", map[string]string{"app": "new"}, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "an added pod is named", func() error {
-		if f := enrich(tcpFlow("10.244.1.60", frontend, 80, flowv1.Verdict_FORWARDED, "")); f.Source.GetPodName() != "newcomer" {
+		if f := enrich(tcpFlow("10.244.1.99", frontend, 80, flowv1.Verdict_FORWARDED, "")); f.Source.GetPodName() != "newcomer" {
 			return fmt.Errorf("source %v", f.Source)
 		}
 		return nil
@@ -191,7 +191,7 @@ func TestInformerChangesReachEnrichmentAndVerdictsWithinOneSecond(t *testing.T) 
 		t.Fatal(err)
 	}
 	eventually(t, "a deleted pod's address is no longer named", func() error {
-		if f := enrich(tcpFlow("10.244.1.60", frontend, 80, flowv1.Verdict_FORWARDED, "")); f.Source.GetPodName() != "" {
+		if f := enrich(tcpFlow("10.244.1.99", frontend, 80, flowv1.Verdict_FORWARDED, "")); f.Source.GetPodName() != "" {
 			return fmt.Errorf("source %v", f.Source)
 		}
 		return nil
