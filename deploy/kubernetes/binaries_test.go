@@ -3,8 +3,8 @@ package kubernetes_test
 import (
 	"net"
 	"os"
-	"path"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
