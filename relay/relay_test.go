@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/chserver"
 	"github.com/trawl-dev/trawl/internal/chtest"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -550,5 +551,92 @@ func TestNodesStatusAndMetricsDescribeTheConnectedAgent(t *testing.T) {
 		if !strings.Contains(string(body), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestClickHouseOutageKeepsFollowLiveAndLosesOrRepeatsNothing(t *testing.T) {
+	dir := t.TempDir()
+	chCfg := chserver.Config{DataDir: dir, TCPPort: freePort(t), HTTPPort: freePort(t)}
+	startCH := func() *chserver.Server {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		srv, err := chserver.Start(ctx, chCfg)
+		if err != nil {
+			t.Fatalf("start ClickHouse: %v", err)
+		}
+		return srv
+	}
+	ch := startCH()
+	t.Cleanup(func() { _ = ch.Stop() })
+	dsn := "clickhouse://" + ch.Addr + "/trawl"
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", func(c *shipper.Config) { c.BatchRecords = 20 })
+	c := observerClient(t, r)
+
+	const perPhase = 500
+	i := 0
+	for ; i < perPhase; i++ {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "first phase acked", 30*time.Second, func() bool { return acked(s) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	follow, err := c.GetFlows(ctx, &observerv1.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+
+	if err := ch.Stop(); err != nil {
+		t.Fatalf("stop ClickHouse: %v", err)
+	}
+	down := time.Now()
+	// During the outage: flows keep coming and follow shows them live.
+	for ; i < 2*perPhase; i++ {
+		publish(s, realisticFlow(i, time.Now()))
+		if i%50 == 0 {
+			time.Sleep(time.Second)
+		}
+	}
+	s.Flush()
+	for live := 0; live < perPhase; live++ {
+		resp, err := follow.Recv()
+		if err != nil {
+			t.Fatalf("follow during the outage, after %d records: %v", live, err)
+		}
+		if resp.GetFlow() == nil {
+			t.Fatalf("follow during the outage sent %v, want flows", resp)
+		}
+	}
+	if acked(s) {
+		t.Fatal("the relay acknowledged batches while ClickHouse was down")
+	}
+	stat, err := c.ServerStatus(ctx, &observerv1.ServerStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stat.GetClickhouse().GetHealthy() {
+		t.Error("ServerStatus says ClickHouse is healthy while it is down")
+	}
+	if wait := 30*time.Second - time.Since(down); wait > 0 {
+		time.Sleep(wait)
+	}
+	ch = startCH()
+	waitFor(t, "catch-up after ClickHouse returned", 2*time.Minute, func() bool { return acked(s) })
+	rows, distinct := countRows(t, dsn, "flows")
+	if rows != 2*perPhase || distinct != 2*perPhase {
+		t.Fatalf("flows table holds %d rows (%d distinct), want exactly %d", rows, distinct, 2*perPhase)
 	}
 }
