@@ -1,0 +1,47 @@
+package store_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trawl-dev/trawl/relay/store"
+)
+
+func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
+	all := strings.Join(store.Statements("trawl", "prod", 72*time.Hour), ";\n")
+	for _, want := range []string{
+		"CREATE DATABASE IF NOT EXISTS `trawl` ON CLUSTER `prod`",
+		"CREATE TABLE IF NOT EXISTS `trawl`.`flows_local` ON CLUSTER `prod`",
+		"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/trawl/flows_local', '{replica}')",
+		"CREATE TABLE IF NOT EXISTS `trawl`.`flows` ON CLUSTER `prod` AS `trawl`.`flows_local` ENGINE = Distributed('prod', 'trawl', 'flows_local', cityHash64(id_hi, intDiv(id_lo, 1048576)))",
+		"ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/trawl/flows_1m_local', '{replica}')",
+		"CREATE MATERIALIZED VIEW IF NOT EXISTS `trawl`.`flows_1m_mv_local` ON CLUSTER `prod` TO `trawl`.`flows_1m_local`",
+		"FROM `trawl`.`flows_local` AS f",
+		"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/trawl/nodes_local', '{replica}', last_seen)",
+		"TTL toDateTime(time) + toIntervalSecond(259200)",
+		"ttl_only_drop_parts = 1",
+		"non_replicated_deduplication_window = 10000",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("cluster DDL lacks %q", want)
+		}
+	}
+	for _, table := range []string{"flows", "flows_1m", "policy_1m", "conntrack", "lost_events", "nodes", "schema_migrations"} {
+		if !strings.Contains(all, "`trawl`.`"+table+"` ON CLUSTER `prod` AS `trawl`.`"+table+"_local` ENGINE = Distributed(") {
+			t.Errorf("no Distributed table for %s", table)
+		}
+	}
+}
+
+func TestSingleServerDDLHasNoClusterParts(t *testing.T) {
+	all := strings.Join(store.Statements("trawl", "", store.DefaultRetention), ";\n")
+	for _, bad := range []string{"ON CLUSTER", "Replicated", "Distributed", "_local"} {
+		if strings.Contains(all, bad) {
+			t.Errorf("single-server DDL contains %q", bad)
+		}
+	}
+	if !strings.Contains(all, "TTL toDateTime(time) + toIntervalSecond(604800)") {
+		t.Error("default retention is not 7 days")
+	}
+}
