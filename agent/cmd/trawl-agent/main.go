@@ -177,13 +177,21 @@ func run(cmd *cobra.Command, o *options) error {
 		s := conntrack.New(cfg, pubs, m)
 		g.Go("conntrack", func(ctx context.Context) error { return s.Run(ctx) })
 	}
+	// The shipper outlives the collectors so their last records (the final
+	// poll at shutdown) still reach the relay.
+	shipCtx, shipCancel := context.WithCancel(context.Background())
+	defer shipCancel()
+	shipErr := make(chan error, 1)
 	if ship != nil {
+		go func() { shipErr <- ship.Run(shipCtx) }()
 		g.Go("shipper", func(ctx context.Context) error {
-			err := ship.Run(ctx)
-			if ctx.Err() != nil {
+			select {
+			case <-ctx.Done():
 				return nil
+			case err := <-shipErr:
+				shipErr <- err
+				return fmt.Errorf("relay stream stopped: %w", err)
 			}
-			return err
 		})
 	}
 	if o.metricsAddr != "" {
@@ -201,7 +209,25 @@ func run(cmd *cobra.Command, o *options) error {
 		})
 	}
 	log.Info("trawl-agent running", "node", o.nodeName, "version", version.Version, "output", o.output, "relay", relay)
-	return g.Wait(ctx)
+	err = g.Wait(ctx)
+	if ship != nil {
+		drainShipper(ship, 3*time.Second)
+		shipCancel()
+		<-shipErr
+	}
+	return err
+}
+
+// drainShipper gives the relay a moment to acknowledge what is buffered.
+func drainShipper(s *shipper.Shipper, wait time.Duration) {
+	s.Flush()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if batches, _ := s.Stats(); batches == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func logFeatures(log *slog.Logger, dp *datapath.Datapath) {
