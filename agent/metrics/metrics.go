@@ -88,6 +88,19 @@ func New(reg prometheus.Registerer) *Agent {
 			Name: "trawl_conntrack_new_entries_total", Help: "New conntrack entries seen by the netfilter eBPF program.",
 		}, []string{"node"}),
 	}
+	// Series with bounded labels exist from the start, so rate() and
+	// alert rules see a zero before the first event.
+	for _, c := range []string{CauseRingbuf, CauseRateLimited, CauseMapFull, CauseMalformed} {
+		m.LostEvents.WithLabelValues(c)
+	}
+	for _, t := range []string{"aggregate", "flow_new", "flow_close", "drop", "conntrack"} {
+		m.Events.WithLabelValues(t)
+	}
+	for _, d := range []string{"INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN"} {
+		m.Flows.WithLabelValues(d, "FORWARDED")
+		m.Packets.WithLabelValues(d, "FORWARDED")
+		m.Bytes.WithLabelValues(d, "FORWARDED")
+	}
 	reg.MustRegister(m.Info, m.FeatureEnabled, m.Flows, m.Packets, m.Bytes, m.Events, m.Drops,
 		m.LostEvents, m.MapEntries, m.MapCapacity, m.PollDuration, m.ConntrackEntries,
 		m.ConntrackMax, m.ConntrackUtil, m.ConntrackStat, m.ConntrackNew)

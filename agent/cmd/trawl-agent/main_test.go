@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -553,4 +554,77 @@ func TestAgentLeavesNothingBehind(t *testing.T) {
 			}
 		}
 	})
+}
+
+// agentMetricNames reads the Agent section of docs/metrics.md, leaving out
+// the relay stream client's metrics (present only with --relay).
+func agentMetricNames(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("../../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(data)
+	start := strings.Index(sec, "## Agent")
+	if start < 0 {
+		t.Fatal("docs/metrics.md has no Agent section")
+	}
+	sec = sec[start+len("## Agent"):]
+	if end := strings.Index(sec, "\n## "); end >= 0 {
+		sec = sec[:end]
+	}
+	var names []string
+	for _, line := range strings.Split(sec, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		name := strings.Trim(strings.Fields(line)[1], "`")
+		if strings.Contains(name, "relay_") || strings.Contains(name, "buffer_") || strings.Contains(name, "batches_") {
+			continue
+		}
+		names = append(names, name)
+	}
+	if len(names) < 10 {
+		t.Fatalf("found only %v in the Agent section", names)
+	}
+	return names
+}
+
+func TestAgentServesEveryDocumentedMetric(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "server"}})
+	client, server := bed.Pod("client"), bed.Pod("server")
+	ctx := context.Background()
+	if _, err := bed.Node.Run(ctx, "iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(bed.NodeAddr.String(), "9965")
+	a := startAgent(t, bed, "--metrics-addr", addr, "--conntrack-interval", "1s")
+	// A refused connection makes flows, a drop and a conntrack entry.
+	dctx, cancel := context.WithTimeout(ctx, time.Second)
+	if c, err := client.Dial(dctx, "tcp", net.JoinHostPort(server.IP.String(), "9")); err == nil {
+		c.Close()
+	}
+	cancel()
+	a.waitFor(t, 10*time.Second, "an aggregate record", func(r *observerv1.GetFlowsResponse) bool {
+		return r.GetFlow().GetEventKind() == flowv1.EventKind_AGGREGATE
+	})
+	a.waitFor(t, 10*time.Second, "a NO_SOCKET drop", dropMatch(client.IP.String(), server.IP.String(), 9, "NO_SOCKET"))
+	a.waitFor(t, 10*time.Second, "a conntrack sample", func(r *observerv1.GetFlowsResponse) bool { return r.GetConntrack() != nil })
+
+	resp, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(resp, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+	body, _ := io.ReadAll(resp)
+	resp.Close()
+	for _, name := range agentMetricNames(t) {
+		if !regexp.MustCompile(`(?m)^` + name + `(_bucket|_sum|_count)?[{ ]`).Match(body) {
+			t.Errorf("metric %s missing from /metrics", name)
+		}
+	}
+	if !strings.Contains(string(body), `trawl_agent_drops_total{reason="NO_SOCKET"}`) {
+		t.Error("trawl_agent_drops_total has no NO_SOCKET series after a NO_SOCKET drop")
+	}
+	a.stop(t)
 }
