@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -336,6 +337,26 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 	for key := range wantColumns {
 		if !seen[key] {
 			t.Errorf("expected panel %s not found in the dashboards", key)
+		}
+	}
+}
+
+// Aggregations over time read the per-minute rollups (flows_1m, policy_1m);
+// the raw flows table only serves "newest N" listings, which it answers
+// fast because it is sorted by time.
+func TestAggregatingPanelsReadTheRollupsNotTheFlowsTable(t *testing.T) {
+	rawFlows := regexp.MustCompile(`(?i)\bFROM\s+flows\b(?:[^_]|$)`)
+	for _, d := range readDashboards(t) {
+		for _, p := range d.AllPanels() {
+			for _, tg := range p.Targets {
+				if !rawFlows.MatchString(tg.RawSQL) {
+					continue
+				}
+				sql := strings.Join(strings.Fields(tg.RawSQL), " ")
+				if !strings.Contains(sql, "ORDER BY time DESC LIMIT") || strings.Contains(sql, "GROUP BY") {
+					t.Errorf("%s / %s aggregates over the raw flows table; read flows_1m or policy_1m", d.Title, p.Title)
+				}
+			}
 		}
 	}
 }
