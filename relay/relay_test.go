@@ -640,3 +640,64 @@ func TestClickHouseOutageKeepsFollowLiveAndLosesOrRepeatsNothing(t *testing.T) {
 		t.Fatalf("flows table holds %d rows (%d distinct), want exactly %d", rows, distinct, 2*perPhase)
 	}
 }
+
+func TestGetConntrackSendsTheLatestSamplePerNodeThenFollows(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	sample := func(entries uint64, at time.Time) *observerv1.GetFlowsResponse {
+		return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Conntrack{Conntrack: &flowv1.ConntrackSample{
+			Time: timestamppb.New(at), Entries: entries, Max: 1000, Utilization: float64(entries) / 1000, Trigger: flowv1.ConntrackTrigger_PERIODIC}}}
+	}
+	now := time.Now()
+	s.Publish(sample(10, now.Add(-2*time.Second)))
+	s.Publish(sample(20, now.Add(-time.Second)))
+	s.Flush()
+	waitFor(t, "samples stored", 20*time.Second, func() bool { return acked(s) })
+	c := observerClient(t, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := c.GetConntrack(ctx, &observerv1.GetConntrackRequest{NodeName: []string{"node-a"}, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetSample().GetEntries() != 20 || first.GetSample().GetNodeName() != "node-a" {
+		t.Fatalf("latest sample %v, want node-a with 20 entries", first.GetSample())
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+	s.Publish(sample(30, now))
+	next, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.GetSample().GetEntries() != 30 {
+		t.Fatalf("followed sample %v, want 30 entries", next.GetSample())
+	}
+}
+
+func TestObserverServesTLSAndRefusesPlaintextClients(t *testing.T) {
+	pki, err := tlsconfig.WriteDevPKI(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRelay(t, chtest.Database(t), func(c *relay.Config) {
+		c.Insecure = false
+		c.IngestTLS = tlsconfig.Files{Cert: pki.Server.Cert, Key: pki.Server.Key}
+	})
+	cc, err := tlsconfig.Client(tlsconfig.Files{CA: pki.CA, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := observerClient(t, r, grpc.WithTransportCredentials(credentials.NewTLS(cc))).ServerStatus(ctx, &observerv1.ServerStatusRequest{}); err != nil {
+		t.Fatalf("TLS client: %v", err)
+	}
+	if _, err := observerClient(t, r).ServerStatus(ctx, &observerv1.ServerStatusRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("plaintext client got %v, want Unavailable", err)
+	}
+}

@@ -434,3 +434,29 @@ func TestProtocolViolationsGetClearErrorsAndChangeNothing(t *testing.T) {
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
+
+func TestRejectedBatchesAreCountedLostAndReported(t *testing.T) {
+	b := startRelay(t, ingest.Config{})
+	s, reg := startShipper(t, b.addr, shipper.Config{BatchRecords: 1})
+	s.Publish(testFlow(1))
+	bad := testFlow(2)
+	bad.GetFlow().Time = nil // the relay rejects a flow without time
+	s.Publish(bad)
+	s.Publish(testFlow(3))
+	s.Flush()
+	waitFor(t, "the rejection reported", 10*time.Second, func() bool { n, _ := b.sink.lost(); return n > 0 })
+	waitFor(t, "buffer drained", 10*time.Second, func() bool { q, _ := s.Stats(); return q == 0 })
+	if got := lostValue(t, reg, "batch_rejected"); got != 1 {
+		t.Errorf("agent counted %v records rejected, want 1", got)
+	}
+	lost, srcs := b.sink.lost()
+	if lost != 1 || len(srcs) != 1 || srcs[0] != flowv1.LostEventSource_BATCH_REJECTED {
+		t.Errorf("relay stored lost events %d %v, want 1 BATCH_REJECTED", lost, srcs)
+	}
+	if got := len(b.sink.flows()); got != 2 {
+		t.Errorf("stored %d flows, want the 2 valid ones", got)
+	}
+	if got := metricSum(t, b.reg, "trawl_relay_lost_events_total"); got < 1 {
+		t.Errorf("relay lost counter %v, want the rejected record counted", got)
+	}
+}
