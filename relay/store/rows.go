@@ -508,3 +508,21 @@ func tcpFlags(m uint16) *flowv1.TCPFlags {
 }
 
 func selectFlowColumns() string { return strings.Join(flowColumnNames, ", ") }
+
+// Columns is a batch of flows in the columnar form the writer inserts. It is
+// exported for benchmarks that compare the writer with a raw clickhouse-go
+// columnar insert of the same rows (bench/relay).
+type Columns struct{ c flowColumns }
+
+// Add appends a flow.
+func (c *Columns) Add(f *flowv1.Flow) { c.c.add(f) }
+
+// Len is the number of rows.
+func (c *Columns) Len() int { return c.c.len() }
+
+// Values are the column slices, in FlowColumnNames order, for
+// driver.Batch.Column(i).Append.
+func (c *Columns) Values() []any { return c.c.columns() }
+
+// FlowColumnNames are the flows table's inserted columns, in order.
+func FlowColumnNames() []string { return append([]string(nil), flowColumnNames...) }

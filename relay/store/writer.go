@@ -112,8 +112,31 @@ func (w *Writer) LastInsert() time.Time {
 }
 
 // Run writes until ctx ends. Batches not yet stored then get ErrClosed.
+//
+// Two stages overlap: while one insert is in flight (or being retried), the
+// next group is taken from the queue and encoded into columns. Inserts are
+// still sent one at a time and in order.
 func (w *Writer) Run(ctx context.Context) error {
 	defer w.stop()
+	free := make(chan *flowColumns, 2)
+	free <- &flowColumns{}
+	free <- &flowColumns{}
+	ready := make(chan *prepared, 1)
+	sent := make(chan struct{})
+	go func() { // sender: owned by Run, ends when ready is closed
+		defer close(sent)
+		failed := false
+		for p := range ready {
+			err := ErrClosed
+			if !failed {
+				err = w.send(ctx, p)
+				failed = err != nil
+			}
+			w.finish(p.group, err)
+			free <- p.flows
+		}
+	}()
+	defer func() { close(ready); <-sent }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -130,11 +153,14 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := w.write(ctx, group); err != nil {
-			w.finish(group, err)
+		var cols *flowColumns
+		select {
+		case cols = <-free:
+		case <-ctx.Done():
+			w.finish(group, ErrClosed)
 			return nil
 		}
-		w.finish(group, nil)
+		ready <- w.prepare(group, cols)
 	}
 }
 
@@ -203,26 +229,42 @@ func dedupToken(group []pending) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// write inserts a group, retrying with backoff until it succeeds or ctx
-// ends (then ErrClosed).
-func (w *Writer) write(ctx context.Context, group []pending) error {
-	token := dedupToken(group)
-	w.flows.reset()
-	var ct []*flowv1.ConntrackSample
-	var lost []*flowv1.LostEvent
-	for _, p := range group {
-		for _, f := range p.b.Flows {
-			w.flows.add(f)
+// prepared is a group encoded for insertion.
+type prepared struct {
+	group []pending
+	token string
+	flows *flowColumns
+	ct    []*flowv1.ConntrackSample
+	lost  []*flowv1.LostEvent
+}
+
+func (w *Writer) prepare(group []pending, cols *flowColumns) *prepared {
+	p := &prepared{group: group, token: dedupToken(group), flows: cols}
+	cols.reset()
+	for _, g := range group {
+		for _, f := range g.b.Flows {
+			cols.add(f)
 		}
-		ct = append(ct, p.b.Conntrack...)
-		lost = append(lost, p.b.Lost...)
+		p.ct = append(p.ct, g.b.Conntrack...)
+		p.lost = append(p.lost, g.b.Lost...)
 	}
+	return p
+}
+
+// write prepares and sends a group (tests use it to repeat an insert).
+func (w *Writer) write(ctx context.Context, group []pending) error {
+	return w.send(ctx, w.prepare(group, &flowColumns{}))
+}
+
+// send inserts a prepared group, retrying the identical insert with backoff
+// until it succeeds or ctx ends (then ErrClosed).
+func (w *Writer) send(ctx context.Context, p *prepared) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := w.insertAll(ctx, token, ct, lost)
+		err := w.insertAll(ctx, p)
 		if err == nil {
 			if attempt > 0 {
-				w.s.log.Info("ClickHouse insert succeeded after retries", "attempts", attempt+1, "rows", w.flows.len()+len(ct)+len(lost))
+				w.s.log.Info("ClickHouse insert succeeded after retries", "attempts", attempt+1, "rows", p.flows.len()+len(p.ct)+len(p.lost))
 			}
 			return nil
 		}
@@ -239,9 +281,10 @@ func (w *Writer) write(ctx context.Context, group []pending) error {
 	}
 }
 
-func (w *Writer) insertAll(ctx context.Context, token string, ct []*flowv1.ConntrackSample, lost []*flowv1.LostEvent) error {
-	if w.flows.len() > 0 {
-		if err := w.insert(ctx, "flows", token, flowColumnNames, w.flows.len(), w.flows.columns()); err != nil {
+func (w *Writer) insertAll(ctx context.Context, p *prepared) error {
+	token, ct, lost := p.token, p.ct, p.lost
+	if p.flows.len() > 0 {
+		if err := w.insert(ctx, "flows", token, flowColumnNames, p.flows.len(), p.flows.columns()); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,352 @@
+// Command relay-bench measures Trawl's ClickHouse write path and queries:
+// a raw clickhouse-go columnar insert of N realistic flows (the baseline),
+// the same rows through relay/store's Writer and, with -relay, through the
+// real trawl-relay process fed by synthetic agents over gRPC; bytes per
+// stored flow after OPTIMIZE FINAL; query latency on a large data set.
+// bench/relay.sh runs it; results go to docs/benchmarks/relay.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/chserver"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay/store"
+)
+
+var (
+	nFlows      = flag.Int("flows", 1_000_000, "flows per insert run")
+	runs        = flag.Int("runs", 3, "runs of each insert path (medians reported)")
+	relayBin    = flag.String("relay", "", "path of trawl-relay: also measure agents → gRPC → relay → ClickHouse")
+	agents      = flag.Int("agents", 4, "synthetic agents for the gRPC path")
+	queryFlows  = flag.Int("query-flows", 50_000_000, "flows in the query data set (0: skip queries)")
+	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
+	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	ctx := context.Background()
+	dsn := os.Getenv("TRAWL_CLICKHOUSE_DSN")
+	var srv *chserver.Server
+	if dsn == "" {
+		var err error
+		if srv, err = chserver.Start(ctx, chserver.Config{}); err != nil {
+			log.Fatalf("start embedded ClickHouse: %v", err)
+		}
+		defer srv.Stop()
+		dsn = "clickhouse://" + srv.Addr
+	}
+	conn := open(dsn)
+	var version string
+	_ = conn.QueryRow(ctx, "SELECT version()").Scan(&version)
+	log.Printf("ClickHouse %s; generating %d flows…", version, *nFlows)
+	end := time.Now().Truncate(time.Minute)
+	batches := generate(*nFlows, end)
+	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
+	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw |%s\n", relayHeader())
+	fmt.Printf("|---|---|---|---|%s\n", relayRule())
+	var raws, writers, relays, ratios, relayRatios, relayCPU, relayRSS []float64
+	var lastDB string
+	for r := 1; r <= *runs; r++ {
+		raw := runRaw(ctx, dsn, conn, fmt.Sprintf("bench_raw_%d", r), batches)
+		wr, wdb := runWriter(ctx, dsn, fmt.Sprintf("bench_writer_%d", r), batches)
+		lastDB = wdb
+		raws, writers, ratios = append(raws, raw), append(writers, wr), append(ratios, wr/raw)
+		line := fmt.Sprintf("| %d | %.0f | %.0f | %.2f |", r, raw, wr, wr/raw)
+		if *relayBin != "" {
+			rr, cpu, rss := runRelay(ctx, dsn, conn, fmt.Sprintf("bench_relay_%d", r), batches)
+			relays, relayRatios = append(relays, rr), append(relayRatios, rr/raw)
+			relayCPU, relayRSS = append(relayCPU, cpu), append(relayRSS, rss)
+			line += fmt.Sprintf(" %.0f | %.2f | %.2f | %.0f |", rr, rr/raw, cpu, rss)
+		}
+		fmt.Println(line)
+		for _, db := range []string{fmt.Sprintf("bench_raw_%d", r), fmt.Sprintf("bench_relay_%d", r)} {
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
+		}
+		if r < *runs {
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+wdb+" SYNC")
+		}
+	}
+	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** |", median(raws), median(writers), median(ratios))
+	if *relayBin != "" {
+		line += fmt.Sprintf(" %.0f | **%.2f** | %.2f | %.0f |", median(relays), median(relayRatios), median(relayCPU), median(relayRSS))
+	}
+	fmt.Println(line)
+	fmt.Println()
+	storage(ctx, conn, lastDB)
+	_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+lastDB+" SYNC")
+	if *queryFlows > 0 {
+		queries(ctx, dsn, conn, end)
+	}
+}
+
+func relayHeader() string {
+	if *relayBin == "" {
+		return ""
+	}
+	return " agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB |"
+}
+
+func relayRule() string {
+	if *relayBin == "" {
+		return ""
+	}
+	return "---|---|---|---|"
+}
+
+func open(dsn string) driver.Conn {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		log.Fatal(err)
+	}
+	opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return conn
+}
+
+func openStore(ctx context.Context, dsn, db string) *store.Store {
+	s, err := store.Open(ctx, store.Config{DSN: dsn, Database: db, BatchRows: *insertBlock, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
+	return s
+}
+
+// runRaw: columns built before timing, then sequential columnar inserts of
+// insertBlock rows into the same schema (materialized views included).
+func runRaw(ctx context.Context, dsn string, conn driver.Conn, db string, batches []batch) float64 {
+	openStore(ctx, dsn, db).Close()
+	var chunks []*store.Columns
+	cur := &store.Columns{}
+	for _, b := range batches {
+		for _, f := range b.flows {
+			cur.Add(f)
+		}
+		if cur.Len() >= *insertBlock {
+			chunks = append(chunks, cur)
+			cur = &store.Columns{}
+		}
+	}
+	if cur.Len() > 0 {
+		chunks = append(chunks, cur)
+	}
+	q := "INSERT INTO " + db + ".flows (" + strings.Join(store.FlowColumnNames(), ", ") + ")"
+	start := time.Now()
+	rows := 0
+	for _, c := range chunks {
+		b, err := conn.PrepareBatch(ctx, q)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for i, v := range c.Values() {
+			if err := b.Column(i).Append(v); err != nil {
+				log.Fatal(err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			log.Fatal(err)
+		}
+		rows += c.Len()
+	}
+	return float64(rows) / time.Since(start).Seconds()
+}
+
+// runWriter: agent-sized batches (1000 flows) enqueued as fast as the
+// writer takes them; timed until the last one is acknowledged.
+func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, string) {
+	s := openStore(ctx, dsn, db)
+	defer s.Close()
+	w := s.NewWriter(nil)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	var wg sync.WaitGroup
+	start := time.Now()
+	rows := 0
+	for _, b := range batches {
+		wg.Add(1)
+		rows += len(b.flows)
+		w.Enqueue(b.storeBatch(), func(err error) {
+			if err != nil {
+				log.Fatalf("writer: %v", err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	cancel()
+	<-done
+	return float64(rows) / el.Seconds(), db
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// procStat returns CPU seconds and peak RSS (MiB) of a process.
+func procStat(pid int) (cpu, rssMiB float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		cpu = (ut + st) / 100 // USER_HZ
+	}
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err == nil {
+		for _, l := range strings.Split(string(s), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+				rssMiB = kb / 1024
+			}
+		}
+	}
+	return cpu, rssMiB
+}
+
+// runRelay: the real trawl-relay process, fed by synthetic agents (the
+// agent's own shipper) over gRPC; timed until every flow is in ClickHouse.
+func runRelay(ctx context.Context, dsn string, conn driver.Conn, db string, batches []batch) (rate, cpuPerM, rss float64) {
+	ingest := freeAddr()
+	cmd := exec.Command(*relayBin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
+		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
+	cmd.Stderr, cmd.Stdout = os.Stderr, nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		log.Fatalf("start relay: %v", err)
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", ingest, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 300 {
+			log.Fatalf("relay did not listen on %s", ingest)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ships := make([]*shipper.Shipper, *agents)
+	var wg sync.WaitGroup
+	for i := range ships {
+		sh, err := shipper.New(shipper.Config{Addr: ingest, NodeName: fmt.Sprintf("node-%d", i), BootID: fmt.Sprintf("boot-%d", i),
+			Insecure: true, BufferBytes: 1 << 30, FlushInterval: 50 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		ships[i] = sh
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = sh.Run(sctx) }()
+	}
+	cpu0, _ := procStat(cmd.Process.Pid)
+	start := time.Now()
+	total := 0
+	var pubWG sync.WaitGroup
+	for i, sh := range ships {
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			for j := i; j < len(batches); j += len(ships) {
+				for _, f := range batches[j].flows {
+					sh.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}})
+				}
+				// Stay below the agent buffer: never let it drop.
+				for {
+					n, _ := sh.Stats()
+					if n < 64 {
+						break
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+			sh.Flush()
+		}()
+	}
+	for _, b := range batches {
+		total += len(b.flows)
+	}
+	pubWG.Wait()
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&n); err != nil {
+			log.Fatal(err)
+		}
+		if n >= uint64(total) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	el := time.Since(start)
+	cpu1, peak := procStat(cmd.Process.Pid)
+	cancel()
+	wg.Wait()
+	return float64(total) / el.Seconds(), (cpu1 - cpu0) / (float64(total) / 1e6), peak
+}
+
+func storage(ctx context.Context, conn driver.Conn, db string) {
+	if err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+".flows FINAL"); err != nil {
+		log.Printf("optimize: %v", err)
+	}
+	var rows, comp, raw uint64
+	if err := conn.QueryRow(ctx, "SELECT sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) FROM system.parts WHERE active AND database = ? AND table = 'flows'", db).Scan(&rows, &comp, &raw); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("## Storage after OPTIMIZE FINAL (%d flows)\n\n", rows)
+	fmt.Printf("**%.1f B per flow compressed** (%.1f B uncompressed, ratio %.1f×)\n\n", float64(comp)/float64(rows), float64(raw)/float64(rows), float64(raw)/float64(comp))
+	r, err := conn.Query(ctx, "SELECT name, data_compressed_bytes FROM system.columns WHERE database = ? AND table = 'flows' ORDER BY data_compressed_bytes DESC LIMIT 10", db)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	fmt.Println("| column | B/flow |\n|---|---|")
+	for r.Next() {
+		var name string
+		var b uint64
+		_ = r.Scan(&name, &b)
+		fmt.Printf("| %s | %.2f |\n", name, float64(b)/float64(rows))
+	}
+	fmt.Println()
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+// fillSQL generates flows server-side (the same cluster shape as gen.go:
+// 20 namespaces, 200 pods, 4 nodes, 5,000 skewed tuples, 2 % drops), so a
+// large data set does not need the client at 250k rows/s. The
+// materialized views fill the rollups as with real inserts.
+const fillSQL = `INSERT INTO %[1]s.flows (time, id_hi, id_lo, node, verdict, event_kind, flow_type, direction,
+  drop_reason_desc, drop_reason_kernel, ip_version, src_ip, dst_ip, proto, src_port, dst_port, tcp_flags,
+  src_namespace, src_pod, src_workload, src_workload_kind, src_labels,
+  dst_namespace, dst_pod, dst_workload, dst_workload_kind, dst_labels,
+  is_reply, iface_index, iface_name, allowed_by, denied_by, packets, bytes, first_seen_offset, netns, observation_point, present)
+WITH cityHash64(number) AS h, h %% 100 AS k, toUInt32(floor(5000 * pow((bitShiftRight(h, 8) %% 10000) / 10000., 2))) AS tup,
+  tup %% 200 AS sp, (tup * 7919 + 13) %% 200 AS dp,
+  concat('team-', leftPad(toString(sp %% 20), 2, '0')) AS sns, concat('team-', leftPad(toString(dp %% 20), 2, '0')) AS dns,
+  concat('svc-', toString(intDiv(sp, 20) %% 5)) AS swl, concat('svc-', toString(intDiv(dp, 20) %% 5)) AS dwl,
+  if(tup %% 10 = 0, 17, 6) AS pr, 1 + bitShiftRight(h, 20) %% 100 AS pk
+SELECT
+  fromUnixTimestamp64Nano(toInt64({start:Int64} + number * {step:Int64})),
+  cityHash64('boot', number %% 4), bitOr(0x8000000000000000, (intDiv(number, 4000) * 1048576) + number %% 1000),
+  concat('node-', toString(number %% 4)),
+  if(k >= 98, 'DROPPED', 'FORWARDED'),
+  multiIf(k < 90, 'AGGREGATE', k < 94, 'FLOW_NEW', k < 98, 'FLOW_CLOSE', 'DROP'),
+  1, if(h %% 2 = 0, 'EGRESS', 'INGRESS'),
+  if(k >= 98, if(h %% 3 = 0, 'NO_SOCKET', 'POLICY_DENIED'), ''), if(k >= 98, if(h %% 3 = 0, 'NO_SOCKET', 'NETFILTER_DROP'), ''),
+  1, toIPv6(IPv4NumToString(toUInt32(167837696 + sp))), toIPv6(IPv4NumToString(toUInt32(167837696 + dp))),
+  pr, 32768 + tup %% 28000, [80, 443, 5432, 6379, 8080, 53, 9090, 3306][1 + tup %% 8], if(pr = 6, 16, 0),
+  sns, concat(swl, '-7d9f', toString(sp)), swl, 'Deployment', ['k8s:app=' || swl, 'k8s:io.kubernetes.pod.namespace=' || sns],
+  dns, concat(dwl, '-7d9f', toString(dp)), dwl, 'Deployment', ['k8s:app=' || dwl, 'k8s:io.kubernetes.pod.namespace=' || dns],
+  1, 10 + sp, concat('cali', toString(sp)),
+  if(k < 98 AND h %% 10 < 4, ['' || dns || '/allow-' || dwl], []), if(k >= 98 AND h %% 3 != 0, [dns || '/default-deny'], []),
+  if(k < 90, pk, if(k >= 98, 1 + h %% 3, 1)), if(k < 90, pk * (60 + bitShiftRight(h, 30) %% 1400), if(k >= 98, 60, 52)),
+  if(k < 90, toInt64(bitShiftRight(h, 40) %% 5000) * 1000000, 0), 4026532000 + sp, 'tcx-ingress', 1 + 2 + 4 + 8 + 16 + 128 + 256 + 512 + if(pr = 6, 1024, 0)
+FROM numbers({off:UInt64}, {cnt:UInt64})`
+
+func timeIt(runs int, fn func() error) (time.Duration, error) {
+	var ds []float64
+	for i := 0; i < runs; i++ {
+		start := time.Now()
+		if err := fn(); err != nil {
+			return 0, err
+		}
+		ds = append(ds, float64(time.Since(start)))
+	}
+	return time.Duration(median(ds)), nil
+}
+
+func queries(ctx context.Context, dsn string, conn driver.Conn, end time.Time) {
+	const db = "bench_query"
+	_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
+	s := openStore(ctx, dsn, db)
+	defer s.Close()
+	n := uint64(*queryFlows)
+	start := end.Add(-24 * time.Hour)
+	step := uint64(24*time.Hour) / n
+	log.Printf("filling %d flows over 24 h server-side…", n)
+	t0 := time.Now()
+	const chunk = 10_000_000
+	for off := uint64(0); off < n; off += chunk {
+		cnt := min(chunk, n-off)
+		qctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{
+			"start": fmt.Sprint(start.UnixNano()), "step": fmt.Sprint(step), "off": fmt.Sprint(off), "cnt": fmt.Sprint(cnt)}))
+		if err := conn.Exec(qctx, fmt.Sprintf(fillSQL, db)); err != nil {
+			log.Fatalf("fill: %v", err)
+		}
+		log.Printf("  %d/%d rows (%.0f rows/s)", off+cnt, n, float64(off+cnt)/time.Since(t0).Seconds())
+	}
+	// Let background merges settle, as on a server that has been running.
+	for i := 0; i < 120; i++ {
+		var m uint64
+		_ = conn.QueryRow(ctx, "SELECT count() FROM system.merges WHERE database = ?", db).Scan(&m)
+		if m == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	var rows, parts, comp uint64
+	_ = conn.QueryRow(ctx, "SELECT sum(rows), count(), sum(data_compressed_bytes) FROM system.parts WHERE active AND database = ? AND table = 'flows'", db).Scan(&rows, &parts, &comp)
+	fmt.Printf("## Queries on %d stored flows (24 h, %d active parts, %.1f B/flow), median of %d runs\n\n", rows, parts, float64(comp)/float64(rows), *queryRuns)
+	fmt.Println("| query | path | median | result |\n|---|---|---|---|")
+	hour := timestamppb.New(end.Add(-time.Hour))
+	until := timestamppb.New(end)
+
+	var got int
+	d, err := timeIt(*queryRuns, func() error {
+		got = 0
+		return s.QueryFlows(ctx, &observerv1.GetFlowsRequest{Number: 100, Allowlist: []*observerv1.FlowFilter{
+			{SourcePod: []string{"team-03/"}}, {DestinationPod: []string{"team-03/"}}}},
+			func(*observerv1.GetFlowsResponse) error { got++; return nil })
+	})
+	report("last 100 flows of namespace team-03 (from or to)", "store.QueryFlows (decoded Flows)", d, err, fmt.Sprintf("%d flows", got))
+
+	var top *observerv1.GetTopResponse
+	d, err = timeIt(*queryRuns, func() (err error) {
+		top, err = s.Top(ctx, &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_DROPPERS, Since: hour, Until: until, Limit: 10})
+		return err
+	})
+	report("drops of the last hour by reason (top 10 pairs+reason)", "store.Top DROPPERS (flows_1m rollup)", d, err, fmt.Sprintf("%d entries", len(top.GetEntries())))
+
+	var reasons int
+	d, err = timeIt(*queryRuns, func() error {
+		reasons = 0
+		qctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"since": fmt.Sprint(end.Add(-time.Hour).UnixNano())}))
+		r, err := conn.Query(qctx, "SELECT drop_reason_desc, sum(packets) FROM "+db+".flows WHERE time >= fromUnixTimestamp64Nano({since:Int64}) AND event_kind = 'DROP' GROUP BY 1 ORDER BY 2 DESC")
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			reasons++
+		}
+		return r.Err()
+	})
+	report("drops of the last hour by reason", "SQL on the flows table", d, err, fmt.Sprintf("%d reasons", reasons))
+
+	d, err = timeIt(*queryRuns, func() (err error) {
+		top, err = s.Top(ctx, &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_TALKERS, Since: hour, Until: until, Limit: 10})
+		return err
+	})
+	report("top 10 talkers of the last hour (workload pairs by bytes)", "store.Top TALKERS (flows_1m rollup)", d, err, fmt.Sprintf("%d entries", len(top.GetEntries())))
+
+	var pairs int
+	d, err = timeIt(*queryRuns, func() error {
+		pairs = 0
+		qctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"since": fmt.Sprint(end.Add(-time.Hour).UnixNano())}))
+		r, err := conn.Query(qctx, "SELECT src_namespace, src_pod, dst_namespace, dst_pod, sum(bytes) AS b FROM "+db+
+			".flows WHERE time >= fromUnixTimestamp64Nano({since:Int64}) AND event_kind = 'AGGREGATE' GROUP BY 1, 2, 3, 4 ORDER BY b DESC LIMIT 10")
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			pairs++
+		}
+		return r.Err()
+	})
+	report("top 10 talkers of the last hour (pod pairs by bytes)", "SQL on the flows table", d, err, fmt.Sprintf("%d pairs", pairs))
+	fmt.Println()
+	_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
+}
+
+func report(what, path string, d time.Duration, err error, result string) {
+	if err != nil {
+		fmt.Printf("| %s | %s | error: %v | |\n", what, path, err)
+		return
+	}
+	fmt.Printf("| %s | %s | %.1f ms | %s |\n", what, path, float64(d.Microseconds())/1000, result)
+}
