@@ -85,8 +85,10 @@ type View struct {
 	engineErr   error
 	pods        map[string]*Endpoint // "ns/name" → pod endpoint
 	history     map[netip.Addr][]histEntry
+	hist4       map[uint32][]histEntry // the IPv4 part of history, on the fast map path
 	services    map[svcKey]*flowv1.Service // ClusterIP:port
 	backends    map[svcKey]*flowv1.Service // EndpointSlice address:port
+	svc4        map[uint64]*flowv1.Service // IPv4 services then backends, packed keys
 	policyCount int
 }
 
@@ -117,7 +119,30 @@ func (v *View) PodKeys() []string {
 // for Grace after. An address reused by a new pod thus keeps naming the old
 // pod for flows from before the change. Unknown addresses are World().
 func (v *View) Lookup(ip netip.Addr, t time.Time) *Endpoint {
-	h := v.history[ip]
+	if ip.Is4() {
+		return v.LookupV4(v4(ip), t)
+	}
+	return v.lookup(v.history[ip], t)
+}
+
+// LookupV4 is Lookup for an IPv4 address as a big-endian integer.
+func (v *View) LookupV4(ip uint32, t time.Time) *Endpoint { return v.lookup(v.hist4[ip], t) }
+
+func v4(ip netip.Addr) uint32 {
+	b := ip.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func svc4Key(ip uint32, port uint16, proto policy.Protocol) uint64 {
+	return uint64(ip)<<24 | uint64(port)<<8 | uint64(proto)
+}
+
+// ServiceV4 is Service for an IPv4 address as a big-endian integer.
+func (v *View) ServiceV4(ip uint32, port uint16, proto policy.Protocol) *flowv1.Service {
+	return v.svc4[svc4Key(ip, port, proto)]
+}
+
+func (v *View) lookup(h []histEntry, t time.Time) *Endpoint {
 	for i := len(h) - 1; i >= 0; i-- {
 		e := &h[i]
 		if !t.Before(e.from) || i == 0 {
@@ -133,6 +158,9 @@ func (v *View) Lookup(ip netip.Addr, t time.Time) *Endpoint {
 // Service returns the service behind ip:port/proto: a ClusterIP, or an
 // address and port of one of the service's EndpointSlices. Nil otherwise.
 func (v *View) Service(ip netip.Addr, port uint16, proto policy.Protocol) *flowv1.Service {
+	if ip.Is4() {
+		return v.ServiceV4(v4(ip), port, proto)
+	}
 	k := svcKey{ip, port, proto}
 	if s := v.services[k]; s != nil {
 		return s
@@ -267,6 +295,20 @@ func (s *Store) build(prev *View, o *objects, version uint64) *View {
 	}
 
 	v.history = mergeHistory(prev, current, now, s.cfg.History)
+	v.hist4 = make(map[uint32][]histEntry, len(v.history))
+	for ip, h := range v.history {
+		if ip.Is4() {
+			v.hist4[v4(ip)] = h
+		}
+	}
+	v.svc4 = make(map[uint64]*flowv1.Service, len(v.services)+len(v.backends))
+	for _, m := range []map[svcKey]*flowv1.Service{v.backends, v.services} { // ClusterIPs win
+		for k, svc := range m {
+			if k.ip.Is4() {
+				v.svc4[svc4Key(v4(k.ip), k.port, k.proto)] = svc
+			}
+		}
+	}
 	return v
 }
 

@@ -21,15 +21,28 @@ type verdictCache struct {
 	max    int
 	shards [cacheShards]struct {
 		mu sync.RWMutex
-		m  map[cacheKey]*Verdict
-		_  [40]byte // keep shards on separate cache lines
+		// pods holds pod-to-pod verdicts under a packed integer key (the
+		// common case, and the fast map path); m everything else.
+		pods map[uint64]*Verdict
+		m    map[cacheKey]*Verdict
+		_    [32]byte // keep shards on separate cache lines
 	}
+}
+
+// packed returns the integer key of a pod-to-pod connection, ok=false when
+// an end is not a pod or the indices do not fit 23 bits.
+func (k *cacheKey) packed() (uint64, bool) {
+	if k.src < 0 || k.dst < 0 || k.src >= 1<<23 || k.dst >= 1<<23 {
+		return 0, false
+	}
+	return uint64(k.src)<<41 | uint64(k.dst)<<18 | uint64(k.port)<<2 | uint64(k.proto&3), true
 }
 
 func newVerdictCache(size int) *verdictCache {
 	c := &verdictCache{max: size/cacheShards + 1}
 	for i := range c.shards {
 		c.shards[i].m = make(map[cacheKey]*Verdict)
+		c.shards[i].pods = make(map[uint64]*Verdict)
 	}
 	return c
 }
@@ -40,8 +53,15 @@ func (c *verdictCache) shard(k *cacheKey) int {
 
 func (c *verdictCache) get(k cacheKey) *Verdict {
 	s := &c.shards[c.shard(&k)]
+	var v *Verdict
+	if p, ok := k.packed(); ok {
+		s.mu.RLock()
+		v = s.pods[p]
+		s.mu.RUnlock()
+		return v
+	}
 	s.mu.RLock()
-	v := s.m[k]
+	v = s.m[k]
 	s.mu.RUnlock()
 	return v
 }
@@ -49,9 +69,14 @@ func (c *verdictCache) get(k cacheKey) *Verdict {
 func (c *verdictCache) put(k cacheKey, v *Verdict) {
 	s := &c.shards[c.shard(&k)]
 	s.mu.Lock()
-	if len(s.m) >= c.max {
+	if len(s.m)+len(s.pods) >= c.max {
 		s.m = make(map[cacheKey]*Verdict)
+		s.pods = make(map[uint64]*Verdict)
 	}
-	s.m[k] = v
+	if p, ok := k.packed(); ok {
+		s.pods[p] = v
+	} else {
+		s.m[k] = v
+	}
 	s.mu.Unlock()
 }

@@ -116,7 +116,8 @@ type Input struct {
 	Pods       []*Pod
 	Namespaces []Namespace
 	Policies   []*networkingv1.NetworkPolicy
-	// CacheSize bounds the verdict cache (entries); 0 means DefaultCacheSize.
+	// CacheSize bounds the verdict cache (entries); 0 means DefaultCacheSize,
+	// negative disables the cache (benchmarks, one-shot CLI use).
 	CacheSize int
 }
 
@@ -261,11 +262,12 @@ func New(in Input) (*Engine, error) {
 			}
 		})
 	}
-	size := in.CacheSize
-	if size <= 0 {
-		size = DefaultCacheSize
+	switch size := in.CacheSize; {
+	case size == 0:
+		e.cache = newVerdictCache(DefaultCacheSize)
+	case size > 0:
+		e.cache = newVerdictCache(size)
 	}
-	e.cache = newVerdictCache(size)
 	if len(errs) > 0 {
 		return e, fmt.Errorf("skipped %d NetworkPolicies: %s", len(errs), strings.Join(errs, "; "))
 	}
@@ -293,18 +295,10 @@ func (e *Engine) PodByKey(ns, name string) *Pod {
 	return nil
 }
 
-// Own returns the engine's copy of a pod with the same namespace and name, so
-// that verdicts for it use the precomputed sets; pods unknown to the engine
-// are returned unchanged and judged on the slow path.
-func (e *Engine) Own(p *Pod) *Pod {
-	if p == nil || p.engine == e {
-		return p
-	}
-	if q := e.PodByKey(p.Namespace, p.Name); q != nil {
-		return q
-	}
-	return p
-}
+// Own reports whether p is one of the engine's pods: those are judged with
+// the precomputed sets and cached; any other pod (one that has gone since,
+// but whose late flows still arrive) is judged on the slow path.
+func (e *Engine) Own(p *Pod) bool { return p != nil && p.engine == e }
 
 func (e *Engine) compile(np *networkingv1.NetworkPolicy) (*compiledPolicy, error) {
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
@@ -459,8 +453,7 @@ func (e *Engine) compilePeer(ns string, p networkingv1.NetworkPolicyPeer) (compi
 // ProtoOther for protocols without ports). Verdicts are cached per
 // (source, destination, port, protocol).
 func (e *Engine) Evaluate(src, dst Endpoint, port uint16, proto Protocol) *Verdict {
-	src.Pod, dst.Pod = e.Own(src.Pod), e.Own(dst.Pod)
-	cacheable := (src.Pod == nil || src.Pod.engine == e) && (dst.Pod == nil || dst.Pod.engine == e)
+	cacheable := e.cache != nil && (src.Pod == nil || e.Own(src.Pod)) && (dst.Pod == nil || e.Own(dst.Pod))
 	var k cacheKey
 	if cacheable {
 		k = cacheKey{src: -1, dst: -1, port: port, proto: proto}

@@ -244,7 +244,7 @@ func TestTheCacheStaysBounded(t *testing.T) {
 	}
 	total := 0
 	for i := range eng.cache.shards {
-		total += len(eng.cache.shards[i].m)
+		total += len(eng.cache.shards[i].m) + len(eng.cache.shards[i].pods)
 	}
 	if total > 64+cacheShards {
 		t.Errorf("cache holds %d entries, bound is 64", total)

@@ -74,6 +74,41 @@ func parseIP(s string) (netip.Addr, bool) {
 	return ip.Unmap(), true
 }
 
+// parseIPv4 reads a dotted quad into a big-endian integer; anything else
+// (IPv6, mapped forms, junk) returns false for the general parser to judge.
+func parseIPv4(s string) (uint32, bool) {
+	var ip, part uint32
+	digits, dots := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if digits > 0 && part == 0 {
+				return 0, false // leading zero
+			}
+			part = part*10 + uint32(c-'0')
+			digits++
+			if part > 255 || digits > 3 {
+				return 0, false
+			}
+		case c == '.':
+			if digits == 0 || dots == 3 {
+				return 0, false
+			}
+			ip, part, digits = ip<<8|part, 0, 0
+			dots++
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || dots != 3 {
+		return 0, false
+	}
+	return ip<<8 | part, true
+}
+
+func be4(ip uint32) [4]byte { return [4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)} }
+
 func flowTime(f *flowv1.Flow) time.Time {
 	if f.Time != nil {
 		return f.Time.AsTime()
@@ -108,20 +143,36 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 	}
 	v := e.store.View()
 	t := flowTime(f)
-	srcIP, okS := parseIP(f.IP.Source)
-	dstIP, okD := parseIP(f.IP.Destination)
-	if !okS || !okD {
-		return
-	}
-	src, dst := v.Lookup(srcIP, t), v.Lookup(dstIP, t)
-	f.Source = src.Proto(f.NodeName)
-	f.Destination = dst.Proto(f.NodeName)
 	port, proto := l4(f)
-	if proto != policy.ProtoOther {
-		if svc := v.Service(dstIP, port, proto); svc != nil {
-			f.DestinationService = svc
+	var srcIP, dstIP netip.Addr
+	var src, dst *kube.Endpoint
+	s4, okS := parseIPv4(f.IP.Source)
+	d4, okD := parseIPv4(f.IP.Destination)
+	if okS && okD {
+		// The fast path: integer keys, no netip parsing.
+		srcIP, dstIP = netip.AddrFrom4(be4(s4)), netip.AddrFrom4(be4(d4))
+		src, dst = v.LookupV4(s4, t), v.LookupV4(d4, t)
+		if proto != policy.ProtoOther {
+			if svc := v.ServiceV4(d4, port, proto); svc != nil {
+				f.DestinationService = svc
+			}
+		}
+	} else {
+		if srcIP, okS = parseIP(f.IP.Source); !okS {
+			return
+		}
+		if dstIP, okD = parseIP(f.IP.Destination); !okD {
+			return
+		}
+		src, dst = v.Lookup(srcIP, t), v.Lookup(dstIP, t)
+		if proto != policy.ProtoOther {
+			if svc := v.Service(dstIP, port, proto); svc != nil {
+				f.DestinationService = svc
+			}
 		}
 	}
+	f.Source = src.Proto(f.NodeName)
+	f.Destination = dst.Proto(f.NodeName)
 	if f.GetIsReply().GetValue() {
 		return // policies judge connections by their first direction
 	}
