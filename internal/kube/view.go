@@ -85,7 +85,7 @@ type View struct {
 	engineErr   error
 	pods        map[string]*Endpoint // "ns/name" → pod endpoint
 	history     map[netip.Addr][]histEntry
-	hist4       map[uint32][]histEntry // the IPv4 part of history, on the fast map path
+	hist4       map[uint32][]histEntry     // the IPv4 part of history, on the fast map path
 	services    map[svcKey]*flowv1.Service // ClusterIP:port
 	backends    map[svcKey]*flowv1.Service // EndpointSlice address:port
 	svc4        map[uint64]*flowv1.Service // IPv4 services then backends, packed keys
