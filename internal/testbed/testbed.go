@@ -127,14 +127,29 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 	if err := runAll(ctx, steps); err != nil {
 		return nil, err
 	}
-	for i, name := range cfg.Pods {
-		p, err := b.addPod(ctx, i, name)
-		if err != nil {
+	for _, name := range cfg.Pods {
+		if _, err := b.AddPod(ctx, name); err != nil {
 			return nil, err
 		}
-		b.Pods = append(b.Pods, p)
 	}
 	return b, nil
+}
+
+// AddPod adds a pod to a running bed, e.g. to test that an agent attaches
+// to interfaces that appear after it started.
+func (b *Bed) AddPod(ctx context.Context, name string) (*Pod, error) {
+	if name == "" || name == "node" || strings.ContainsAny(name, " /") || len(name) > 20 || b.Pod(name) != nil {
+		return nil, fmt.Errorf("testbed: bad or duplicate pod name %q", name)
+	}
+	if len(b.Pods) >= 200 {
+		return nil, errors.New("testbed: at most 200 pods")
+	}
+	p, err := b.addPod(ctx, len(b.Pods), name)
+	if err != nil {
+		return nil, err
+	}
+	b.Pods = append(b.Pods, p)
+	return p, nil
 }
 
 func (b *Bed) addPod(ctx context.Context, i int, name string) (*Pod, error) {

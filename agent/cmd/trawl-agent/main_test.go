@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // the privilege test runs the binary as nobody
 	agentBin = filepath.Join(dir, "trawl-agent")
 	if out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build trawl-agent: %v\n%s", err, out)
@@ -627,4 +628,67 @@ func TestAgentServesEveryDocumentedMetric(t *testing.T) {
 		t.Error("trawl_agent_drops_total has no NO_SOCKET series after a NO_SOCKET drop")
 	}
 	a.stop(t)
+}
+
+func TestAgentAttachesToPodInterfacesThatAppearLater(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"server"}})
+	server := bed.Pod("server")
+	a := startAgent(t, bed)
+	late, err := bed.AddPod(context.Background(), "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := server.Listen("tcp", net.JoinHostPort(server.IP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// The agent may still be attaching when the first connection goes:
+	// keep connecting until it reports one from the new pod's veth.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if c, err := late.Dial(ctx, "tcp", ln.Addr().String()); err == nil {
+				c.Close()
+			}
+			cancel()
+		}
+	}()
+	r := a.waitFor(t, 15*time.Second, "a flow from the pod added after start", func(r *observerv1.GetFlowsResponse) bool {
+		f := r.GetFlow()
+		return f.GetIP().GetSource() == late.IP.String() && f.GetInterface().GetName() == late.HostVeth
+	})
+	if f := r.GetFlow(); f.TrafficDirection != flowv1.TrafficDirection_EGRESS {
+		t.Errorf("flow %v: want EGRESS of the new pod", f)
+	}
+	a.stop(t)
+}
+
+func TestAgentRefusesToStartWithoutPrivileges(t *testing.T) {
+	cmd := exec.Command(agentBin, "--metrics-addr", "")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("agent started as nobody:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, "needs root") {
+		t.Fatalf("last line %q (%v), want one clear line saying it needs root", last, err)
+	}
 }
