@@ -38,6 +38,11 @@ type Config struct {
 	Check time.Duration
 	// TopN creators per sample. Default 10.
 	TopN int
+	// TopWindow is the trailing window over which creators are ranked.
+	// Per-interval counts are not enough: once the table is full nobody can
+	// create entries, and that is when the operator asks who filled it.
+	// Default 1 minute.
+	TopWindow time.Duration
 	// ProcDir is where proc is mounted. Default /proc.
 	ProcDir string
 	// Sources is the netfilter program's per-source map (optional).
@@ -59,6 +64,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TopN <= 0 {
 		c.TopN = 10
+	}
+	if c.TopWindow <= 0 {
+		c.TopWindow = time.Minute
 	}
 	if c.ProcDir == "" {
 		c.ProcDir = "/proc"
@@ -150,7 +158,9 @@ type Sampler struct {
 	prevCheck *reading // last check, for the metric counters and drop detection
 	lastLevel int
 	creators  map[netip.Addr]uint64 // since the last emitted sample
-	warned    bool
+	// recent holds the creators of earlier samples within TopWindow.
+	recent []creatorCounts
+	warned bool
 }
 
 // New makes a sampler; Run starts it.
@@ -270,7 +280,7 @@ func (s *Sampler) emit(r *reading, trigger flowv1.ConntrackTrigger) {
 			Invalid: d("invalid"), SearchRestart: d("search_restart"), Found: d("found"), Insert: d("insert"), Delete: d("delete"),
 		}
 	}
-	sample.TopCreators = s.topCreators()
+	sample.TopCreators = s.topCreators(r.at)
 	s.last = r
 	s.m.Events.WithLabelValues("conntrack").Inc()
 	s.pub.Publish(&observerv1.GetFlowsResponse{
@@ -329,9 +339,32 @@ func (s *Sampler) addCreator(k bpf.ConntrackCtSrcKey, n uint64) {
 	s.creators[a] += n
 }
 
-func (s *Sampler) topCreators() []*flowv1.ConntrackCreator {
-	out := make([]*flowv1.ConntrackCreator, 0, len(s.creators))
-	for a, n := range s.creators {
+// creatorCounts are the new entries per source seen up to one sample.
+type creatorCounts struct {
+	at     time.Time
+	counts map[netip.Addr]uint64
+}
+
+// topCreators ranks sources by the new entries they created within the
+// trailing TopWindow ending at now, and starts a new interval.
+func (s *Sampler) topCreators(now time.Time) []*flowv1.ConntrackCreator {
+	s.recent = append(s.recent, creatorCounts{at: now, counts: s.creators})
+	s.creators = map[netip.Addr]uint64{}
+	keep := s.recent[:0]
+	for _, c := range s.recent {
+		if now.Sub(c.at) < s.cfg.TopWindow {
+			keep = append(keep, c)
+		}
+	}
+	s.recent = keep
+	sum := map[netip.Addr]uint64{}
+	for _, c := range s.recent {
+		for a, n := range c.counts {
+			sum[a] += n
+		}
+	}
+	out := make([]*flowv1.ConntrackCreator, 0, len(sum))
+	for a, n := range sum {
 		out = append(out, &flowv1.ConntrackCreator{Ip: a.String(), NewEntries: n})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -343,6 +376,5 @@ func (s *Sampler) topCreators() []*flowv1.ConntrackCreator {
 	if len(out) > s.cfg.TopN {
 		out = out[:s.cfg.TopN]
 	}
-	s.creators = map[netip.Addr]uint64{}
 	return out
 }

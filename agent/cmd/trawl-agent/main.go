@@ -43,6 +43,7 @@ type options struct {
 	collect           collect.Config
 	conntrackInterval time.Duration
 	conntrackTop      int
+	conntrackWindow   time.Duration
 	ship              shipper.Config
 }
 
@@ -77,6 +78,7 @@ func main() {
 	fs.DurationVar(&o.collect.IdleTimeout, "idle-timeout", 30*time.Second, "flows idle this long are evicted from the map")
 	fs.DurationVar(&o.conntrackInterval, "conntrack-interval", 10*time.Second, "period of conntrack samples")
 	fs.IntVar(&o.conntrackTop, "conntrack-top", 10, "top creators of new conntrack entries per sample")
+	fs.DurationVar(&o.conntrackWindow, "conntrack-top-window", time.Minute, "trailing window over which top creators are ranked")
 	shipper.RegisterFlags(fs, &o.ship)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "trawl-agent: %v\n", err)
@@ -170,7 +172,7 @@ func run(cmd *cobra.Command, o *options) error {
 	g.Go("datapath", func(ctx context.Context) error { return dp.Run(ctx) })
 	g.Go("collect", func(ctx context.Context) error { return col.Run(ctx) })
 	if !o.dp.DisableConntrack {
-		cfg := conntrack.Config{NodeName: o.nodeName, Interval: o.conntrackInterval, TopN: o.conntrackTop, Netns: dp.Netns, Log: log.With("component", "conntrack")}
+		cfg := conntrack.Config{NodeName: o.nodeName, Interval: o.conntrackInterval, TopN: o.conntrackTop, TopWindow: o.conntrackWindow, Netns: dp.Netns, Log: log.With("component", "conntrack")}
 		if dp.Conntrack != nil {
 			cfg.Sources = dp.Conntrack.CtSources
 		}

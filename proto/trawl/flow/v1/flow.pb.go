@@ -1811,7 +1811,10 @@ type ConntrackSample struct {
 	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
 	// Deltas of /proc/net/stat/nf_conntrack (summed over CPUs) over the interval.
 	Deltas *ConntrackStats `protobuf:"bytes,7,opt,name=deltas,proto3" json:"deltas,omitempty"`
-	// Sources that created the most new entries over the interval.
+	// Sources that created the most new entries over a trailing window
+	// (the agent's --conntrack-top-window, 1 minute by default): when the
+	// table is full nobody can create entries, yet that is when it matters who
+	// filled it.
 	TopCreators []*ConntrackCreator `protobuf:"bytes,8,rep,name=top_creators,json=topCreators,proto3" json:"top_creators,omitempty"`
 	// Why this sample was emitted.
 	Trigger ConntrackTrigger `protobuf:"varint,9,opt,name=trigger,proto3,enum=trawl.flow.v1.ConntrackTrigger" json:"trigger,omitempty"`
