@@ -414,7 +414,10 @@ func (r *Relay) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := fn(); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default: // the first failure is already shutting the relay down
+				}
 			}
 		}()
 	}
@@ -425,7 +428,10 @@ func (r *Relay) run(ctx context.Context) error {
 	go func() {
 		defer wwg.Done()
 		if err := r.back.Run(wctx); err != nil && wctx.Err() == nil {
-			errc <- fmt.Errorf("clickhouse writer: %w", err)
+			select {
+			case errc <- fmt.Errorf("clickhouse writer: %w", err):
+			default:
+			}
 		}
 	}()
 	goRun("ingest server", func() error { return r.ingestSrv.Serve(r.ingestLis) })

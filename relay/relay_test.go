@@ -701,3 +701,26 @@ func TestObserverServesTLSAndRefusesPlaintextClients(t *testing.T) {
 		t.Fatalf("plaintext client got %v, want Unavailable", err)
 	}
 }
+
+func TestFollowOnOneReplicaShowsFlowsIngestedByItsPeer(t *testing.T) {
+	dsn := chtest.Database(t)
+	a := startRelay(t, dsn, nil)
+	b := startRelay(t, dsn, func(c *relay.Config) { c.Peers = []string{a.ObserverAddr()} })
+	s := startShipper(t, a.IngestAddr(), "node-a", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := observerClient(t, b).GetFlows(ctx, &observerv1.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b subscribes to its own hub and, through the peer call, to a's.
+	waitFor(t, "the peer subscription", 10*time.Second, func() bool { return metric(t, a, "trawl_relay_subscribers") == 1 })
+	publish(s, realisticFlow(41, time.Now()))
+	got, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetFlow().GetPackets() != 42 || got.GetNodeName() != "node-a" {
+		t.Fatalf("followed %v, want the flow node-a sent to the peer", got)
+	}
+}
