@@ -61,10 +61,10 @@ func kernelHasAttachType(spec *btf.Spec, name string) bool {
 
 // ErrPrivileges is returned when the process lacks the capabilities to load
 // and attach eBPF programs.
-var ErrPrivileges = errors.New("trawl-agent needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN)")
+var ErrPrivileges = errors.New("needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN)")
 
 // ErrNoBTF is returned when the kernel exposes no BTF.
-var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: trawl-agent needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
 
 const (
 	capNetAdmin = 12

@@ -82,18 +82,26 @@ func (l *ConntrackLock) SetMax(n int) error {
 	return nil
 }
 
+// Restore puts back the value nf_conntrack_max had when the lock was
+// taken; the lock stays held.
+func (l *ConntrackLock) Restore() error {
+	if l.f == nil || l.orig == "" {
+		return nil
+	}
+	if err := os.WriteFile(ConntrackMaxPath, []byte(l.orig), 0o644); err != nil {
+		return fmt.Errorf("restore nf_conntrack_max=%s: %w", l.orig, err)
+	}
+	return nil
+}
+
 // Unlock restores nf_conntrack_max and releases the lock.
 func (l *ConntrackLock) Unlock() error {
 	if l.f == nil {
 		return nil
 	}
-	var err error
-	if l.orig != "" {
-		if werr := os.WriteFile(ConntrackMaxPath, []byte(l.orig), 0o644); werr != nil {
-			err = fmt.Errorf("restore nf_conntrack_max=%s: %w", l.orig, werr)
-		} else {
-			os.Remove(origPath())
-		}
+	err := l.Restore()
+	if err == nil {
+		os.Remove(origPath())
 	}
 	l.f.Close()
 	l.f = nil

@@ -195,20 +195,21 @@ func (b *Bed) Pod(name string) *Pod {
 // frees the slot. It is safe to call more than once.
 func (b *Bed) Close() error {
 	var errs []error
+	if b.RootLink != "" {
+		// Deleting one end deletes the pair at once; deleting the node
+		// namespace would remove it too, but asynchronously.
+		if out, err := exec.Command("ip", "link", "del", b.RootLink).CombinedOutput(); err != nil &&
+			!strings.Contains(string(out), "Cannot find device") {
+			errs = append(errs, fmt.Errorf("delete %s: %v: %s", b.RootLink, err, out))
+		}
+		b.RootLink = ""
+	}
 	for i := len(b.netns) - 1; i >= 0; i-- {
 		if err := b.netns[i].remove(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	b.netns = nil
-	if b.RootLink != "" {
-		// Normally gone with the node namespace; make sure.
-		if _, err := os.Stat("/sys/class/net/" + b.RootLink); err == nil {
-			if out, err := exec.Command("ip", "link", "del", b.RootLink).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("delete %s: %v: %s", b.RootLink, err, out))
-			}
-		}
-	}
 	if b.slotLock != nil {
 		b.slotLock.Close() // releases the flock
 		b.slotLock = nil

@@ -100,18 +100,20 @@ func TestCloseRemovesNamespacesAndLinksAndParallelBedsDoNotCollide(t *testing.T)
 }
 
 func TestConntrackLockRestoresTheLimit(t *testing.T) {
-	orig, err := os.ReadFile(ConntrackMaxPath)
-	if err != nil {
+	if _, err := os.Stat(ConntrackMaxPath); err != nil {
 		// nf_conntrack loads when a namespace first needs it.
 		b := NewT(t, Config{Pods: []string{"a"}, NoUplink: true})
 		if _, err := b.Node.Run(context.Background(), "iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"); err != nil {
 			t.Fatal(err)
 		}
-		if orig, err = os.ReadFile(ConntrackMaxPath); err != nil {
-			t.Fatal(err)
-		}
 	}
 	l, err := LockConntrack(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	// Read under the lock: other tests may hold it with a lowered limit.
+	orig, err := os.ReadFile(ConntrackMaxPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +123,10 @@ func TestConntrackLockRestoresTheLimit(t *testing.T) {
 	if got, _ := os.ReadFile(ConntrackMaxPath); strings.TrimSpace(string(got)) != "1234" {
 		t.Fatalf("nf_conntrack_max = %q after SetMax(1234)", got)
 	}
-	if err := l.Unlock(); err != nil {
+	if err := l.Restore(); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(ConntrackMaxPath); strings.TrimSpace(string(got)) != strings.TrimSpace(string(orig)) {
-		t.Fatalf("nf_conntrack_max = %q after Unlock, want %q", got, orig)
+		t.Fatalf("nf_conntrack_max = %q after Restore, want %q", got, orig)
 	}
 }
