@@ -724,3 +724,48 @@ func TestFollowOnOneReplicaShowsFlowsIngestedByItsPeer(t *testing.T) {
 		t.Fatalf("followed %v, want the flow node-a sent to the peer", got)
 	}
 }
+
+func TestSlowFollowerGetsLostEventsAndDoesNotSlowIngest(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) { c.LiveBuffer = 10 })
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := observerClient(t, r).GetFlows(ctx, &observerv1.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+	const n = 20000
+	for i := range n {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	// Nobody reads the follow stream meanwhile; ingest must finish anyway.
+	waitFor(t, "ingest to finish while the follower sleeps", 30*time.Second, func() bool { return acked(s) })
+	var flows, lost uint64
+	for flows+lost < n {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("after %d flows and %d lost: %v", flows, lost, err)
+		}
+		switch {
+		case resp.GetFlow() != nil:
+			flows++
+		case resp.GetLostEvents() != nil:
+			if src := resp.GetLostEvents().GetSource(); src != flowv1.LostEventSource_OBSERVER_EVENTS_QUEUE {
+				t.Fatalf("lost event source %v, want OBSERVER_EVENTS_QUEUE", src)
+			}
+			lost += resp.GetLostEvents().GetNumEventsLost()
+		}
+	}
+	if lost == 0 {
+		t.Fatalf("a follower with a 10-record buffer received all %d flows without loss; the test did not exercise a slow follower", n)
+	}
+	if flows+lost != n {
+		t.Errorf("received %d flows + %d reported lost = %d, want %d", flows, lost, flows+lost, n)
+	}
+	if got := metric(t, r, "trawl_relay_lost_events_total"); got != float64(lost) {
+		t.Errorf("trawl_relay_lost_events_total = %v, want %d", got, lost)
+	}
+}
