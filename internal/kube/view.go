@@ -85,7 +85,7 @@ type View struct {
 	engineErr   error
 	pods        map[string]*Endpoint // "ns/name" → pod endpoint
 	history     map[netip.Addr][]histEntry
-	hist4       map[uint32][]histEntry     // the IPv4 part of history, on the fast map path
+	hist4       map[uint32]v4Hist          // the IPv4 part of history, on the fast map path
 	services    map[svcKey]*flowv1.Service // ClusterIP:port
 	backends    map[svcKey]*flowv1.Service // EndpointSlice address:port
 	svc4        map[uint64]*flowv1.Service // IPv4 services then backends, packed keys
@@ -126,7 +126,20 @@ func (v *View) Lookup(ip netip.Addr, t time.Time) *Endpoint {
 }
 
 // LookupV4 is Lookup for an IPv4 address as a big-endian integer.
-func (v *View) LookupV4(ip uint32, t time.Time) *Endpoint { return v.lookup(v.hist4[ip], t) }
+func (v *View) LookupV4(ip uint32, t time.Time) *Endpoint {
+	e := v.hist4[ip]
+	if e.only != nil {
+		return e.only
+	}
+	return v.lookup(e.h, t)
+}
+
+// v4Hist is an IPv4 address's history; only is set when the address has
+// had a single owner that still holds it (the common case: one load less).
+type v4Hist struct {
+	only *Endpoint
+	h    []histEntry
+}
 
 func v4(ip netip.Addr) uint32 {
 	b := ip.As4()
@@ -295,10 +308,14 @@ func (s *Store) build(prev *View, o *objects, version uint64) *View {
 	}
 
 	v.history = mergeHistory(prev, current, now, s.cfg.History)
-	v.hist4 = make(map[uint32][]histEntry, len(v.history))
+	v.hist4 = make(map[uint32]v4Hist, len(v.history))
 	for ip, h := range v.history {
 		if ip.Is4() {
-			v.hist4[v4(ip)] = h
+			if len(h) == 1 && h[0].to.IsZero() {
+				v.hist4[v4(ip)] = v4Hist{only: h[0].ep}
+			} else {
+				v.hist4[v4(ip)] = v4Hist{h: h}
+			}
 		}
 	}
 	v.svc4 = make(map[uint64]*flowv1.Service, len(v.services)+len(v.backends))
