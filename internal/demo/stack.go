@@ -73,9 +73,9 @@ type Stack struct {
 	Pods map[string]*Pod
 
 	relayIngest string
-	procs   []*proc
-	cleanup []func() error
-	tempDir bool
+	procs       []*proc
+	cleanup     []func() error
+	tempDir     bool
 }
 
 // Pod is a demo pod: its manifest identity and its network namespace.
@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.CH, err = chserver.Start(ctx, chserver.Config{DataDir: s.cfg.ClickHouseDir, Log: chLog}); err != nil {
 		return nil, fmt.Errorf("start ClickHouse: %w", err)
 	}
-	s.ClickHouseDSN = "clickhouse://" + s.CH.Addr + "/default"
+	s.ClickHouseDSN = "clickhouse://" + s.CH.Addr
 
 	s.logf("building the demo cluster: %d pods in network namespaces behind one node", len(pods))
 	names := make([]string, len(pods))
