@@ -214,7 +214,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 func TestShippedFlowsAreStoredExactlyOnceWithDerivedIDs(t *testing.T) {
 	b := startRelay(t, ingest.Config{})
-	s, _ := startShipper(t, b.addr, shipper.Config{BatchRecords: 7})
+	// Batches close only when full (or at the explicit Flush), so the
+	// sequence and index of each record are known.
+	s, _ := startShipper(t, b.addr, shipper.Config{BatchRecords: 7, FlushInterval: time.Hour})
 	const n = 100
 	for i := range n {
 		s.Publish(testFlow(i))
