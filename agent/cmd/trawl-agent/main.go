@@ -122,7 +122,7 @@ func run(cmd *cobra.Command, o *options) error {
 	if relay {
 		o.ship.NodeName = o.nodeName
 		o.ship.LostCounter = m.LostEvents
-		o.ship.Log = log.With("component", "shipper")
+		o.ship.Log = log
 		s, err := shipper.New(o.ship, reg)
 		if err != nil {
 			return fmt.Errorf("relay client: %w", err)

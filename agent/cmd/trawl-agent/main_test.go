@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -690,5 +691,72 @@ func TestAgentRefusesToStartWithoutPrivileges(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "needs root") {
 		t.Fatalf("last line %q (%v), want one clear line saying it needs root", last, err)
+	}
+}
+
+func TestDropReasonsFilterLeavesOutUnselectedReasons(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "server"}})
+	client, server := bed.Pod("client"), bed.Pod("server")
+	ctx := context.Background()
+	if _, err := bed.Node.Run(ctx, "iptables", "-I", "FORWARD", "-p", "tcp", "-d", server.IP.String(), "--dport", "9999", "-j", "DROP"); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, bed, "--drop-reasons", "NETFILTER_DROP")
+	for _, port := range []string{"9", "9999"} {
+		dctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+		if c, err := client.Dial(dctx, "tcp", net.JoinHostPort(server.IP.String(), port)); err == nil {
+			c.Close()
+		}
+		cancel()
+	}
+	a.waitFor(t, 10*time.Second, "the selected NETFILTER_DROP", dropMatch(client.IP.String(), server.IP.String(), 9999, "NETFILTER_DROP"))
+	a.stop(t) // the final poll exports every drop counted so far
+	for _, r := range a.records() {
+		if f := r.GetFlow(); f.GetEventKind() == flowv1.EventKind_DROP && f.DropReasonKernel != "NETFILTER_DROP" {
+			t.Errorf("drop with unselected reason %s: %v", f.DropReasonKernel, f)
+		}
+	}
+}
+
+func TestSuppressedInstantEventsAreReportedAsLostEvents(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "server"}})
+	client, server := bed.Pod("client"), bed.Pod("server")
+	// One event per second per CPU (burst 2): 200 new flows must
+	// overflow it.
+	a := startAgent(t, bed, "--event-rate", "1", "--disable-drops")
+	pc, err := client.ListenPacket("udp", net.JoinHostPort(client.IP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for port := 2000; port < 2200; port++ {
+		pc.WriteTo([]byte("x"), &net.UDPAddr{IP: server.IP.AsSlice(), Port: port})
+	}
+	a.waitFor(t, 10*time.Second, "a RATE_LIMITED lost-events record", func(r *observerv1.GetFlowsResponse) bool {
+		return r.GetLostEvents().GetSource() == flowv1.LostEventSource_RATE_LIMITED
+	})
+	a.stop(t)
+	var lost uint64
+	for _, r := range a.records() {
+		if le := r.GetLostEvents(); le.GetSource() == flowv1.LostEventSource_RATE_LIMITED {
+			lost += le.NumEventsLost
+		}
+	}
+	// At most a burst of 2 per CPU passes; other new flows (ICMP errors
+	// coming back) may add to the suppressed count.
+	if lost < 200-2*uint64(runtime.NumCPU())-2 {
+		t.Errorf("lost events %d, want nearly all of the 200 new-flow events", lost)
+	}
+	// Suppressed events are only the instant ones: every flow is still
+	// in the aggregates.
+	flows := map[uint32]bool{}
+	for _, r := range a.records() {
+		f := r.GetFlow()
+		if f.GetEventKind() == flowv1.EventKind_AGGREGATE && f.IP.Source == client.IP.String() && f.GetL4().GetUDP() != nil {
+			flows[f.L4.GetUDP().DestinationPort] = true
+		}
+	}
+	if len(flows) != 200 {
+		t.Errorf("%d UDP flows in aggregates, want all 200", len(flows))
 	}
 }
