@@ -368,3 +368,19 @@ func nftCommand(ctx context.Context, netns string, args ...string) *exec.Cmd {
 	}
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns, "nft"}, args...)...)
 }
+
+// DemoSlot is the test bed slot the manifests under deploy/demo are written
+// for: pods in 10.244.1.0/24, the node at 10.250.1.2.
+const DemoSlot = 1
+
+// Renumber rewrites manifests written for slot DemoSlot to the addresses of
+// a test bed on another slot (10.244.1.x → 10.244.<slot>.x, 10.250.1.x →
+// 10.250.<slot>.x). Service ClusterIPs (10.96.0.0/16) do not depend on the
+// slot. The bed's pod i gets 10.244.<slot>.(10+i), so the demo's pods must be
+// created in the order of deploy/demo/README.md.
+func Renumber(manifests []byte, slot int) []byte {
+	s := string(manifests)
+	s = strings.ReplaceAll(s, "10.244.1.", fmt.Sprintf("10.244.%d.", slot))
+	s = strings.ReplaceAll(s, "10.250.1.", fmt.Sprintf("10.250.%d.", slot))
+	return []byte(s)
+}

@@ -82,45 +82,76 @@ type probe struct {
 
 // serve answers TCP 80/81 (accept and close) and UDP 80 (echo) in every pod.
 func serve(t *testing.T, bed *testbed.Bed) {
+	for _, p := range bed.Pods {
+		for _, pr := range []probe{{80, policy.ProtoTCP}, {81, policy.ProtoTCP}, {80, policy.ProtoUDP}} {
+			listen(t, p, pr)
+		}
+	}
+}
+
+// listen serves one port in a pod until the test ends: TCP connections are
+// accepted and closed, UDP datagrams echoed.
+func listen(t *testing.T, p *testbed.Pod, pr probe) {
+	t.Helper()
+	addr := ":" + strconv.Itoa(int(pr.port))
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
-	for _, p := range bed.Pods {
-		for _, port := range []string{":80", ":81"} {
-			ln, err := p.Listen("tcp4", port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
-		}
-		pc, err := p.ListenPacket("udp4", ":80")
+	if pr.proto == policy.ProtoTCP {
+		ln, err := p.Listen("tcp4", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { pc.Close() })
+		t.Cleanup(func() { ln.Close() })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 64)
 			for {
-				n, addr, err := pc.ReadFrom(buf)
+				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
-				_, _ = pc.WriteTo(buf[:n], addr)
+				c.Close()
 			}
 		}()
+		return
 	}
+	pc, err := p.ListenPacket("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// newBed builds a bed without the uplink to the root namespace. Proxy ARP
+// answers the pods' gateway 169.254.1.1 only when the node has a route to
+// it; without the uplink the node has none, so give it a default route into
+// a spare veth (removed with the node namespace).
+func newBed(t *testing.T, pods ...string) *testbed.Bed {
+	t.Helper()
+	bed := testbed.NewT(t, testbed.Config{Pods: pods, NoUplink: true})
+	for _, step := range [][]string{
+		{"ip", "link", "add", "np0", "type", "veth", "peer", "name", "np1"},
+		{"ip", "link", "set", "np0", "up"},
+		{"ip", "link", "set", "np1", "up"},
+		{"ip", "route", "add", "default", "dev", "np0"},
+	} {
+		if _, err := bed.Node.Run(context.Background(), step[0], step[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bed
 }
 
 // connect reports whether a real connection (TCP handshake, or a UDP echo)
@@ -169,20 +200,7 @@ func dropped(t *testing.T, bed *testbed.Bed, table, chain string) int {
 }
 
 func TestGeneratedRulesEnforceWhatTheEngineDecides(t *testing.T) {
-	bed := testbed.NewT(t, testbed.Config{Pods: []string{"xa", "xb", "ya", "yb"}, NoUplink: true})
-	// Proxy ARP answers the pods' gateway 169.254.1.1 only when the node has
-	// a route to it; without the uplink the node has none, so give it a
-	// default route into a spare veth (removed with the node namespace).
-	for _, step := range [][]string{
-		{"ip", "link", "add", "np0", "type", "veth", "peer", "name", "np1"},
-		{"ip", "link", "set", "np0", "up"},
-		{"ip", "link", "set", "np1", "up"},
-		{"ip", "route", "add", "default", "dev", "np0"},
-	} {
-		if _, err := bed.Node.Run(context.Background(), step[0], step[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bed := newBed(t, "xa", "xb", "ya", "yb")
 	ips := map[string]netip.Addr{}
 	pods := map[string]*testbed.Pod{}
 	for _, p := range bed.Pods {
