@@ -769,3 +769,26 @@ func TestSlowFollowerGetsLostEventsAndDoesNotSlowIngest(t *testing.T) {
 		t.Errorf("trawl_relay_lost_events_total = %v, want %d", got, lost)
 	}
 }
+
+func TestGetTopAnswersFromTheRollupsAndRejectsAMissingKind(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	for i := range 20 {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "flows stored", 20*time.Second, func() bool { return acked(s) })
+	c := observerClient(t, r)
+	ctx := context.Background()
+	if _, err := c.GetTop(ctx, &observerv1.GetTopRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("GetTop without kind: %v, want InvalidArgument", err)
+	}
+	top, err := c.GetTop(ctx, &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_TALKERS, Since: timestamppb.New(time.Now().Add(-time.Hour)), Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.GetEntries()) == 0 || top.GetEntries()[0].GetBytes() == 0 {
+		t.Fatalf("top talkers %v, want entries with bytes", top)
+	}
+}
