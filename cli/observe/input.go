@@ -10,8 +10,7 @@ import (
 	"math"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/trawl-dev/trawl/cli/jsonl"
 	"github.com/trawl-dev/trawl/internal/filter"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -130,8 +129,6 @@ func recordTime(r *observerv1.GetFlowsResponse) int64 {
 // Decoder reads one JSON line of either dialect into a GetFlowsResponse.
 type Decoder struct{}
 
-var unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
-
 // Hubble's monitor event types, the numbers in flow.event_type.type.
 const (
 	hubbleDrop          = 1
@@ -141,7 +138,8 @@ const (
 )
 
 // hubbleExtras are the Hubble fields that carry meaning Trawl keeps in other
-// fields; they are read only from lines that contain them.
+// fields; they are read only from lines that contain them and that the
+// fast decoder left to protojson.
 type hubbleExtras struct {
 	Flow *struct {
 		EventType *struct {
@@ -160,22 +158,30 @@ type hubbleExtras struct {
 // Hubble's event type becomes Trawl's event kind and Hubble's node-status
 // event (several node names, a state change) becomes a NodeStatus.
 func (Decoder) Decode(line []byte) (*observerv1.GetFlowsResponse, error) {
-	res := &observerv1.GetFlowsResponse{}
-	if err := unmarshal.Unmarshal(line, res); err != nil {
+	d, err := jsonl.Unmarshal(line)
+	if err != nil {
 		return nil, err
 	}
-	hubbleFlow := res.GetFlow() != nil && res.GetFlow().GetEventKind() == flowv1.EventKind_EVENT_KIND_UNSPECIFIED && bytes.Contains(line, []byte(`"event_type"`))
+	res := d.GetFlowsResponse
+	hubbleType := d.HubbleEventType
+	hubbleFlow := res.GetFlow() != nil && res.GetFlow().GetEventKind() == flowv1.EventKind_EVENT_KIND_UNSPECIFIED &&
+		(hubbleType > 0 || hubbleType < 0 && bytes.Contains(line, []byte(`"event_type"`)))
 	hubbleNode := res.GetNodeStatus() != nil && bytes.Contains(line, []byte(`"state_change"`))
 	if !hubbleFlow && !hubbleNode {
 		return res, nil
 	}
 	var x hubbleExtras
-	if err := json.Unmarshal(line, &x); err != nil {
-		return nil, err
+	if hubbleType < 0 || hubbleNode {
+		if err := json.Unmarshal(line, &x); err != nil {
+			return nil, err
+		}
+		if x.Flow != nil && x.Flow.EventType != nil {
+			hubbleType = x.Flow.EventType.Type
+		}
 	}
-	if hubbleFlow && x.Flow != nil && x.Flow.EventType != nil {
+	if hubbleFlow {
 		f := res.GetFlow()
-		switch x.Flow.EventType.Type {
+		switch hubbleType {
 		case hubbleDrop:
 			f.EventKind = flowv1.EventKind_DROP
 		case hubblePolicyVerdict:

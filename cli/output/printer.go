@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/cli/jsonl"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -54,7 +54,6 @@ type Printer struct {
 	tw     *tabwriter.Writer
 	buf    []byte
 	n      int
-	json   protojson.MarshalOptions
 }
 
 // New checks the options and returns a printer.
@@ -79,7 +78,6 @@ func New(out, errOut io.Writer, o Options) (*Printer, error) {
 		out:    bufio.NewWriterSize(out, 64<<10),
 		errOut: errOut,
 		buf:    make([]byte, 0, 512),
-		json:   protojson.MarshalOptions{UseProtoNames: true},
 	}
 	if o.Format == Table {
 		// tabwriter cannot measure colour sequences
@@ -103,7 +101,7 @@ func (p *Printer) Flush() error {
 // Write prints one record.
 func (p *Printer) Write(r *observerv1.GetFlowsResponse) error {
 	if p.opts.Format == JSON || p.opts.Format == JSONPB {
-		b, err := p.json.MarshalAppend(p.buf[:0], r)
+		b, err := jsonl.Append(p.buf[:0], r)
 		if err != nil {
 			return fmt.Errorf("encode record: %w", err)
 		}

@@ -1,0 +1,261 @@
+package jsonl
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+func protojsonCompact(t testing.TB, r *observerv1.GetFlowsResponse) string {
+	out, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c bytes.Buffer
+	if err := json.Compact(&c, out); err != nil {
+		t.Fatal(err)
+	}
+	return c.String()
+}
+
+// randomRecord fills a random subset of fields with values that exercise
+// the encodings: zero and non-zero, unknown enum numbers, nanosecond
+// precisions, empty messages, every L4 member, strings needing escapes.
+func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
+	pick := func() bool { return rng.IntN(2) == 0 }
+	str := func() string {
+		switch rng.IntN(8) {
+		case 0:
+			return ""
+		case 1:
+			return "quote\"back\\slash\nnewline"
+		case 2:
+			return "ünïcode-ポッド"
+		}
+		return fmt.Sprintf("name-%d", rng.IntN(1000))
+	}
+	ts := func() *timestamppb.Timestamp {
+		if !pick() {
+			return nil
+		}
+		nanos := []int32{0, 123000000, 123456000, 123456789, 1}[rng.IntN(5)]
+		return &timestamppb.Timestamp{Seconds: 1795000000 + rng.Int64N(1e6), Nanos: nanos}
+	}
+	ep := func() *flowv1.Endpoint {
+		if !pick() {
+			return nil
+		}
+		e := &flowv1.Endpoint{ID: uint32(rng.IntN(3)), Identity: uint32(rng.IntN(70000)), ClusterName: str(), Namespace: str(), PodName: str(), NodeName: str()}
+		for range rng.IntN(3) {
+			e.Labels = append(e.Labels, "k8s:"+str())
+		}
+		if pick() {
+			e.Workloads = []*flowv1.Workload{{Name: str(), Kind: str()}}
+		}
+		return e
+	}
+	if rng.IntN(10) == 0 {
+		return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
+			Source: flowv1.LostEventSource(rng.IntN(9)), NumEventsLost: rng.Uint64(), Cpu: wrapperspb.Int32(int32(rng.IntN(64)) - 1),
+			NodeName: str(), Time: ts(), Detail: str()}}, NodeName: str(), Time: ts()}
+	}
+	if rng.IntN(20) == 0 {
+		return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Conntrack{Conntrack: &flowv1.ConntrackSample{NodeName: str(), Entries: 5, Utilization: 0.25}}}
+	}
+	f := &flowv1.Flow{
+		Time: ts(), Uuid: str(), Verdict: flowv1.Verdict(rng.IntN(10)), DropReasonDesc: str(),
+		Source: ep(), Destination: ep(), Type: flowv1.FlowType(rng.IntN(4)), NodeName: str(),
+		TrafficDirection: flowv1.TrafficDirection(rng.IntN(3)), EventKind: flowv1.EventKind(rng.IntN(7)),
+		FirstSeen: ts(), LastSeen: ts(), Packets: rng.Uint64N(1 << 40), Bytes: rng.Uint64(), DropReasonKernel: str(),
+		Netns: rng.Uint64N(5e9), ObservationPoint: str(),
+	}
+	if pick() {
+		f.Ethernet = &flowv1.Ethernet{Source: str(), Destination: str()}
+	}
+	if pick() {
+		f.IP = &flowv1.IP{Source: "10.0.0.1", Destination: "fd00::1", IpVersion: flowv1.IPVersion(rng.IntN(3)), Encrypted: pick()}
+	}
+	switch rng.IntN(7) {
+	case 0:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(rng.IntN(65536)), DestinationPort: 443,
+			Flags: &flowv1.TCPFlags{SYN: pick(), ACK: pick(), FIN: pick(), RST: pick(), PSH: pick(), URG: pick(), ECE: pick(), CWR: pick(), NS: pick()}}}}
+	case 1:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: 53, DestinationPort: uint32(rng.IntN(65536))}}}
+	case 2:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv4{ICMPv4: &flowv1.ICMPv4{Type: uint32(rng.IntN(20)), Code: uint32(rng.IntN(3))}}}
+	case 3:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv6{ICMPv6: &flowv1.ICMPv6{Type: 129}}}
+	case 4:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_SCTP{SCTP: &flowv1.SCTP{}}}
+	case 5:
+		f.L4 = &flowv1.Layer4{}
+	}
+	if pick() {
+		f.IsReply = wrapperspb.Bool(pick())
+	}
+	if pick() {
+		f.SourceService = &flowv1.Service{Name: str(), Namespace: str()}
+	}
+	if pick() {
+		f.DestinationService = &flowv1.Service{}
+	}
+	if pick() {
+		f.SourceNames = []string{str(), str()}
+		f.DestinationNames = []string{str()}
+	}
+	if pick() {
+		f.Interface = &flowv1.NetworkInterface{Index: uint32(rng.IntN(50)), Name: str()}
+	}
+	pol := func() []*flowv1.Policy {
+		if !pick() {
+			return nil
+		}
+		return []*flowv1.Policy{{Name: str(), Namespace: str(), Labels: []string{str()}, Revision: rng.Uint64N(100), Kind: "NetworkPolicy"}}
+	}
+	f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy = pol(), pol(), pol(), pol()
+	if pick() {
+		f.Conntrack = &flowv1.ConntrackInfo{NewEntry: pick()}
+	}
+	return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: str(), Time: ts()}
+}
+
+func TestAppendWritesWhatProtojsonWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 5000 {
+		r := randomRecord(rng)
+		got, err := Append(nil, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := protojsonCompact(t, r); string(got) != want {
+			t.Fatalf("record %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+func TestUnmarshalReadsWhatProtojsonReads(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 5000 {
+		r := randomRecord(rng)
+		// protojson's own spacing, and the compact form.
+		spaced, _ := protojson.MarshalOptions{UseProtoNames: true, Multiline: i%2 == 0}.Marshal(r)
+		camel, _ := protojson.Marshal(r) // JSON (camelCase) names are accepted too
+		for _, line := range [][]byte{spaced, []byte(protojsonCompact(t, r)), camel} {
+			got, err := Unmarshal(line)
+			if err != nil {
+				t.Fatalf("record %d: %v\n%s", i, err, line)
+			}
+			if !proto.Equal(got.GetFlowsResponse, r) {
+				t.Fatalf("record %d differs after decoding\n%s\n got %v\nwant %v", i, line, got.GetFlowsResponse, r)
+			}
+		}
+	}
+}
+
+func TestUnmarshalOfHubbleAndOddLinesMatchesProtojson(t *testing.T) {
+	var lines [][]byte
+	for _, file := range []string{"../observe/testdata/hubble.jsonl", "../observe/testdata/trawl.jsonl"} {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			lines = append(lines, append([]byte(nil), sc.Bytes()...))
+		}
+		f.Close()
+	}
+	lines = append(lines,
+		[]byte(`{"flow":{"verdict":"NOT_A_VERDICT","l4":{"TCP":{"source_port":"80"}},"extra":{"deep":[1,2.5e3,{"x":null}]}}}`),
+		[]byte(`{"flow":{"verdict":3,"packets":12,"bytes":"13"}}`),
+		[]byte(`{"flow":{"uuid":null}}`),
+		[]byte(`{"flow":{"time":"2026-11-27T10:00:00.5+02:00"}}`),
+		[]byte(`{"flow":{"node_name":"esc\u0041ped"}}`),
+	)
+	for i, line := range lines {
+		want := &observerv1.GetFlowsResponse{}
+		wantErr := protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(line, want)
+		got, err := Unmarshal(line)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("line %d: error %v, protojson %v\n%s", i+1, err, wantErr, line)
+		}
+		if err == nil && !proto.Equal(got.GetFlowsResponse, want) {
+			t.Fatalf("line %d differs from protojson\n got %v\nwant %v", i+1, got.GetFlowsResponse, want)
+		}
+	}
+}
+
+func TestBrokenLinesAreErrors(t *testing.T) {
+	for _, line := range []string{``, `{`, `{"flow":{}`, `[]`, `{"flow":5}`, `{"flow":{}} trailing`, `{"flow":{"packets":-1}}`} {
+		if _, err := Unmarshal([]byte(line)); err == nil {
+			t.Errorf("%q decoded without error", line)
+		}
+	}
+}
+
+// fixtureFlows are the flow lines of the CLI's fixture: realistic records.
+func fixtureFlows(b *testing.B) [][]byte {
+	data, err := os.ReadFile("../observe/testdata/trawl.jsonl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lines [][]byte
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if bytes.HasPrefix(l, []byte(`{"flow"`)) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func BenchmarkUnmarshal(b *testing.B) {
+	lines := fixtureFlows(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Unmarshal(lines[i%len(lines)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkProtojsonUnmarshal(b *testing.B) {
+	lines := fixtureFlows(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r := &observerv1.GetFlowsResponse{}
+		if err := protojson.Unmarshal(lines[i%len(lines)], r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	var rs []*observerv1.GetFlowsResponse
+	for _, l := range fixtureFlows(b) {
+		d, err := Unmarshal(l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, d.GetFlowsResponse)
+	}
+	var buf []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		buf, _ = Append(buf[:0], rs[i%len(rs)])
+	}
+}
