@@ -42,10 +42,10 @@ func (s *Store) QueryFlows(ctx context.Context, req *observerv1.GetFlowsRequest,
 	}
 	n, first := req.GetNumber(), req.GetFirst()
 	asc := first || n == 0
-	order := " ORDER BY time DESC, id_hi DESC, id_lo DESC, uuid_raw DESC"
+	order := " ORDER BY time DESC, id_hi DESC, id_lo DESC"
 	lostOrder := " ORDER BY time DESC"
 	if asc {
-		order = " ORDER BY time, id_hi, id_lo, uuid_raw"
+		order = " ORDER BY time, id_hi, id_lo"
 		lostOrder = " ORDER BY time"
 	}
 	limit := ""

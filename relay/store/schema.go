@@ -100,9 +100,13 @@ func schemaV1(d ddl) []string {
 	var s []string
 	s = append(s, fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s%s", quoteIdent(d.db), d.on()))
 
-	// flows: one row per record. Sorted by time alone (newest-N and time
-	// ranges stop early); namespaces, pods, addresses and nodes have skip
-	// indexes. Day partitions let TTL drop whole parts.
+	// flows: one row per record. Sorted by time first (newest-N and time
+	// ranges stop early; a namespace or hour bucket first made newest-N 5-7x
+	// slower), then by flow id so that a query's tie-break on the id still
+	// reads in order (ORDER BY time, id: 20 ms; ORDER BY time with the id as
+	// a tie-break outside the key: 500-800 ms on 5 M rows). Namespaces, pods,
+	// addresses and nodes have skip indexes. Day partitions let TTL drop
+	// whole parts.
 	endpoint := func(p string) string {
 		return strings.NewReplacer("P_", p+"_").Replace(`
   P_namespace LowCardinality(String),
@@ -158,7 +162,7 @@ func schemaV1(d ddl) []string {
   INDEX verdict_idx verdict TYPE set(8) GRANULARITY 1
 ) ENGINE = %s
 PARTITION BY toDate(time)
-ORDER BY time
+ORDER BY (time, id_hi, id_lo)
 TTL toDateTime(time) + toIntervalSecond(%d)
 SETTINGS ttl_only_drop_parts = 1, %s`,
 		d.local("flows"), d.on(), verdict, kind, dir, endpoint("src"), endpoint("dst"), d.engine("flows", "", ""), retention, dedupSettings))
@@ -166,11 +170,13 @@ SETTINGS ttl_only_drop_parts = 1, %s`,
 
 	// flows_1m: traffic and drops per minute. Byte and packet totals only
 	// from AGGREGATE records, drop counts only from DROP records, new flows
-	// from FLOW_NEW records: instant events are never double counted.
-	rollupKey := `minute, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port, node`
+	// from FLOW_NEW records: instant events are never double counted. The
+	// key leaves out the node and pod: each dimension multiplies the rows
+	// the view writes on every insert (per-node traffic is in the agents'
+	// Prometheus metrics, per-pod detail in flows).
+	rollupKey := `minute, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port`
 	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
   minute DateTime,
-  node LowCardinality(String),
   src_namespace LowCardinality(String),
   src_workload LowCardinality(String),
   dst_namespace LowCardinality(String),
@@ -194,7 +200,7 @@ SETTINGS ttl_only_drop_parts = 1, %s`,
 		d.local("flows_1m"), d.on(), verdict, dir, d.engine("flows_1m", "Summing", ""), rollupKey, retention, dedupSettings))
 	s = append(s, d.distributed("flows_1m", "rand()")...)
 	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
-SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_namespace, dst_workload,
+SELECT toStartOfMinute(time) AS minute, src_namespace, src_workload, dst_namespace, dst_workload,
   verdict, direction, drop_reason_desc, proto,
   if(is_reply = 2, src_port, dst_port) AS port,
   count() AS records,
@@ -206,8 +212,9 @@ SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_n
 FROM %s AS f
 GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows_1m"), d.local("flows"), rollupKey))
 
-	// policy_1m: records per minute per policy that allowed or denied them.
-	policyKey := `minute, policy, effect, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, proto, port`
+	// policy_1m: records per minute per policy that allowed or denied them,
+	// by namespace and workload pair and verdict.
+	policyKey := `minute, policy, effect, src_namespace, dst_namespace, src_workload, dst_workload, verdict`
 	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
   minute DateTime,
   policy LowCardinality(String),
@@ -217,9 +224,6 @@ GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows_1m"), d.local("flow
   dst_namespace LowCardinality(String),
   dst_workload LowCardinality(String),
   verdict %s,
-  direction %s,
-  proto UInt8,
-  port UInt16,
   records UInt64,
   packets UInt64,
   bytes UInt64,
@@ -229,12 +233,11 @@ PARTITION BY toDate(minute)
 ORDER BY (%s)
 TTL minute + toIntervalSecond(%d)
 SETTINGS ttl_only_drop_parts = 1, %s`,
-		d.local("policy_1m"), d.on(), verdict, dir, d.engine("policy_1m", "Summing", ""), policyKey, retention, dedupSettings))
+		d.local("policy_1m"), d.on(), verdict, d.engine("policy_1m", "Summing", ""), policyKey, retention, dedupSettings))
 	s = append(s, d.distributed("policy_1m", "rand()")...)
 	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
 SELECT toStartOfMinute(time) AS minute, pe.1 AS policy, pe.2 AS effect,
-  src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, proto,
-  if(is_reply = 2, src_port, dst_port) AS port,
+  src_namespace, dst_namespace, src_workload, dst_workload, verdict,
   count() AS records,
   sumIf(f.packets, event_kind = 'AGGREGATE') AS packets,
   sumIf(f.bytes, event_kind = 'AGGREGATE') AS bytes,
