@@ -137,6 +137,10 @@ PY
 read -r rss10 hwm10 < <(rss_at 10000)
 read -r rss100 hwm100 < <(rss_at 100000)
 
+# The flow program alone under BPF_PROG_TEST_RUN: no traffic noise.
+testrun=$(go test -run '^$' -bench FlowProgram -benchtime 1000000x ./agent/bpf 2>/dev/null |
+	awk '/^BenchmarkFlowProgram/ {n=$1; sub(/^BenchmarkFlowProgram\//, "", n); sub(/-[0-9]+$/, "", n); printf "%s%s %s ns", sep, n, $5; sep=", "}')
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b ? 100 * a / b : 0}'; }
 cat <<OUT
 
@@ -150,6 +154,7 @@ cat <<OUT
 | flow program at tcx ingress (ns/run, $((in_c1 - in_c0)) runs) | $ns_in |
 | flow program at tcx egress, forwarded packets return early (ns/run, $((eg_c1 - eg_c0)) runs) | $ns_eg |
 | in-kernel ns per forwarded packet (ingress + egress run) | $((ns_in + ns_eg)) |
+| flow program per run under BPF_PROG_TEST_RUN, packet of an existing flow (1M runs) | $testrun |
 | kfree_skb drop program (ns/run, $((dr_c1 - dr_c0)) runs) | $ns_dr |
 | agent CPU seconds per million packets (UDP run, $pkts packets) | $cpu_per_m |
 | agent RSS at 10k concurrent flows (MiB, peak) | $rss10 ($hwm10) |

@@ -3,7 +3,8 @@
 /* Flow aggregation at tcx (or tc clsact) ingress and egress.
  *
  * Every packet is parsed (Ethernet, one VLAN tag, IPv4/IPv6 with common
- * extension headers, TCP/UDP/ICMP/SCTP) and added to a hash map keyed by
+ * extension headers, TCP/UDP/ICMP/SCTP), reading headers in place when they
+ * are in the linear data, and added to a hash map keyed by
  * (5-tuple, interface, hook). User space polls that map. The first packet of a
  * flow and TCP FIN/RST also go to a ring buffer at once, under a per-CPU token
  * bucket. Everything that cannot be recorded is counted.
@@ -104,6 +105,26 @@ struct parsed {
 
 #define PARSE_OK (-1)
 
+/* load copies n header bytes at off: straight from the linear packet data
+ * when they are there (the common case), with bpf_skb_load_bytes otherwise
+ * (headers in paged data) or when they are beyond the packet (then it
+ * fails and the packet counts as truncated). n is a constant at every call
+ * site, so the copy compiles to a few loads. */
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *dst, __u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (off <= 1024) { /* a bound the verifier can see */
+		void *p = data + off;
+		if (p + n <= end) {
+			__builtin_memcpy(dst, p, n);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, dst, n);
+}
+
 /* parse_l4 reads the transport header at off. Returns PARSE_OK or the
  * counter to bump. Non-first fragments carry no ports. */
 static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u32 off, int nonfirst_frag)
@@ -114,7 +135,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u
 		return PARSE_OK;
 	switch (p->t.proto) {
 	case IPPROTO_TCP_:
-		if (bpf_skb_load_bytes(skb, off, h, 20))
+		if (load(skb, off, h, 20))
 			return CNT_TRUNCATED;
 		if ((h[12] >> 4) < 5)
 			return CNT_MALFORMED; /* data offset below the minimum header */
@@ -124,7 +145,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u
 		p->hdr_len += (h[12] >> 4) * 4;
 		break;
 	case IPPROTO_UDP_:
-		if (bpf_skb_load_bytes(skb, off, h, 8))
+		if (load(skb, off, h, 8))
 			return CNT_TRUNCATED;
 		if (((h[4] << 8) | h[5]) < 8)
 			return CNT_MALFORMED; /* UDP length shorter than its header */
@@ -133,7 +154,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u
 		p->hdr_len += 8;
 		break;
 	case IPPROTO_SCTP_:
-		if (bpf_skb_load_bytes(skb, off, h, 4))
+		if (load(skb, off, h, 4))
 			return CNT_TRUNCATED;
 		p->t.sport = (h[0] << 8) | h[1];
 		p->t.dport = (h[2] << 8) | h[3];
@@ -141,7 +162,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u
 		break;
 	case IPPROTO_ICMP_:
 	case IPPROTO_ICMPV6_:
-		if (bpf_skb_load_bytes(skb, off, h, 2))
+		if (load(skb, off, h, 2))
 			return CNT_TRUNCATED;
 		p->t.sport = h[0]; /* type */
 		p->t.dport = h[1]; /* code */
@@ -155,7 +176,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct parsed *p, _
 {
 	struct iphdr ip;
 
-	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+	if (load(skb, off, &ip, sizeof(ip)))
 		return CNT_TRUNCATED;
 	__u32 ihl = ip.ihl * 4;
 	if (ip.version != 4 || ihl < sizeof(ip))
@@ -179,7 +200,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct parsed *p, _
 	struct ipv6hdr ip6;
 	int nonfirst = 0;
 
-	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+	if (load(skb, off, &ip6, sizeof(ip6)))
 		return CNT_TRUNCATED;
 	if (ip6.version != 6)
 		return CNT_MALFORMED;
@@ -200,7 +221,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct parsed *p, _
 		if (nh != IPPROTO_HOPOPTS_ && nh != IPPROTO_ROUTING_ && nh != IPPROTO_DSTOPTS_ &&
 		    nh != IPPROTO_FRAGMENT_ && nh != IPPROTO_AH_)
 			break;
-		if (bpf_skb_load_bytes(skb, l4, e, 8))
+		if (load(skb, l4, e, 8))
 			return CNT_TRUNCATED;
 		if (nh == IPPROTO_FRAGMENT_) {
 			nonfirst = ((e[2] << 8) | e[3]) & 0xfff8;
@@ -222,12 +243,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	__u16 eth[7]; /* dst, src (12 bytes), ethertype */
 	__u32 off = 14;
 
-	if (bpf_skb_load_bytes(skb, 0, eth, 14))
+	if (load(skb, 0, eth, 14))
 		return CNT_TRUNCATED;
 	__u16 proto = eth[6];
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		__u16 vlan[2]; /* TCI, encapsulated ethertype */
-		if (bpf_skb_load_bytes(skb, off, vlan, 4))
+		if (load(skb, off, vlan, 4))
 			return CNT_TRUNCATED;
 		proto = vlan[1];
 		off += 4;

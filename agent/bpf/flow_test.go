@@ -403,3 +403,33 @@ func TestInstantEventsAreRateLimitedAndAFullMapIsCounted(t *testing.T) {
 		t.Errorf("map-full counter %d, want 7", c[FlowCounterCNT_MAP_FULL])
 	}
 }
+
+// BenchmarkFlowProgram measures the in-kernel cost of one run with
+// BPF_PROG_TEST_RUN (bench/datapath.sh reports it): a data packet of an
+// existing flow, the common case.
+func BenchmarkFlowProgram(b *testing.B) {
+	spec, err := LoadFlow()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var objs FlowObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer objs.Close()
+	pkts := map[string][]byte{
+		"IPv4 TCP": frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag, 1000))),
+		"IPv6 UDP": frame(0x86DD, ipv6(17, udp(1000, 2000, 64))),
+	}
+	for name, pkt := range pkts {
+		b.Run(name, func(b *testing.B) {
+			_, perRun, err := objs.TrawlFlowIngress.Benchmark(pkt, b.N, b.ResetTimer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			// The kernel's own timing of the program runs, without the
+			// syscall and test-run setup around them.
+			b.ReportMetric(float64(perRun.Nanoseconds()), "kernel-ns/run")
+		})
+	}
+}
