@@ -299,12 +299,18 @@ func (s *Sampler) collectCreators() {
 	keys := make([]bpf.ConntrackCtSrcKey, batch)
 	vals := make([]uint64, batch)
 	var cursor ebpf.MapBatchCursor
+	total := 0
 	for {
 		n, err := s.cfg.Sources.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
 			s.addCreator(keys[i], vals[i])
 		}
+		total += n
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			// The map is emptied each check: its fill is the number of
+			// sources seen in one check interval.
+			s.m.MapEntries.WithLabelValues("ct_sources").Set(float64(total))
+			s.m.MapCapacity.WithLabelValues("ct_sources").Set(float64(s.cfg.Sources.MaxEntries()))
 			return
 		}
 		if err != nil {
