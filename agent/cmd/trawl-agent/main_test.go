@@ -383,16 +383,24 @@ func TestConntrackSaturationIsReportedWithDropsAndTheTopCreator(t *testing.T) {
 	}
 	// Established connections are assured: conntrack cannot evict them,
 	// so once the table is full new SYNs are dropped.
-	for i := 0; i < max+16; i++ {
-		dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		c, err := client.Dial(dctx, "tcp", ln.Addr().String())
-		cancel()
-		if err == nil {
+	dial := func(timeout time.Duration) {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if c, err := client.Dial(dctx, "tcp", ln.Addr().String()); err == nil {
 			mu.Lock()
 			held = append(held, c)
 			mu.Unlock()
 		}
 	}
+	for i := 0; i < max; i++ {
+		dial(2 * time.Second)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); dial(500 * time.Millisecond) }()
+	}
+	wg.Wait()
 	full := a.waitFor(t, 15*time.Second, "a conntrack sample at >= 95 %", func(r *observerv1.GetFlowsResponse) bool {
 		return r.GetConntrack().GetUtilization() >= 0.95
 	})
