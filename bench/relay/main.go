@@ -39,6 +39,7 @@ var (
 	queryFlows  = flag.Int("query-flows", 50_000_000, "flows in the query data set (0: skip queries)")
 	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
 	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
+	keep        = flag.Bool("keep", false, "keep the query data set (database bench_query) and reuse it when its size matches")
 )
 
 func main() {
@@ -61,6 +62,10 @@ func main() {
 	log.Printf("ClickHouse %s; generating %d flows…", version, *nFlows)
 	end := time.Now().Truncate(time.Minute)
 	batches := generate(*nFlows, end)
+	if *runs == 0 {
+		queries(ctx, dsn, conn, end)
+		return
+	}
 	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
 	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw |%s\n", relayHeader())
 	fmt.Printf("|---|---|---|---|%s\n", relayRule())
