@@ -55,7 +55,7 @@ func newCheckCommand() *cobra.Command {
   trawl policy check --kubeconfig ~/.kube/config --all-pairs --ports 80/TCP,81/TCP -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runCheck(cmd.Context(), cmd.OutOrStdout(), o)
+			return runCheck(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -160,7 +160,7 @@ func endpoint(v *kube.View, s string) (policy.Endpoint, string, error) {
 	return policy.Endpoint{Pod: ep.Pod, IP: ep.Pod.IPs[0]}, s, nil
 }
 
-func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
+func runCheck(ctx context.Context, w, errw io.Writer, o checkOptions) error {
 	ports, err := o.validate()
 	if err != nil {
 		return usage.Error(err)
@@ -179,7 +179,12 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 	}
 	v := store.View()
 	if err := v.EngineError(); err != nil {
-		return usage.Error(err) // a policy the user wrote does not parse: say so, don't guess
+		if o.manifests != "" {
+			return usage.Error(err) // a policy the user wrote does not parse: say so, don't guess
+		}
+		// A live cluster's broken policy is not this command's input error:
+		// report it and judge with the others, as the relay does.
+		fmt.Fprintf(errw, "warning: %v\n", err)
 	}
 	if o.allPairs {
 		return allPairs(w, v, ports, o.output)

@@ -172,6 +172,7 @@ func TestBadInputIsOneClearUsageError(t *testing.T) {
 		{"endpoint without namespace", []string{"check", "--manifests", demo, "--from", "postgres-0", "--to", "databases/postgres-0", "--port", "5432"}, "want NAMESPACE/POD"},
 		{"missing manifests", []string{"check", "--manifests", "/nonexistent/trawl", "--all-pairs", "--ports", "80"}, "/nonexistent/trawl"},
 		{"no subcommand", []string{}, "missing subcommand"},
+		{"a policy in the manifests that does not parse", []string{"check", "--manifests", "testdata/broken.yaml", "--all-pairs", "--ports", "80"}, "x/bad-port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
