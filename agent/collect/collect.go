@@ -104,6 +104,18 @@ type Collector struct {
 // New makes a collector; Run starts it.
 func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Agent) *Collector {
 	cfg.setDefaults()
+	// Series exist from the start, not from the first poll.
+	if dp.Conntrack != nil {
+		m.ConntrackNew.WithLabelValues(cfg.NodeName)
+	}
+	m.MapCapacity.WithLabelValues("flows").Set(float64(dp.Flow.Flows.MaxEntries()))
+	m.MapEntries.WithLabelValues("flows")
+	m.PollDuration.WithLabelValues("flows")
+	if dp.Drop != nil {
+		m.PollDuration.WithLabelValues("drops")
+		m.MapCapacity.WithLabelValues("drops").Set(float64(dp.Drop.Drops.MaxEntries()))
+		m.MapEntries.WithLabelValues("drops")
+	}
 	return &Collector{
 		cfg: cfg, dp: dp, pub: pub, m: m,
 		flows:  map[bpf.FlowFlowKey]flowState{},

@@ -166,6 +166,7 @@ type Sampler struct {
 // New makes a sampler; Run starts it.
 func New(cfg Config, pub export.Publisher, m *metrics.Agent) *Sampler {
 	cfg.setDefaults()
+	m.PollDuration.WithLabelValues("conntrack")
 	return &Sampler{cfg: cfg, pub: pub, m: m, creators: map[netip.Addr]uint64{}}
 }
 
