@@ -6,10 +6,14 @@ package enrich
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/policy"
@@ -240,4 +244,32 @@ func PolicyDrops(f *flowv1.Flow, fn func(namespace, policy string, packets uint6
 	for _, p := range f.EgressDeniedBy {
 		fn(p.Namespace, p.Name, n)
 	}
+}
+
+// PolicyVerdictRecord derives the policy-verdict event of an enriched flow,
+// like Hubble's PolicyVerdict events: for the first packet of a connection
+// (FLOW_NEW) that a policy allowed, and for a drop the policies explain
+// (POLICY_DENIED), a copy with event_kind POLICY_VERDICT, which
+// `observe --type policy-verdict` selects. Other flows give nil. The copy's
+// uuid is derived from the original's, so a resend derives the same one;
+// like every instant event it is never added to byte or packet totals.
+//
+// The relay calls it after Enrich and ingests the result beside the flow.
+func PolicyVerdictRecord(f *flowv1.Flow) *flowv1.Flow {
+	switch {
+	case f.EventKind == flowv1.EventKind_FLOW_NEW && f.Verdict == flowv1.Verdict_FORWARDED &&
+		len(f.IngressAllowedBy)+len(f.EgressAllowedBy) > 0:
+	case f.Verdict == flowv1.Verdict_DROPPED && f.DropReasonDesc == ReasonPolicyDenied:
+	default:
+		return nil
+	}
+	pv := proto.Clone(f).(*flowv1.Flow)
+	pv.EventKind = flowv1.EventKind_POLICY_VERDICT
+	if f.Uuid != "" {
+		sum := sha1.Sum([]byte(f.Uuid + "/policy-verdict"))
+		sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
+		sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
+		pv.Uuid = fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
+	}
+	return pv
 }

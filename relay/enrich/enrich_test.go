@@ -234,3 +234,48 @@ func TestWithoutASourceFlowsAreLeftAlone(t *testing.T) {
 		t.Error("manifests and kubeconfig together were accepted")
 	}
 }
+
+func TestPolicyVerdictRecordsAreDerivedForDecidedConnections(t *testing.T) {
+	e := newDemo(t)
+	newConn := func(src, dst string, port uint32) *flowv1.Flow {
+		f := tcpFlow(src, dst, port, flowv1.Verdict_FORWARDED, "")
+		f.EventKind, f.Uuid = flowv1.EventKind_FLOW_NEW, "6f1c2a3b-0000-4000-8000-000000000001"
+		return f
+	}
+	agg := tcpFlow(gateway, payments, 8080, flowv1.Verdict_FORWARDED, "")
+	agg.EventKind = flowv1.EventKind_AGGREGATE
+	drop := tcpFlow(frontend, postgres, 5432, flowv1.Verdict_DROPPED, "NETFILTER_DROP")
+	drop.EventKind = flowv1.EventKind_DROP
+	unexplained := tcpFlow(gateway, frontend, 80, flowv1.Verdict_DROPPED, "NETFILTER_DROP")
+	for _, tc := range []struct {
+		name string
+		f    *flowv1.Flow
+		want bool
+	}{
+		{"a new connection a policy allowed", newConn(gateway, payments, 8080), true},
+		{"a new connection no policy decided", newConn(loadgen, frontend, 80), false},
+		{"an aggregate record", agg, false},
+		{"a policy drop", drop, true},
+		{"a netfilter drop the policies do not explain", unexplained, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.Enrich(tc.f)
+			pv := PolicyVerdictRecord(tc.f)
+			if (pv != nil) != tc.want {
+				t.Fatalf("derived %v, want a record: %v", pv, tc.want)
+			}
+			if pv == nil {
+				return
+			}
+			if pv.EventKind != flowv1.EventKind_POLICY_VERDICT || pv.Verdict != tc.f.Verdict || policyNames(pv.IngressAllowedBy) != policyNames(tc.f.IngressAllowedBy) {
+				t.Errorf("derived record %v", pv)
+			}
+			if tc.f.Uuid != "" && (pv.Uuid == tc.f.Uuid || pv.Uuid != PolicyVerdictRecord(tc.f).Uuid || len(pv.Uuid) != 36) {
+				t.Errorf("uuid %q from %q: want a distinct, stable UUID", pv.Uuid, tc.f.Uuid)
+			}
+			if tc.f.EventKind == flowv1.EventKind_POLICY_VERDICT {
+				t.Error("the original flow was changed")
+			}
+		})
+	}
+}
