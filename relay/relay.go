@@ -77,6 +77,9 @@ type Config struct {
 	// Writer batching (0: the store's defaults).
 	BatchRows     int
 	BatchInterval time.Duration
+	// QueueRows bounds rows waiting for ClickHouse (decoded, about 1 KiB
+	// each); a full queue stops acks and reads, so agents buffer instead.
+	QueueRows int
 
 	// IngestTLS: Cert/Key serve TLS to agents; CA turns on mutual TLS (a
 	// stream without a client certificate signed by CA is refused).
@@ -130,6 +133,7 @@ func DefaultConfig() Config {
 		MetricsAddr:         ":9966",
 		ClickHouseDSN:       dsn,
 		Retention:           7 * 24 * time.Hour,
+		QueueRows:           200_000,
 		Limits:              ingest.Limits{MaxBatchBytes: ingest.DefaultMaxBatchBytes, MaxBatchRecords: ingest.DefaultMaxBatchRecords},
 		MaxObserverMsgBytes: 4 << 20,
 		Keepalive:           30 * time.Second,
@@ -148,6 +152,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")
 	fs.IntVar(&cfg.BatchRows, "insert-batch-rows", cfg.BatchRows, "rows per ClickHouse insert (0: store default)")
 	fs.DurationVar(&cfg.BatchInterval, "insert-interval", cfg.BatchInterval, "longest wait before an insert (0: store default)")
+	fs.IntVar(&cfg.QueueRows, "insert-queue-rows", cfg.QueueRows, "rows held for ClickHouse before ingest pushes back on agents (0: store default)")
 	fs.StringVar(&cfg.IngestTLS.Cert, "tls-cert", cfg.IngestTLS.Cert, "certificate file for the ingest listener (reloaded on change)")
 	fs.StringVar(&cfg.IngestTLS.Key, "tls-key", cfg.IngestTLS.Key, "key file for the ingest listener")
 	fs.StringVar(&cfg.IngestTLS.CA, "tls-ca", cfg.IngestTLS.CA, "CA file of agent client certificates: turns on mutual TLS for ingest")

@@ -77,7 +77,8 @@ type Config struct {
 	// Insecure sends in plaintext; only when asked for explicitly.
 	Insecure bool
 	// MaxInflight bounds batches sent but not yet acknowledged on one stream
-	// (default 32).
+	// (default 128). The relay acks only after its ClickHouse insert, which
+	// may wait for a full insert block: the window must cover that.
 	MaxInflight int
 	// LostCounter is trawl_agent_lost_events_total (label "cause") when the
 	// caller already registered it. Optional.
@@ -95,7 +96,7 @@ const (
 	DefaultBatchRecords      = 1000
 	DefaultFlushInterval     = time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
-	DefaultMaxInflight       = 32
+	DefaultMaxInflight       = 128
 )
 
 // RegisterFlags adds the shipper's flags to fs, writing into cfg.

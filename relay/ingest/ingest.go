@@ -514,6 +514,9 @@ type Metrics struct {
 	drops        *prometheus.CounterVec
 	policyDrops  *prometheus.CounterVec
 	lastInsert   atomic.Int64
+	// flowCounters caches trawl_relay_flows_total children by
+	// [direction][verdict] enum value: the label lookup runs per flow.
+	flowCounters [3][8]prometheus.Counter
 }
 
 // NewMetrics creates and registers the ingest metrics. lost is the relay's
@@ -535,6 +538,11 @@ func NewMetrics(reg prometheus.Registerer, lost *prometheus.CounterVec) *Metrics
 	if reg != nil {
 		reg.MustRegister(m.records, m.batches, m.batchRecords, m.dedup, m.connected, m.lastSeen, m.flows, m.drops, m.policyDrops)
 	}
+	for d := range m.flowCounters {
+		for v := range m.flowCounters[d] {
+			m.flowCounters[d][v] = m.flows.WithLabelValues(directionLabel(flowv1.TrafficDirection(d)), verdictLabel(flowv1.Verdict(v)))
+		}
+	}
 	for _, k := range []string{"flow", "conntrack", "lost_events"} {
 		m.records.WithLabelValues(k)
 	}
@@ -547,7 +555,12 @@ func NewMetrics(reg prometheus.Registerer, lost *prometheus.CounterVec) *Metrics
 func (m *Metrics) countFlow(f *flowv1.Flow) {
 	switch f.GetEventKind() {
 	case flowv1.EventKind_AGGREGATE:
-		m.flows.WithLabelValues(directionLabel(f.GetTrafficDirection()), verdictLabel(f.GetVerdict())).Inc()
+		d, v := f.GetTrafficDirection(), f.GetVerdict()
+		if int(d) < len(m.flowCounters) && int(v) < len(m.flowCounters[0]) {
+			m.flowCounters[d][v].Inc()
+		} else {
+			m.flows.WithLabelValues(directionLabel(d), verdictLabel(v)).Inc()
+		}
 	case flowv1.EventKind_DROP:
 		reason := f.GetDropReasonDesc()
 		if reason == "" {
