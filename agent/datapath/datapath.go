@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/agent/dropreason"
@@ -34,6 +35,9 @@ type Config struct {
 	Interfaces []string
 	// AttachMode is "auto" (tcx when the kernel has it, else tc), "tcx" or "tc".
 	AttachMode string
+	// DropHook is "auto" (tp_btf, else the classic tracepoint), "tp_btf"
+	// or "tracepoint".
+	DropHook string
 	// FlowMapSize is the capacity of the flow aggregation map.
 	FlowMapSize uint32
 	// DropMapSize is the capacity of the drop aggregation map.
@@ -55,6 +59,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.AttachMode == "" {
 		c.AttachMode = "auto"
+	}
+	if c.DropHook == "" {
+		c.DropHook = "auto"
 	}
 	if c.FlowMapSize == 0 {
 		c.FlowMapSize = 131072
@@ -79,6 +86,11 @@ func (c *Config) Validate() error {
 	case "", "auto", "tcx", "tc":
 	default:
 		return fmt.Errorf("attach mode %q: want auto, tcx or tc", c.AttachMode)
+	}
+	switch c.DropHook {
+	case "", "auto", "tp_btf", "tracepoint":
+	default:
+		return fmt.Errorf("drop hook %q: want auto, tp_btf or tracepoint", c.DropHook)
 	}
 	for _, g := range c.Interfaces {
 		if _, err := filepath.Match(g, "x"); err != nil {
@@ -234,7 +246,10 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 	}
 
 	var btfObjs dropBTF
-	errBTF := spec.LoadAndAssign(&btfObjs, nil)
+	errBTF := errors.New("--drop-hook tracepoint")
+	if d.cfg.DropHook != "tracepoint" {
+		errBTF = spec.LoadAndAssign(&btfObjs, nil)
+	}
 	if errBTF == nil {
 		l, err := link.AttachTracing(link.TracingOptions{Program: btfObjs.Prog})
 		if err == nil {
@@ -247,13 +262,20 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 			btfObjs.DropMaps.Close()
 		}
 	}
+	if !d.Features.TPBTF && d.cfg.DropHook == "tp_btf" {
+		return fmt.Errorf("attach tp_btf/kfree_skb: %w", errBTF)
+	}
 	if !d.Features.TPBTF {
 		d.Features.Detail["tp_btf"] = "off: " + errBTF.Error()
 		var tpObjs dropTP
 		if err := spec.LoadAndAssign(&tpObjs, nil); err != nil {
 			return fmt.Errorf("load kfree_skb tracepoint program (tp_btf failed: %v): %w", errBTF, err)
 		}
-		l, err := link.Tracepoint("skb", "kfree_skb", tpObjs.Prog, nil)
+		var l link.Link
+		err := withTracefs(func() (err error) {
+			l, err = link.Tracepoint("skb", "kfree_skb", tpObjs.Prog, nil)
+			return err
+		})
 		if err != nil {
 			tpObjs.Prog.Close()
 			tpObjs.DropMaps.Close()
@@ -270,6 +292,23 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 		}
 	}
 	return nil
+}
+
+// withTracefs runs fn with tracefs reachable: `ip netns exec` and many
+// containers mount a fresh /sys without it. A tracefs mounted here is
+// unmounted again when fn returns (an attached tracepoint does not need it).
+func withTracefs(fn func() error) error {
+	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(p); err == nil {
+			return fn()
+		}
+	}
+	const mnt = "/sys/kernel/tracing"
+	if err := unix.Mount("tracefs", mnt, "tracefs", 0, ""); err != nil {
+		return fn() // let the library say what is missing
+	}
+	defer unix.Unmount(mnt, 0)
+	return fn()
 }
 
 // loadConntrack attaches the netfilter program after conntrack on

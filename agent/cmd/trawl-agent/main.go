@@ -68,6 +68,7 @@ func main() {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	fs.StringSliceVar(&o.dp.Interfaces, "interfaces", nil, "interface name globs to watch (default: veth-like pod interfaces and the default-route interfaces)")
 	fs.StringVar(&o.dp.AttachMode, "attach-mode", "auto", "auto, tcx or tc")
+	fs.StringVar(&o.dp.DropHook, "drop-hook", "auto", "auto, tp_btf or tracepoint (skb:kfree_skb attachment)")
 	fs.StringVar(&o.dp.DropReasons, "drop-reasons", "", `kernel drop reasons to report: "all", a list, or "-NAME" to remove from the default (all but NOT_SPECIFIED and CONSUMED)`)
 	fs.Uint32Var(&o.dp.FlowMapSize, "flow-map-size", 131072, "capacity of the in-kernel flow map")
 	fs.Uint64Var(&o.dp.EventsPerSecond, "event-rate", 1000, "instant events (new flow, close, first drop) per second per CPU before suppression")

@@ -296,13 +296,22 @@ func dropMatch(src, dst string, dport uint32, reason string) func(*observerv1.Ge
 }
 
 func TestKernelDropsAreReportedWithTheKernelsReason(t *testing.T) {
+	for _, hook := range []string{"tp_btf", "tracepoint"} {
+		t.Run("from "+hook, func(t *testing.T) { testKernelDrops(t, hook) })
+	}
+}
+
+func testKernelDrops(t *testing.T, hook string) {
 	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "server"}})
 	client, server := bed.Pod("client"), bed.Pod("server")
 	ctx := context.Background()
 	if _, err := bed.Node.Run(ctx, "iptables", "-I", "FORWARD", "-p", "tcp", "-d", server.IP.String(), "--dport", "9999", "-j", "DROP"); err != nil {
 		t.Fatal(err)
 	}
-	a := startAgent(t, bed)
+	a := startAgent(t, bed, "--drop-hook", hook)
+	if want := "enabled=btf,tcx," + hook; !strings.Contains(a.stderr.String(), want) {
+		t.Errorf("startup log lacks %q:\n%s", want, a.stderr.String())
+	}
 
 	dial := func(port int) error {
 		ctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
@@ -501,12 +510,16 @@ func qdiscs(t *testing.T, ns *testbed.Netns, ifname string) string {
 }
 
 func TestAgentLeavesNothingBehind(t *testing.T) {
-	t.Run("after SIGTERM, in both attach modes", func(t *testing.T) {
+	t.Run("after SIGTERM, with the preferred hooks and with the fallbacks", func(t *testing.T) {
 		for _, mode := range []string{"tcx", "tc"} {
 			t.Run(mode, func(t *testing.T) {
 				bed := testbed.NewT(t, testbed.Config{Pods: []string{"a"}})
 				pod := bed.Pod("a")
-				a := startAgent(t, bed, "--attach-mode", mode)
+				dropHook := "tp_btf"
+				if mode == "tc" {
+					dropHook = "tracepoint"
+				}
+				a := startAgent(t, bed, "--attach-mode", mode, "--drop-hook", dropHook)
 				progs, maps := bpfIDs(t, a.cmd.Process.Pid)
 				if len(progs) < 3 || len(maps) < 3 {
 					t.Fatalf("agent holds programs %v and maps %v, want the flow, drop and conntrack objects", progs, maps)
