@@ -43,6 +43,11 @@ type Endpoint struct {
 	// UID of the pod, to tell a reused address from the same pod.
 	UID string
 
+	// idx is Pod's index in engine, the engine of the View that built this
+	// Endpoint: verdicts for it take the integer path.
+	idx    int32
+	engine *policy.Engine
+
 	proto        *flowv1.Endpoint // pods
 	host, remote *flowv1.Endpoint // nodes: seen from that node / from another
 	fingerprint  string
@@ -50,6 +55,15 @@ type Endpoint struct {
 
 // Proto is the flow endpoint to attach to a flow seen on localNode: a node's
 // address is reserved:host on itself and reserved:remote-node elsewhere.
+// Index is the endpoint's pod index in eng (policy.Engine.EvaluateIndex),
+// -1 when it is not a pod or eng is not the engine it was built with.
+func (e *Endpoint) Index(eng *policy.Engine) int32 {
+	if e.engine == eng && e.Pod != nil {
+		return e.idx
+	}
+	return -1
+}
+
 func (e *Endpoint) Proto(localNode string) *flowv1.Endpoint {
 	if e.Kind == KindNode {
 		if localNode != "" && localNode == e.Node {
@@ -257,7 +271,7 @@ func (s *Store) build(prev *View, o *objects, version uint64) *View {
 	}
 	for i, ep := range v.engine.Pods() {
 		src := podEps[pods[i]]
-		src.Pod = ep
+		src.Pod, src.idx, src.engine = ep, v.engine.Index(ep), v.engine
 		v.pods[ep.Key()] = src
 		for _, ip := range ep.IPs {
 			current[ip] = src

@@ -449,6 +449,40 @@ func (e *Engine) compilePeer(ns string, p networkingv1.NetworkPolicyPeer) (compi
 	return cp, nil
 }
 
+// Index is p's index in the engine, or -1 when p is not one of its pods.
+func (e *Engine) Index(p *Pod) int32 {
+	if e.Own(p) {
+		return p.idx
+	}
+	return -1
+}
+
+// EvaluateIndex is Evaluate for ends given by engine index (from Index; -1
+// for an end that is not a pod, judged by its address). It saves the hot
+// path from touching the Pod structs when the verdict is cached.
+func (e *Engine) EvaluateIndex(src, dst int32, srcIP, dstIP netip.Addr, port uint16, proto Protocol) *Verdict {
+	if e.cache != nil {
+		k := cacheKey{src: src, dst: dst, port: port, proto: proto}
+		if src < 0 {
+			k.srcIP = srcIP
+		}
+		if dst < 0 {
+			k.dstIP = dstIP
+		}
+		if v := e.cache.get(k); v != nil {
+			return v
+		}
+	}
+	s, d := Endpoint{IP: srcIP}, Endpoint{IP: dstIP}
+	if src >= 0 {
+		s.Pod = e.pods[src]
+	}
+	if dst >= 0 {
+		d.Pod = e.pods[dst]
+	}
+	return e.Evaluate(s, d, port, proto)
+}
+
 // Evaluate judges a connection from src to dst on port/proto (port 0 and
 // ProtoOther for protocols without ports). Verdicts are cached per
 // (source, destination, port, protocol).

@@ -185,7 +185,7 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 		if src.Pod == nil && dst.Pod == nil {
 			return
 		}
-		vd := v.Engine().Evaluate(policy.Endpoint{Pod: src.Pod, IP: srcIP}, policy.Endpoint{Pod: dst.Pod, IP: dstIP}, port, proto)
+		vd := verdict(v.Engine(), src, dst, srcIP, dstIP, port, proto)
 		// A forwarded flow that the policies would deny is most likely a
 		// reply the agent could not mark; never attach a contradiction.
 		if vd.Allowed() {
@@ -196,7 +196,7 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 		if f.DropReasonKernel != ReasonNetfilterDrop || (src.Pod == nil && dst.Pod == nil) {
 			return
 		}
-		vd := v.Engine().Evaluate(policy.Endpoint{Pod: src.Pod, IP: srcIP}, policy.Endpoint{Pod: dst.Pod, IP: dstIP}, port, proto)
+		vd := verdict(v.Engine(), src, dst, srcIP, dstIP, port, proto)
 		if vd.Allowed() {
 			return // the policies do not explain this drop: keep the kernel's reason
 		}
@@ -208,6 +208,16 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 			f.EgressDeniedBy = vd.Egress.DeniedBy
 		}
 	}
+}
+
+// verdict takes the integer path when both ends are pods of the current
+// engine (or no pods at all), the general one for pods that have gone.
+func verdict(eng *policy.Engine, src, dst *kube.Endpoint, srcIP, dstIP netip.Addr, port uint16, proto policy.Protocol) *policy.Verdict {
+	si, di := src.Index(eng), dst.Index(eng)
+	if (si >= 0 || src.Pod == nil) && (di >= 0 || dst.Pod == nil) {
+		return eng.EvaluateIndex(si, di, srcIP, dstIP, port, proto)
+	}
+	return eng.Evaluate(policy.Endpoint{Pod: src.Pod, IP: srcIP}, policy.Endpoint{Pod: dst.Pod, IP: dstIP}, port, proto)
 }
 
 // EnrichConntrack names the endpoints of the sample's top creators.
