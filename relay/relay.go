@@ -133,7 +133,7 @@ func DefaultConfig() Config {
 		MetricsAddr:         ":9966",
 		ClickHouseDSN:       dsn,
 		Retention:           7 * 24 * time.Hour,
-		QueueRows:           200_000,
+		QueueRows:           100_000,
 		Limits:              ingest.Limits{MaxBatchBytes: ingest.DefaultMaxBatchBytes, MaxBatchRecords: ingest.DefaultMaxBatchRecords},
 		MaxObserverMsgBytes: 4 << 20,
 		Keepalive:           30 * time.Second,
