@@ -142,6 +142,11 @@ func l4(f *flowv1.Flow) (port uint16, proto policy.Protocol) {
 // POLICY_DENIED with ingress_denied_by / egress_denied_by; one the policies
 // allow keeps its kernel reason and blames no policy.
 func (e *Enricher) Enrich(f *flowv1.Flow) {
+	if f.Verdict == flowv1.Verdict_DROPPED && f.DropReasonDesc == "" {
+		// The contract: the description is the kernel's reason unless the
+		// policies explain the drop.
+		f.DropReasonDesc = f.DropReasonKernel
+	}
 	if e.store == nil || f.GetIP() == nil {
 		return
 	}

@@ -230,6 +230,11 @@ func TestWithoutASourceFlowsAreLeftAlone(t *testing.T) {
 	if f.Source != nil || f.DropReasonDesc != "NETFILTER_DROP" || len(f.IngressDeniedBy) > 0 {
 		t.Errorf("flow changed without a metadata source: %v", f)
 	}
+	bare := &flowv1.Flow{Verdict: flowv1.Verdict_DROPPED, DropReasonKernel: "NO_SOCKET"}
+	e.Enrich(bare)
+	if bare.DropReasonDesc != "NO_SOCKET" {
+		t.Errorf("an empty drop_reason_desc was not filled with the kernel's reason: %q", bare.DropReasonDesc)
+	}
 	if _, err := New(context.Background(), Config{Manifests: demoManifests, Kubeconfig: "/x"}); err == nil {
 		t.Error("manifests and kubeconfig together were accepted")
 	}
