@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	"github.com/trawl-dev/trawl/internal/version"
@@ -298,7 +299,7 @@ func New(cfg Config) (*Relay, error) {
 		}
 	})
 	mtls := cfg.IngestTLS.CA != ""
-	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, Enricher: enr, Log: cfg.Log},
+	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, Enricher: enr, Log: cfg.Log, AlreadyStored: storedCheck(back)},
 		back, r.hub, r.nodes, ingest.NewMetrics(cfg.Registry, m.lost))
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {
@@ -481,6 +482,26 @@ func (r *Relay) run(ctx context.Context) error {
 	wg.Wait()
 	r.log.Info("relay stopped")
 	return runErr
+}
+
+// storedCheck looks a flow up by uuid around its time (the sort key makes
+// that a small read).
+func storedCheck(st observer.Store) func(ctx context.Context, uuid string, at time.Time) (bool, error) {
+	return func(ctx context.Context, uuid string, at time.Time) (bool, error) {
+		found := false
+		err := st.QueryFlows(ctx, &observerv1.GetFlowsRequest{
+			Number:    1,
+			Allowlist: []*observerv1.FlowFilter{{Uuid: []string{uuid}}},
+			Since:     timestamppb.New(at.Add(-time.Second)),
+			Until:     timestamppb.New(at.Add(time.Second)),
+		}, func(r *observerv1.GetFlowsResponse) error {
+			if r.GetFlow().GetUuid() == uuid {
+				found = true
+			}
+			return nil
+		})
+		return found, err
+	}
 }
 
 // stop drains a gRPC server, cutting long streams after timeout.

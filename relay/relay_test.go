@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,11 +175,21 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 func acked(s *shipper.Shipper) bool { q, _ := s.Stats(); return q == 0 }
 
-// proxy forwards TCP and can cut every connection, like a network fault.
+// proxy forwards TCP and can cut every connection, like a network fault,
+// hold back what the server sends (acks lost in the network), and switch
+// to another server.
 type proxy struct {
-	lis   net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	lis    net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	target string
+	paused atomic.Bool
+}
+
+func (p *proxy) retarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -186,7 +197,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{lis: lis}
+	p := &proxy{lis: lis, target: target}
 	t.Cleanup(func() { lis.Close(); p.cut() })
 	go func() {
 		for {
@@ -194,7 +205,10 @@ func newProxy(t *testing.T, target string) *proxy {
 			if err != nil {
 				return
 			}
-			u, err := net.Dial("tcp", target)
+			p.mu.Lock()
+			to := p.target
+			p.mu.Unlock()
+			u, err := net.Dial("tcp", to)
 			if err != nil {
 				c.Close()
 				continue
@@ -203,7 +217,24 @@ func newProxy(t *testing.T, target string) *proxy {
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
+			go func() { // server → client, held back while paused
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := u.Read(buf)
+					for p.paused.Load() {
+						time.Sleep(10 * time.Millisecond)
+					}
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
 		}
 	}()
 	return p
@@ -790,5 +821,55 @@ func TestGetTopAnswersFromTheRollupsAndRejectsAMissingKind(t *testing.T) {
 	}
 	if len(top.GetEntries()) == 0 || top.GetEntries()[0].GetBytes() == 0 {
 		t.Fatalf("top talkers %v, want entries with bytes", top)
+	}
+}
+
+func TestAResendToARestartedRelayAfterALostAckIsNotStoredTwice(t *testing.T) {
+	dsn := chtest.Database(t)
+	newRelay := func() (*relay.Relay, func()) {
+		cfg := relay.DefaultConfig()
+		cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+		cfg.ClickHouseDSN, cfg.Insecure, cfg.BatchInterval, cfg.Log = dsn, true, 50*time.Millisecond, quietLog()
+		r, err := relay.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = r.Run(ctx); close(done) }()
+		return r, func() { cancel(); <-done }
+	}
+	a, stopA := newRelay()
+	p := newProxy(t, a.IngestAddr())
+	s := startShipper(t, p.lis.Addr().String(), "node-a", nil)
+	waitFor(t, "the agent on relay A", 10*time.Second, func() bool { return metric(t, a, "trawl_relay_connected_agents") == 1 })
+	p.paused.Store(true) // relay A's acks never reach the agent
+	// Relay A stores each batch in an insert of its own; relay B will get
+	// the resends together, so ClickHouse's per-insert token alone would
+	// not recognise them.
+	const n = 120
+	for i := range n {
+		publish(s, realisticFlow(i, time.Now()))
+		if (i+1)%40 == 0 {
+			s.Flush()
+			waitFor(t, "relay A to store the batch", 30*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows == uint64(i+1) })
+		}
+	}
+	if acked(s) {
+		t.Fatal("acks reached the agent although the network held them back")
+	}
+	p.cut()
+	stopA()
+	b, stopB := newRelay()
+	defer stopB()
+	p.retarget(b.IngestAddr())
+	p.paused.Store(false)
+	waitFor(t, "relay B to acknowledge the resends", 30*time.Second, func() bool { return acked(s) })
+	rows, distinct := countRows(t, dsn, "flows")
+	if rows != n || distinct != n {
+		t.Fatalf("flows table holds %d rows (%d distinct) after the resend, want exactly %d", rows, distinct, n)
+	}
+	if metric(t, b, "trawl_relay_dedup_hits_total") == 0 {
+		t.Error("relay B did not count the resent batches as dedup hits")
 	}
 }

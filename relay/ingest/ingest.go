@@ -78,6 +78,14 @@ type Config struct {
 	RequireClientCert bool
 	Enricher          Enricher
 	Log               *slog.Logger
+	// AlreadyStored, when set, tells whether the flow with this uuid and
+	// time is in ClickHouse. It guards the batches a reconnecting agent
+	// resends to a relay that has no memory of them (another replica, or
+	// this one restarted): the ack of a stored batch may have been lost
+	// with the old stream. The writer stores batches in arrival order, so
+	// the stored ones are a prefix of what the agent resends: checking
+	// stops at the first batch not found, usually after one query.
+	AlreadyStored func(ctx context.Context, uuid string, at time.Time) (bool, error)
 }
 
 // Server implements ingestv1.IngestServiceServer.
@@ -161,6 +169,7 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		log.Info("agent disconnected", "reason", reason)
 	}()
 
+	checking := s.cfg.AlreadyStored != nil
 	// The sender owns stream.Send after the welcome; acks come from the
 	// writer's goroutine through the outbox.
 	sendErr := make(chan error, 1)
@@ -197,7 +206,7 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		case *ingestv1.StreamRequest_Batch:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Seen(node)
-			s.handleBatch(hello, x.Batch, out.put)
+			s.handleBatch(ctx, hello, x.Batch, out.put, &checking)
 		case *ingestv1.StreamRequest_Heartbeat:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Heartbeat(node, x.Heartbeat)
@@ -216,7 +225,7 @@ func Key(node, boot string, seq uint64) string {
 	return node + "/" + boot + "/" + strconv.FormatUint(seq, 10)
 }
 
-func (s *Server) handleBatch(hello *ingestv1.Hello, b *ingestv1.Batch, send func(*ingestv1.StreamResponse)) {
+func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, send func(*ingestv1.StreamResponse), checking *bool) {
 	boot, seq := b.GetBootId(), b.GetSequence()
 	if err := ValidateBatch(b, hello, s.cfg.Limits); err != nil {
 		s.m.batches.WithLabelValues("rejected").Inc()
@@ -252,11 +261,42 @@ func (s *Server) handleBatch(hello *ingestv1.Hello, b *ingestv1.Batch, send func
 	s.pending[key] = &pendingBatch{acks: []func(){answer(false)}}
 	s.mu.Unlock()
 
+	if *checking && len(b.GetFlows()) > 0 {
+		stored, err := s.storedBefore(ctx, node, b)
+		switch {
+		case err != nil:
+			*checking = false
+			s.log.Warn("cannot check whether a resent batch is stored; storing it", "key", key, "err", err)
+		case stored:
+			s.mu.Lock()
+			s.pending[key].acks[0] = answer(true)
+			s.mu.Unlock()
+			s.settle(node, boot, seq, key, nil)
+			s.m.batches.WithLabelValues("duplicate").Inc()
+			s.m.dedup.Inc()
+			return
+		default:
+			*checking = false
+		}
+	}
+
 	recs := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
 	s.hub.Publish(key, recs)
 	sb := &Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
+}
+
+// storedBefore asks ClickHouse whether the batch's first flow is stored.
+func (s *Server) storedBefore(ctx context.Context, node string, b *ingestv1.Batch) (bool, error) {
+	f := b.GetFlows()[0]
+	id := f.GetUuid()
+	if id == "" {
+		id = shipper.FlowUUID(node, b.GetBootId(), b.GetSequence(), 0)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return s.cfg.AlreadyStored(qctx, id, f.GetTime().AsTime())
 }
 
 // prepare completes, enriches and counts the records of an accepted batch and
