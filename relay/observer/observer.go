@@ -103,6 +103,9 @@ func recordKey(r *observerv1.GetFlowsResponse) string {
 	return ""
 }
 
+// maxQueued bounds the live records held while history streams.
+const maxQueued = 1 << 20
+
 // flowStream says which hub records belong on GetFlows: flows and lost
 // events (conntrack samples have GetConntrack).
 func flowStream(r *observerv1.GetFlowsResponse) bool {
@@ -190,6 +193,10 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 				case r := <-sub.C():
 					k := recordKey(r)
 					if _, dup := later[k]; dup && k != "" {
+						continue
+					}
+					if len(queued) >= maxQueued {
+						sub.AddLost(1) // reported like any slow follower's loss
 						continue
 					}
 					later[k] = struct{}{}
