@@ -11,6 +11,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 go test -run '^$' -bench 'Evaluate|BaselineMapLookup|Compile' -benchtime "$BENCHTIME" -count "$COUNT" -cpu 1 ./internal/policy/ >>"$out"
 go test -run '^$' -bench 'Enrich|BaselineParseAndLookup' -benchtime "$BENCHTIME" -count "$COUNT" -cpu 1 ./relay/enrich/ >>"$out"
+go test -run '^$' -bench 'Rebuild' -benchtime 10x -count "$COUNT" -cpu 1 ./internal/kube/ >>"$out"
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 echo "# Policy and enrichment benchmark run"

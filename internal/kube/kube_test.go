@@ -318,3 +318,47 @@ func writeFile(t *testing.T, dir, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestABrokenReloadKeepsTheLastGoodState(t *testing.T) {
+	dir := writeManifests(t, clusterYAML)
+	s := openManifests(t, dir, StoreConfig{})
+	writeFile(t, dir, "apiVersion: v1\nkind: Pod\nmetadata: [not, a, map]\n")
+	// Give the poller several rounds; the state must not change.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if s.View().Pod("shop", "db-0") == nil {
+			t.Fatal("a manifest that does not parse replaced the state")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	writeFile(t, dir, clusterYAML+"\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: shop}\nstatus: {podIP: 10.244.9.9}\n")
+	waitView(t, s, func(v *View) bool { return v.Pod("shop", "late") != nil })
+}
+
+func TestDualStackPodsAreFoundByEitherAddress(t *testing.T) {
+	s := openManifests(t, writeManifests(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: ds, namespace: shop, uid: d1}
+status: {podIP: 10.244.3.3, podIPs: [{ip: 10.244.3.3}, {ip: "fd00::3"}]}
+`), StoreConfig{})
+	v := s.View()
+	for _, ip := range []string{"10.244.3.3", "fd00::3", "::ffff:10.244.3.3"} {
+		if got := v.Lookup(netip.MustParseAddr(ip).Unmap(), time.Now()).Proto("").PodName; got != "ds" {
+			t.Errorf("%s → %q, want ds", ip, got)
+		}
+	}
+}
+
+// BenchmarkRebuild: publishing a new View (IP index, history merge, services
+// and the policy engine) for 10,000 pods and 1,000 policies.
+func BenchmarkRebuild(b *testing.B) {
+	s := NewStore(StoreConfig{})
+	s.ReplaceAll(Synthetic(100, 100, 10))
+	s.Rebuild()
+	cpu := startCPU(b)
+	for i := 0; i < b.N; i++ {
+		s.Rebuild()
+	}
+	cpu.report(b)
+}
