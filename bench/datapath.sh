@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Datapath cost of trawl-agent: TCP throughput and 64-byte UDP packets/s
 # between two pod namespaces routed through a node namespace, without and
-# with the agent (medians of RUNS runs, interleaved), the in-kernel cost per
+# with the agent (medians of RUNS runs, interleaved in alternating order), the in-kernel cost per
 # packet from BPF run-time stats, the agent's CPU seconds per million
 # packets, and its RSS at 10k and 100k concurrent flows.
 #
@@ -76,13 +76,16 @@ prog_stats() { # pid name
 
 echo "bench-datapath: $RUNS runs of ${DUR}s each, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 declare -a base_tcp agent_tcp base_udp agent_udp
-for i in $(seq "$RUNS"); do
-	base_tcp+=("$(tcp_gbps)")
-	base_udp+=("$(udp_run | awk '{print $2}')")
+base_once() { base_tcp+=("$(tcp_gbps)"); base_udp+=("$(udp_run | awk '{print $2}')"); }
+agent_once() {
 	start_agent
 	agent_tcp+=("$(tcp_gbps)")
 	agent_udp+=("$(udp_run | awk '{print $2}')")
 	stop_agent
+}
+for i in $(seq "$RUNS"); do
+	# Alternate which goes first, so warm-up and drift favour neither.
+	if ((i % 2)); then base_once; agent_once; else agent_once; base_once; fi
 	echo "run $i: tcp ${base_tcp[-1]} / ${agent_tcp[-1]} Gbit/s, udp ${base_udp[-1]} / ${agent_udp[-1]} pps (without / with agent)"
 done
 bt=$(printf '%s\n' "${base_tcp[@]}" | median); at=$(printf '%s\n' "${agent_tcp[@]}" | median)
