@@ -46,8 +46,8 @@ type Config struct {
 	// FlushInterval is how often the maps are polled. Default 5s.
 	FlushInterval time.Duration
 	// ActiveTimeout is the longest an aggregate record may span: a busy
-	// flow is exported at the first poll after its window reaches it.
-	// Default: FlushInterval (every poll exports what changed).
+	// flow is exported at the poll nearest to its window reaching it.
+	// Default and minimum: FlushInterval (every poll exports what changed).
 	ActiveTimeout time.Duration
 	// IdleTimeout evicts flows without packets for that long. Default 30s.
 	IdleTimeout time.Duration
@@ -58,8 +58,8 @@ func (c *Config) setDefaults() {
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 5 * time.Second
 	}
-	if c.ActiveTimeout <= 0 {
-		c.ActiveTimeout = c.FlushInterval
+	if c.ActiveTimeout < c.FlushInterval {
+		c.ActiveTimeout = c.FlushInterval // a window cannot be shorter than a poll
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
@@ -99,6 +99,8 @@ type Collector struct {
 	counts map[string][]uint64 // last counter values per program
 
 	ifnames sync.Map // ifindex (agent netns) -> name, for unwatched interfaces
+
+	skew time.Duration // added to the poll clock by tests
 }
 
 // New makes a collector; Run starts it.
@@ -202,6 +204,12 @@ func monoNow() uint64 {
 func newClock() (clock, uint64) {
 	mono := monoNow()
 	return clock{offset: time.Duration(time.Now().UnixNano() - int64(mono))}, mono
+}
+
+// pollClock is newClock, shifted in tests to age flows without waiting.
+func (c *Collector) pollClock() (clock, uint64) {
+	clk, now := newClock()
+	return clock{offset: clk.offset - c.skew}, now + uint64(c.skew)
 }
 
 func (c *Collector) publishFlow(f *flowv1.Flow, kind string) {
@@ -342,10 +350,13 @@ func (c *Collector) Poll(final bool) {
 func (c *Collector) pollFlows(final bool) {
 	start := time.Now()
 	defer func() { c.m.PollDuration.WithLabelValues("flows").Observe(time.Since(start).Seconds()) }()
-	clk, now := newClock()
+	clk, now := c.pollClock()
 	ifaces := c.dp.Interfaces()
 	idle := uint64(c.cfg.IdleTimeout)
-	active := uint64(c.cfg.ActiveTimeout)
+	// Polls are FlushInterval apart: a window goes out at the poll nearest
+	// to its active timeout (with the default, at every poll), never a
+	// whole interval late because of ticker jitter.
+	active := uint64(c.cfg.ActiveTimeout - c.cfg.FlushInterval/2)
 	var evict []bpf.FlowFlowKey
 	seen := 0
 	err := readMap(c.dp.Flow.Flows, func(k bpf.FlowFlowKey, v bpf.FlowFlowAgg) {
@@ -392,7 +403,7 @@ func (c *Collector) pollFlows(final bool) {
 func (c *Collector) pollDrops() {
 	start := time.Now()
 	defer func() { c.m.PollDuration.WithLabelValues("drops").Observe(time.Since(start).Seconds()) }()
-	clk, now := newClock()
+	clk, now := c.pollClock()
 	ifaces := c.dp.Interfaces()
 	idle := uint64(c.cfg.IdleTimeout)
 	var evict []bpf.DropDropKey
