@@ -357,7 +357,11 @@ func (c *Collector) pollFlows(final bool) {
 	// to its active timeout (with the default, at every poll), never a
 	// whole interval late because of ticker jitter.
 	active := uint64(c.cfg.ActiveTimeout - c.cfg.FlushInterval/2)
-	var evict []bpf.FlowFlowKey
+	type idleFlow struct {
+		k  bpf.FlowFlowKey
+		st flowState
+	}
+	var evict []idleFlow
 	seen := 0
 	err := readMap(c.dp.Flow.Flows, func(k bpf.FlowFlowKey, v bpf.FlowFlowAgg) {
 		seen++
@@ -367,26 +371,10 @@ func (c *Collector) pollFlows(final bool) {
 		}
 		isIdle := now > v.LastNs && now-v.LastNs >= idle
 		if v.Packets > st.packets && (final || isIdle || now-st.windowStart >= active) {
-			f := c.flowRecord(k, ifaces, v.TcpFlags)
-			f.EventKind = flowv1.EventKind_AGGREGATE
-			f.IsReply = isReply(k.Tuple.Proto, v.FirstTcpFlags)
-			first := v.FirstNs
-			if st.exported && st.windowStart > first {
-				first = st.windowStart
-			}
-			f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
-			f.Time = f.LastSeen
-			f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
-			dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
-			c.m.Flows.WithLabelValues(dir, verdict).Inc()
-			c.m.Packets.WithLabelValues(dir, verdict).Add(float64(f.Packets))
-			c.m.Bytes.WithLabelValues(dir, verdict).Add(float64(f.Bytes))
-			c.publishFlow(f, "aggregate")
-			st.packets, st.bytes, st.exported = v.Packets, v.Bytes, true
-			st.windowStart = v.LastNs + 1
+			st = c.exportFlow(k, v, st, clk, ifaces)
 		}
 		if isIdle && v.Packets == st.packets {
-			evict = append(evict, k)
+			evict = append(evict, idleFlow{k, st})
 			delete(c.flows, k)
 			return
 		}
@@ -395,9 +383,44 @@ func (c *Collector) pollFlows(final bool) {
 	if err != nil {
 		c.cfg.Log.Warn("poll flow map", "err", err)
 	}
-	deleteKeys(c.dp.Flow.Flows, evict)
+	// Delete and read in one step: a packet that arrived since the read
+	// above is exported, not lost with the entry.
+	for _, e := range evict {
+		var v bpf.FlowFlowAgg
+		if err := c.dp.Flow.Flows.LookupAndDelete(e.k, &v); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				c.dp.Flow.Flows.Delete(e.k) // kernels before 5.14
+			}
+			continue
+		}
+		if v.Packets > e.st.packets {
+			c.exportFlow(e.k, v, e.st, clk, ifaces)
+		}
+	}
 	c.m.MapEntries.WithLabelValues("flows").Set(float64(seen - len(evict)))
 	c.m.MapCapacity.WithLabelValues("flows").Set(float64(c.dp.Flow.Flows.MaxEntries()))
+}
+
+// exportFlow publishes what a flow gained since its last export.
+func (c *Collector) exportFlow(k bpf.FlowFlowKey, v bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface) flowState {
+	f := c.flowRecord(k, ifaces, v.TcpFlags)
+	f.EventKind = flowv1.EventKind_AGGREGATE
+	f.IsReply = isReply(k.Tuple.Proto, v.FirstTcpFlags)
+	first := v.FirstNs
+	if st.exported && st.windowStart > first {
+		first = st.windowStart
+	}
+	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+	f.Time = f.LastSeen
+	f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
+	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
+	c.m.Flows.WithLabelValues(dir, verdict).Inc()
+	c.m.Packets.WithLabelValues(dir, verdict).Add(float64(f.Packets))
+	c.m.Bytes.WithLabelValues(dir, verdict).Add(float64(f.Bytes))
+	c.publishFlow(f, "aggregate")
+	st.packets, st.bytes, st.exported = v.Packets, v.Bytes, true
+	st.windowStart = v.LastNs + 1
+	return st
 }
 
 func (c *Collector) pollDrops() {
@@ -406,26 +429,20 @@ func (c *Collector) pollDrops() {
 	clk, now := c.pollClock()
 	ifaces := c.dp.Interfaces()
 	idle := uint64(c.cfg.IdleTimeout)
-	var evict []bpf.DropDropKey
+	type idleDrop struct {
+		k  bpf.DropDropKey
+		st dropState
+	}
+	var evict []idleDrop
 	seen := 0
 	err := readMap(c.dp.Drop.Drops, func(k bpf.DropDropKey, v bpf.DropDropAgg) {
 		seen++
 		st := c.drops[k]
 		if v.Packets > st.packets {
-			f := c.dropRecord(&k, ifaces)
-			first := v.FirstNs
-			if st.lastExport > first {
-				first = st.lastExport
-			}
-			f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
-			f.Time = f.LastSeen
-			f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
-			c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(float64(f.Packets))
-			c.publishFlow(f, "drop")
-			st.packets, st.bytes, st.lastExport = v.Packets, v.Bytes, v.LastNs+1
+			st = c.exportDrop(k, v, st, clk, ifaces)
 		}
 		if now > v.LastNs && now-v.LastNs >= idle {
-			evict = append(evict, k)
+			evict = append(evict, idleDrop{k, st})
 			delete(c.drops, k)
 			return
 		}
@@ -434,9 +451,36 @@ func (c *Collector) pollDrops() {
 	if err != nil {
 		c.cfg.Log.Warn("poll drop map", "err", err)
 	}
-	deleteKeys(c.dp.Drop.Drops, evict)
+	for _, e := range evict {
+		var v bpf.DropDropAgg
+		if err := c.dp.Drop.Drops.LookupAndDelete(e.k, &v); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				c.dp.Drop.Drops.Delete(e.k)
+			}
+			continue
+		}
+		if v.Packets > e.st.packets {
+			c.exportDrop(e.k, v, e.st, clk, ifaces)
+		}
+	}
 	c.m.MapEntries.WithLabelValues("drops").Set(float64(seen - len(evict)))
 	c.m.MapCapacity.WithLabelValues("drops").Set(float64(c.dp.Drop.Drops.MaxEntries()))
+}
+
+// exportDrop publishes the drops a key gained since its last export.
+func (c *Collector) exportDrop(k bpf.DropDropKey, v bpf.DropDropAgg, st dropState, clk clock, ifaces map[int]datapath.Interface) dropState {
+	f := c.dropRecord(&k, ifaces)
+	first := v.FirstNs
+	if st.lastExport > first {
+		first = st.lastExport
+	}
+	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+	f.Time = f.LastSeen
+	f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
+	c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(float64(f.Packets))
+	c.publishFlow(f, "drop")
+	st.packets, st.bytes, st.lastExport = v.Packets, v.Bytes, v.LastNs+1
+	return st
 }
 
 // lossCounters maps counter slots to the lost-event source they report.
@@ -558,30 +602,4 @@ func readMap[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
 		fn(k, v)
 	}
 	return it.Err()
-}
-
-func deleteKeys[K any](m *ebpf.Map, keys []K) {
-	if len(keys) == 0 {
-		return
-	}
-	if _, err := m.BatchDelete(keys, nil); err == nil {
-		return
-	}
-	for _, k := range keys {
-		m.Delete(k)
-	}
-}
-
-// Totals reports counters for the heartbeat: records exported and the
-// programs' loss counters.
-func (c *Collector) Totals() map[string]uint64 {
-	out := map[string]uint64{"records": c.seq.Load()}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for prog, cur := range c.counts {
-		for _, lc := range lossCounters {
-			out[prog+"_"+lc.cause] += cur[lc.slot]
-		}
-	}
-	return out
 }
