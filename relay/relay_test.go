@@ -873,3 +873,41 @@ func TestAResendToARestartedRelayAfterALostAckIsNotStoredTwice(t *testing.T) {
 		t.Error("relay B did not count the resent batches as dedup hits")
 	}
 }
+
+func TestNodesOutliveTheirStreamAndTheRelay(t *testing.T) {
+	dsn := chtest.Database(t)
+	a := startRelay(t, dsn, nil)
+	cfg := shipper.Config{Addr: a.IngestAddr(), NodeName: "node-gone", Insecure: true, Log: quietLog()}
+	s, err := shipper.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	waitFor(t, "the agent", 10*time.Second, func() bool { return metric(t, a, "trawl_relay_connected_agents") == 1 })
+	cancel()
+	<-done
+	c := observerClient(t, a)
+	var nodes *observerv1.GetNodesResponse
+	waitFor(t, "the node to be unavailable", 10*time.Second, func() bool {
+		nodes, err = c.GetNodes(context.Background(), &observerv1.GetNodesRequest{})
+		return err == nil && len(nodes.GetNodes()) == 1 && nodes.GetNodes()[0].GetState() == flowv1.NodeState_NODE_UNAVAILABLE
+	})
+	stat, err := c.ServerStatus(context.Background(), &observerv1.ServerStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stat.GetNumUnavailableNodes() != 1 || len(stat.GetUnavailableNodes()) != 1 || stat.GetUnavailableNodes()[0] != "node-gone" {
+		t.Errorf("ServerStatus %v, want node-gone unavailable", stat)
+	}
+	// Another replica (or this one restarted) knows the node from ClickHouse.
+	b := startRelay(t, dsn, nil)
+	waitFor(t, "the node from ClickHouse", 10*time.Second, func() bool {
+		nodes, err = observerClient(t, b).GetNodes(context.Background(), &observerv1.GetNodesRequest{})
+		return err == nil && len(nodes.GetNodes()) == 1
+	})
+	if n := nodes.GetNodes()[0]; n.GetNodeName() != "node-gone" || n.GetState() == flowv1.NodeState_NODE_CONNECTED || n.GetBootId() != s.BootID() {
+		t.Errorf("node from ClickHouse %v, want node-gone, not connected, with its boot id", n)
+	}
+}
