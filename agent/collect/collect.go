@@ -603,3 +603,17 @@ func readMap[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
 	}
 	return it.Err()
 }
+
+// Totals reports counters for the heartbeat: records exported and the
+// programs' loss counters.
+func (c *Collector) Totals() map[string]uint64 {
+	out := map[string]uint64{"records": c.seq.Load()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for prog, cur := range c.counts {
+		for _, lc := range lossCounters {
+			out[prog+"_"+lc.cause] += cur[lc.slot]
+		}
+	}
+	return out
+}
