@@ -911,3 +911,63 @@ func TestNodesOutliveTheirStreamAndTheRelay(t *testing.T) {
 		t.Errorf("node from ClickHouse %v, want node-gone, not connected, with its boot id", n)
 	}
 }
+
+func TestFollowAppliesAllowAndDenyFilters(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, nil)
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := observerClient(t, r).GetFlows(ctx, &observerv1.GetFlowsRequest{
+		Follow:    true,
+		Allowlist: []*observerv1.FlowFilter{{Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}},
+		Denylist:  []*observerv1.FlowFilter{{DestinationPort: []string{"9999"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+	forwarded := realisticFlow(1, time.Now())
+	denied := realisticFlow(2, time.Now())
+	denied.Verdict = flowv1.Verdict_DROPPED
+	denied.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: 5, DestinationPort: 9999}}}
+	wanted := realisticFlow(3, time.Now())
+	wanted.Verdict, wanted.EventKind, wanted.DropReasonDesc, wanted.DropReasonKernel = flowv1.Verdict_DROPPED, flowv1.EventKind_DROP, "NO_SOCKET", "NO_SOCKET"
+	for _, f := range []*flowv1.Flow{forwarded, denied, wanted} {
+		publish(s, f)
+	}
+	got, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetFlow().GetPackets() != 4 {
+		t.Fatalf("follow delivered %v first, want only the dropped flow not on port 9999", got.GetFlow())
+	}
+}
+
+func TestBadRequestsAreInvalidArgument(t *testing.T) {
+	r := startRelay(t, chtest.Database(t), nil)
+	c := observerClient(t, r)
+	now := time.Now()
+	tests := []struct {
+		name string
+		req  *observerv1.GetFlowsRequest
+	}{
+		{"until before since", &observerv1.GetFlowsRequest{Since: timestamppb.New(now), Until: timestamppb.New(now.Add(-time.Hour))}},
+		{"a malformed CIDR", &observerv1.GetFlowsRequest{Allowlist: []*observerv1.FlowFilter{{SourceIp: []string{"10.0.0.0/99"}}}}},
+		{"a malformed port range", &observerv1.GetFlowsRequest{Follow: true, Denylist: []*observerv1.FlowFilter{{SourcePort: []string{"90-80x"}}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := c.GetFlows(ctx, tc.req)
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() == "" {
+				t.Fatalf("got %v, want InvalidArgument with a message", err)
+			}
+		})
+	}
+}
