@@ -219,4 +219,7 @@ func TestProgramLossCountersBecomeLostEvents(t *testing.T) {
 			t.Errorf("unchanged counters reported again: %v", r)
 		}
 	}
+	if tot := c.Totals(); tot["flow_map_full"] != 3 || tot["flow_rate_limited"] != 7 {
+		t.Errorf("heartbeat counters %v, want flow_map_full 3 and flow_rate_limited 7", tot)
+	}
 }
