@@ -971,3 +971,23 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 		})
 	}
 }
+
+func TestManifestsEnrichIngestedFlows(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) { c.Manifests = "../deploy/demo" })
+	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	f := realisticFlow(1, time.Now())
+	f.IP.Source = "10.244.1.11" // api-gateway's pod in deploy/demo
+	publish(s, f)
+	s.Flush()
+	waitFor(t, "the flow stored", 20*time.Second, func() bool { return acked(s) })
+	got := history(t, observerClient(t, r), &observerv1.GetFlowsRequest{Since: timestamppb.New(time.Now().Add(-time.Hour))})
+	if len(got) != 1 {
+		t.Fatalf("history holds %d flows, want 1", len(got))
+	}
+	for _, g := range got {
+		if g.GetSource().GetNamespace() != "api-gateway" || !strings.HasPrefix(g.GetSource().GetPodName(), "api-gateway-") {
+			t.Fatalf("source endpoint %v, want the api-gateway pod from the manifests", g.GetSource())
+		}
+	}
+}
