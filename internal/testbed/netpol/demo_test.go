@@ -79,7 +79,7 @@ func TestTheDemoStoryHoldsOnRealNamespaces(t *testing.T) {
 		{"frontend cannot call payment-service", "frontend", "payment-service", probe{8080, policy.ProtoTCP}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := connect(bed.Pod(tc.from), bed.Pod(tc.to).IP, tc.pr); got != tc.want {
+			if got := reaches(bed.Pod(tc.from), bed.Pod(tc.to).IP, tc.pr, tc.want); got != tc.want {
 				t.Errorf("connected=%v, want %v", got, tc.want)
 			}
 		})

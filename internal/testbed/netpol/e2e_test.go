@@ -154,8 +154,8 @@ func TestGeneratedRulesMatchTheEngineOnTheE2ECluster(t *testing.T) {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							real := connect(src, dst.IP, pr)
 							v := view.Engine().Evaluate(policy.Endpoint{Pod: view.Pod(split(from)).Pod}, policy.Endpoint{Pod: view.Pod(split(to)).Pod}, pr.port, pr.proto)
+							real := reaches(src, dst.IP, pr, v.Allowed())
 							mu.Lock()
 							defer mu.Unlock()
 							if real {
