@@ -85,6 +85,9 @@ type Config struct {
 	// IngestTLS: Cert/Key serve TLS to agents; CA turns on mutual TLS (a
 	// stream without a client certificate signed by CA is refused).
 	IngestTLS tlsconfig.Files
+	// NodeNameInCert (with mutual TLS) requires each agent's node name in
+	// its certificate's DNS names or common name.
+	NodeNameInCert bool
 	// ObserverTLS: Cert/Key serve TLS to CLIs (default: IngestTLS's
 	// certificate); CA requires client certificates too.
 	ObserverTLS tlsconfig.Files
@@ -157,6 +160,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.IngestTLS.Cert, "tls-cert", cfg.IngestTLS.Cert, "certificate file for the ingest listener (reloaded on change)")
 	fs.StringVar(&cfg.IngestTLS.Key, "tls-key", cfg.IngestTLS.Key, "key file for the ingest listener")
 	fs.StringVar(&cfg.IngestTLS.CA, "tls-ca", cfg.IngestTLS.CA, "CA file of agent client certificates: turns on mutual TLS for ingest")
+	fs.BoolVar(&cfg.NodeNameInCert, "tls-node-names", cfg.NodeNameInCert, "with --tls-ca: an agent's node name must be in its certificate (DNS name or common name)")
 	fs.StringVar(&cfg.ObserverTLS.Cert, "observer-tls-cert", cfg.ObserverTLS.Cert, "certificate file for the observer API (default: --tls-cert)")
 	fs.StringVar(&cfg.ObserverTLS.Key, "observer-tls-key", cfg.ObserverTLS.Key, "key file for the observer API (default: --tls-key)")
 	fs.StringVar(&cfg.ObserverTLS.CA, "observer-tls-ca", cfg.ObserverTLS.CA, "CA file of CLI client certificates: requires them on the observer API")
@@ -205,6 +209,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.IngestTLS.HasCert() && !c.Insecure {
 		return errors.New("the ingest listener needs --tls-cert/--tls-key (add --tls-ca for mutual TLS), or --insecure for plaintext")
+	}
+	if c.NodeNameInCert && c.IngestTLS.CA == "" {
+		return errors.New("--tls-node-names needs mutual TLS (--tls-ca)")
 	}
 	if c.IngestTLS.CA != "" && !c.IngestTLS.HasCert() {
 		return errors.New("--tls-ca (mutual TLS) needs --tls-cert and --tls-key")
@@ -299,7 +306,7 @@ func New(cfg Config) (*Relay, error) {
 		}
 	})
 	mtls := cfg.IngestTLS.CA != ""
-	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, Enricher: enr, Log: cfg.Log, AlreadyStored: storedCheck(back)},
+	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log, AlreadyStored: storedCheck(back)},
 		back, r.hub, r.nodes, ingest.NewMetrics(cfg.Registry, m.lost))
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {

@@ -413,13 +413,23 @@ func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
 		c.Insecure = false
 		c.IngestTLS = tlsconfig.Files{Cert: pki.Server.Cert, Key: pki.Server.Key, CA: pki.CA}
 	})
+	strict := startRelay(t, dsn, func(c *relay.Config) {
+		c.Insecure = false
+		c.IngestTLS = tlsconfig.Files{Cert: pki.Server.Cert, Key: pki.Server.Key, CA: pki.CA}
+		c.NodeNameInCert = true
+	})
 	tests := []struct {
 		name     string
+		relay    *relay.Relay
+		node     string
 		files    tlsconfig.Files
 		wantCode codes.Code
+		wantMsg  string
 	}{
-		{"an agent without a client certificate is refused", tlsconfig.Files{CA: pki.CA}, codes.Unauthenticated},
-		{"an agent with a certificate from the CA is welcomed", pki.Clients["node-a"], codes.OK},
+		{"an agent without a client certificate is refused", r, "intruder", tlsconfig.Files{CA: pki.CA}, codes.Unauthenticated, "client certificate"},
+		{"an agent with a certificate from the CA is welcomed", r, "intruder", pki.Clients["node-a"], codes.OK, ""},
+		{"with --tls-node-names another node's certificate is refused", strict, "intruder", pki.Clients["node-a"], codes.PermissionDenied, "not to this node"},
+		{"with --tls-node-names the node's own certificate is welcomed", strict, "node-a", pki.Clients["node-a"], codes.OK, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -428,7 +438,7 @@ func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			conn, err := grpc.NewClient(r.IngestAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cc)))
+			conn, err := grpc.NewClient(tc.relay.IngestAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cc)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -439,13 +449,13 @@ func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Hello{Hello: &ingestv1.Hello{NodeName: "intruder", BootId: "b1"}}})
-			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "intruder", BootId: "b1", Sequence: 1,
+			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Hello{Hello: &ingestv1.Hello{NodeName: tc.node, BootId: "b1"}}})
+			_ = st.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: tc.node, BootId: "b1", Sequence: 1,
 				Flows: []*flowv1.Flow{realisticFlow(1, time.Now())}}}})
 			resp, err := st.Recv()
 			if tc.wantCode != codes.OK {
-				if status.Code(err) != tc.wantCode || !strings.Contains(status.Convert(err).Message(), "client certificate") {
-					t.Fatalf("got %v, %v; want %v naming the client certificate", resp, err, tc.wantCode)
+				if status.Code(err) != tc.wantCode || !strings.Contains(status.Convert(err).Message(), tc.wantMsg) {
+					t.Fatalf("got %v, %v; want %v saying %q", resp, err, tc.wantCode, tc.wantMsg)
 				}
 				return
 			}
@@ -454,10 +464,11 @@ func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
 			}
 		})
 	}
-	// Only the welcomed agent's batch may have been stored.
-	waitFor(t, "the welcomed batch", 10*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows >= 1 })
-	if rows, _ := countRows(t, dsn, "flows"); rows != 1 {
-		t.Errorf("flows table holds %d rows, want only the 1 from the authenticated agent", rows)
+	// Only the welcomed agents' batches may have been stored.
+	waitFor(t, "the welcomed batches", 10*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows >= 2 })
+	time.Sleep(300 * time.Millisecond) // let a wrongly accepted batch land, if any
+	if rows, _ := countRows(t, dsn, "flows"); rows != 2 {
+		t.Errorf("flows table holds %d rows, want only the 2 from the welcomed agents", rows)
 	}
 }
 

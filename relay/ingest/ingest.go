@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -76,8 +77,12 @@ type Config struct {
 	// RequireClientCert rejects streams without a verified client
 	// certificate (mutual TLS mode).
 	RequireClientCert bool
-	Enricher          Enricher
-	Log               *slog.Logger
+	// NodeNameInCert additionally requires the node name of the hello to
+	// be one of the certificate's DNS names or its common name, so one
+	// node's certificate cannot speak for another.
+	NodeNameInCert bool
+	Enricher       Enricher
+	Log            *slog.Logger
 	// AlreadyStored, when set, tells whether the flow with this uuid and
 	// time is in ClickHouse. It guards the batches a reconnecting agent
 	// resends to a relay that has no memory of them (another replica, or
@@ -145,6 +150,12 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 			ti, ok := p.AuthInfo.(credentials.TLSInfo)
 			if !ok || len(ti.State.VerifiedChains) == 0 {
 				return status.Errorf(codes.Unauthenticated, "node %q: this relay requires mutual TLS; present a client certificate signed by its CA (--tls-cert/--tls-key)", hello.GetNodeName())
+			}
+			if s.cfg.NodeNameInCert {
+				leaf := ti.State.VerifiedChains[0][0]
+				if leaf.Subject.CommonName != hello.GetNodeName() && !slices.Contains(leaf.DNSNames, hello.GetNodeName()) {
+					return status.Errorf(codes.PermissionDenied, "node %q: the client certificate is issued to %q %v, not to this node", hello.GetNodeName(), leaf.Subject.CommonName, leaf.DNSNames)
+				}
 			}
 		}
 	}
