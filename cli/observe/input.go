@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/trawl-dev/trawl/cli/jsonl"
 	"github.com/trawl-dev/trawl/internal/filter"
@@ -22,67 +24,95 @@ const maxLine = 16 << 20
 // maxWarnings bounds the per-line warnings; the rest are counted.
 const maxWarnings = 10
 
+// chunkLines is how many lines travel together through the decode workers:
+// large enough to amortise the hand-offs, small enough to keep memory low.
+const chunkLines = 512
+
+// chunk is a run of input lines and, once decoded, the records they selected.
+type chunk struct {
+	data    []byte // the lines, newline-separated
+	firstNo uint64 // line number of the first line
+	out     []*observerv1.GetFlowsResponse
+	bad     []string // warnings for lines that could not be read
+	nbad    uint64
+	done    chan struct{}
+}
+
 // ReadInput replays JSON lines from r through the request's selection
 // (since/until, first/last/all) and the compiled filter, calling emit for
 // each selected record in file order. Lines may be Trawl's envelope or
 // Hubble's `hubble observe -o jsonpb` output; fields Trawl does not know are
 // ignored. Lines that cannot be read are reported on warn and counted.
+//
+// Decoding and filtering run on one worker per CPU while the caller's
+// goroutine formats; chunks are handed back in file order.
 func ReadInput(ctx context.Context, r io.Reader, req *observerv1.GetFlowsRequest, flt *filter.Filter, emit func(*observerv1.GetFlowsResponse) error, warn io.Writer) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1<<20), maxLine)
-	dec := Decoder{}
 	n := req.GetNumber()
 	first := req.GetFirst() && n != 0 && n != math.MaxUint64
-	var ring []*observerv1.GetFlowsResponse // --last: the newest n selected records
 	last := !req.GetFirst() && n != 0 && n != math.MaxUint64
 	if last && n > 10_000_000 {
 		return fmt.Errorf("--last %d is too large for --input-file (at most 10000000)", n)
 	}
-	var since, until int64
-	hasSince, hasUntil := req.GetSince() != nil, req.GetUntil() != nil
-	if hasSince {
-		since = req.GetSince().AsTime().UnixNano()
+	sel := selector{flt: flt}
+	if req.GetSince() != nil {
+		sel.since, sel.hasSince = req.GetSince().AsTime().UnixNano(), true
 	}
-	if hasUntil {
-		until = req.GetUntil().AsTime().UnixNano()
+	if req.GetUntil() != nil {
+		sel.until, sel.hasUntil = req.GetUntil().AsTime().UnixNano(), true
 	}
-	var emitted, bad, lineNo uint64
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := max(1, runtime.GOMAXPROCS(0))
+	work := make(chan *chunk, workers)
+	order := make(chan *chunk, 2*workers)
+	var readErr error // written by the reader before it closes order
+	// The reader owns work and order and closes both; it stops at the end of
+	// the input or, after cancel, at its next line.
+	go func() {
+		defer close(order)
+		defer close(work)
+		readErr = readChunks(ctx, r, work, order)
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range work {
+				sel.decodeChunk(c)
+			}
+		}()
+	}
+	// Stop the reader first, then wait for the workers it feeds.
+	defer func() { cancel(); wg.Wait() }()
+
+	var ring []*observerv1.GetFlowsResponse // --last: the newest n selected records
 	head := 0
-	for sc.Scan() {
-		lineNo++
-		if lineNo&1023 == 0 && ctx.Err() != nil {
+	var emitted, bad uint64
+	for c := range order {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
 			return nil
 		}
-		line := sc.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		res, err := dec.Decode(line)
-		if err != nil {
-			bad++
-			if bad <= maxWarnings {
-				fmt.Fprintf(warn, "trawl: --input-file line %d skipped: %v\n", lineNo, err)
+		for _, w := range c.bad {
+			if bad < maxWarnings {
+				fmt.Fprintln(warn, w)
 			}
-			continue
+			bad++
 		}
-		if hasSince || hasUntil {
-			t := recordTime(res)
-			if hasSince && t < since || hasUntil && t > until {
+		bad += c.nbad - uint64(len(c.bad))
+		for _, res := range c.out {
+			if last {
+				if uint64(len(ring)) < n {
+					ring = append(ring, res)
+				} else {
+					ring[head] = res
+					head = (head + 1) % len(ring)
+				}
 				continue
 			}
-		}
-		if !flt.Match(res) {
-			continue
-		}
-		switch {
-		case last:
-			if uint64(len(ring)) < n {
-				ring = append(ring, res)
-			} else {
-				ring[head] = res
-				head = (head + 1) % len(ring)
-			}
-		default:
 			if err := emit(res); err != nil {
 				return err
 			}
@@ -92,8 +122,11 @@ func ReadInput(ctx context.Context, r io.Reader, req *observerv1.GetFlowsRequest
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("--input-file line %d: %w", lineNo+1, err)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if readErr != nil {
+		return readErr
 	}
 	for i := range ring {
 		if err := emit(ring[(head+i)%len(ring)]); err != nil {
@@ -101,6 +134,80 @@ func ReadInput(ctx context.Context, r io.Reader, req *observerv1.GetFlowsRequest
 		}
 	}
 	return finish(warn, bad)
+}
+
+// readChunks cuts r into chunks of lines and hands each to the workers and,
+// in the same order, to the consumer.
+func readChunks(ctx context.Context, r io.Reader, work, order chan<- *chunk) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), maxLine)
+	var lineNo uint64
+	for {
+		c := &chunk{firstNo: lineNo + 1, done: make(chan struct{})}
+		lines := 0
+		for lines < chunkLines && sc.Scan() {
+			c.data = append(c.data, sc.Bytes()...)
+			c.data = append(c.data, '\n')
+			lines++
+		}
+		lineNo += uint64(lines)
+		if lines > 0 {
+			select {
+			case order <- c:
+			case <-ctx.Done():
+				return nil
+			}
+			select {
+			case work <- c:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if lines < chunkLines {
+			if err := sc.Err(); err != nil {
+				return fmt.Errorf("--input-file line %d: %w", lineNo+1, err)
+			}
+			return nil
+		}
+	}
+}
+
+// selector holds the per-record selection shared by the workers.
+type selector struct {
+	flt                *filter.Filter
+	since, until       int64
+	hasSince, hasUntil bool
+}
+
+func (s selector) decodeChunk(c *chunk) {
+	defer close(c.done)
+	var d Decoder
+	no := c.firstNo
+	for data := c.data; len(data) > 0; no++ {
+		i := bytes.IndexByte(data, '\n')
+		line := data[:i]
+		data = data[i+1:]
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		res, err := d.Decode(line)
+		if err != nil {
+			c.nbad++
+			if len(c.bad) < maxWarnings {
+				c.bad = append(c.bad, fmt.Sprintf("trawl: --input-file line %d skipped: %v", no, err))
+			}
+			continue
+		}
+		if s.hasSince || s.hasUntil {
+			t := recordTime(res)
+			if s.hasSince && t < s.since || s.hasUntil && t > s.until {
+				continue
+			}
+		}
+		if s.flt.Match(res) {
+			c.out = append(c.out, res)
+		}
+	}
 }
 
 func finish(warn io.Writer, bad uint64) error {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -376,6 +377,9 @@ func (c *Command) runInput(ctx context.Context, req *observerv1.GetFlowsRequest,
 	if err != nil {
 		return usage.Error(err)
 	}
+	// Replaying a file allocates many short-lived records and keeps few:
+	// collect less often (the heap stays small; --last holds at most N).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	return ReadInput(ctx, r, req, flt, emit, stderr)
 }
 
