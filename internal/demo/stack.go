@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,15 +146,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.Bed, err = testbed.New(ctx, testbed.Config{Pods: names}); err != nil {
 		return nil, fmt.Errorf("build the demo cluster: %w", err)
 	}
-	ipMap := map[string]string{}
+	// The manifests are written for slot 1 of the test bed, pods in address
+	// order; move them to the slot this bed got.
 	for i, p := range pods {
 		p.Netns = s.Bed.Pods[i]
 		p.IP = p.Netns.IP
-		ipMap[p.ManifestIP.String()] = p.IP.String()
+		if want := string(netpol.Renumber([]byte(p.ManifestIP.String()), s.Bed.Slot)); want != p.IP.String() {
+			return nil, fmt.Errorf("demo pod %s/%s has address %s; the test bed gave its slot %s (manifests must number pods 10.244.1.10, .11, ... in order)",
+				p.Namespace, p.Name, p.ManifestIP, p.IP)
+		}
 		s.Pods[p.Namespace+"/"+p.Name] = p
 	}
 	rendered := filepath.Join(s.cfg.WorkDir, "manifests")
-	if err := renderManifests(cfg.Manifests, rendered, ipMap, s.Bed.PodCIDR); err != nil {
+	if err := renderManifests(cfg.Manifests, rendered, s.Bed.Slot); err != nil {
 		return nil, err
 	}
 	s.NodeName = nodeName(objs)
@@ -400,12 +403,9 @@ func nodeName(objs []any) string {
 	return "trawl-demo-node"
 }
 
-var ipv4Re = regexp.MustCompile(`\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/\d{1,2})?\b`)
-
-// renderManifests copies the demo manifests with the pods' addresses
-// replaced by the ones the bed gave them, and the manifests' pod CIDR by the
-// bed's, so the relay enriches the flows the kernel really sees.
-func renderManifests(src, dst string, ipMap map[string]string, podCIDR netip.Prefix) error {
+// renderManifests copies the demo manifests renumbered for the bed's slot,
+// so the relay enriches the addresses the kernel really sees.
+func renderManifests(src, dst string, slot int) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
@@ -418,17 +418,7 @@ func renderManifests(src, dst string, ipMap map[string]string, podCIDR netip.Pre
 		if err != nil {
 			return err
 		}
-		out := ipv4Re.ReplaceAllStringFunc(string(b), func(m string) string {
-			if to, ok := ipMap[m]; ok {
-				return to
-			}
-			if pfx, err := netip.ParsePrefix(m); err == nil && strings.HasPrefix(m, "10.244.") && pfx.Bits() >= 16 {
-				// The demo's pod CIDR (or a part of it) moves with the bed.
-				return podCIDR.String()
-			}
-			return m
-		})
-		if err := os.WriteFile(filepath.Join(dst, filepath.Base(f)), []byte(out), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dst, filepath.Base(f)), netpol.Renumber(b, slot), 0o644); err != nil {
 			return err
 		}
 	}
