@@ -43,7 +43,9 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // the privilege test runs the binary as nobody
 	agentBin = filepath.Join(dir, "trawl-agent")
-	if out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput(); err != nil {
+	// TRAWL_AGENT_BUILD_FLAGS=-race runs these tests against a race-enabled agent.
+	build := append([]string{"build", "-o", agentBin}, strings.Fields(os.Getenv("TRAWL_AGENT_BUILD_FLAGS"))...)
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build trawl-agent: %v\n%s", err, out)
 		os.Exit(1)
 	}
