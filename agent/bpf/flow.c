@@ -344,8 +344,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 			add(st, now, segs, bytes, p.tcp_flags);
 		return TC_ACT_UNSPEC_;
 	}
-	if (err)
+	if (err) {
+		/* No entry: every later packet of this flow would look new
+		 * again, so no event either; the loss is counted. */
 		count(CNT_MAP_FULL);
+		return TC_ACT_UNSPEC_;
+	}
 	send_event(&key, now, bytes, p.tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
 	return TC_ACT_UNSPEC_;
 }
