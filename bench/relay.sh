@@ -7,14 +7,14 @@
 #      real bin/trawl-relay process (when built), with its CPU and peak RSS,
 #   4. bytes per stored flow after OPTIMIZE FINAL,
 #   5. query latency on a large data set (QUERY_FLOWS, default 50 M).
-# Sizes: FLOWS (default 1,000,000), RUNS (3), QUERY_FLOWS (50,000,000),
+# Sizes: FLOWS (default 1,000,000), RUNS (5), QUERY_FLOWS (50,000,000),
 # QUERY_RUNS (5). Results: printed, and kept in $OUT (default
 # /tmp/trawl-bench-relay.md) for docs/benchmarks/relay.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FLOWS=${FLOWS:-1000000}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 QUERY_FLOWS=${QUERY_FLOWS:-50000000}
 QUERY_RUNS=${QUERY_RUNS:-5}
 OUT=${OUT:-/tmp/trawl-bench-relay.md}

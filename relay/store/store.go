@@ -33,8 +33,10 @@ type Config struct {
 	// first batch arrived. Optional: defaults 50000 and 1 s.
 	BatchRows     int
 	BatchInterval time.Duration
-	// QueueRows bounds the rows waiting in the writer (including the insert
-	// in flight). Optional: default 20 × BatchRows.
+	// QueueRows bounds the rows waiting in the writer (including the two
+	// inserts being encoded or sent). Optional: default 4 × BatchRows. Each
+	// queued flow is a decoded message (~1 KiB), so this bounds the relay's
+	// memory; beyond it Enqueue blocks and agents buffer instead.
 	QueueRows int
 	// Log is optional: default slog.Default().
 	Log *slog.Logger
@@ -87,7 +89,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.BatchInterval = DefaultBatchInterval
 	}
 	if cfg.QueueRows <= 0 {
-		cfg.QueueRows = 20 * cfg.BatchRows
+		cfg.QueueRows = 4 * cfg.BatchRows
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
