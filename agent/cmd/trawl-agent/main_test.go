@@ -783,3 +783,24 @@ func TestSuppressedInstantEventsAreReportedAsLostEvents(t *testing.T) {
 		t.Errorf("%d UDP flows in aggregates, want all 200", len(flows))
 	}
 }
+
+func TestAFullFlowMapIsReportedAsLostEvents(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "server"}})
+	client, server := bed.Pod("client"), bed.Pod("server")
+	a := startAgent(t, bed, "--flow-map-size", "16", "--disable-drops")
+	pc, err := client.ListenPacket("udp", net.JoinHostPort(client.IP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for port := 3000; port < 3100; port++ {
+		pc.WriteTo([]byte("x"), &net.UDPAddr{IP: server.IP.AsSlice(), Port: port})
+	}
+	r := a.waitFor(t, 10*time.Second, "a MAP_FULL lost-events record", func(r *observerv1.GetFlowsResponse) bool {
+		return r.GetLostEvents().GetSource() == flowv1.LostEventSource_MAP_FULL
+	})
+	if le := r.GetLostEvents(); le.NumEventsLost == 0 || !strings.Contains(le.Detail, "flow") {
+		t.Errorf("lost event %v: want a count and the flow program named", le)
+	}
+	a.stop(t)
+}
