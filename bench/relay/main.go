@@ -105,7 +105,7 @@ func main() {
 		line += fmt.Sprintf(" %.0f | **%.2f** | %.2f | %.0f |", median(relays), median(relayRatios), median(relayCPU), median(relayRSS))
 	}
 	fmt.Println(line)
-	fmt.Println()
+	fmt.Printf("\nStore Writer client CPU (encode + clickhouse-go), median: %.2f s per 1M flows\n\n", median(writerCPU))
 	storage(ctx, conn, lastDB)
 	_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+lastDB+" SYNC")
 	if *queryFlows > 0 {
@@ -200,6 +200,7 @@ func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, s
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(wctx) }()
 	var wg sync.WaitGroup
+	cpu0 := selfCPU()
 	start := time.Now()
 	rows := 0
 	for _, b := range batches {
@@ -214,9 +215,21 @@ func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, s
 	}
 	wg.Wait()
 	el := time.Since(start)
+	writerCPU = append(writerCPU, (selfCPU()-cpu0)/(float64(rows)/1e6))
 	cancel()
 	<-done
 	return float64(rows) / el.Seconds(), db
+}
+
+// writerCPU is the bench process's CPU seconds per 1M flows in each writer
+// run: enqueue, encoding and the clickhouse-go client, i.e. the store's
+// share of a relay's CPU.
+var writerCPU []float64
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func freeAddr() string {
