@@ -264,3 +264,14 @@ func TestVersionAndCompletion(t *testing.T) {
 		}
 	}
 }
+
+func TestPolicyCommandIsWired(t *testing.T) {
+	code, _, errOut := run(context.Background(), "policy")
+	if code != ExitUsage || !strings.Contains(errOut, "trawl policy check") {
+		t.Fatalf("trawl policy: exit %d, %q", code, errOut)
+	}
+	code, out, _ := run(context.Background(), "policy", "check", "--help")
+	if code != ExitOK || !strings.Contains(out, "--all-pairs") {
+		t.Fatalf("trawl policy check --help: exit %d", code)
+	}
+}

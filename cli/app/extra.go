@@ -1,7 +1,12 @@
 package app
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
 
-// extraCommands are commands that live in other packages of cli/ and are
-// added when they exist in the tree.
-func extraCommands() []*cobra.Command { return nil }
+	"github.com/trawl-dev/trawl/cli/policy"
+)
+
+// extraCommands are the commands other packages of cli/ provide whole.
+func extraCommands() []*cobra.Command {
+	return []*cobra.Command{policy.NewCommand()}
+}

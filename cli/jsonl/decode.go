@@ -41,8 +41,28 @@ type Decoded struct {
 
 // Unmarshal decodes one line into a new response.
 func Unmarshal(line []byte) (Decoded, error) {
+	var d Decoder
+	return d.Unmarshal(line)
+}
+
+// Decoder decodes lines one after another, sharing the strings that repeat
+// from record to record (namespaces, pod and node names, labels) instead of
+// allocating them again: flows of one capture repeat them constantly. Not
+// safe for concurrent use; use one per goroutine.
+type Decoder struct {
+	intern map[string]string
+}
+
+// maxInterned bounds the shared strings; past it new strings are allocated.
+const maxInterned = 8192
+
+// Unmarshal decodes one line into a new response.
+func (d *Decoder) Unmarshal(line []byte) (Decoded, error) {
+	if d.intern == nil {
+		d.intern = make(map[string]string)
+	}
 	r := &observerv1.GetFlowsResponse{}
-	s := scanner{b: line}
+	s := scanner{b: line, intern: d.intern}
 	if err := s.response(r); err == nil {
 		return Decoded{r, s.hubbleType}, nil
 	}
@@ -57,6 +77,7 @@ type scanner struct {
 	b          []byte
 	i          int
 	hubbleType int
+	intern     map[string]string
 }
 
 func (s *scanner) ws() {
@@ -176,7 +197,24 @@ func (s *scanner) rawString() ([]byte, error) {
 	return nil, errSlow
 }
 
+// str reads a string, shared through the intern table when short.
 func (s *scanner) str() (string, error) {
+	b, err := s.rawString()
+	if err != nil || len(b) > 64 || s.intern == nil {
+		return string(b), err
+	}
+	if v, ok := s.intern[string(b)]; ok {
+		return v, nil
+	}
+	v := string(b)
+	if len(s.intern) < maxInterned {
+		s.intern[v] = v
+	}
+	return v, nil
+}
+
+// unique reads a string that rarely repeats (ids), without the table.
+func (s *scanner) unique() (string, error) {
 	b, err := s.rawString()
 	return string(b), err
 }
@@ -380,7 +418,7 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 		case "time":
 			f.Time, err = s.timestamp()
 		case "uuid":
-			f.Uuid, err = s.str()
+			f.Uuid, err = s.unique()
 		case "verdict":
 			v, err = s.enum(flowv1.Verdict_value)
 			f.Verdict = flowv1.Verdict(v)

@@ -79,8 +79,9 @@ func ReadInput(ctx context.Context, r io.Reader, req *observerv1.GetFlowsRequest
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var d Decoder
 			for c := range work {
-				sel.decodeChunk(c)
+				sel.decodeChunk(&d, c)
 			}
 		}()
 	}
@@ -142,8 +143,10 @@ func readChunks(ctx context.Context, r io.Reader, work, order chan<- *chunk) err
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<20), maxLine)
 	var lineNo uint64
+	size := 64 << 10
 	for {
-		c := &chunk{firstNo: lineNo + 1, done: make(chan struct{})}
+		// Sized like the last chunk, so the lines are copied once.
+		c := &chunk{firstNo: lineNo + 1, done: make(chan struct{}), data: make([]byte, 0, size)}
 		lines := 0
 		for lines < chunkLines && sc.Scan() {
 			c.data = append(c.data, sc.Bytes()...)
@@ -151,6 +154,7 @@ func readChunks(ctx context.Context, r io.Reader, work, order chan<- *chunk) err
 			lines++
 		}
 		lineNo += uint64(lines)
+		size = max(size, len(c.data)+len(c.data)/8)
 		if lines > 0 {
 			select {
 			case order <- c:
@@ -179,9 +183,8 @@ type selector struct {
 	hasSince, hasUntil bool
 }
 
-func (s selector) decodeChunk(c *chunk) {
+func (s selector) decodeChunk(d *Decoder, c *chunk) {
 	defer close(c.done)
-	var d Decoder
 	no := c.firstNo
 	for data := c.data; len(data) > 0; no++ {
 		i := bytes.IndexByte(data, '\n')
@@ -233,8 +236,9 @@ func recordTime(r *observerv1.GetFlowsResponse) int64 {
 	return 0
 }
 
-// Decoder reads one JSON line of either dialect into a GetFlowsResponse.
-type Decoder struct{}
+// Decoder reads JSON lines of either dialect into GetFlowsResponses; one
+// per goroutine.
+type Decoder struct{ d jsonl.Decoder }
 
 // Hubble's monitor event types, the numbers in flow.event_type.type.
 const (
@@ -264,8 +268,8 @@ type hubbleExtras struct {
 // policy_match_type, trace_observation_point, Summary, ...) are ignored;
 // Hubble's event type becomes Trawl's event kind and Hubble's node-status
 // event (several node names, a state change) becomes a NodeStatus.
-func (Decoder) Decode(line []byte) (*observerv1.GetFlowsResponse, error) {
-	d, err := jsonl.Unmarshal(line)
+func (dec *Decoder) Decode(line []byte) (*observerv1.GetFlowsResponse, error) {
+	d, err := dec.d.Unmarshal(line)
 	if err != nil {
 		return nil, err
 	}
