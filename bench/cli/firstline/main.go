@@ -67,8 +67,8 @@ func main() {
 		at := start.Add(time.Duration(i) * time.Hour / time.Duration(*flows))
 		s.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{
 			Time: timestamppb.New(at), Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE,
-			IP: &flowv1.IP{Source: "10.1.0.5", Destination: fmt.Sprintf("10.2.%d.%d", i/250%250, i%250), IpVersion: flowv1.IPVersion_IPv4},
-			L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(30000 + i%30000), DestinationPort: 8080}}},
+			IP:     &flowv1.IP{Source: "10.1.0.5", Destination: fmt.Sprintf("10.2.%d.%d", i/250%250, i%250), IpVersion: flowv1.IPVersion_IPv4},
+			L4:     &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(30000 + i%30000), DestinationPort: 8080}}},
 			Source: &flowv1.Endpoint{Namespace: "shop", PodName: "web"}, Packets: 3, Bytes: 300,
 		}}})
 		if i%5000 == 4999 {

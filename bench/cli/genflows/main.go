@@ -38,7 +38,7 @@ func main() {
 		fl := &flowv1.Flow{
 			Time: timestamppb.New(at), Uuid: fmt.Sprintf("00000000-0000-0000-0001-%012x", i),
 			Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4,
-			IP: &flowv1.IP{Source: fmt.Sprintf("10.1.%d.%d", rng.IntN(4), rng.IntN(250)), Destination: fmt.Sprintf("10.2.%d.%d", rng.IntN(4), rng.IntN(250)), IpVersion: flowv1.IPVersion_IPv4},
+			IP:          &flowv1.IP{Source: fmt.Sprintf("10.1.%d.%d", rng.IntN(4), rng.IntN(250)), Destination: fmt.Sprintf("10.2.%d.%d", rng.IntN(4), rng.IntN(250)), IpVersion: flowv1.IPVersion_IPv4},
 			Source:      &flowv1.Endpoint{Namespace: ns, PodName: fmt.Sprintf("web-%d-abcde", rng.IntN(20)), Labels: []string{"k8s:app=web"}, Workloads: []*flowv1.Workload{{Name: "web", Kind: "Deployment"}}},
 			Destination: &flowv1.Endpoint{Namespace: "shop", PodName: fmt.Sprintf("api-%d-fghij", rng.IntN(20)), Labels: []string{"k8s:app=api"}},
 			NodeName:    fmt.Sprintf("node-%d", rng.IntN(8)), IsReply: wrapperspb.Bool(rng.IntN(2) == 0),
