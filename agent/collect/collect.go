@@ -100,7 +100,8 @@ type Collector struct {
 
 	ifnames sync.Map // ifindex (agent netns) -> name, for unwatched interfaces
 
-	skew time.Duration // added to the poll clock by tests
+	skew        time.Duration // added to the poll clock by tests
+	flowEntries int           // flow map entries after the last poll
 }
 
 // New makes a collector; Run starts it.
@@ -353,6 +354,10 @@ func (c *Collector) pollFlows(final bool) {
 	clk, now := c.pollClock()
 	ifaces := c.dp.Interfaces()
 	idle := uint64(c.cfg.IdleTimeout)
+	if capacity := c.dp.Flow.Flows.MaxEntries(); c.flowEntries > int(capacity)*9/10 {
+		// Nearly full: evict sooner rather than lose new flows.
+		idle = max(idle/4, uint64(c.cfg.FlushInterval))
+	}
 	// Polls are FlushInterval apart: a window goes out at the poll nearest
 	// to its active timeout (with the default, at every poll), never a
 	// whole interval late because of ticker jitter.
@@ -397,7 +402,8 @@ func (c *Collector) pollFlows(final bool) {
 			c.exportFlow(e.k, v, e.st, clk, ifaces)
 		}
 	}
-	c.m.MapEntries.WithLabelValues("flows").Set(float64(seen - len(evict)))
+	c.flowEntries = seen - len(evict)
+	c.m.MapEntries.WithLabelValues("flows").Set(float64(c.flowEntries))
 	c.m.MapCapacity.WithLabelValues("flows").Set(float64(c.dp.Flow.Flows.MaxEntries()))
 }
 

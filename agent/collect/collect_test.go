@@ -39,9 +39,18 @@ func (c *capture) take() []*observerv1.GetFlowsResponse {
 }
 
 func newTestCollector(t *testing.T, cfg Config) (*Collector, *datapath.Datapath, *capture) {
+	return newTestCollectorSized(t, cfg, 1024)
+}
+
+func newTestCollectorSized(t *testing.T, cfg Config, flowMapSize uint32) (*Collector, *datapath.Datapath, *capture) {
 	t.Helper()
 	dp := &datapath.Datapath{Netns: 1}
-	if err := bpf.LoadFlowObjects(&dp.Flow, nil); err != nil {
+	flowSpec, err := bpf.LoadFlow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowSpec.Maps[bpf.FlowMapFlows].MaxEntries = flowMapSize
+	if err := flowSpec.LoadAndAssign(&dp.Flow, nil); err != nil {
 		t.Fatalf("load flow objects: %v", err)
 	}
 	var drop bpf.DropMaps
@@ -131,6 +140,30 @@ func TestPollsExportDeltasAndEvictIdleFlows(t *testing.T) {
 	c.Poll(false)
 	if got := aggregates(pub.take()); len(got) != 0 {
 		t.Errorf("poll without changes exported %v", got)
+	}
+}
+
+func TestANearlyFullMapEvictsIdleFlowsSooner(t *testing.T) {
+	c, dp, pub := newTestCollectorSized(t, Config{FlushInterval: time.Second, IdleTimeout: 30 * time.Second}, 10)
+	now := monoNow()
+	for port := uint16(1); port <= 10; port++ {
+		last := now - uint64(10*time.Second) // idle, but not for 30 s
+		if err := dp.Flow.Flows.Put(flowKey(port), bpf.FlowFlowAgg{FirstNs: last, LastNs: last, Packets: 1, Bytes: 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Poll(false)
+	if got := len(aggregates(pub.take())); got != 10 {
+		t.Fatalf("first poll exported %d flows, want 10", got)
+	}
+	if c.flowEntries != 10 {
+		t.Fatalf("%d entries kept, want 10 (idle for less than the timeout)", c.flowEntries)
+	}
+	// The map is full: the next poll evicts flows idle for a quarter of
+	// the timeout.
+	c.Poll(false)
+	if c.flowEntries != 0 {
+		t.Fatalf("%d entries left in a full map, want the idle ones evicted", c.flowEntries)
 	}
 }
 
