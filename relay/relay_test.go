@@ -462,11 +462,12 @@ func TestMutualTLSRefusesAgentsWithoutAClientCertificate(t *testing.T) {
 			if err != nil || resp.GetWelcome() == nil {
 				t.Fatalf("got %v, %v; want a welcome", resp, err)
 			}
+			if resp, err = st.Recv(); err != nil || resp.GetAck() == nil {
+				t.Fatalf("got %v, %v; want the batch acknowledged", resp, err)
+			}
 		})
 	}
-	// Only the welcomed agents' batches may have been stored.
-	waitFor(t, "the welcomed batches", 10*time.Second, func() bool { rows, _ := countRows(t, dsn, "flows"); return rows >= 2 })
-	time.Sleep(300 * time.Millisecond) // let a wrongly accepted batch land, if any
+	// Only the welcomed agents' batches (acknowledged, so stored) are there.
 	if rows, _ := countRows(t, dsn, "flows"); rows != 2 {
 		t.Errorf("flows table holds %d rows, want only the 2 from the welcomed agents", rows)
 	}
