@@ -181,6 +181,25 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 	}()
 
 	checking := s.cfg.AlreadyStored != nil
+	// While this stream waits in a full writer queue (ClickHouse slow or
+	// down) its heartbeats stay unread; that is the relay's back-pressure,
+	// not a silent agent, so last-seen keeps moving meanwhile.
+	var blocked atomic.Bool
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if blocked.Load() {
+					s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
+					s.nodes.Seen(node)
+				}
+			}
+		}
+	}()
 	// The sender owns stream.Send after the welcome; acks come from the
 	// writer's goroutine through the outbox.
 	sendErr := make(chan error, 1)
@@ -217,7 +236,9 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		case *ingestv1.StreamRequest_Batch:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Seen(node)
+			blocked.Store(true)
 			s.handleBatch(ctx, hello, x.Batch, out.put, &checking)
+			blocked.Store(false)
 		case *ingestv1.StreamRequest_Heartbeat:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Heartbeat(node, x.Heartbeat)

@@ -462,3 +462,35 @@ func TestRejectedBatchesAreCountedLostAndReported(t *testing.T) {
 		t.Errorf("relay lost counter %v, want the rejected record counted", got)
 	}
 }
+
+// blockingSink stands for a writer whose queue is full: Enqueue waits.
+type blockingSink struct{ release chan struct{} }
+
+func (b blockingSink) Enqueue(_ *ingest.Batch, done func(error)) {
+	<-b.release
+	done(nil)
+}
+
+func TestBackPressureDoesNotMakeAnAgentLookSilent(t *testing.T) {
+	sink := blockingSink{release: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
+	srv := ingest.New(ingest.Config{}, sink, hub.New(hub.Config{}), nodes.New(nil), ingest.NewMetrics(reg, lost))
+	g := grpc.NewServer()
+	ingestv1.RegisterIngestServiceServer(g, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	defer g.Stop()
+	defer close(sink.release)
+	s, _ := startShipper(t, lis.Addr().String(), shipper.Config{})
+	s.Publish(testFlow(1))
+	s.Flush()
+	waitFor(t, "the batch to reach the blocked writer", 5*time.Second, func() bool { return metricSum(t, reg, "trawl_relay_ingest_batches_total") == 1 })
+	first := metricSum(t, reg, "trawl_relay_agent_last_seen_timestamp_seconds")
+	waitFor(t, "last-seen to move while the stream is held", 15*time.Second, func() bool {
+		return metricSum(t, reg, "trawl_relay_agent_last_seen_timestamp_seconds") > first
+	})
+}
