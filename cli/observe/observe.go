@@ -377,9 +377,14 @@ func (c *Command) runInput(ctx context.Context, req *observerv1.GetFlowsRequest,
 	if err != nil {
 		return usage.Error(err)
 	}
-	// Replaying a file allocates many short-lived records and keeps few:
-	// collect less often (the heap stays small; --last holds at most N).
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	// Replaying a file allocates many short-lived records and keeps few, so
+	// collecting rarely saves CPU; --last N keeps N records alive, so there
+	// the heap may only grow moderately past them.
+	gc := 2000
+	if n := req.GetNumber(); !req.GetFirst() && n != 0 && n != math.MaxUint64 {
+		gc = 200
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(gc))
 	return ReadInput(ctx, r, req, flt, emit, stderr)
 }
 
