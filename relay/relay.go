@@ -299,10 +299,24 @@ func New(cfg Config) (*Relay, error) {
 		OnLost:           func(n int) { m.lost.WithLabelValues("observer_events_queue").Add(float64(n)) },
 		OnSubscribers:    func(n int) { m.subscribers.Set(float64(n)) },
 	})
+	// Node state changes (connected, unavailable) also go to --follow
+	// subscribers as node_status records, as Hubble's observe shows them.
+	var stateMu sync.Mutex
+	lastState := map[string]flowv1.NodeState{}
 	r.nodes = nodes.New(func(s *flowv1.NodeStatus) {
 		select {
 		case r.nodeUpdates <- s:
 		default: // the store copy catches up with the next heartbeat
+		}
+		stateMu.Lock()
+		changed := lastState[s.GetNodeName()] != s.GetState()
+		lastState[s.GetNodeName()] = s.GetState()
+		stateMu.Unlock()
+		if changed {
+			now := timestamppb.Now()
+			r.hub.Publish("", []*observerv1.GetFlowsResponse{{
+				ResponseTypes: &observerv1.GetFlowsResponse_NodeStatus{NodeStatus: s}, NodeName: s.GetNodeName(), Time: now,
+			}})
 		}
 	})
 	mtls := cfg.IngestTLS.CA != ""

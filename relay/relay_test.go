@@ -759,9 +759,11 @@ func TestFollowOnOneReplicaShowsFlowsIngestedByItsPeer(t *testing.T) {
 	// b subscribes to its own hub and, through the peer call, to a's.
 	waitFor(t, "the peer subscription", 10*time.Second, func() bool { return metric(t, a, "trawl_relay_subscribers") == 1 })
 	publish(s, realisticFlow(41, time.Now()))
-	got, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
+	var got *observerv1.GetFlowsResponse
+	for got.GetFlow() == nil { // node_status records (the agent connecting) may come first
+		if got, err = st.Recv(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got.GetFlow().GetPackets() != 42 || got.GetNodeName() != "node-a" {
 		t.Fatalf("followed %v, want the flow node-a sent to the peer", got)
@@ -1000,6 +1002,38 @@ func TestManifestsEnrichIngestedFlows(t *testing.T) {
 	for _, g := range got {
 		if g.GetSource().GetNamespace() != "api-gateway" || !strings.HasPrefix(g.GetSource().GetPodName(), "api-gateway-") {
 			t.Fatalf("source endpoint %v, want the api-gateway pod from the manifests", g.GetSource())
+		}
+	}
+}
+
+func TestFollowShowsAgentsConnectingAndLeaving(t *testing.T) {
+	r := startRelay(t, chtest.Database(t), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := observerClient(t, r).GetFlows(ctx, &observerv1.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return metric(t, r, "trawl_relay_subscribers") == 1 })
+	s, err := shipper.New(shipper.Config{Addr: r.IngestAddr(), NodeName: "node-x", Insecure: true, Log: quietLog()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	done := make(chan struct{})
+	go func() { _ = s.Run(sctx); close(done) }()
+	for i, want := range []flowv1.NodeState{flowv1.NodeState_NODE_CONNECTED, flowv1.NodeState_NODE_UNAVAILABLE} {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ns := resp.GetNodeStatus(); ns.GetNodeName() != "node-x" || ns.GetState() != want {
+			t.Fatalf("record %v, want node-x %v", resp, want)
+		}
+		if i == 0 {
+			scancel()
+			<-done
 		}
 	}
 }

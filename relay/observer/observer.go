@@ -106,10 +106,11 @@ func recordKey(r *observerv1.GetFlowsResponse) string {
 // maxQueued bounds the live records held while history streams.
 const maxQueued = 1 << 20
 
-// flowStream says which hub records belong on GetFlows: flows and lost
-// events (conntrack samples have GetConntrack).
+// flowStream says which hub records belong on GetFlows: flows, lost events
+// and node state changes (conntrack samples have GetConntrack: periodic
+// samples would drown the flows).
 func flowStream(r *observerv1.GetFlowsResponse) bool {
-	return r.GetFlow() != nil || r.GetLostEvents() != nil
+	return r.GetFlow() != nil || r.GetLostEvents() != nil || r.GetNodeStatus() != nil
 }
 
 func inWindow(r *observerv1.GetFlowsResponse, since, until *timestamppb.Timestamp) bool {
