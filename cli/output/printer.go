@@ -106,6 +106,7 @@ func (p *Printer) Write(r *observerv1.GetFlowsResponse) error {
 			return fmt.Errorf("encode record: %w", err)
 		}
 		p.buf = append(b, '\n')
+		p.n++
 		_, err = p.out.Write(p.buf)
 		return err
 	}
@@ -163,38 +164,42 @@ func (p *Printer) endpoints(f *flowv1.Flow, swapReplies bool) (src, dst []byte, 
 	return src, dst, "->"
 }
 
+// compactFlow appends the compact line of a flow record.
+func (p *Printer) compactFlow(b []byte, r *observerv1.GetFlowsResponse) []byte {
+	f := r.GetFlow()
+	b = p.appendTime(b, recordTime(r, f.GetTime()))
+	if p.opts.NodeName {
+		b = append(b, " ["...)
+		b = append(b, nodeOf(r, f.GetNodeName())...)
+		b = append(b, ']')
+	}
+	b = append(b, ": "...)
+	src, dst, arrow := p.endpoints(f, true)
+	b = append(b, src...)
+	b = append(b, ' ')
+	b = append(b, arrow...)
+	b = append(b, ' ')
+	b = append(b, dst...)
+	b = append(b, ' ')
+	b = append(b, typeName(f)...)
+	b = append(b, ' ')
+	b = p.appendVerdict(b, f)
+	b = append(b, " ("...)
+	b = appendSummary(b, f)
+	b = append(b, ')')
+	if f.GetPackets() != 0 || f.GetBytes() != 0 {
+		b = append(b, ' ')
+		b = appendCounts(b, f)
+	}
+	return append(b, '\n')
+}
+
 func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 	f := r.GetFlow()
 	switch p.opts.Format {
 	case Compact:
-		b := p.buf[:0]
-		b = p.appendTime(b, recordTime(r, f.GetTime()))
-		if p.opts.NodeName {
-			b = append(b, " ["...)
-			b = append(b, nodeOf(r, f.GetNodeName())...)
-			b = append(b, ']')
-		}
-		b = append(b, ": "...)
-		src, dst, arrow := p.endpoints(f, true)
-		b = append(b, src...)
-		b = append(b, ' ')
-		b = append(b, arrow...)
-		b = append(b, ' ')
-		b = append(b, dst...)
-		b = append(b, ' ')
-		b = append(b, typeName(f)...)
-		b = append(b, ' ')
-		b = p.appendVerdict(b, f)
-		b = append(b, " ("...)
-		b = appendSummary(b, f)
-		b = append(b, ')')
-		if c := appendCounts(nil, f); len(c) > 0 {
-			b = append(b, ' ')
-			b = append(b, c...)
-		}
-		b = append(b, '\n')
-		p.buf = b
-		_, err := p.out.Write(b)
+		p.buf = p.compactFlow(p.buf[:0], r)
+		_, err := p.out.Write(p.buf)
 		return err
 	case Dict:
 		src, dst, _ := p.endpoints(f, false)
@@ -320,26 +325,32 @@ func lostSummary(l *flowv1.LostEvent) string {
 	return s
 }
 
+// compactLost appends the compact line of a lost-events record. The node
+// is always shown: lost data is only actionable per node.
+func (p *Printer) compactLost(b []byte, r *observerv1.GetFlowsResponse) []byte {
+	l := r.GetLostEvents()
+	node := nodeOf(r, l.GetNodeName())
+	b = p.appendTime(b, recordTime(r, l.GetTime()))
+	if node != "" {
+		b = append(b, " ["...)
+		b = append(b, node...)
+		b = append(b, ']')
+	}
+	b = append(b, " EVENTS LOST: "...)
+	b = append(b, p.col.red...)
+	b = append(b, lostSummary(l)...)
+	b = append(b, p.col.reset...)
+	return append(b, '\n')
+}
+
 func (p *Printer) writeLost(r *observerv1.GetFlowsResponse) error {
 	l := r.GetLostEvents()
 	node := nodeOf(r, l.GetNodeName())
 	ts := recordTime(r, l.GetTime())
 	switch p.opts.Format {
 	case Compact:
-		// The node is always shown: lost data is only actionable per node.
-		b := p.appendTime(p.buf[:0], ts)
-		if node != "" {
-			b = append(b, " ["...)
-			b = append(b, node...)
-			b = append(b, ']')
-		}
-		b = append(b, " EVENTS LOST: "...)
-		b = append(b, p.col.red...)
-		b = append(b, lostSummary(l)...)
-		b = append(b, p.col.reset...)
-		b = append(b, '\n')
-		p.buf = b
-		_, err := p.out.Write(b)
+		p.buf = p.compactLost(p.buf[:0], r)
+		_, err := p.out.Write(p.buf)
 		return err
 	case Dict:
 		var b []byte
@@ -418,20 +429,25 @@ func utilization(c *flowv1.ConntrackSample) float64 {
 	return 0
 }
 
+// compactConntrack appends the compact line of a conntrack sample.
+func (p *Printer) compactConntrack(b []byte, r *observerv1.GetFlowsResponse) []byte {
+	c := r.GetConntrack()
+	b = p.appendTime(b, recordTime(r, c.GetTime()))
+	b = append(b, " ["...)
+	b = append(b, nodeOf(r, c.GetNodeName())...)
+	b = append(b, "] CONNTRACK: "...)
+	b = append(b, conntrackSummary(c)...)
+	return append(b, '\n')
+}
+
 func (p *Printer) writeConntrack(r *observerv1.GetFlowsResponse) error {
 	c := r.GetConntrack()
 	node := nodeOf(r, c.GetNodeName())
 	ts := recordTime(r, c.GetTime())
 	switch p.opts.Format {
 	case Compact:
-		b := p.appendTime(p.buf[:0], ts)
-		b = append(b, " ["...)
-		b = append(b, node...)
-		b = append(b, "] CONNTRACK: "...)
-		b = append(b, conntrackSummary(c)...)
-		b = append(b, '\n')
-		p.buf = b
-		_, err := p.out.Write(b)
+		p.buf = p.compactConntrack(p.buf[:0], r)
+		_, err := p.out.Write(p.buf)
 		return err
 	case Dict:
 		var b []byte
