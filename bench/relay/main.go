@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +40,7 @@ var (
 	queryFlows  = flag.Int("query-flows", 50_000_000, "flows in the query data set (0: skip queries)")
 	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
 	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
+	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the writer runs to this file")
 	keep        = flag.Bool("keep", false, "keep the query data set (database bench_query) and reuse it when its size matches")
 )
 
@@ -200,6 +202,14 @@ func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, s
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(wctx) }()
 	var wg sync.WaitGroup
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := selfCPU()
 	start := time.Now()
 	rows := 0
