@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -196,28 +199,67 @@ func TestLastNIsChronologicalAndFirstNIsTheOldest(t *testing.T) {
 }
 
 // Every filter case selects in ClickHouse exactly what the in-memory
-// filter selects on the same records.
+// filter selects on the same records: the hand-made data set, and a larger
+// one mixing its fields at random.
 func TestSQLSelectsExactlyWhatTheFilterSelects(t *testing.T) {
 	s := openStore(t, chtest.Database(t))
 	w := runWriter(t, s)
-	flows := filtertest.Flows()
+	flows := append(filtertest.Flows(), mixedFlows(400)...)
 	write(t, w, &store.Batch{Key: "k/1", Flows: flows})
+	index := map[string]int{}
+	for i, f := range flows {
+		index[f.Uuid] = i
+	}
 	for _, tc := range filtertest.Cases() {
 		t.Run(tc.Name, func(t *testing.T) {
-			got := query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny})
-			var gotIdx []int
-			for _, r := range got {
-				for i, f := range flows {
-					if f.Uuid == r.GetFlow().GetUuid() {
-						gotIdx = append(gotIdx, i)
+			flt, err := filter.Compile(tc.Allow, tc.Deny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, wantFixed []int
+			for i, f := range flows {
+				if flt.MatchFlow(f) {
+					want = append(want, i)
+					if i < 10 {
+						wantFixed = append(wantFixed, i)
 					}
 				}
 			}
-			if fmt.Sprint(gotIdx) != fmt.Sprint(tc.Want) {
-				t.Errorf("ClickHouse selected %v, filter selects %v", gotIdx, tc.Want)
+			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
+				t.Fatalf("filter selects %v of the fixed set, the case expects %v", wantFixed, tc.Want)
+			}
+			var got []int
+			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
+				got = append(got, index[r.GetFlow().GetUuid()])
+			}
+			slices.Sort(got)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ClickHouse selected %d flows, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
 			}
 		})
 	}
+}
+
+// mixedFlows builds n flows whose fields come from different flows of the
+// fixed data set, so that combinations the hand-made set lacks occur.
+func mixedFlows(n int) []*flowv1.Flow {
+	r := rand.New(rand.NewPCG(7, 7))
+	var out []*flowv1.Flow
+	for i := 0; i < n; i++ {
+		pick := func() *flowv1.Flow { return filtertest.Flows()[r.IntN(10)] }
+		f := pick()
+		f.Source, f.SourceService, f.SourceNames = pick().Source, pick().SourceService, pick().SourceNames
+		f.Destination, f.DestinationService = pick().Destination, pick().DestinationService
+		f.IP, f.L4, f.IsReply, f.Interface = pick().IP, pick().L4, pick().IsReply, pick().Interface
+		f.Verdict, f.DropReasonDesc, f.DropReasonKernel = pick().Verdict, pick().DropReasonDesc, pick().DropReasonKernel
+		f.NodeName, f.EventKind, f.TrafficDirection = pick().NodeName, pick().EventKind, pick().TrafficDirection
+		p := pick()
+		f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy = p.EgressAllowedBy, p.IngressAllowedBy, p.EgressDeniedBy, p.IngressDeniedBy
+		f.Time = timestamppb.New(filtertest.Base.Add(time.Minute + time.Duration(i)*time.Millisecond))
+		f.Uuid = store.FormatUUID(0xfeed, uint64(i+1))
+		out = append(out, f)
+	}
+	return out
 }
 
 func TestHostileFilterStringsChangeNothing(t *testing.T) {
