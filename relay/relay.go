@@ -172,6 +172,10 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "gRPC keepalive ping interval")
 	fs.IntVar(&cfg.LiveBuffer, "follow-buffer", cfg.LiveBuffer, "records buffered per --follow subscriber before it loses records")
 	fs.StringSliceVar(&cfg.Peers, "peers", cfg.Peers, "other relay replicas' observer addresses (or one DNS name for all) merged into --follow")
+	fs.StringVar(&cfg.PeerTLS.CA, "peer-tls-ca", cfg.PeerTLS.CA, "CA file verifying peer relays' observer certificates")
+	fs.StringVar(&cfg.PeerTLS.Cert, "peer-tls-cert", cfg.PeerTLS.Cert, "client certificate presented to peers (when their observer API requires one)")
+	fs.StringVar(&cfg.PeerTLS.Key, "peer-tls-key", cfg.PeerTLS.Key, "key of --peer-tls-cert")
+	fs.StringVar(&cfg.PeerTLS.ServerName, "peer-tls-server-name", cfg.PeerTLS.ServerName, "name expected in peers' certificates (default: the peer's address)")
 	fs.StringVar(&cfg.Manifests, "manifests", cfg.Manifests, "directory or file of Kubernetes YAML (Pods, Services, Namespaces, NetworkPolicies) for enrichment without API access")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig for enrichment from the API server (in-cluster config when empty and running in a pod)")
 	if t := os.Getenv("TRAWL_OBSERVER_TOKEN"); t != "" && cfg.ObserverToken == "" {
