@@ -46,6 +46,12 @@ type pending struct {
 // whose answer was lost) is de-duplicated by ClickHouse, in the flows table
 // and in the rollups fed from it.
 //
+// The token is derived from the keys of the batches in the insert, so the
+// guarantee covers retries of the same insert (this relay, and ClickHouse
+// acknowledging an insert whose answer was lost). A batch resent to another
+// relay replica is de-duplicated by ClickHouse only if it lands in an insert
+// with the same batch keys; otherwise the relays' own key checks apply.
+//
 // Back-pressure: the queue holds at most Config.QueueRows rows. When it is
 // full, Enqueue blocks until the writer has stored enough to make room (or
 // stops). The relay calls Enqueue from the agent's stream, so a ClickHouse
