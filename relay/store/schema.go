@@ -31,10 +31,11 @@ type ddl struct {
 	db        string
 	cluster   string
 	retention time.Duration
+	shardOnly bool // cluster without Keeper: plain engines, no ON CLUSTER
 }
 
 func (d ddl) on() string {
-	if d.cluster == "" {
+	if d.cluster == "" || d.shardOnly {
 		return ""
 	}
 	return " ON CLUSTER " + quoteIdent(d.cluster)
@@ -53,7 +54,7 @@ func (d ddl) table(name string) string { return quoteIdent(d.db) + "." + quoteId
 // engine renders a MergeTree-family engine; kind is "", "Summing" or
 // "Replacing", args its arguments.
 func (d ddl) engine(name, kind, args string) string {
-	if d.cluster == "" {
+	if d.cluster == "" || d.shardOnly {
 		if args == "" {
 			return kind + "MergeTree"
 		}

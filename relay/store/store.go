@@ -25,6 +25,11 @@ type Config struct {
 	// Cluster, when set, makes the schema use ON CLUSTER, Replicated engines
 	// and Distributed tables. Optional.
 	Cluster string
+	// ShardOnly, with Cluster, keeps Distributed tables but uses plain
+	// MergeTree engines and no ON CLUSTER, for clusters without ClickHouse
+	// Keeper (sharding without replication; run Migrate against every
+	// server). Optional.
+	ShardOnly bool
 	// Retention is the TTL of flows, rollups, samples and lost events.
 	// Optional: default 7 days.
 	Retention time.Duration
@@ -109,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open ClickHouse %s: %w", redact(cfg.DSN), err)
 	}
 	s := &Store{cfg: cfg, conn: conn, log: cfg.Log.With("component", "store"),
-		d: ddl{db: cfg.Database, cluster: cfg.Cluster, retention: cfg.Retention}}
+		d: ddl{db: cfg.Database, cluster: cfg.Cluster, retention: cfg.Retention, shardOnly: cfg.ShardOnly}}
 	_ = ctx
 	return s, nil
 }
@@ -152,7 +157,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	applied := map[int]bool{}
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT version FROM "+s.d.table("schema_migrations"))
+	// The local table: with a cluster, the Distributed one would also ask
+	// servers that are not migrated yet. Every statement is idempotent, so a
+	// server that has no record simply runs them again.
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT version FROM "+s.d.local("schema_migrations"))
 	if err != nil {
 		return fmt.Errorf("read applied migrations: %w", err)
 	}
@@ -178,7 +186,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 		}
 		pctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"v": fmt.Sprint(m.version), "n": m.name}))
-		if err := s.conn.Exec(pctx, "INSERT INTO "+s.d.table("schema_migrations")+" (version, name) VALUES ({v:UInt32}, {n:String})"); err != nil {
+		if err := s.conn.Exec(pctx, "INSERT INTO "+s.d.local("schema_migrations")+" (version, name) VALUES ({v:UInt32}, {n:String})"); err != nil {
 			return fmt.Errorf("record migration %d: %w", m.version, err)
 		}
 		s.log.Info("applied schema migration", "version", m.version, "name", m.name, "database", s.cfg.Database)
