@@ -41,16 +41,56 @@ type Decoded struct {
 
 // Unmarshal decodes one line into a new response.
 func Unmarshal(line []byte) (Decoded, error) {
-	var d Decoder
-	return d.Unmarshal(line)
+	r := &observerv1.GetFlowsResponse{}
+	s := scanner{b: line, sl: &slabs{size: 1}}
+	if err := s.response(r); err == nil {
+		return Decoded{r, s.hubbleType}, nil
+	}
+	r = &observerv1.GetFlowsResponse{}
+	if err := slowUnmarshal.Unmarshal(line, r); err != nil {
+		return Decoded{}, err
+	}
+	return Decoded{r, -1}, nil
 }
 
 // Decoder decodes lines one after another, sharing the strings that repeat
 // from record to record (namespaces, pod and node names, labels) instead of
-// allocating them again: flows of one capture repeat them constantly. Not
+// allocating them again, and allocating the messages of a flow from slabs
+// (one allocation for many records): flows of one capture repeat both
+// constantly. A slab stays in memory while any record cut from it does. Not
 // safe for concurrent use; use one per goroutine.
 type Decoder struct {
 	intern map[string]string
+	slabs  *slabs
+}
+
+// slabSize is how many messages of one type a slab holds.
+const slabSize = 64
+
+type slabs struct {
+	size     int
+	resp     []observerv1.GetFlowsResponse
+	respFlow []observerv1.GetFlowsResponse_Flow
+	flow     []flowv1.Flow
+	ep       []flowv1.Endpoint
+	ts       []timestamppb.Timestamp
+	ip       []flowv1.IP
+	l4       []flowv1.Layer4
+	l4tcp    []flowv1.Layer4_TCP
+	tcp      []flowv1.TCP
+	flags    []flowv1.TCPFlags
+	boolv    []wrapperspb.BoolValue
+}
+
+// take cuts one zero value from a slab, refilling it with size values when
+// empty (size 1: one-off decoding, each value allocated alone).
+func take[T any](size int, slab *[]T) *T {
+	if len(*slab) == 0 {
+		*slab = make([]T, size)
+	}
+	v := &(*slab)[0]
+	*slab = (*slab)[1:]
+	return v
 }
 
 // maxInterned bounds the shared strings; past it new strings are allocated.
@@ -60,9 +100,10 @@ const maxInterned = 8192
 func (d *Decoder) Unmarshal(line []byte) (Decoded, error) {
 	if d.intern == nil {
 		d.intern = make(map[string]string)
+		d.slabs = &slabs{size: slabSize}
 	}
-	r := &observerv1.GetFlowsResponse{}
-	s := scanner{b: line, intern: d.intern}
+	r := take(d.slabs.size, &d.slabs.resp)
+	s := scanner{b: line, intern: d.intern, sl: d.slabs}
 	if err := s.response(r); err == nil {
 		return Decoded{r, s.hubbleType}, nil
 	}
@@ -78,6 +119,7 @@ type scanner struct {
 	i          int
 	hubbleType int
 	intern     map[string]string
+	sl         *slabs
 }
 
 func (s *scanner) ws() {
@@ -311,11 +353,89 @@ func (s *scanner) timestamp() (*timestamppb.Timestamp, error) {
 	if len(b) < 20 || b[10] != 'T' {
 		return nil, errSlow
 	}
-	t, err := time.Parse(time.RFC3339Nano, string(b))
-	if err != nil || t.Year() < 1 || t.Year() > 9999 {
-		return nil, errSlow
+	sec, nanos, ok := parseUTC(b)
+	if !ok {
+		t, err := time.Parse(time.RFC3339Nano, string(b))
+		if err != nil || t.Year() < 1 || t.Year() > 9999 {
+			return nil, errSlow
+		}
+		sec, nanos = t.Unix(), int32(t.Nanosecond())
 	}
-	return &timestamppb.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}, nil
+	ts := take(s.sl.size, &s.sl.ts)
+	ts.Seconds, ts.Nanos = sec, nanos
+	return ts, nil
+}
+
+// parseUTC reads the form records are written in, "YYYY-MM-DDTHH:MM:SS",
+// an optional fraction of 1 to 9 digits, then "Z", without time.Parse; ok
+// is false for anything else (time.Parse then decides).
+func parseUTC(b []byte) (sec int64, nanos int32, ok bool) {
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return 0, 0, false
+	}
+	num := func(i, n int) (int, bool) {
+		v := 0
+		for _, c := range b[i : i+n] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 2)
+	d, ok3 := num(8, 2)
+	h, ok4 := num(11, 2)
+	mi, ok5 := num(14, 2)
+	se, ok6 := num(17, 2)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || y < 1 || mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo) || h > 23 || mi > 59 || se > 59 {
+		return 0, 0, false
+	}
+	if frac := b[19 : len(b)-1]; len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return 0, 0, false
+		}
+		n, ok := num(20, len(frac)-1)
+		if !ok {
+			return 0, 0, false
+		}
+		for range 10 - len(frac) {
+			n *= 10
+		}
+		nanos = int32(n)
+	}
+	return (daysFromCivil(y, mo, d)*24+int64(h))*3600 + int64(mi)*60 + int64(se), nanos, true
+}
+
+func daysIn(y, m int) int {
+	switch m {
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// daysFromCivil counts days from 1970-01-01 to y-m-d in the proleptic
+// Gregorian calendar.
+func daysFromCivil(y, m, d int) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y / 400
+	if y < 0 && y%400 != 0 {
+		era--
+	}
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return int64(era)*146097 + int64(doe) - 719468
 }
 
 // skip passes over any value (unknown fields).
@@ -351,8 +471,10 @@ func (s *scanner) response(r *observerv1.GetFlowsResponse) error {
 			if r.ResponseTypes != nil {
 				return errSlow
 			}
-			f := &flowv1.Flow{}
-			r.ResponseTypes = &observerv1.GetFlowsResponse_Flow{Flow: f}
+			f := take(s.sl.size, &s.sl.flow)
+			w := take(s.sl.size, &s.sl.respFlow)
+			w.Flow = f
+			r.ResponseTypes = w
 			return s.flow(f)
 		case "lost_events", "lostEvents":
 			if r.ResponseTypes != nil {
@@ -444,7 +566,7 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 				return err
 			})
 		case "IP":
-			ip := &flowv1.IP{}
+			ip := take(s.sl.size, &s.sl.ip)
 			f.IP = ip
 			err = s.object(func(k []byte) error {
 				var err error
@@ -465,13 +587,13 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 				return err
 			})
 		case "l4":
-			f.L4 = &flowv1.Layer4{}
+			f.L4 = take(s.sl.size, &s.sl.l4)
 			err = s.l4(f.L4)
 		case "source":
-			f.Source = &flowv1.Endpoint{}
+			f.Source = take(s.sl.size, &s.sl.ep)
 			err = s.endpoint(f.Source)
 		case "destination":
-			f.Destination = &flowv1.Endpoint{}
+			f.Destination = take(s.sl.size, &s.sl.ep)
 			err = s.endpoint(f.Destination)
 		case "Type":
 			v, err = s.enum(flowv1.FlowType_value)
@@ -485,7 +607,8 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 		case "is_reply", "isReply":
 			var b bool
 			b, err = s.bool()
-			f.IsReply = wrapperspb.Bool(b)
+			f.IsReply = take(s.sl.size, &s.sl.boolv)
+			f.IsReply.Value = b
 		case "source_service", "sourceService":
 			f.SourceService = &flowv1.Service{}
 			err = s.service(f.SourceService)
@@ -574,8 +697,10 @@ func (s *scanner) l4(l *flowv1.Layer4) error {
 		}
 		switch string(key) {
 		case "TCP":
-			t := &flowv1.TCP{}
-			l.Protocol = &flowv1.Layer4_TCP{TCP: t}
+			t := take(s.sl.size, &s.sl.tcp)
+			w := take(s.sl.size, &s.sl.l4tcp)
+			w.TCP = t
+			l.Protocol = w
 			return s.object(func(k []byte) error {
 				var err error
 				var n uint64
@@ -587,7 +712,7 @@ func (s *scanner) l4(l *flowv1.Layer4) error {
 					n, err = s.uint(32)
 					t.DestinationPort = uint32(n)
 				case "flags":
-					t.Flags = &flowv1.TCPFlags{}
+					t.Flags = take(s.sl.size, &s.sl.flags)
 					err = s.tcpFlags(t.Flags)
 				default:
 					err = s.skip()

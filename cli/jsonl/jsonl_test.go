@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -164,6 +165,27 @@ func TestUnmarshalReadsWhatProtojsonReads(t *testing.T) {
 	}
 }
 
+func TestADecoderKeepsEveryRecordItDecoded(t *testing.T) {
+	// A Decoder shares strings and cuts messages from slabs: records decoded
+	// earlier must stay intact while later ones are decoded.
+	rng := rand.New(rand.NewPCG(9, 10))
+	var d Decoder
+	var want, got []*observerv1.GetFlowsResponse
+	for range 3000 {
+		r := randomRecord(rng)
+		res, err := d.Unmarshal([]byte(protojsonCompact(t, r)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, got = append(want, r), append(got, res.GetFlowsResponse)
+	}
+	for i := range want {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("record %d changed after later decodes\n got %v\nwant %v", i, got[i], want[i])
+		}
+	}
+}
+
 func TestUnmarshalOfHubbleAndOddLinesMatchesProtojson(t *testing.T) {
 	var lines [][]byte
 	for _, file := range []string{"../observe/testdata/hubble.jsonl", "../observe/testdata/trawl.jsonl"} {
@@ -222,10 +244,11 @@ func fixtureFlows(b *testing.B) [][]byte {
 
 func BenchmarkUnmarshal(b *testing.B) {
 	lines := fixtureFlows(b)
+	var d Decoder
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := Unmarshal(lines[i%len(lines)]); err != nil {
+		if _, err := d.Unmarshal(lines[i%len(lines)]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -257,5 +280,38 @@ func BenchmarkAppend(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		buf, _ = Append(buf[:0], rs[i%len(rs)])
+	}
+}
+
+func TestParseUTCAgreesWithTimeParse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	check := func(s string) {
+		t.Helper()
+		sec, nanos, ok := parseUTC([]byte(s))
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if !ok {
+			return // time.Parse decides these
+		}
+		if err != nil {
+			t.Fatalf("%s: fast path accepted what time.Parse rejects (%v)", s, err)
+		}
+		if sec != want.Unix() || nanos != int32(want.Nanosecond()) {
+			t.Fatalf("%s: got %d.%09d, want %d.%09d", s, sec, nanos, want.Unix(), want.Nanosecond())
+		}
+	}
+	for range 20000 {
+		at := time.Unix(rng.Int64N(253402300799), 0).UTC()
+		for _, frac := range []string{"", ".5", ".123", ".123456", ".123456789", ".000000001"} {
+			check(at.Format("2006-01-02T15:04:05") + frac + "Z")
+		}
+	}
+	for _, s := range []string{"2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-11-27T24:00:00Z",
+		"2026-11-27T10:00:60Z", "0000-01-01T00:00:00Z", "2026-11-27T10:00:00.Z", "2026-11-27T10:00:00.1234567890Z", "2026-11-27T10:00:00+01:00"} {
+		check(s)
+		if _, _, ok := parseUTC([]byte(s)); ok {
+			if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+				t.Errorf("%s accepted by the fast path only", s)
+			}
+		}
 	}
 }
