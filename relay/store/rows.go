@@ -70,6 +70,36 @@ type flowColumns struct {
 	firstOff, lastOff          []int64
 	obsPoint, extra            []string
 	present                    []uint16
+
+	// Per-insert cache: the enrichment hands many flows the same policy
+	// slices, so their names and encoding are computed once per insert.
+	// Keys are pointers that the flows of this insert keep alive.
+	policyCache map[policyKey]policyEnc
+}
+
+type policyKey struct {
+	p [4]*flowv1.Policy
+	n [4]int
+}
+
+type policyEnc struct {
+	lists           [4][]*flowv1.Policy
+	allowed, denied []string
+	extra           string
+}
+
+func samePolicies(a, b [4][]*flowv1.Policy) bool {
+	for i := range a {
+		if len(a[i]) != len(b[i]) {
+			return false
+		}
+		for j := range a[i] {
+			if a[i][j] != b[i][j] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (c *flowColumns) len() int { return len(c.time) }
@@ -92,6 +122,44 @@ func (c *flowColumns) reset() {
 	c.allowedBy, c.deniedBy = c.allowedBy[:0], c.deniedBy[:0]
 	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
+	clear(c.policyCache)
+}
+
+func first(ps []*flowv1.Policy) *flowv1.Policy {
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps[0]
+}
+
+// policies returns the allowed/denied name lists of a flow and, when the
+// policies are all the flow needs beyond its columns, its extra encoding.
+func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra string, cached bool) {
+	// The key is the first element and length of each list; a hit counts
+	// only when every element is the same pointer.
+	k := policyKey{
+		p: [4]*flowv1.Policy{first(f.EgressAllowedBy), first(f.IngressAllowedBy), first(f.EgressDeniedBy), first(f.IngressDeniedBy)},
+		n: [4]int{len(f.EgressAllowedBy), len(f.IngressAllowedBy), len(f.EgressDeniedBy), len(f.IngressDeniedBy)},
+	}
+	if k.n == [4]int{} {
+		return empty, empty, "", true
+	}
+	lists := [4][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy}
+	if e, ok := c.policyCache[k]; ok && samePolicies(e.lists, lists) {
+		return e.allowed, e.denied, e.extra, true
+	}
+	e := policyEnc{lists: lists,
+		allowed: nonNil(policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy)),
+		denied:  nonNil(policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy)),
+	}
+	x := flowv1.Flow{EgressAllowedBy: f.EgressAllowedBy, IngressAllowedBy: f.IngressAllowedBy, EgressDeniedBy: f.EgressDeniedBy, IngressDeniedBy: f.IngressDeniedBy}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
+	e.extra = string(b)
+	if c.policyCache == nil {
+		c.policyCache = map[policyKey]policyEnc{}
+	}
+	c.policyCache[k] = e
+	return e.allowed, e.denied, e.extra, true
 }
 
 // columns lists the slices in flowColumnNames order.
@@ -289,8 +357,8 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 		present |= hasInterface
 	}
 	c.ifIndex, c.ifName = append(c.ifIndex, f.GetInterface().GetIndex()), append(c.ifName, f.GetInterface().GetName())
-	c.allowedBy = append(c.allowedBy, nonNil(policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy)))
-	c.deniedBy = append(c.deniedBy, nonNil(policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy)))
+	allowed, denied, polExtra, _ := c.policies(f)
+	c.allowedBy, c.deniedBy = append(c.allowedBy, allowed), append(c.deniedBy, denied)
 	c.packets, c.bytes = append(c.packets, f.GetPackets()), append(c.bytes, f.GetBytes())
 	var fo, lo int64
 	if f.FirstSeen != nil {
@@ -304,12 +372,18 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	c.firstOff, c.lastOff = append(c.firstOff, fo), append(c.lastOff, lo)
 	c.netns, c.obsPoint = append(c.netns, f.GetNetns()), append(c.obsPoint, f.GetObservationPoint())
 	c.present = append(c.present, present)
-	c.extra = append(c.extra, extraOf(f))
+	if ex := extraOf(f, false); ex != "" {
+		c.extra = append(c.extra, ex)
+	} else {
+		c.extra = append(c.extra, polExtra) // policies are the only extra fields
+	}
 }
 
 // extraOf encodes, as a partial Flow in protobuf, what has no column: rare
 // or wide fields that are only displayed, never filtered or grouped on.
-func extraOf(f *flowv1.Flow) string {
+// With withPolicies false it returns "" when the policies would be the only
+// content (the caller has them encoded already).
+func extraOf(f *flowv1.Flow, withPolicies bool) string {
 	var x flowv1.Flow
 	set := false
 	if f.Ethernet != nil {
@@ -324,12 +398,15 @@ func extraOf(f *flowv1.Flow) string {
 	if e := endpointExtra(f.Destination); e != nil {
 		x.Destination, set = e, true
 	}
+	if f.Conntrack != nil {
+		x.Conntrack, set = f.Conntrack, true
+	}
+	if !set && !withPolicies {
+		return ""
+	}
 	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0 {
 		x.EgressAllowedBy, x.IngressAllowedBy, x.EgressDeniedBy, x.IngressDeniedBy = f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy
 		set = true
-	}
-	if f.Conntrack != nil {
-		x.Conntrack, set = f.Conntrack, true
 	}
 	if !set {
 		return ""

@@ -112,6 +112,13 @@ func richFlows() []*flowv1.Flow {
 	fs[5].Uuid = "NOT-A-UUID'); DROP TABLE flows; --"
 	fs[6].Type = flowv1.FlowType_L7
 	fs[7].SourceNames = []string{"a.example", "b.example"}
+	// Shared policy pointers, as the enrichment's verdict cache hands out:
+	// the writer caches their encoding per insert and must not confuse
+	// lists that only share their first element.
+	p1, p2, p3 := &flowv1.Policy{Namespace: "shop", Name: "p1", Revision: 3}, &flowv1.Policy{Namespace: "shop", Name: "p2"}, &flowv1.Policy{Namespace: "shop", Name: "p3"}
+	fs[7].IngressAllowedBy = []*flowv1.Policy{p1, p2}
+	fs[8].IngressAllowedBy = []*flowv1.Policy{p1, p3}
+	fs[9].IngressAllowedBy = fs[7].IngressAllowedBy
 	return fs
 }
 
