@@ -173,6 +173,8 @@ func TestObserveHistoryFollowAndTheOtherCommandsAgainstARealRelay(t *testing.T) 
 	}{
 		{"the last 20 by default, oldest first", nil, "1 2 3 4 5 6 7 8 9 10"},
 		{"--last", []string{"--last", "3"}, "8 9 10"},
+		{"--all", []string{"--all"}, "1 2 3 4 5 6 7 8 9 10"},
+		{"--all with filters", []string{"--all", "--to-ip", "10.0.0.0/29", "--not", "--verdict", "DROPPED"}, "2 4 6"},
 		{"--first", []string{"--first", "2"}, "1 2"},
 		{"--since a duration reaches back days", []string{"--since", "4d"}, "1 2 3 4 5 6 7 8 9 10"},
 		{"--since and --until as RFC 3339", []string{"--since", rfc(base.Add(3 * time.Hour)), "--until", rfc(base.Add(6 * time.Hour))}, "3 4 5 6"},
