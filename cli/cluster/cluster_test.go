@@ -1,0 +1,90 @@
+package cluster
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+)
+
+func TestConntrackRow(t *testing.T) {
+	tests := []struct {
+		name   string
+		sample *flowv1.ConntrackSample
+		want   []string
+	}{
+		{"a full table with creators and a rate", &flowv1.ConntrackSample{NodeName: "n1", Entries: 1000, Max: 1000, Interval: durationpb.New(2 * time.Second),
+			Deltas: &flowv1.ConntrackStats{New: 10, Drop: 4, EarlyDrop: 2}, TopCreators: []*flowv1.ConntrackCreator{{Ip: "10.0.0.1", NewEntries: 7}, {Ip: "10.0.0.2", NewEntries: 2}, {Ip: "10.0.0.3", NewEntries: 1}, {Ip: "10.0.0.4", NewEntries: 1}}},
+			[]string{"n1", "1000/1000", "[####################] 100.0%", "5.0", "      4", "          2", "10.0.0.1 (7), 10.0.0.2 (2), 10.0.0.3 (1)"}},
+		{"utilization computed when the agent sent none", &flowv1.ConntrackSample{NodeName: "n2", Entries: 250, Max: 1000},
+			[]string{"[#####---------------]  25.0%", "-"}},
+		{"an unknown max", &flowv1.ConntrackSample{NodeName: "n3", Entries: 5},
+			[]string{"5/0", "[--------------------]   0.0%"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			row := ConntrackRow(tt.sample, 3)
+			for _, w := range tt.want {
+				if !strings.Contains(row, w) {
+					t.Errorf("row %q lacks %q", row, w)
+				}
+			}
+			if strings.Count(row, "\n") != 1 {
+				t.Errorf("row %q is not one line", row)
+			}
+		})
+	}
+	// Fixed widths keep followed rows aligned under the header.
+	a := ConntrackRow(&flowv1.ConntrackSample{NodeName: "a", Entries: 1, Max: 10}, 3)
+	b := ConntrackRow(&flowv1.ConntrackSample{NodeName: "much-longer-node", Entries: 123456, Max: 262144}, 3)
+	if strings.Index(a, "[") != strings.Index(b, "[") || strings.Index(ConntrackHeader, "UTILIZATION") != strings.Index(a, "[") {
+		t.Errorf("columns do not line up:\n%s%s%s", ConntrackHeader, a, b)
+	}
+}
+
+func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
+	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"}}}
+	tests := []struct {
+		kind observerv1.TopKind
+		want []string
+	}{
+		{observerv1.TopKind_TOP_KIND_TALKERS, []string{"BYTES", "1,234,567", "b/y"}},
+		{observerv1.TopKind_TOP_KIND_DROPPERS, []string{"REASON", "NO_SOCKET", "3"}},
+		{observerv1.TopKind_TOP_KIND_DENIED_PAIRS, []string{"POLICIES", "b/deny"}},
+		{observerv1.TopKind_TOP_KIND_CONNTRACK_CREATORS, []string{"NEW ENTRIES", "99"}},
+	}
+	for _, tt := range tests {
+		var b bytes.Buffer
+		if err := WriteTop(&b, tt.kind, "T", e); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s: output lacks %q:\n%s", tt.kind, w, b.String())
+			}
+		}
+	}
+	var b bytes.Buffer
+	_ = WriteTop(&b, observerv1.TopKind_TOP_KIND_TALKERS, "T", nil)
+	if !strings.Contains(b.String(), "(none in this window)") {
+		t.Errorf("empty table not said: %q", b.String())
+	}
+}
+
+func TestNumbersAndDurations(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567"} {
+		if got := group(n); got != want {
+			t.Errorf("group(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for d, want := range map[time.Duration]string{5 * time.Second: "5s", 90 * time.Second: "1m30s", 3*time.Hour + 5*time.Minute: "3h5m", 72 * time.Hour: "3d"} {
+		if got := human(d); got != want {
+			t.Errorf("human(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
