@@ -213,6 +213,32 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		}
 	})
 
+	t.Run("observe --type policy-verdict selects the verdicts of the policies", func(t *testing.T) {
+		out, err := trawl("observe", "--type", "policy-verdict", "--last", "200", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var allowedBy, deniedBy bool
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r record
+			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Flow == nil {
+				t.Fatalf("not a flow line: %q", line)
+			}
+			if r.Flow.EventKind != "POLICY_VERDICT" {
+				t.Errorf("--type policy-verdict printed a %s record", r.Flow.EventKind)
+			}
+			if contains(names(r.Flow.IngressAllowedBy), "payments/payment-service-ingress") {
+				allowedBy = true
+			}
+			if contains(names(r.Flow.IngressDeniedBy), "databases/postgres-ingress") {
+				deniedBy = true
+			}
+		}
+		if !allowedBy || !deniedBy {
+			t.Errorf("policy verdicts: allowed by payment-service-ingress %v, denied by postgres-ingress %v; want both\n%s", allowedBy, deniedBy, out)
+		}
+	})
+
 	t.Run("ClickHouse rows agree with what observe printed", func(t *testing.T) {
 		if denied == nil || allowed == nil {
 			t.Skip("nothing to compare: the history checks above failed")

@@ -261,6 +261,10 @@ func PolicyDrops(f *flowv1.Flow, fn func(namespace, policy string, packets uint6
 	}
 }
 
+// PolicyVerdict implements the relay's PolicyVerdicter with
+// PolicyVerdictRecord.
+func (e *Enricher) PolicyVerdict(f *flowv1.Flow) *flowv1.Flow { return PolicyVerdictRecord(f) }
+
 // PolicyVerdictRecord derives the policy-verdict event of an enriched flow,
 // like Hubble's PolicyVerdict events: for the first packet of a connection
 // (FLOW_NEW) that a policy allowed, and for a drop the policies explain

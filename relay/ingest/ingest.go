@@ -46,6 +46,14 @@ type Enricher interface {
 	EnrichConntrack(s *flowv1.ConntrackSample)
 }
 
+// PolicyVerdicter is an Enricher that also derives policy-verdict records
+// (event kind POLICY_VERDICT) from enriched flows, like Hubble's
+// PolicyVerdict events. They are stored and streamed beside the flow they
+// come from, never added to totals.
+type PolicyVerdicter interface {
+	PolicyVerdict(f *flowv1.Flow) *flowv1.Flow
+}
+
 // NopEnricher leaves records as they are.
 type NopEnricher struct{}
 
@@ -335,6 +343,9 @@ func (s *Server) storedBefore(ctx context.Context, node string, b *ingestv1.Batc
 // returns them as GetFlows records for the hub.
 func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsResponse {
 	recs := make([]*observerv1.GetFlowsResponse, 0, len(b.GetFlows())+len(b.GetConntrack())+len(b.GetLostEvents()))
+	received := len(b.GetFlows())
+	pv, _ := s.cfg.Enricher.(PolicyVerdicter)
+	var verdicts []*flowv1.Flow
 	for i, f := range b.GetFlows() {
 		if f.Uuid == "" {
 			f.Uuid = shipper.FlowUUID(node, b.GetBootId(), b.GetSequence(), i)
@@ -343,7 +354,16 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsR
 		s.cfg.Enricher.Enrich(f)
 		s.m.countFlow(f)
 		recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: node, Time: f.GetTime()})
+		if pv != nil {
+			if v := pv.PolicyVerdict(f); v != nil {
+				verdicts = append(verdicts, v)
+				recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: v}, NodeName: node, Time: v.GetTime()})
+			}
+		}
 	}
+	// Stored with the batch: a resend derives the same records (their uuids
+	// come from the flows'), so de-duplication still holds.
+	b.Flows = append(b.Flows, verdicts...)
 	for _, c := range b.GetConntrack() {
 		c.NodeName = node
 		s.cfg.Enricher.EnrichConntrack(c)
@@ -358,11 +378,11 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsR
 		s.m.lost.WithLabelValues(lostCause(l.GetSource())).Add(float64(l.GetNumEventsLost()))
 		recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: l}, NodeName: node, Time: l.GetTime()})
 	}
-	s.m.records.WithLabelValues("flow").Add(float64(len(b.GetFlows())))
+	s.m.records.WithLabelValues("flow").Add(float64(received))
 	s.m.records.WithLabelValues("conntrack").Add(float64(len(b.GetConntrack())))
 	s.m.records.WithLabelValues("lost_events").Add(float64(len(b.GetLostEvents())))
 	s.m.batchRecords.Observe(float64(len(recs)))
-	s.rate.add(len(b.GetFlows()))
+	s.rate.add(received)
 	return recs
 }
 
