@@ -175,17 +175,14 @@ func (p *Printer) appendVerdict(b []byte, f *flowv1.Flow) []byte {
 	return append(b, p.col.reset...)
 }
 
-// policiesFor picks the policies that explain the verdict, by direction.
+// policiesFor picks the policies that explain the verdict. A pod-to-pod
+// record carries both sides' verdicts (the source's egress, the
+// destination's ingress), and either side may be the one that decided, so
+// both are shown, egress first, whatever the record's direction.
 func policiesFor(f *flowv1.Flow, allowed bool) []*flowv1.Policy {
 	in, out := f.GetIngressDeniedBy(), f.GetEgressDeniedBy()
 	if allowed {
 		in, out = f.GetIngressAllowedBy(), f.GetEgressAllowedBy()
-	}
-	switch f.GetTrafficDirection() {
-	case flowv1.TrafficDirection_INGRESS:
-		return in
-	case flowv1.TrafficDirection_EGRESS:
-		return out
 	}
 	if len(out) == 0 {
 		return in
