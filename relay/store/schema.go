@@ -172,12 +172,13 @@ SETTINGS ttl_only_drop_parts = 1, %s`,
 	// flows_1m: traffic and drops per minute. Byte and packet totals only
 	// from AGGREGATE records, drop counts only from DROP records, new flows
 	// from FLOW_NEW records: instant events are never double counted. The
-	// key leaves out the node and pod: each dimension multiplies the rows
-	// the view writes on every insert (per-node traffic is in the agents'
-	// Prometheus metrics, per-pod detail in flows).
-	rollupKey := `minute, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port`
+	// key keeps the node (dashboards filter by it; a workload pair spans a
+	// few nodes at most) and leaves out the pod: pods multiply the rows the
+	// view writes on every insert, and per-pod detail is in flows.
+	rollupKey := `minute, node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port`
 	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
   minute DateTime,
+  node LowCardinality(String),
   src_namespace LowCardinality(String),
   src_workload LowCardinality(String),
   dst_namespace LowCardinality(String),
@@ -201,7 +202,7 @@ SETTINGS ttl_only_drop_parts = 1, %s`,
 		d.local("flows_1m"), d.on(), verdict, dir, d.engine("flows_1m", "Summing", ""), rollupKey, retention, dedupSettings))
 	s = append(s, d.distributed("flows_1m", "rand()")...)
 	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
-SELECT toStartOfMinute(time) AS minute, src_namespace, src_workload, dst_namespace, dst_workload,
+SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_namespace, dst_workload,
   verdict, direction, drop_reason_desc, proto,
   if(is_reply = 2, src_port, dst_port) AS port,
   count() AS records,
@@ -215,16 +216,19 @@ GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows_1m"), d.local("flow
 
 	// policy_1m: records per minute per policy that allowed or denied them,
 	// by namespace and workload pair and verdict.
-	policyKey := `minute, policy, effect, src_namespace, dst_namespace, src_workload, dst_workload, verdict`
+	policyKey := `minute, policy, effect, node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, proto, port`
 	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
   minute DateTime,
   policy LowCardinality(String),
   effect Enum8('allowed' = 1, 'denied' = 2),
+  node LowCardinality(String),
   src_namespace LowCardinality(String),
   src_workload LowCardinality(String),
   dst_namespace LowCardinality(String),
   dst_workload LowCardinality(String),
   verdict %s,
+  proto UInt8,
+  port UInt16,
   records UInt64,
   packets UInt64,
   bytes UInt64,
@@ -238,7 +242,8 @@ SETTINGS ttl_only_drop_parts = 1, %s`,
 	s = append(s, d.distributed("policy_1m", "rand()")...)
 	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
 SELECT toStartOfMinute(time) AS minute, pe.1 AS policy, pe.2 AS effect,
-  src_namespace, dst_namespace, src_workload, dst_workload, verdict,
+  node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, proto,
+  if(is_reply = 2, src_port, dst_port) AS port,
   count() AS records,
   sumIf(f.packets, event_kind = 'AGGREGATE') AS packets,
   sumIf(f.bytes, event_kind = 'AGGREGATE') AS bytes,
