@@ -26,8 +26,6 @@ package shipper
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +44,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -272,34 +271,14 @@ func (s *Shipper) Stats() (batches, bytes int) {
 	return len(s.queue), s.bufBytes
 }
 
-// FlowUUID derives a flow's id from where it was shipped: the first half
-// hashes (node, boot id), the second holds the batch sequence (42 bits) and
-// the index in the batch (20 bits), with UUIDv8 version/variant bits. Unique
-// per record, identical on resends, and ids of one agent boot share a prefix
-// (they compress).
+// FlowUUID derives a flow's id from where it was shipped (see flowid).
 func FlowUUID(node, bootID string, seq uint64, index int) string {
-	h := sha256.Sum256([]byte(node + "\x00" + bootID))
-	var b [16]byte
-	copy(b[:8], h[:8])
-	binary.BigEndian.PutUint64(b[8:], seq<<20|uint64(index)&(1<<20-1))
-	b[6] = b[6]&0x0f | 0x80 // version 8: custom
-	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
+	return flowid.Derive(node, bootID, seq, index)
 }
 
 // MaxBatchIndex is the largest number of records FlowUUID distinguishes in
 // one batch.
-const MaxBatchIndex = 1 << 20
+const MaxBatchIndex = flowid.MaxIndex + 1
 
 func (s *Shipper) sealLocked(keep bool) {
 	b := s.cur

@@ -8,13 +8,13 @@ import (
 	"context"
 	"crypto/sha1"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/policy"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -288,7 +288,7 @@ func PolicyVerdictRecord(f *flowv1.Flow) *flowv1.Flow {
 		sum := sha1.Sum([]byte(f.Uuid + "/policy-verdict"))
 		sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
 		sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
-		pv.Uuid = fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
+		pv.Uuid = flowid.Format([16]byte(sum[:16]))
 	}
 	return pv
 }

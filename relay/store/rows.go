@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/trawl-dev/trawl/internal/filter"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -225,24 +225,7 @@ func unhex(c byte) byte {
 }
 
 // FormatUUID is the inverse of ParseUUID.
-func FormatUUID(hi, lo uint64) string {
-	var b [16]byte
-	for i := 0; i < 8; i++ {
-		b[7-i] = byte(hi >> (8 * i))
-		b[15-i] = byte(lo >> (8 * i))
-	}
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
-}
+func FormatUUID(hi, lo uint64) string { return flowid.FromHalves(hi, lo) }
 
 func policyNames(dst []string, ps ...[]*flowv1.Policy) []string {
 	for _, list := range ps {
