@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -69,6 +70,9 @@ type Config struct {
 	IngestAddr   string
 	// MetricsAddr serves /metrics; empty disables it.
 	MetricsAddr string
+	// Pprof adds Go's /debug/pprof/ handlers to the metrics listener (for
+	// profiling a running relay; off by default: profiles reveal internals).
+	Pprof bool
 
 	// ClickHouse: DSN (the database is its path), optional cluster name
 	// for ON CLUSTER / Replicated + Distributed tables, and retention.
@@ -151,6 +155,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.ObserverAddr, "listen-address", cfg.ObserverAddr, "observer API address (trawl observe)")
 	fs.StringVar(&cfg.IngestAddr, "ingest-address", cfg.IngestAddr, "agent ingest address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-address", cfg.MetricsAddr, "Prometheus /metrics address (empty: off)")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go profiles at /debug/pprof/ on --metrics-address")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", cfg.ClickHouseDSN, "ClickHouse DSN, clickhouse://user:pass@host:9000/database (env TRAWL_CLICKHOUSE_DSN)")
 	fs.StringVar(&cfg.ClickHouseCluster, "clickhouse-cluster", cfg.ClickHouseCluster, "ClickHouse cluster name: Replicated + Distributed tables, DDL ON CLUSTER")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")
@@ -207,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ObserverAddr == "" || c.IngestAddr == "" {
 		return errors.New("--listen-address and --ingest-address are required")
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("--pprof serves on the metrics listener; set --metrics-address")
 	}
 	if c.Retention < time.Hour {
 		return fmt.Errorf("--retention %s is shorter than an hour", c.Retention)
@@ -349,7 +357,9 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("ingest TLS: %w", err)
 	}
 	r.ingestSrv = grpc.NewServer(append(commonServerOpts(cfg), grpc.Creds(icreds),
-		grpc.MaxRecvMsgSize(cfg.Limits.MaxBatchBytes+(1<<20)))...)
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxBatchBytes+(1<<20)),
+		// Batch sizes from gRPC's own count: no second walk over each batch.
+		grpc.StatsHandler(ingest.StatsHandler()))...)
 	ingestv1.RegisterIngestServiceServer(r.ingestSrv, r.ingest)
 	r.ingestHealth = health.NewServer()
 	healthpb.RegisterHealthServer(r.ingestSrv, r.ingestHealth)
@@ -390,6 +400,13 @@ func New(cfg Config) (*Relay, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	ok = true

@@ -213,7 +213,11 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- out.drain(ctx, stream.Send) }()
 
-	recvd := make(chan *ingestv1.StreamRequest)
+	type received struct {
+		m    *ingestv1.StreamRequest
+		size int // encoded size of m when StatsHandler reported it, else -1
+	}
+	recvd := make(chan received)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -223,14 +227,14 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 				return
 			}
 			select {
-			case recvd <- m:
+			case recvd <- received{m, takeSize(ctx)}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	for {
-		var m *ingestv1.StreamRequest
+		var r received
 		select {
 		case err := <-recvErr:
 			reason = err.Error()
@@ -238,14 +242,14 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		case err := <-sendErr:
 			reason = fmt.Sprintf("send: %v", err)
 			return err
-		case m = <-recvd:
+		case r = <-recvd:
 		}
-		switch x := m.GetMsg().(type) {
+		switch x := r.m.GetMsg().(type) {
 		case *ingestv1.StreamRequest_Batch:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Seen(node)
 			blocked.Store(true)
-			s.handleBatch(ctx, hello, x.Batch, out.put, &checking)
+			s.handleBatch(ctx, hello, x.Batch, batchSize(r.m, r.size), out.put, &checking)
 			blocked.Store(false)
 		case *ingestv1.StreamRequest_Heartbeat:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
@@ -265,9 +269,10 @@ func Key(node, boot string, seq uint64) string {
 	return node + "/" + boot + "/" + strconv.FormatUint(seq, 10)
 }
 
-func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, send func(*ingestv1.StreamResponse), checking *bool) {
+// handleBatch handles one batch; size is its encoded size, -1 if unknown.
+func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse), checking *bool) {
 	boot, seq := b.GetBootId(), b.GetSequence()
-	if err := ValidateBatch(b, hello, s.cfg.Limits); err != nil {
+	if err := validateBatch(b, hello, s.cfg.Limits, size); err != nil {
 		s.m.batches.WithLabelValues("rejected").Inc()
 		n := len(b.GetFlows()) + len(b.GetConntrack()) + len(b.GetLostEvents())
 		s.m.lost.WithLabelValues("batch_rejected").Add(float64(n))

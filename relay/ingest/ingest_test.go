@@ -151,13 +151,13 @@ type bed struct {
 	reg  *prometheus.Registry
 }
 
-func startRelay(t *testing.T, cfg ingest.Config) *bed {
+func startRelay(t *testing.T, cfg ingest.Config, opts ...grpc.ServerOption) *bed {
 	t.Helper()
 	b := &bed{sink: newMemSink(), hub: hub.New(hub.Config{}), reg: prometheus.NewRegistry()}
 	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
 	b.reg.MustRegister(lost)
 	b.srv = ingest.New(cfg, b.sink, b.hub, nodes.New(nil), ingest.NewMetrics(b.reg, lost))
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	ingestv1.RegisterIngestServiceServer(g, b.srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -428,6 +428,62 @@ func TestProtocolViolationsGetClearErrorsAndChangeNothing(t *testing.T) {
 			defer b.sink.mu.Unlock()
 			if b.sink.enqueues != 0 {
 				t.Errorf("%d batches reached the writer, want none", b.sink.enqueues)
+			}
+		})
+	}
+}
+
+func TestTheBatchByteLimitIsExactWhetherGRPCReportsSizesOrNot(t *testing.T) {
+	hello := &ingestv1.Hello{NodeName: "node-a", BootId: "boot1"}
+	batch := &ingestv1.Batch{NodeName: "node-a", BootId: "boot1", Sequence: 1}
+	for i := range 20 {
+		batch.Flows = append(batch.Flows, testFlow(i).GetFlow())
+	}
+	size := proto.Size(batch)
+	for _, tc := range []struct {
+		name    string
+		opts    []grpc.ServerOption
+		limit   int
+		wantAck bool
+	}{
+		{"a batch of exactly the limit is accepted (sizes from gRPC)", []grpc.ServerOption{grpc.StatsHandler(ingest.StatsHandler())}, size, true},
+		{"a batch one byte over the limit is rejected (sizes from gRPC)", []grpc.ServerOption{grpc.StatsHandler(ingest.StatsHandler())}, size - 1, false},
+		{"a batch of exactly the limit is accepted (sizes computed)", nil, size, true},
+		{"a batch one byte over the limit is rejected (sizes computed)", nil, size - 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startRelay(t, ingest.Config{Limits: ingest.Limits{MaxBatchBytes: tc.limit}}, tc.opts...)
+			conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := ingestv1.NewIngestServiceClient(conn).Stream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []*ingestv1.StreamRequest{{Msg: &ingestv1.StreamRequest_Hello{Hello: hello}}, {Msg: &ingestv1.StreamRequest_Batch{Batch: batch}}} {
+				if err := st.Send(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					t.Fatalf("stream ended with %v before an answer to the batch", err)
+				}
+				if resp.GetWelcome() != nil {
+					continue
+				}
+				if got := resp.GetAck() != nil; got != tc.wantAck {
+					t.Fatalf("batch of %d bytes with limit %d: got %v, want ack=%v", size, tc.limit, resp, tc.wantAck)
+				}
+				if !tc.wantAck && !containsFold(resp.GetNack().GetReason(), fmt.Sprintf("is %d bytes", size)) {
+					t.Errorf("Nack reason %q does not give the batch's size %d", resp.GetNack().GetReason(), size)
+				}
+				return
 			}
 		})
 	}

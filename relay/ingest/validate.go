@@ -58,6 +58,12 @@ func ValidateHello(h *ingestv1.Hello) error {
 // ValidateBatch checks a batch received on a stream opened by hello. A batch
 // that fails is rejected as a whole (Nack) and changes nothing.
 func ValidateBatch(b *ingestv1.Batch, hello *ingestv1.Hello, lim Limits) error {
+	return validateBatch(b, hello, lim, -1)
+}
+
+// validateBatch is ValidateBatch with the batch's encoded size when the
+// caller knows it (size < 0: compute it).
+func validateBatch(b *ingestv1.Batch, hello *ingestv1.Hello, lim Limits, size int) error {
 	lim.setDefaults()
 	if b == nil {
 		return errors.New("empty batch message")
@@ -69,7 +75,10 @@ func ValidateBatch(b *ingestv1.Batch, hello *ingestv1.Hello, lim Limits) error {
 	if b.GetSequence() == 0 {
 		return errors.New("batch sequence must start at 1")
 	}
-	if size := proto.Size(b); size > lim.MaxBatchBytes {
+	if size < 0 {
+		size = proto.Size(b)
+	}
+	if size > lim.MaxBatchBytes {
 		return fmt.Errorf("batch %d is %d bytes, over the relay's limit of %d", b.GetSequence(), size, lim.MaxBatchBytes)
 	}
 	n := len(b.GetFlows()) + len(b.GetConntrack()) + len(b.GetLostEvents())
