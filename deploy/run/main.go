@@ -115,8 +115,14 @@ Ctrl-C stops everything.
 		return nil
 	}
 	// The observer shares our process group, so Ctrl-C reaches it too; it
-	// exits 0 and we clean up after it.
-	cmd := exec.Command(trawl, "observe", "--server", s.ObserverAddr, "--follow", "--last", "20", "--print-policy-names")
+	// exits 0 and we clean up after it. The conntrack burst's thousands of
+	// connections would drown the story, so they are left out here:
+	// `trawl conntrack` and `trawl observe --pod` show them.
+	args := []string{"observe", "--server", s.ObserverAddr, "--follow", "--last", "20", "--print-policy-names"}
+	if lg := s.PodByApp("loadgen"); lg != nil {
+		args = append(args, "--not", "--pod", lg.Namespace+"/"+lg.Name)
+	}
+	cmd := exec.Command(trawl, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
