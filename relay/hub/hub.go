@@ -44,9 +44,28 @@ type Hub struct {
 	subs map[*Subscription]struct{}
 
 	umu       sync.Mutex
-	unstored  map[string][]*observerv1.GetFlowsResponse
+	unstored  map[string]*pending
 	order     []string // keys in publish order
 	unstoredN int
+}
+
+// pending is the records of one key waiting for their insert. They are
+// built only when needed (a subscriber exists when they are published, or
+// one subscribes before they are stored), so ingest without --follow
+// subscribers allocates no GetFlowsResponse per record. build is called at
+// most once, either before the entry is shared or under the hub's write
+// lock, so it never runs concurrently with a reader of recs.
+type pending struct {
+	n     int
+	recs  []*observerv1.GetFlowsResponse
+	build func() []*observerv1.GetFlowsResponse
+}
+
+func (p *pending) get() []*observerv1.GetFlowsResponse {
+	if p.build != nil {
+		p.recs, p.build = p.build(), nil
+	}
+	return p.recs
 }
 
 // New returns an empty hub.
@@ -57,7 +76,7 @@ func New(cfg Config) *Hub {
 	if cfg.MaxUnstored <= 0 {
 		cfg.MaxUnstored = 1_000_000
 	}
-	return &Hub{cfg: cfg, subs: map[*Subscription]struct{}{}, unstored: map[string][]*observerv1.GetFlowsResponse{}}
+	return &Hub{cfg: cfg, subs: map[*Subscription]struct{}{}, unstored: map[string]*pending{}}
 }
 
 // Subscription receives matching records published after it was created.
@@ -114,7 +133,7 @@ func (h *Hub) Subscribe(match func(*observerv1.GetFlowsResponse) bool, buffer in
 	h.umu.Lock()
 	var snap []*observerv1.GetFlowsResponse
 	for _, k := range h.order {
-		for _, r := range h.unstored[k] {
+		for _, r := range h.unstored[k].get() {
 			if match == nil || match(r) {
 				snap = append(snap, r)
 			}
@@ -135,18 +154,38 @@ func (h *Hub) Publish(key string, recs []*observerv1.GetFlowsResponse) {
 	if len(recs) == 0 {
 		return
 	}
+	h.publish(key, &pending{n: len(recs), recs: recs})
+}
+
+// PublishFunc is Publish for n records that build returns when asked: it
+// is called at most once, only if a subscriber needs the records (now, or
+// by subscribing before Stored(key)), possibly after PublishFunc returned
+// and on another goroutine. It must return the same n records each time
+// it could be called, and what it reads must not change meanwhile.
+func (h *Hub) PublishFunc(key string, n int, build func() []*observerv1.GetFlowsResponse) {
+	if n <= 0 {
+		return
+	}
+	h.publish(key, &pending{n: n, build: build})
+}
+
+func (h *Hub) publish(key string, p *pending) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	var recs []*observerv1.GetFlowsResponse
+	if len(h.subs) > 0 {
+		recs = p.get() // before p is shared
+	}
 	if key != "" {
 		h.umu.Lock()
 		if _, dup := h.unstored[key]; !dup {
-			h.unstored[key] = recs
+			h.unstored[key] = p
 			h.order = append(h.order, key)
-			h.unstoredN += len(recs)
+			h.unstoredN += p.n
 			for h.unstoredN > h.cfg.MaxUnstored && len(h.order) > 1 {
 				old := h.order[0]
 				h.order = h.order[1:]
-				h.unstoredN -= len(h.unstored[old])
+				h.unstoredN -= h.unstored[old].n
 				delete(h.unstored, old)
 			}
 		}
@@ -177,12 +216,12 @@ func (h *Hub) Publish(key string, recs []*observerv1.GetFlowsResponse) {
 func (h *Hub) Stored(key string) {
 	h.umu.Lock()
 	defer h.umu.Unlock()
-	recs, ok := h.unstored[key]
+	p, ok := h.unstored[key]
 	if !ok {
 		return
 	}
 	delete(h.unstored, key)
-	h.unstoredN -= len(recs)
+	h.unstoredN -= p.n
 	for i, k := range h.order {
 		if k == key {
 			h.order = append(h.order[:i], h.order[i+1:]...)

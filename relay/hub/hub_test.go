@@ -80,3 +80,45 @@ func TestSubscribeReturnsRecordsNotYetStored(t *testing.T) {
 		t.Errorf("subscribers %d, want 1", h.Subscribers())
 	}
 }
+
+func TestPublishFuncBuildsRecordsOnlyWhenASubscriberNeedsThem(t *testing.T) {
+	h := hub.New(hub.Config{})
+	builds := map[string]int{}
+	publish := func(key string, from int) {
+		h.PublishFunc(key, 2, func() []*observerv1.GetFlowsResponse {
+			builds[key]++
+			return []*observerv1.GetFlowsResponse{rec(from), rec(from + 1)}
+		})
+	}
+	publish("k1", 1)
+	publish("k2", 3)
+	h.Stored("k1")
+	if len(builds) != 0 {
+		t.Fatalf("records built without subscribers: %v", builds)
+	}
+	if h.Unstored() != 2 {
+		t.Errorf("unstored %d, want 2 (k2's records, counted before they are built)", h.Unstored())
+	}
+	sub, snap := h.Subscribe(nil, 0)
+	defer sub.Close()
+	if len(snap) != 2 || snap[0].GetFlow().GetPackets() != 3 || snap[1].GetFlow().GetPackets() != 4 {
+		t.Fatalf("snapshot %v, want k2's records 3 and 4 in order", snap)
+	}
+	publish("k3", 5)
+	if got := len(sub.C()); got != 2 {
+		t.Fatalf("subscriber got %d live records, want 2", got)
+	}
+	sub2, snap2 := h.Subscribe(nil, 0)
+	defer sub2.Close()
+	if len(snap2) != 4 {
+		t.Errorf("second snapshot has %d records, want 4 (k2 and k3)", len(snap2))
+	}
+	if builds["k1"] != 0 || builds["k2"] != 1 || builds["k3"] != 1 {
+		t.Errorf("builds %v, want k1 never (stored first), k2 and k3 once each", builds)
+	}
+	h.Stored("k2")
+	h.Stored("k3")
+	if h.Unstored() != 0 {
+		t.Errorf("unstored %d after all stored, want 0", h.Unstored())
+	}
+}

@@ -325,9 +325,9 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 		}
 	}
 
-	recs := s.prepare(node, b)
+	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
-	s.hub.Publish(key, recs)
+	s.hub.PublishFunc(key, n, records)
 	sb := &Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
 }
@@ -344,13 +344,18 @@ func (s *Server) storedBefore(ctx context.Context, node string, b *ingestv1.Batc
 	return s.cfg.AlreadyStored(qctx, id, f.GetTime().AsTime())
 }
 
-// prepare completes, enriches and counts the records of an accepted batch and
-// returns them as GetFlows records for the hub.
-func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsResponse {
-	recs := make([]*observerv1.GetFlowsResponse, 0, len(b.GetFlows())+len(b.GetConntrack())+len(b.GetLostEvents()))
+// prepare completes, enriches and counts the records of an accepted batch.
+// It returns their number as GetFlowsResponse records for the hub and a
+// function building those records: the hub calls it only when a --follow
+// subscriber needs them, so ingest without subscribers does not allocate a
+// wrapper per record. After prepare nothing changes the batch's records
+// (the writer and the hub only read them), so building later is the same as
+// building now.
+func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observerv1.GetFlowsResponse) {
 	received := len(b.GetFlows())
 	pv, _ := s.cfg.Enricher.(PolicyVerdicter)
 	var verdicts []*flowv1.Flow
+	var verdictOf []int // index of the flow each verdict derives from
 	for i, f := range b.GetFlows() {
 		if f.Uuid == "" {
 			f.Uuid = shipper.FlowUUID(node, b.GetBootId(), b.GetSequence(), i)
@@ -358,11 +363,10 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsR
 		f.NodeName = node
 		s.cfg.Enricher.Enrich(f)
 		s.m.countFlow(f)
-		recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: node, Time: f.GetTime()})
 		if pv != nil {
 			if v := pv.PolicyVerdict(f); v != nil {
 				verdicts = append(verdicts, v)
-				recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: v}, NodeName: node, Time: v.GetTime()})
+				verdictOf = append(verdictOf, i)
 			}
 		}
 	}
@@ -373,7 +377,6 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsR
 		c.NodeName = node
 		s.cfg.Enricher.EnrichConntrack(c)
 		s.nodes.Conntrack(c)
-		recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Conntrack{Conntrack: c}, NodeName: node, Time: c.GetTime()})
 	}
 	for _, l := range b.GetLostEvents() {
 		l.NodeName = node
@@ -381,14 +384,35 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) []*observerv1.GetFlowsR
 			l.Time = timestamppb.Now()
 		}
 		s.m.lost.WithLabelValues(lostCause(l.GetSource())).Add(float64(l.GetNumEventsLost()))
-		recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: l}, NodeName: node, Time: l.GetTime()})
 	}
+	n := len(b.GetFlows()) + len(b.GetConntrack()) + len(b.GetLostEvents())
 	s.m.records.WithLabelValues("flow").Add(float64(received))
 	s.m.records.WithLabelValues("conntrack").Add(float64(len(b.GetConntrack())))
 	s.m.records.WithLabelValues("lost_events").Add(float64(len(b.GetLostEvents())))
-	s.m.batchRecords.Observe(float64(len(recs)))
+	s.m.batchRecords.Observe(float64(n))
 	s.rate.add(received)
-	return recs
+
+	flows, ct, lost := b.GetFlows()[:received], b.GetConntrack(), b.GetLostEvents()
+	return n, func() []*observerv1.GetFlowsResponse {
+		// Each flow is followed by its policy verdict, then conntrack
+		// samples, then lost events.
+		recs := make([]*observerv1.GetFlowsResponse, 0, n)
+		j := 0
+		for i, f := range flows {
+			recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: node, Time: f.GetTime()})
+			for ; j < len(verdicts) && verdictOf[j] == i; j++ {
+				v := verdicts[j]
+				recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: v}, NodeName: node, Time: v.GetTime()})
+			}
+		}
+		for _, c := range ct {
+			recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Conntrack{Conntrack: c}, NodeName: node, Time: c.GetTime()})
+		}
+		for _, l := range lost {
+			recs = append(recs, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: l}, NodeName: node, Time: l.GetTime()})
+		}
+		return recs
+	}
 }
 
 // settle is the writer's verdict on a batch.
