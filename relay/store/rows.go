@@ -70,6 +70,7 @@ type flowColumns struct {
 	firstOff, lastOff          []int64
 	obsPoint, extra            []string
 	present                    []uint16
+	batch                      []uint64 // BatchID per row; inserted, never read back
 
 	// Per-insert cache: the enrichment hands many flows the same policy
 	// slices, so their names and encoding are computed once per insert.
@@ -122,6 +123,7 @@ func (c *flowColumns) reset() {
 	c.allowedBy, c.deniedBy = c.allowedBy[:0], c.deniedBy[:0]
 	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
+	c.batch = c.batch[:0]
 	clear(c.policyCache)
 }
 

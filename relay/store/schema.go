@@ -21,6 +21,7 @@ type migration struct {
 // may have run somewhere; add a new one.
 var migrations = []migration{
 	{1, "flows, rollups, conntrack, lost events, nodes", schemaV1},
+	{2, "batch keys on records and the batches table", schemaV2},
 }
 
 // ddl renders names and engines for a single server or a cluster. With a
@@ -305,6 +306,50 @@ ORDER BY node`, d.local("nodes"), d.on(), d.engine("nodes", "Replacing", "last_s
 	s = append(s, d.distributed("nodes", "cityHash64(node)")...)
 	return s
 }
+
+// schemaV2 lets any relay ask which agent batches are stored, whichever
+// insert carried them: flows, conntrack and lost_events get a batch column
+// (BatchID of the agent batch key, 0 for rows written without one), and
+// materialized views record each (batch, node, table) in batches as part of
+// the very insert that stores the rows. The writer asks batches before every
+// insert attempt and leaves out what is there (see Writer). The column costs
+// 8 bytes a row before compression; an EPHEMERAL column would cost nothing
+// but materialized views do not see those (ClickHouse 26.7: "no column b").
+func schemaV2(d ddl) []string {
+	retention := int64(d.retention / time.Second)
+	var s []string
+	for _, t := range batchTables {
+		s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS batch UInt64 DEFAULT 0 CODEC(ZSTD(1))", d.local(t), d.on()))
+		if d.cluster != "" { // the Distributed table clients insert into
+			s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS batch UInt64 DEFAULT 0", d.table(t), d.on()))
+		}
+	}
+	// ORDER BY batch: the writer looks keys up by it. time is the oldest
+	// record of the batch in that table, so the TTL drops a batch's entry
+	// with its rows, not before (a resend after that is stored again).
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  batch UInt64,
+  node LowCardinality(String),
+  tbl LowCardinality(String),
+  time DateTime64(9)
+) ENGINE = %s
+PARTITION BY toYYYYMM(time)
+ORDER BY (batch, node, tbl)
+TTL toDateTime(time) + toIntervalSecond(%d)
+SETTINGS %s`, d.local("batches"), d.on(), d.engine("batches", "Replacing", ""), retention, dedupSettings))
+	s = append(s, d.distributed("batches", "batch")...)
+	for _, t := range batchTables {
+		s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT batch, node, %s AS tbl, min(time) AS time
+FROM %s
+WHERE batch != 0
+GROUP BY batch, node`, d.local("batches_"+t+"_mv"), d.on(), d.local("batches"), quoteString(t), d.local(t)))
+	}
+	return s
+}
+
+// batchTables are the tables whose rows carry their agent batch.
+var batchTables = []string{"flows", "conntrack", "lost_events"}
 
 // migrationsTable records applied migrations.
 func (d ddl) migrationsTable() []string {

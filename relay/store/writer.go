@@ -3,10 +3,12 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,7 +71,7 @@ type Writer struct {
 	wake    chan struct{}
 	last    time.Time
 
-	flows flowColumns
+	onDedup func(batches int)
 }
 
 // NewWriter makes a writer; run it with Run. reg may be nil.
@@ -224,37 +226,114 @@ func (w *Writer) stop() {
 	}
 }
 
-// dedupToken identifies a group by its batch keys, so that every retry of
-// the insert carries the same token.
-func dedupToken(group []pending) string {
+// BatchID is the 64-bit id of an agent batch key that stored records carry
+// in their batch column: the first 8 bytes of the key's SHA-256, never 0
+// (0 marks rows written without a key, which are never looked up).
+func BatchID(key string) uint64 {
+	if key == "" {
+		return 0
+	}
+	h := sha256.Sum256([]byte(key))
+	if id := binary.BigEndian.Uint64(h[:8]); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// parts are the tables a batch has rows for, one bit each.
+type parts uint8
+
+const (
+	partFlows parts = 1 << iota
+	partConntrack
+	partLost
+)
+
+var partTables = [...]struct {
+	part parts
+	name string
+}{{partFlows, "flows"}, {partConntrack, "conntrack"}, {partLost, "lost_events"}}
+
+func (b *Batch) parts() parts {
+	var p parts
+	if len(b.Flows) > 0 {
+		p |= partFlows
+	}
+	if len(b.Conntrack) > 0 {
+		p |= partConntrack
+	}
+	if len(b.Lost) > 0 {
+		p |= partLost
+	}
+	return p
+}
+
+// node is the node of the first record of a part: the batches table keeps
+// (batch, node), so two keys whose 64-bit ids collide are confused only if
+// they also come from the same node.
+func (b *Batch) node(p parts) string {
+	switch p {
+	case partFlows:
+		return b.Flows[0].GetNodeName()
+	case partConntrack:
+		return b.Conntrack[0].GetNodeName()
+	default:
+		return b.Lost[0].GetNodeName()
+	}
+}
+
+// dedupToken identifies the batches of one insert by their keys, so that
+// every retry of an identical insert carries the same token.
+func dedupToken(group []pending, include []bool) string {
 	h := sha256.New()
-	for _, p := range group {
-		h.Write([]byte(p.b.Key))
-		h.Write([]byte{0})
+	for i, p := range group {
+		if include[i] {
+			h.Write([]byte(p.b.Key))
+			h.Write([]byte{0})
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// prepared is a group encoded for insertion.
+// prepared is a group encoded for insertion (every batch, whether stored
+// already or not: that is known only right before each attempt).
 type prepared struct {
-	group []pending
-	token string
-	flows *flowColumns
-	ct    []*flowv1.ConntrackSample
-	lost  []*flowv1.LostEvent
+	group  []pending
+	ids    []uint64 // BatchID per group entry
+	flows  *flowColumns
+	ct     []*flowv1.ConntrackSample
+	ctID   []uint64
+	lost   []*flowv1.LostEvent
+	lostID []uint64
 }
 
 func (w *Writer) prepare(group []pending, cols *flowColumns) *prepared {
-	p := &prepared{group: group, token: dedupToken(group), flows: cols}
+	p := &prepared{group: group, ids: make([]uint64, len(group)), flows: cols}
 	cols.reset()
-	for _, g := range group {
-		for _, f := range g.b.Flows {
-			cols.add(f)
-		}
+	for i, g := range group {
+		id := BatchID(g.b.Key)
+		p.ids[i] = id
+		addFlows(cols, g.b.Flows, id)
 		p.ct = append(p.ct, g.b.Conntrack...)
+		p.ctID = appendN(p.ctID, id, len(g.b.Conntrack))
 		p.lost = append(p.lost, g.b.Lost...)
+		p.lostID = appendN(p.lostID, id, len(g.b.Lost))
 	}
 	return p
+}
+
+func addFlows(cols *flowColumns, fs []*flowv1.Flow, id uint64) {
+	for _, f := range fs {
+		cols.add(f)
+	}
+	cols.batch = appendN(cols.batch, id, len(fs))
+}
+
+func appendN(s []uint64, v uint64, n int) []uint64 {
+	for range n {
+		s = append(s, v)
+	}
+	return s
 }
 
 // write prepares and sends a group (tests use it to repeat an insert).
@@ -262,22 +341,53 @@ func (w *Writer) write(ctx context.Context, group []pending) error {
 	return w.send(ctx, w.prepare(group, &flowColumns{}))
 }
 
-// send inserts a prepared group, retrying the identical insert with backoff
-// until it succeeds or ctx ends (then ErrClosed).
+// OnDedupHits sets a function told how many batches of each insert were
+// found already stored (by another relay, or by this one before a restart)
+// and left out. The relay counts them in trawl_relay_dedup_hits_total, which
+// its ingest server registers. Call it before Run.
+func (w *Writer) OnDedupHits(f func(batches int)) { w.onDedup = f }
+
+// send inserts a prepared group, retrying with backoff until it succeeds or
+// ctx ends (then ErrClosed). Before every attempt it asks ClickHouse which
+// of the group's batches are stored and leaves those parts out; an attempt
+// with the same parts left is the identical insert under the same token.
 func (w *Writer) send(ctx context.Context, p *prepared) error {
 	backoff := 100 * time.Millisecond
+	hits := -1 // batches found stored by the first check that answered
 	for attempt := 0; ; attempt++ {
-		err := w.insertAll(ctx, p)
+		stored, err := w.s.storedParts(ctx, p.group, p.ids)
+		if err != nil {
+			w.m.errors.WithLabelValues("batches").Inc()
+			err = fmt.Errorf("ask which batches are stored: %w", err)
+		} else {
+			if hits < 0 {
+				// Only the first answer: on later ones, parts this
+				// writer stored itself in a failed attempt show too.
+				hits = 0
+				for _, s := range stored {
+					if s != 0 {
+						hits++
+					}
+				}
+			}
+			err = w.insertAll(ctx, p, stored)
+		}
 		if err == nil {
 			if attempt > 0 {
 				w.s.log.Info("ClickHouse insert succeeded after retries", "attempts", attempt+1, "rows", p.flows.len()+len(p.ct)+len(p.lost))
+			}
+			if hits > 0 {
+				w.s.log.Debug("left out batches already stored", "batches", hits, "of", len(p.group))
+				if w.onDedup != nil {
+					w.onDedup(hits)
+				}
 			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ErrClosed
 		}
-		w.s.log.Warn("ClickHouse insert failed; retrying the same insert", "err", err, "attempt", attempt+1, "retry_in", backoff)
+		w.s.log.Warn("ClickHouse insert failed; retrying", "err", err, "attempt", attempt+1, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return ErrClosed
@@ -287,23 +397,121 @@ func (w *Writer) send(ctx context.Context, p *prepared) error {
 	}
 }
 
-func (w *Writer) insertAll(ctx context.Context, p *prepared) error {
-	token, ct, lost := p.token, p.ct, p.lost
-	if p.flows.len() > 0 {
-		if err := w.insert(ctx, "flows", token, flowColumnNames, p.flows.len(), p.flows.columns()); err != nil {
-			return err
+// storedParts asks the batches table which parts of the group's batches are
+// stored. One query per insert attempt, by primary key.
+func (s *Store) storedParts(ctx context.Context, group []pending, ids []uint64) ([]parts, error) {
+	out := make([]parts, len(group))
+	var q strings.Builder
+	for _, id := range ids {
+		if id == 0 {
+			continue
+		}
+		if q.Len() == 0 {
+			q.WriteString("SELECT batch, node, tbl FROM " + s.d.table("batches") + " WHERE batch IN (")
+		} else {
+			q.WriteByte(',')
+		}
+		q.WriteString(strconv.FormatUint(id, 10))
+	}
+	if q.Len() == 0 {
+		return out, nil
+	}
+	q.WriteByte(')')
+	type part struct {
+		id         uint64
+		node, name string
+	}
+	found := map[part]bool{}
+	rows, err := s.conn.Query(ctx, q.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k part
+		if err := rows.Scan(&k.id, &k.node, &k.name); err != nil {
+			return nil, err
+		}
+		found[k] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return out, nil
+	}
+	for i, g := range group {
+		have := g.b.parts()
+		for _, t := range partTables {
+			if have&t.part != 0 && found[part{ids[i], g.b.node(t.part), t.name}] {
+				out[i] |= t.part
+			}
 		}
 	}
-	if len(ct) > 0 {
-		names, cols := conntrackColumns(ct)
-		if err := w.insert(ctx, "conntrack", token, names, len(ct), cols); err != nil {
-			return err
+	return out, nil
+}
+
+// flowInsertNames are the flows columns inserted: the read columns and batch.
+var flowInsertNames = append(append([]string(nil), flowColumnNames...), "batch")
+
+// insertAll inserts the parts of the group's batches that stored does not
+// hold: the prepared columns when nothing is left out (the usual case),
+// else columns of the remaining batches only.
+func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) error {
+	include := make([]bool, len(p.group))
+	for _, t := range partTables {
+		all, any := true, false
+		for i, g := range p.group {
+			include[i] = g.b.parts()&t.part != 0 && stored[i]&t.part == 0
+			any = any || include[i]
+			all = all && (include[i] || g.b.parts()&t.part == 0)
 		}
-	}
-	if len(lost) > 0 {
-		names, cols := lostColumns(lost)
-		if err := w.insert(ctx, "lost_events", token, names, len(lost), cols); err != nil {
-			return err
+		if !any {
+			continue
+		}
+		token := dedupToken(p.group, include)
+		switch t.part {
+		case partFlows:
+			cols := p.flows
+			if !all {
+				cols = &flowColumns{}
+				for i, g := range p.group {
+					if include[i] {
+						addFlows(cols, g.b.Flows, p.ids[i])
+					}
+				}
+			}
+			if err := w.insert(ctx, t.name, token, flowInsertNames, cols.len(), append(cols.columns(), cols.batch)); err != nil {
+				return err
+			}
+		case partConntrack:
+			ct, ids := p.ct, p.ctID
+			if !all {
+				ct, ids = nil, nil
+				for i, g := range p.group {
+					if include[i] {
+						ct, ids = append(ct, g.b.Conntrack...), appendN(ids, p.ids[i], len(g.b.Conntrack))
+					}
+				}
+			}
+			names, cols := conntrackColumns(ct, ids)
+			if err := w.insert(ctx, t.name, token, names, len(ct), cols); err != nil {
+				return err
+			}
+		case partLost:
+			lost, ids := p.lost, p.lostID
+			if !all {
+				lost, ids = nil, nil
+				for i, g := range p.group {
+					if include[i] {
+						lost, ids = append(lost, g.b.Lost...), appendN(ids, p.ids[i], len(g.b.Lost))
+					}
+				}
+			}
+			names, cols := lostColumns(lost, ids)
+			if err := w.insert(ctx, t.name, token, names, len(lost), cols); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -346,9 +554,10 @@ func (s *Store) insertColumns(ctx context.Context, table, token string, names []
 }
 
 var conntrackColumnNames = []string{"time", "node", "netns", "entries", "max", "utilization", "trigger",
-	"new", "drop", "early_drop", "insert_failed", "invalid", "search_restart", "creators", "creator_ips", "creator_new", "sample"}
+	"new", "drop", "early_drop", "insert_failed", "invalid", "search_restart", "creators", "creator_ips", "creator_new", "sample", "batch"}
 
-func conntrackColumns(ss []*flowv1.ConntrackSample) ([]string, []any) {
+// conntrackColumns encodes samples; batch[i] is the BatchID of ss[i].
+func conntrackColumns(ss []*flowv1.ConntrackSample, batch []uint64) ([]string, []any) {
 	n := len(ss)
 	t := make([]time.Time, 0, n)
 	node, trig, sample := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
@@ -386,12 +595,16 @@ func conntrackColumns(ss []*flowv1.ConntrackSample) ([]string, []any) {
 		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(s)
 		sample = append(sample, string(b))
 	}
-	return conntrackColumnNames, []any{t, node, netns, entries, max, util, trig, st[0], st[1], st[2], st[3], st[4], st[5], creators, ips, newE, sample}
+	return conntrackColumnNames, []any{t, node, netns, entries, max, util, trig, st[0], st[1], st[2], st[3], st[4], st[5], creators, ips, newE, sample, batch}
 }
 
+// lostColumnNames are also the columns query.go reads (lostInsertNames add batch).
 var lostColumnNames = []string{"time", "node", "source", "num_events_lost", "has_cpu", "cpu", "detail", "present"}
 
-func lostColumns(ls []*flowv1.LostEvent) ([]string, []any) {
+var lostInsertNames = append(append([]string(nil), lostColumnNames...), "batch")
+
+// lostColumns encodes lost events; batch[i] is the BatchID of ls[i].
+func lostColumns(ls []*flowv1.LostEvent, batch []uint64) ([]string, []any) {
 	n := len(ls)
 	t := make([]time.Time, 0, n)
 	node, src, detail := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
@@ -412,5 +625,5 @@ func lostColumns(ls []*flowv1.LostEvent) ([]string, []any) {
 		}
 		hasCPU, cpu = append(hasCPU, h), append(cpu, l.GetCpu().GetValue())
 	}
-	return lostColumnNames, []any{t, node, src, num, hasCPU, cpu, detail, present}
+	return lostInsertNames, []any{t, node, src, num, hasCPU, cpu, detail, present, batch}
 }
