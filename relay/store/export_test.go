@@ -12,3 +12,27 @@ func WriteGroupForTest(ctx context.Context, s *Store, batches []*Batch) error {
 	}
 	return w.write(ctx, group)
 }
+
+// MigrateToForTest applies the migrations up to version only, as an older
+// relay would have left the database.
+func MigrateToForTest(ctx context.Context, s *Store, version int) error {
+	for _, q := range s.d.migrationsTable() {
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	for _, m := range migrations {
+		if m.version > version {
+			break
+		}
+		for _, q := range m.stmts(s.d) {
+			if err := s.conn.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		if err := s.conn.Exec(ctx, "INSERT INTO "+s.d.local("schema_migrations")+" (version, name) VALUES (?, ?)", uint32(m.version), m.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
