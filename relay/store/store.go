@@ -1,6 +1,7 @@
 // Package store is the one place that knows Trawl's ClickHouse schema: it
 // creates and migrates the tables, writes flows, conntrack samples, lost
-// events and node status in batches with idempotent retries, and answers
+// events and node status in batches with idempotent retries (each agent
+// batch stored once across relay replicas, see Writer), and answers
 // the observer's queries (filters translated to SQL with bound parameters).
 package store
 

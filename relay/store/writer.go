@@ -42,17 +42,28 @@ type pending struct {
 	at   time.Time
 }
 
-// Writer groups batches into large inserts and retries each insert, the
-// same rows in the same order under the same insert_deduplication_token,
-// until ClickHouse takes it: a retry after an insert that did succeed (but
-// whose answer was lost) is de-duplicated by ClickHouse, in the flows table
-// and in the rollups fed from it.
+// Writer groups batches into large inserts (throughput needs tens of
+// thousands of rows per insert) and stores each agent batch at most once,
+// whichever relay's writer inserts it and however batches are grouped:
 //
-// The token is derived from the keys of the batches in the insert, so the
-// guarantee covers retries of the same insert (this relay, and ClickHouse
-// acknowledging an insert whose answer was lost). A batch resent to another
-// relay replica is de-duplicated by ClickHouse only if it lands in an insert
-// with the same batch keys; otherwise the relays' own key checks apply.
+//   - Every stored record carries its batch (BatchID of the key), and
+//     materialized views record (batch, node, table) in the batches table in
+//     the same insert. Before every insert attempt, the first and each
+//     retry, the writer asks batches which of the group's batches are stored
+//     and leaves those out, table by table; their done still gets nil (they
+//     are safely stored). So a batch resent to another relay after a
+//     reconnect is not stored again, nor is the old relay's retry stored
+//     after the new relay stored the batch.
+//   - An attempt that inserts the same batches as the previous one is the
+//     identical insert under the same insert_deduplication_token (derived
+//     from the keys it carries): when an insert succeeded but its answer was
+//     lost, and the check ran before the insert became visible, ClickHouse
+//     still de-duplicates the retry, in flows and in the rollups.
+//
+// What remains: two writers that both check before either insert is
+// visible (truly concurrent first inserts of the same batch, or an insert
+// still running on the server after its client gave up) both store it.
+// Batches with an empty key are never looked up.
 //
 // Back-pressure: the queue holds at most Config.QueueRows rows. When it is
 // full, Enqueue blocks until the writer has stored enough to make room (or
