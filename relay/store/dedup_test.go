@@ -247,3 +247,36 @@ func TestBatchIDsDifferAndAreNeverZero(t *testing.T) {
 		t.Error(`BatchID("") is not 0`)
 	}
 }
+
+// BenchmarkStoredCheck times the writer's check before an insert attempt:
+// a group of 50 agent batches (50k rows at 1000 flows a batch) looked up
+// in a batches table holding 2,000 stored batches.
+func BenchmarkStoredCheck(b *testing.B) {
+	ctx := context.Background()
+	dsn := chtest.Database(b)
+	s, err := store.Open(ctx, store.Config{DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var stored []*store.Batch
+	for seq := 1; seq <= 2000; seq++ {
+		stored = append(stored, agentBatch(seq))
+		if len(stored) == 100 {
+			if err := store.WriteGroupForTest(ctx, s, stored); err != nil {
+				b.Fatal(err)
+			}
+			stored = nil
+		}
+	}
+	group := agentBatches(1980, 2029) // 20 stored, 30 new
+	b.ResetTimer()
+	for b.Loop() {
+		if err := store.StoredPartsForTest(ctx, s, group); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

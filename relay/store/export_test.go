@@ -36,3 +36,14 @@ func MigrateToForTest(ctx context.Context, s *Store, version int) error {
 	}
 	return nil
 }
+
+// StoredPartsForTest runs the writer's pre-insert check for batches.
+func StoredPartsForTest(ctx context.Context, s *Store, batches []*Batch) error {
+	group := make([]pending, len(batches))
+	ids := make([]uint64, len(batches))
+	for i, b := range batches {
+		group[i], ids[i] = pending{b: b}, BatchID(b.Key)
+	}
+	_, err := s.storedParts(ctx, group, ids)
+	return err
+}
