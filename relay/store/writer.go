@@ -62,7 +62,8 @@ type pending struct {
 //
 // What remains: two writers that both check before either insert is
 // visible (truly concurrent first inserts of the same batch, or an insert
-// still running on the server after its client gave up) both store it.
+// still running on the server after its client gave up) both store it;
+// with replicated tables the check may read a replica that lags behind.
 // Batches with an empty key are never looked up.
 //
 // Back-pressure: the queue holds at most Config.QueueRows rows. When it is
