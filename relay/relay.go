@@ -126,6 +126,10 @@ type Config struct {
 	Log      *slog.Logger
 	// ShutdownTimeout bounds the graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
+	// MemoryLimit is the Go runtime's soft memory limit applied while Run
+	// serves, in bytes: 0 (default) is 90 % of the cgroup's memory limit
+	// when there is one, <0 is none. GOMEMLIMIT in the environment wins.
+	MemoryLimit int64
 }
 
 // DefaultConfig returns the defaults: ports 4245/4246/9966, a local
@@ -156,6 +160,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.IngestAddr, "ingest-address", cfg.IngestAddr, "agent ingest address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-address", cfg.MetricsAddr, "Prometheus /metrics address (empty: off)")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go profiles at /debug/pprof/ on --metrics-address")
+	fs.Var(memoryLimit{&cfg.MemoryLimit}, "memory-limit", "soft limit of the relay's memory (e.g. 900MiB): the collector works harder near it; auto: 90% of the container's limit; off: none (env GOMEMLIMIT wins)")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", cfg.ClickHouseDSN, "ClickHouse DSN, clickhouse://user:pass@host:9000/database (env TRAWL_CLICKHOUSE_DSN)")
 	fs.StringVar(&cfg.ClickHouseCluster, "clickhouse-cluster", cfg.ClickHouseCluster, "ClickHouse cluster name: Replicated + Distributed tables, DDL ON CLUSTER")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")
@@ -453,6 +458,10 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) run(ctx context.Context) error {
 	defer r.close()
+	if limit, restore := applyMemoryLimit(r.cfg.MemoryLimit); limit > 0 {
+		defer restore()
+		r.log.Info("soft memory limit", "bytes", limit)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)

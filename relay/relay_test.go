@@ -1043,3 +1043,32 @@ func TestFollowShowsAgentsConnectingAndLeaving(t *testing.T) {
 		}
 	}
 }
+
+func TestPprofIsServedOnTheMetricsListenerOnlyWhenAsked(t *testing.T) {
+	dsn := chtest.Database(t)
+	for _, tc := range []struct {
+		name  string
+		pprof bool
+		want  int
+	}{
+		{"with --pprof the profile index is served", true, http.StatusOK},
+		{"without --pprof there is no profile index", false, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRelay(t, dsn, func(c *relay.Config) { c.Pprof = tc.pprof })
+			resp, err := http.Get("http://" + r.MetricsAddr() + "/debug/pprof/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("GET /debug/pprof/: %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	cfg := relay.DefaultConfig()
+	cfg.Insecure, cfg.MetricsAddr, cfg.Pprof = true, "", true
+	if err := cfg.Validate(); err == nil {
+		t.Error("--pprof without a metrics listener was accepted")
+	}
+}
