@@ -337,8 +337,14 @@ func New(cfg Config) (*Relay, error) {
 		}
 	})
 	mtls := cfg.IngestTLS.CA != ""
+	im := ingest.NewMetrics(cfg.Registry, m.lost)
+	// The writer finds resends that another relay stored; they count as
+	// dedup hits like the ones the ingest server recognises itself.
+	if d, ok := back.(interface{ OnDedupHits(func(int)) }); ok {
+		d.OnDedupHits(im.DedupHits)
+	}
 	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log, AlreadyStored: storedCheck(back)},
-		back, r.hub, r.nodes, ingest.NewMetrics(cfg.Registry, m.lost))
+		back, r.hub, r.nodes, im)
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {
 		p, err := newPeers(cfg)

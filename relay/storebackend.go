@@ -74,7 +74,11 @@ func (b *storeBackend) Enqueue(x *ingest.Batch, done func(error)) {
 }
 
 func (b *storeBackend) Run(ctx context.Context) error { return b.w.Run(ctx) }
-func (b *storeBackend) Close() error                  { return b.st.Close() }
+
+// OnDedupHits passes the writer's count of batches it found already stored
+// (resends another relay stored) to f.
+func (b *storeBackend) OnDedupHits(f func(batches int)) { b.w.OnDedupHits(f) }
+func (b *storeBackend) Close() error                    { return b.st.Close() }
 func (b *storeBackend) Ping(ctx context.Context) error {
 	return b.st.Ping(ctx)
 }

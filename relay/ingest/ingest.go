@@ -640,6 +640,9 @@ type Metrics struct {
 	flowCounters [3][8]prometheus.Counter
 }
 
+// DedupHits counts batches found already stored by the writer.
+func (m *Metrics) DedupHits(batches int) { m.dedup.Add(float64(batches)) }
+
 // NewMetrics creates and registers the ingest metrics. lost is the relay's
 // trawl_relay_lost_events_total (shared with the observer).
 func NewMetrics(reg prometheus.Registerer, lost *prometheus.CounterVec) *Metrics {
