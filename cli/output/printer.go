@@ -345,39 +345,7 @@ func (p *Printer) compactLost(b []byte, r *observerv1.GetFlowsResponse) []byte {
 
 func (p *Printer) writeLost(r *observerv1.GetFlowsResponse) error {
 	l := r.GetLostEvents()
-	node := nodeOf(r, l.GetNodeName())
-	ts := recordTime(r, l.GetTime())
-	switch p.opts.Format {
-	case Compact:
-		p.buf = p.compactLost(p.buf[:0], r)
-		_, err := p.out.Write(p.buf)
-		return err
-	case Dict:
-		var b []byte
-		if p.n > 0 {
-			b = append(b, dictSeparator...)
-		}
-		b = dictLine(b, "TIMESTAMP", string(p.appendTime(nil, ts)))
-		b = dictLine(b, "NODE", orDash(node))
-		b = dictLine(b, "TYPE", "EVENTS LOST")
-		b = dictLine(b, "SUMMARY", lostSummary(l))
-		_, err := p.out.Write(b)
-		return err
-	case Table:
-		if p.n == 0 {
-			p.tableHeader()
-		}
-		b := p.appendTime(nil, ts)
-		b = append(b, '\t')
-		if p.opts.NodeName {
-			b = append(b, orDash(node)...)
-			b = append(b, '\t')
-		}
-		b = append(b, orDash(node)+"\t-\tEVENTS LOST\t-\t"+lostSummary(l)+"\t\n"...)
-		_, err := p.tw.Write(b)
-		return err
-	}
-	return nil
+	return p.writeEvent(r, l.GetNodeName(), l.GetTime(), "EVENTS LOST", lostSummary(l), p.compactLost)
 }
 
 func orDash(s string) string {
@@ -442,11 +410,18 @@ func (p *Printer) compactConntrack(b []byte, r *observerv1.GetFlowsResponse) []b
 
 func (p *Printer) writeConntrack(r *observerv1.GetFlowsResponse) error {
 	c := r.GetConntrack()
-	node := nodeOf(r, c.GetNodeName())
-	ts := recordTime(r, c.GetTime())
+	return p.writeEvent(r, c.GetNodeName(), c.GetTime(), "CONNTRACK", conntrackSummary(c), p.compactConntrack)
+}
+
+// writeEvent prints a record that is not a flow: its compact line, or a dict
+// entry or table row naming its kind with a one-line summary.
+func (p *Printer) writeEvent(r *observerv1.GetFlowsResponse, ownNode string, ownTime *timestamppb.Timestamp, kind, summary string,
+	compact func([]byte, *observerv1.GetFlowsResponse) []byte) error {
+	node := nodeOf(r, ownNode)
+	ts := recordTime(r, ownTime)
 	switch p.opts.Format {
 	case Compact:
-		p.buf = p.compactConntrack(p.buf[:0], r)
+		p.buf = compact(p.buf[:0], r)
 		_, err := p.out.Write(p.buf)
 		return err
 	case Dict:
@@ -456,8 +431,8 @@ func (p *Printer) writeConntrack(r *observerv1.GetFlowsResponse) error {
 		}
 		b = dictLine(b, "TIMESTAMP", string(p.appendTime(nil, ts)))
 		b = dictLine(b, "NODE", orDash(node))
-		b = dictLine(b, "TYPE", "CONNTRACK")
-		b = dictLine(b, "SUMMARY", conntrackSummary(c))
+		b = dictLine(b, "TYPE", kind)
+		b = dictLine(b, "SUMMARY", summary)
 		_, err := p.out.Write(b)
 		return err
 	case Table:
@@ -470,7 +445,7 @@ func (p *Printer) writeConntrack(r *observerv1.GetFlowsResponse) error {
 			b = append(b, orDash(node)...)
 			b = append(b, '\t')
 		}
-		b = append(b, orDash(node)+"\t-\tCONNTRACK\t-\t"+conntrackSummary(c)+"\t\n"...)
+		b = append(b, orDash(node)+"\t-\t"+kind+"\t-\t"+summary+"\t\n"...)
 		_, err := p.tw.Write(b)
 		return err
 	}
