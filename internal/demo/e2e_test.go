@@ -28,6 +28,7 @@ type record struct {
 		Time             time.Time `json:"time"`
 		Verdict          string    `json:"verdict"`
 		EventKind        string    `json:"event_kind"`
+		TrafficDirection string    `json:"traffic_direction"`
 		DropReasonDesc   string    `json:"drop_reason_desc"`
 		DropReasonKernel string    `json:"drop_reason_kernel"`
 		Packets          string    `json:"packets"`
@@ -227,11 +228,15 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 			if r.Flow.EventKind != "POLICY_VERDICT" {
 				t.Errorf("--type policy-verdict printed a %s record", r.Flow.EventKind)
 			}
-			if contains(names(r.Flow.IngressAllowedBy), "payments/payment-service-ingress") {
+			// A verdict speaks for one side: ingress policies on INGRESS records.
+			if contains(names(r.Flow.IngressAllowedBy), "payments/payment-service-ingress") && r.Flow.TrafficDirection == "INGRESS" {
 				allowedBy = true
 			}
-			if contains(names(r.Flow.IngressDeniedBy), "databases/postgres-ingress") {
+			if contains(names(r.Flow.IngressDeniedBy), "databases/postgres-ingress") && r.Flow.TrafficDirection == "INGRESS" {
 				deniedBy = true
+			}
+			if r.Flow.TrafficDirection == "EGRESS" && len(r.Flow.IngressAllowedBy)+len(r.Flow.IngressDeniedBy) > 0 {
+				t.Errorf("an EGRESS policy verdict names ingress policies: %s", line)
 			}
 		}
 		if !allowedBy || !deniedBy {

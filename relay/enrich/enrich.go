@@ -261,34 +261,52 @@ func PolicyDrops(f *flowv1.Flow, fn func(namespace, policy string, packets uint6
 	}
 }
 
-// PolicyVerdict implements the relay's PolicyVerdicter with
-// PolicyVerdictRecord.
-func (e *Enricher) PolicyVerdict(f *flowv1.Flow) *flowv1.Flow { return PolicyVerdictRecord(f) }
+// PolicyVerdicts implements the relay's PolicyVerdicter with
+// PolicyVerdictRecords.
+func (e *Enricher) PolicyVerdicts(f *flowv1.Flow) []*flowv1.Flow { return PolicyVerdictRecords(f) }
 
-// PolicyVerdictRecord derives the policy-verdict event of an enriched flow,
-// like Hubble's PolicyVerdict events: for the first packet of a connection
-// (FLOW_NEW) that a policy allowed, and for a drop the policies explain
-// (POLICY_DENIED), a copy with event_kind POLICY_VERDICT, which
-// `observe --type policy-verdict` selects. Other flows give nil. The copy's
-// uuid is derived from the original's, so a resend derives the same one;
-// like every instant event it is never added to byte or packet totals.
-//
-// The relay calls it after Enrich and ingests the result beside the flow.
-func PolicyVerdictRecord(f *flowv1.Flow) *flowv1.Flow {
+// PolicyVerdictRecords derives the policy-verdict events of an enriched
+// flow, like Hubble's PolicyVerdict events: for the first packet of a
+// connection (FLOW_NEW) that policies allowed, and for a drop the policies
+// explain (POLICY_DENIED), one record per side that decided — EGRESS for
+// the source pod's egress policies, INGRESS for the destination's ingress
+// policies — carrying that side's policies, with event kind POLICY_VERDICT,
+// which `observe --type policy-verdict` selects. A record's uuid is derived
+// from the flow's and the side, so a resend derives the same ones; like
+// every instant event they are never added to byte or packet totals.
+func PolicyVerdictRecords(f *flowv1.Flow) []*flowv1.Flow {
+	var egress, ingress []*flowv1.Policy
 	switch {
-	case f.EventKind == flowv1.EventKind_FLOW_NEW && f.Verdict == flowv1.Verdict_FORWARDED &&
-		len(f.IngressAllowedBy)+len(f.EgressAllowedBy) > 0:
+	case f.EventKind == flowv1.EventKind_FLOW_NEW && f.Verdict == flowv1.Verdict_FORWARDED:
+		egress, ingress = f.EgressAllowedBy, f.IngressAllowedBy
 	case f.Verdict == flowv1.Verdict_DROPPED && f.DropReasonDesc == ReasonPolicyDenied:
+		egress, ingress = f.EgressDeniedBy, f.IngressDeniedBy
 	default:
 		return nil
 	}
-	pv := proto.Clone(f).(*flowv1.Flow)
-	pv.EventKind = flowv1.EventKind_POLICY_VERDICT
-	if f.Uuid != "" {
-		sum := sha1.Sum([]byte(f.Uuid + "/policy-verdict"))
-		sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
-		sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
-		pv.Uuid = flowid.Format([16]byte(sum[:16]))
+	var out []*flowv1.Flow
+	side := func(dir flowv1.TrafficDirection) {
+		pv := proto.Clone(f).(*flowv1.Flow)
+		pv.EventKind = flowv1.EventKind_POLICY_VERDICT
+		pv.TrafficDirection = dir
+		if dir == flowv1.TrafficDirection_EGRESS {
+			pv.IngressAllowedBy, pv.IngressDeniedBy = nil, nil
+		} else {
+			pv.EgressAllowedBy, pv.EgressDeniedBy = nil, nil
+		}
+		if f.Uuid != "" {
+			sum := sha1.Sum([]byte(f.Uuid + "/policy-verdict/" + dir.String()))
+			sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
+			sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
+			pv.Uuid = flowid.Format([16]byte(sum[:16]))
+		}
+		out = append(out, pv)
 	}
-	return pv
+	if len(egress) > 0 {
+		side(flowv1.TrafficDirection_EGRESS)
+	}
+	if len(ingress) > 0 {
+		side(flowv1.TrafficDirection_INGRESS)
+	}
+	return out
 }

@@ -255,28 +255,45 @@ func TestPolicyVerdictRecordsAreDerivedForDecidedConnections(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		f    *flowv1.Flow
-		want bool
+		want int // records: one per side whose policies decided
 	}{
-		{"a new connection a policy allowed", newConn(gateway, payments, 8080), true},
-		{"a new connection no policy decided", newConn(loadgen, frontend, 80), false},
-		{"an aggregate record", agg, false},
-		{"a policy drop", drop, true},
-		{"a netfilter drop the policies do not explain", unexplained, false},
+		{"a new connection the destination's policy allowed", newConn(gateway, payments, 8080), 1},
+		{"a new connection both sides' policies allowed", newConn(payments, postgres, 5432), 2},
+		{"a new connection no policy decided", newConn(loadgen, frontend, 80), 0},
+		{"an aggregate record", agg, 0},
+		{"a policy drop", drop, 1},
+		{"a netfilter drop the policies do not explain", unexplained, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.Enrich(tc.f)
-			pv := PolicyVerdictRecord(tc.f)
-			if (pv != nil) != tc.want {
-				t.Fatalf("derived %v, want a record: %v", pv, tc.want)
+			pvs := PolicyVerdictRecords(tc.f)
+			if len(pvs) != tc.want {
+				t.Fatalf("derived %d records %v, want %d", len(pvs), pvs, tc.want)
 			}
-			if pv == nil {
-				return
+			again := PolicyVerdictRecords(tc.f)
+			for i, pv := range pvs {
+				if pv.EventKind != flowv1.EventKind_POLICY_VERDICT || pv.Verdict != tc.f.Verdict {
+					t.Errorf("derived record %v", pv)
+				}
+				// Each record speaks for one side, with that side's policies.
+				switch pv.TrafficDirection {
+				case flowv1.TrafficDirection_INGRESS:
+					if len(pv.IngressAllowedBy)+len(pv.IngressDeniedBy) == 0 || len(pv.EgressAllowedBy)+len(pv.EgressDeniedBy) != 0 {
+						t.Errorf("INGRESS verdict with policies in %v / %v / %v / %v", pv.IngressAllowedBy, pv.IngressDeniedBy, pv.EgressAllowedBy, pv.EgressDeniedBy)
+					}
+				case flowv1.TrafficDirection_EGRESS:
+					if len(pv.EgressAllowedBy)+len(pv.EgressDeniedBy) == 0 || len(pv.IngressAllowedBy)+len(pv.IngressDeniedBy) != 0 {
+						t.Errorf("EGRESS verdict with policies in %v / %v / %v / %v", pv.IngressAllowedBy, pv.IngressDeniedBy, pv.EgressAllowedBy, pv.EgressDeniedBy)
+					}
+				default:
+					t.Errorf("verdict without a side: %v", pv.TrafficDirection)
+				}
+				if tc.f.Uuid != "" && (pv.Uuid == tc.f.Uuid || pv.Uuid != again[i].Uuid || len(pv.Uuid) != 36) {
+					t.Errorf("uuid %q from %q: want a distinct, stable UUID", pv.Uuid, tc.f.Uuid)
+				}
 			}
-			if pv.EventKind != flowv1.EventKind_POLICY_VERDICT || pv.Verdict != tc.f.Verdict || policyNames(pv.IngressAllowedBy) != policyNames(tc.f.IngressAllowedBy) {
-				t.Errorf("derived record %v", pv)
-			}
-			if tc.f.Uuid != "" && (pv.Uuid == tc.f.Uuid || pv.Uuid != PolicyVerdictRecord(tc.f).Uuid || len(pv.Uuid) != 36) {
-				t.Errorf("uuid %q from %q: want a distinct, stable UUID", pv.Uuid, tc.f.Uuid)
+			if len(pvs) == 2 && pvs[0].Uuid == pvs[1].Uuid && pvs[0].Uuid != "" {
+				t.Errorf("both sides got the uuid %q", pvs[0].Uuid)
 			}
 			if tc.f.EventKind == flowv1.EventKind_POLICY_VERDICT {
 				t.Error("the original flow was changed")

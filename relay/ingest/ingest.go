@@ -51,7 +51,7 @@ type Enricher interface {
 // PolicyVerdict events. They are stored and streamed beside the flow they
 // come from, never added to totals.
 type PolicyVerdicter interface {
-	PolicyVerdict(f *flowv1.Flow) *flowv1.Flow
+	PolicyVerdicts(f *flowv1.Flow) []*flowv1.Flow
 }
 
 // NopEnricher leaves records as they are.
@@ -364,7 +364,7 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observe
 		s.cfg.Enricher.Enrich(f)
 		s.m.countFlow(f)
 		if pv != nil {
-			if v := pv.PolicyVerdict(f); v != nil {
+			for _, v := range pv.PolicyVerdicts(f) {
 				verdicts = append(verdicts, v)
 				verdictOf = append(verdictOf, i)
 			}
