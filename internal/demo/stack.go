@@ -163,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	s.NodeName = nodeName(objs)
 
-	s.logf("enforcing the NetworkPolicies with iptables in the node namespace")
+	s.logf("enforcing the NetworkPolicies with nftables in the node namespace")
 	if err := s.enforcePolicies(ctx, rendered); err != nil {
 		return nil, err
 	}
