@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/backoff"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/observer"
@@ -119,7 +120,7 @@ func (p *peers) followOne(ctx context.Context, addr string, req *observerv1.GetF
 		return
 	}
 	defer conn.Close()
-	backoff := 500 * time.Millisecond
+	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		stream, err := observerv1.NewObserverClient(conn).GetFlows(ctx, req)
 		if err == nil {
@@ -129,7 +130,7 @@ func (p *peers) followOne(ctx context.Context, addr string, req *observerv1.GetF
 					err = rerr
 					break
 				}
-				backoff = 500 * time.Millisecond
+				retry.Reset()
 				fn(r)
 			}
 		}
@@ -137,10 +138,6 @@ func (p *peers) followOne(ctx context.Context, addr string, req *observerv1.GetF
 			return
 		}
 		p.cfg.Log.Debug("peer follow ended; retrying", "addr", addr, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
+		retry.Wait(ctx)
 	}
 }

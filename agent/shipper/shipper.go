@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +43,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/internal/backoff"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	"github.com/trawl-dev/trawl/internal/version"
@@ -366,7 +366,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	backoff := 200 * time.Millisecond
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		start := time.Now()
 		err := s.session(ctx)
@@ -375,26 +375,13 @@ func (s *Shipper) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(start) > 30*time.Second {
-			backoff = 200 * time.Millisecond
+			retry.Reset() // the stream was healthy for a while
 		}
-		wait := jitter(backoff)
-		s.log.Warn("relay stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		s.log.Warn("relay stream ended; reconnecting", "err", err)
+		if !retry.Wait(ctx) {
 			return nil
-		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
-}
-
-// jitter returns a duration uniformly in [d/2, d*3/2).
-func jitter(d time.Duration) time.Duration {
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)))
-	if err != nil {
-		return d
-	}
-	return d/2 + time.Duration(n.Int64())
 }
 
 func (s *Shipper) endSession() {

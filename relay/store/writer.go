@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/backoff"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -364,7 +364,7 @@ func (w *Writer) OnDedupHits(f func(batches int)) { w.onDedup = f }
 // of the group's batches are stored and leaves those parts out; an attempt
 // with the same parts left is the identical insert under the same token.
 func (w *Writer) send(ctx context.Context, p *prepared) error {
-	backoff := 100 * time.Millisecond
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	hits := -1 // batches found stored by the first check that answered
 	for attempt := 0; ; attempt++ {
 		stored, err := w.s.storedParts(ctx, p.group, p.ids)
@@ -399,13 +399,10 @@ func (w *Writer) send(ctx context.Context, p *prepared) error {
 		if ctx.Err() != nil {
 			return ErrClosed
 		}
-		w.s.log.Warn("ClickHouse insert failed; retrying", "err", err, "attempt", attempt+1, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		w.s.log.Warn("ClickHouse insert failed; retrying", "err", err, "attempt", attempt+1)
+		if !retry.Wait(ctx) {
 			return ErrClosed
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
