@@ -31,9 +31,10 @@ var errSlow = errors.New("jsonl: not on the fast path")
 
 var slowUnmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
 
-// HubbleEventType is the value of Hubble's flow.event_type.type seen on the
-// last decoded line (0 when absent). Hubble's event types have no field in
-// Trawl's Flow; callers map them to event kinds.
+// Decoded is one decoded line. HubbleEventType is the value of Hubble's
+// flow.event_type.type on that line (0 when absent, -1 when the line took
+// the slow path). Hubble's event types have no field in Trawl's Flow;
+// callers map them to event kinds.
 type Decoded struct {
 	*observerv1.GetFlowsResponse
 	HubbleEventType int
@@ -41,13 +42,17 @@ type Decoded struct {
 
 // Unmarshal decodes one line into a new response.
 func Unmarshal(line []byte) (Decoded, error) {
-	r := &observerv1.GetFlowsResponse{}
-	s := scanner{b: line, sl: &slabs{size: 1}}
+	return decode(scanner{b: line, sl: &slabs{size: 1}}, &observerv1.GetFlowsResponse{})
+}
+
+// decode runs the fast scanner into r and falls back to protojson for
+// anything it does not handle.
+func decode(s scanner, r *observerv1.GetFlowsResponse) (Decoded, error) {
 	if err := s.response(r); err == nil {
 		return Decoded{r, s.hubbleType}, nil
 	}
 	r = &observerv1.GetFlowsResponse{}
-	if err := slowUnmarshal.Unmarshal(line, r); err != nil {
+	if err := slowUnmarshal.Unmarshal(s.b, r); err != nil {
 		return Decoded{}, err
 	}
 	return Decoded{r, -1}, nil
@@ -102,16 +107,7 @@ func (d *Decoder) Unmarshal(line []byte) (Decoded, error) {
 		d.intern = make(map[string]string)
 		d.slabs = &slabs{size: slabSize}
 	}
-	r := take(d.slabs.size, &d.slabs.resp)
-	s := scanner{b: line, intern: d.intern, sl: d.slabs}
-	if err := s.response(r); err == nil {
-		return Decoded{r, s.hubbleType}, nil
-	}
-	r = &observerv1.GetFlowsResponse{}
-	if err := slowUnmarshal.Unmarshal(line, r); err != nil {
-		return Decoded{}, err
-	}
-	return Decoded{r, -1}, nil
+	return decode(scanner{b: line, intern: d.intern, sl: d.slabs}, take(d.slabs.size, &d.slabs.resp))
 }
 
 type scanner struct {
