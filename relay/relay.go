@@ -343,7 +343,7 @@ func New(cfg Config) (*Relay, error) {
 	if d, ok := back.(interface{ OnDedupHits(func(int)) }); ok {
 		d.OnDedupHits(im.DedupHits)
 	}
-	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log, AlreadyStored: storedCheck(back)},
+	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log},
 		back, r.hub, r.nodes, im)
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {
@@ -539,26 +539,6 @@ func (r *Relay) run(ctx context.Context) error {
 	wg.Wait()
 	r.log.Info("relay stopped")
 	return runErr
-}
-
-// storedCheck looks a flow up by uuid around its time (the sort key makes
-// that a small read).
-func storedCheck(st observer.Store) func(ctx context.Context, uuid string, at time.Time) (bool, error) {
-	return func(ctx context.Context, uuid string, at time.Time) (bool, error) {
-		found := false
-		err := st.QueryFlows(ctx, &observerv1.GetFlowsRequest{
-			Number:    1,
-			Allowlist: []*observerv1.FlowFilter{{Uuid: []string{uuid}}},
-			Since:     timestamppb.New(at.Add(-time.Second)),
-			Until:     timestamppb.New(at.Add(time.Second)),
-		}, func(r *observerv1.GetFlowsResponse) error {
-			if r.GetFlow().GetUuid() == uuid {
-				found = true
-			}
-			return nil
-		})
-		return found, err
-	}
 }
 
 // stop drains a gRPC server, cutting long streams after timeout.

@@ -9,8 +9,9 @@
 // Resends are de-duplicated by (node, boot id, sequence): a batch this relay
 // already acknowledged is acked again as a duplicate without being stored; a
 // batch still waiting for its insert gets the resend's ack attached. Across
-// relay replicas or restarts, ClickHouse de-duplicates by the batch key sent
-// as insert_deduplication_token.
+// relay replicas or restarts the store's writer recognises batches already
+// stored (relay/store: the batches table, checked before every insert) and
+// acknowledges them without storing them again.
 package ingest
 
 import (
@@ -91,14 +92,6 @@ type Config struct {
 	NodeNameInCert bool
 	Enricher       Enricher
 	Log            *slog.Logger
-	// AlreadyStored, when set, tells whether the flow with this uuid and
-	// time is in ClickHouse. It guards the batches a reconnecting agent
-	// resends to a relay that has no memory of them (another replica, or
-	// this one restarted): the ack of a stored batch may have been lost
-	// with the old stream. The writer stores batches in arrival order, so
-	// the stored ones are a prefix of what the agent resends: checking
-	// stops at the first batch not found, usually after one query.
-	AlreadyStored func(ctx context.Context, uuid string, at time.Time) (bool, error)
 }
 
 // Server implements ingestv1.IngestServiceServer.
@@ -188,7 +181,6 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		log.Info("agent disconnected", "reason", reason)
 	}()
 
-	checking := s.cfg.AlreadyStored != nil
 	// While this stream waits in a full writer queue (ClickHouse slow or
 	// down) its heartbeats stay unread; that is the relay's back-pressure,
 	// not a silent agent, so last-seen keeps moving meanwhile.
@@ -249,7 +241,7 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Seen(node)
 			blocked.Store(true)
-			s.handleBatch(ctx, hello, x.Batch, batchSize(r.m, r.size), out.put, &checking)
+			s.handleBatch(ctx, hello, x.Batch, batchSize(r.m, r.size), out.put)
 			blocked.Store(false)
 		case *ingestv1.StreamRequest_Heartbeat:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
@@ -270,7 +262,7 @@ func Key(node, boot string, seq uint64) string {
 }
 
 // handleBatch handles one batch; size is its encoded size, -1 if unknown.
-func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse), checking *bool) {
+func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse)) {
 	boot, seq := b.GetBootId(), b.GetSequence()
 	if err := validateBatch(b, hello, s.cfg.Limits, size); err != nil {
 		s.m.batches.WithLabelValues("rejected").Inc()
@@ -306,42 +298,11 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 	s.pending[key] = &pendingBatch{acks: []func(){answer(false)}}
 	s.mu.Unlock()
 
-	if *checking && len(b.GetFlows()) > 0 {
-		stored, err := s.storedBefore(ctx, node, b)
-		switch {
-		case err != nil:
-			*checking = false
-			s.log.Warn("cannot check whether a resent batch is stored; storing it", "key", key, "err", err)
-		case stored:
-			s.mu.Lock()
-			s.pending[key].acks[0] = answer(true)
-			s.mu.Unlock()
-			s.settle(node, boot, seq, key, nil)
-			s.m.batches.WithLabelValues("duplicate").Inc()
-			s.m.dedup.Inc()
-			return
-		default:
-			*checking = false
-		}
-	}
-
 	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
 	s.hub.PublishFunc(key, n, records)
 	sb := &Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
-}
-
-// storedBefore asks ClickHouse whether the batch's first flow is stored.
-func (s *Server) storedBefore(ctx context.Context, node string, b *ingestv1.Batch) (bool, error) {
-	f := b.GetFlows()[0]
-	id := f.GetUuid()
-	if id == "" {
-		id = shipper.FlowUUID(node, b.GetBootId(), b.GetSequence(), 0)
-	}
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return s.cfg.AlreadyStored(qctx, id, f.GetTime().AsTime())
 }
 
 // prepare completes, enriches and counts the records of an accepted batch.
