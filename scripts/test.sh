@@ -9,9 +9,16 @@ log=.cache/test.log
 # -p 2: two cores; the network-namespace tests take locks where they share state.
 go test -count=1 -p 2 -timeout 25m ./... 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-passed=$(grep -c '^--- PASS' "$log" || true)
-failed=$(grep -c '^--- FAIL' "$log" || true)
-pkgfail=$(grep -cE '^(FAIL|---.*FAIL)\s' "$log" || true)
+
+# The date check: the ClickHouse tests again with their data set a year and a
+# month in the past, as if the clock had moved on. A test that stores dated
+# rows under the tables' TTL without an explicit retention fails here.
+epoch=$(date -u -d '-400 days' +%Y-%m-%dT%H:%M:%SZ)
+echo "test: ClickHouse tests with TRAWL_TEST_EPOCH=$epoch"
+TRAWL_TEST_EPOCH=$epoch go test -count=1 -p 2 -timeout 10m ./relay/store/ ./internal/filter/... 2>&1 | tee -a "$log"
+rc2=${PIPESTATUS[0]}
+[ "$rc" = 0 ] && rc=$rc2
+
 echo
-echo "test summary: $(grep -c '^ok ' "$log") packages ok, $(grep -c '^FAIL	' "$log") packages failed"
+echo "test summary: $(grep -c '^ok ' "$log") packages ok, $(grep -c '^FAIL	' "$log") packages failed, $(grep -c -- '--- FAIL' "$log") tests failed"
 exit $rc

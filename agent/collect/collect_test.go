@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trawl-dev/trawl/agent/bpf"
@@ -63,7 +64,11 @@ func newTestCollectorSized(t *testing.T, cfg Config, flowMapSize uint32) (*Colle
 	}
 	dp.Drop = &drop
 	t.Cleanup(func() { dp.Flow.Close(); drop.Close() })
-	tab, err := dropreason.Load(nil)
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatalf("kernel BTF: %v", err)
+	}
+	tab, err := dropreason.Load(kspec)
 	if err != nil {
 		t.Fatalf("drop reasons: %v", err)
 	}

@@ -195,6 +195,10 @@ var TracefsFormatPaths = []string{
 // Load reads the table of the running kernel: BTF when spec is non-nil and
 // has the enum, tracefs otherwise.
 func Load(spec *btf.Spec) (*Table, error) {
+	return load(spec, TracefsFormatPaths)
+}
+
+func load(spec *btf.Spec, formatPaths []string) (*Table, error) {
 	var errs []error
 	if spec != nil {
 		t, err := FromBTF(spec)
@@ -203,7 +207,7 @@ func Load(spec *btf.Spec) (*Table, error) {
 		}
 		errs = append(errs, err)
 	}
-	for _, p := range TracefsFormatPaths {
+	for _, p := range formatPaths {
 		t, err := FromTracefsFormat(filepath.Clean(p))
 		if err == nil {
 			return t, nil

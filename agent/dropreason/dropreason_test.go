@@ -2,39 +2,77 @@ package dropreason
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/trawl-dev/trawl/internal/dropclass"
 )
 
-// ensureTracefs mounts tracefs when it is absent, so the format file can
-// serve as an independent source of the kernel's numbers.
-func ensureTracefs(t *testing.T) string {
+// fixture is the skb/kfree_skb format file of Linux 6.18, copied once from
+// /sys/kernel/tracing on the development machine.
+const fixture = "testdata/kfree_skb-6.18.format"
+
+// privateTracefs mounts a tracefs instance on a temporary directory and
+// unmounts it when the test ends, so the running kernel's format file can
+// serve as an independent witness without touching /sys/kernel/tracing.
+func privateTracefs(t *testing.T) string {
 	t.Helper()
-	p := TracefsFormatPaths[0]
-	if _, err := os.Stat(p); err == nil {
-		return p
+	dir := t.TempDir()
+	if err := unix.Mount("tracefs", dir, "tracefs", 0, ""); err != nil {
+		t.Fatalf("mount tracefs on %s (needs root): %v", dir, err)
 	}
-	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-		t.Fatalf("mount tracefs: %v", err)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("kfree_skb format after mounting tracefs: %v", err)
-	}
-	return p
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return filepath.Join(dir, "events/skb/kfree_skb/format")
 }
 
-func TestReasonNamesFromBTFMatchTheTracepointFormatOfThisKernel(t *testing.T) {
+func kernelBTF(t *testing.T) *btf.Spec {
+	t.Helper()
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Fatalf("kernel BTF: %v", err)
 	}
-	fromBTF, err := FromBTF(spec)
+	return spec
+}
+
+func TestTheTracefsFormatFixtureOfLinux618ParsesToItsNumbers(t *testing.T) {
+	tab, err := FromTracefsFormat(fixture)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromTracefs, err := FromTracefsFormat(ensureTracefs(t))
+	// Read off the fixture's __print_symbolic table by hand.
+	for name, want := range map[string]uint32{"NOT_SPECIFIED": 2, "NO_SOCKET": 3, "NETFILTER_DROP": 12} {
+		if got, ok := tab.Number(name); !ok || got != want {
+			t.Errorf("%s = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+	if got := tab.Name(12); got != "NETFILTER_DROP" {
+		t.Errorf("Name(12) = %q", got)
+	}
+}
+
+func TestAFormatFileWithoutAReasonTableIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "format")
+	if err := os.WriteFile(p, []byte("name: kfree_skb\nprint fmt: \"skbaddr=%p\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FromTracefsFormat(p); err == nil {
+		t.Fatal("want an error")
+	}
+}
+
+func TestReasonNamesFromBTFMatchTheTracepointFormatOfThisKernel(t *testing.T) {
+	fromBTF, err := FromBTF(kernelBTF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromTracefs, err := FromTracefsFormat(privateTracefs(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,32 +97,21 @@ func TestReasonNamesFromBTFMatchTheTracepointFormatOfThisKernel(t *testing.T) {
 }
 
 func TestLoadPrefersBTFAndFallsBackToTracefs(t *testing.T) {
-	ensureTracefs(t)
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	withBTF, err := Load(spec)
+	withBTF, err := load(kernelBTF(t), []string{fixture})
 	if err != nil || withBTF.Source != "btf" {
-		t.Fatalf("Load(spec) = %v, %v; want the btf table", withBTF, err)
+		t.Fatalf("load(spec) = %v, %v; want the btf table", withBTF, err)
 	}
-	without, err := Load(nil)
-	if err != nil || without.Source == "btf" {
-		t.Fatalf("Load(nil) = %v, %v; want the tracefs table", without, err)
+	without, err := load(nil, []string{"testdata/missing.format", fixture})
+	if err != nil || without.Source != fixture {
+		t.Fatalf("load(nil) = %v, %v; want the fixture's table", without, err)
 	}
-	n1, _ := withBTF.Number("NO_SOCKET")
-	n2, _ := without.Number("NO_SOCKET")
-	if n1 != n2 {
-		t.Fatalf("NO_SOCKET: %d vs %d", n1, n2)
+	if _, err := load(nil, []string{"testdata/missing.format"}); err == nil {
+		t.Fatal("load with neither BTF nor a format file: want an error")
 	}
 }
 
 func TestSelectReasons(t *testing.T) {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tab, err := FromBTF(spec)
+	tab, err := FromBTF(kernelBTF(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,5 +160,23 @@ func TestSelectReasons(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEveryReasonOfLinux618HasADropClass(t *testing.T) {
+	tab, err := FromTracefsFormat(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range tab.Names() {
+		if name == "MAX" {
+			continue
+		}
+		if c := dropclass.Of(name); c == dropclass.Other {
+			t.Errorf("%s has no class in internal/dropclass", name)
+		}
+	}
+	if c := dropclass.Of("SOME_FUTURE_REASON"); c != dropclass.Other || !c.Actionable() || !c.Undelivered() {
+		t.Errorf("an unknown reason gets %q; want the shown, undelivered default %q", c, dropclass.Other)
 	}
 }

@@ -64,7 +64,7 @@ func TestDistributedTablesOverTwoServers(t *testing.T) {
 	}
 	stores := make([]*store.Store, 2)
 	for i, srv := range srvs {
-		s, err := store.Open(ctx, store.Config{DSN: "clickhouse://" + srv.Addr + "/trawl", Cluster: "trawl_two", ShardOnly: true,
+		s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: "clickhouse://" + srv.Addr + "/trawl", Cluster: "trawl_two", ShardOnly: true,
 			BatchInterval: 20 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)

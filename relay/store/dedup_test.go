@@ -82,7 +82,7 @@ func contentsOf(t *testing.T, dsn string) contents {
 // relayStore is one relay replica's connection to the shared database.
 func relayStore(t *testing.T, dsn string) *store.Store {
 	t.Helper()
-	s, err := store.Open(context.Background(), store.Config{DSN: dsn, BatchRows: 1 << 20, BatchInterval: 50 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(context.Background(), store.Config{Retention: filtertest.Retention(), DSN: dsn, BatchRows: 1 << 20, BatchInterval: 50 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -188,7 +188,7 @@ func TestABatchPartlyStoredGetsOnlyItsMissingTablesInserted(t *testing.T) {
 func TestMigrateAddsBatchRecordsToADatabaseAtVersion1(t *testing.T) {
 	ctx := context.Background()
 	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestBatchIDsDifferAndAreNeverZero(t *testing.T) {
 func BenchmarkStoredCheck(b *testing.B) {
 	ctx := context.Background()
 	dsn := chtest.Database(b)
-	s, err := store.Open(ctx, store.Config{DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

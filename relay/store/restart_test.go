@@ -39,7 +39,7 @@ func TestWriterSurvivesClickHouseRestartWithoutLossOrDuplicates(t *testing.T) {
 		t.Fatalf("start ClickHouse: %v", err)
 	}
 	defer func() { srv.Stop() }()
-	s, err := store.Open(ctx, store.Config{DSN: "clickhouse://" + srv.Addr + "/trawl_restart", BatchRows: 500,
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: "clickhouse://" + srv.Addr + "/trawl_restart", BatchRows: 500,
 		BatchInterval: 20 * time.Millisecond, QueueRows: 5000, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) { chtest.Main(m) }
 func openStore(t testing.TB, dsn string) *store.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{DSN: dsn, BatchInterval: 50 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, BatchInterval: 50 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

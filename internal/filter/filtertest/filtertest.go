@@ -6,6 +6,8 @@
 package filtertest
 
 import (
+	"fmt"
+	"os"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,8 +17,32 @@ import (
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
-// Base is the time of the first flow; flow i is at Base + i seconds.
-var Base = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+// EpochEnv names the variable that moves Base: an RFC 3339 time. `make test`
+// runs the ClickHouse tests a second time with Base a year in the past, which
+// fails any test that forgets that the tables expire rows (TTL).
+const EpochEnv = "TRAWL_TEST_EPOCH"
+
+// Base is the time of the first flow; flow i is at Base + i seconds. By
+// default it is the start of the hour before the test binary started, so the
+// data set is recent on any day.
+var Base = epoch()
+
+func epoch() time.Time {
+	if v := os.Getenv(EpochEnv); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			panic(fmt.Sprintf("%s=%q: not an RFC 3339 time: %v", EpochEnv, v, err))
+		}
+		return t.UTC()
+	}
+	return time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+}
+
+// Retention is a table retention that keeps every row of the data set: tests
+// that store it in ClickHouse use it instead of the 7-day default.
+func Retention() time.Duration {
+	return time.Since(Base) + 30*24*time.Hour
+}
 
 func ep(ns, pod string, labels []string, wl ...*flowv1.Workload) *flowv1.Endpoint {
 	return &flowv1.Endpoint{Namespace: ns, PodName: pod, Labels: labels, Workloads: wl}
