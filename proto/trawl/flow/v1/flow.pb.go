@@ -538,7 +538,13 @@ type Flow struct {
 	// The observation point, e.g. "tcx-ingress", "tcx-egress", "kfree_skb".
 	ObservationPoint string `protobuf:"bytes,1007,opt,name=observation_point,json=observationPoint,proto3" json:"observation_point,omitempty"`
 	// Conntrack state of the flow as seen by the agent, if known.
-	Conntrack     *ConntrackInfo `protobuf:"bytes,1008,opt,name=conntrack,proto3" json:"conntrack,omitempty"`
+	Conntrack *ConntrackInfo `protobuf:"bytes,1008,opt,name=conntrack,proto3" json:"conntrack,omitempty"`
+	// The class of drop_reason_kernel, from the one table in internal/dropclass:
+	// "policy", "no-socket", "overload", "malformed", "routing", "teardown" or
+	// "other". Teardown (protocol-normal) drops are counted but hidden from the
+	// default DROPPED view, the dashboards' drop panels and the drop alerts.
+	// Empty on non-drop records.
+	DropClass     string `protobuf:"bytes,1009,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +794,13 @@ func (x *Flow) GetConntrack() *ConntrackInfo {
 		return x.Conntrack
 	}
 	return nil
+}
+
+func (x *Flow) GetDropClass() string {
+	if x != nil {
+		return x.DropClass
+	}
+	return ""
 }
 
 type Ethernet struct {
@@ -2371,7 +2384,7 @@ var File_trawl_flow_v1_flow_proto protoreflect.FileDescriptor
 
 const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\n" +
-	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\x9f\f\n" +
+	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xbf\f\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04uuid\x18\" \x01(\tR\x04uuid\x120\n" +
@@ -2406,7 +2419,9 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\x12drop_reason_kernel\x18\xed\a \x01(\tR\x10dropReasonKernel\x12\x15\n" +
 	"\x05netns\x18\xee\a \x01(\x04R\x05netns\x12,\n" +
 	"\x11observation_point\x18\xef\a \x01(\tR\x10observationPoint\x12;\n" +
-	"\tconntrack\x18\xf0\a \x01(\v2\x1c.trawl.flow.v1.ConntrackInfoR\tconntrack\"D\n" +
+	"\tconntrack\x18\xf0\a \x01(\v2\x1c.trawl.flow.v1.ConntrackInfoR\tconntrack\x12\x1e\n" +
+	"\n" +
+	"drop_class\x18\xf1\a \x01(\tR\tdropClass\"D\n" +
 	"\bEthernet\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\"\x94\x01\n" +

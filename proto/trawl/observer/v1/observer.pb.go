@@ -348,8 +348,11 @@ type FlowFilter struct {
 	// Matches Flow.drop_reason_kernel.
 	DropReasonKernel []string `protobuf:"bytes,1000,rep,name=drop_reason_kernel,json=dropReasonKernel,proto3" json:"drop_reason_kernel,omitempty"`
 	// "namespace/name" of a policy in any of the four allowed/denied lists.
-	Policy        []string       `protobuf:"bytes,1001,rep,name=policy,proto3" json:"policy,omitempty"`
-	EventKind     []v1.EventKind `protobuf:"varint,1002,rep,packed,name=event_kind,json=eventKind,proto3,enum=trawl.flow.v1.EventKind" json:"event_kind,omitempty"`
+	Policy    []string       `protobuf:"bytes,1001,rep,name=policy,proto3" json:"policy,omitempty"`
+	EventKind []v1.EventKind `protobuf:"varint,1002,rep,packed,name=event_kind,json=eventKind,proto3,enum=trawl.flow.v1.EventKind" json:"event_kind,omitempty"`
+	// Matches Flow.drop_class ("policy", "no-socket", "overload", "malformed",
+	// "routing", "teardown", "other").
+	DropClass     []string `protobuf:"bytes,1003,rep,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,6 +572,13 @@ func (x *FlowFilter) GetPolicy() []string {
 func (x *FlowFilter) GetEventKind() []v1.EventKind {
 	if x != nil {
 		return x.EventKind
+	}
+	return nil
+}
+
+func (x *FlowFilter) GetDropClass() []string {
+	if x != nil {
+		return x.DropClass
 	}
 	return nil
 }
@@ -1225,7 +1235,7 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\tconntrack\x18\xe8\a \x01(\v2\x1e.trawl.flow.v1.ConntrackSampleH\x00R\tconntrack\x12\x1d\n" +
 	"\tnode_name\x18\xc1\x84= \x01(\tR\bnodeName\x120\n" +
 	"\x04time\x18\u0084= \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x10\n" +
-	"\x0eresponse_types\"\xa3\t\n" +
+	"\x0eresponse_types\"\xc3\t\n" +
 	"\n" +
 	"FlowFilter\x12\x12\n" +
 	"\x04uuid\x18\x1d \x03(\tR\x04uuid\x12\x1b\n" +
@@ -1260,7 +1270,9 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\x12drop_reason_kernel\x18\xe8\a \x03(\tR\x10dropReasonKernel\x12\x17\n" +
 	"\x06policy\x18\xe9\a \x03(\tR\x06policy\x128\n" +
 	"\n" +
-	"event_kind\x18\xea\a \x03(\x0e2\x18.trawl.flow.v1.EventKindR\teventKind\"\x11\n" +
+	"event_kind\x18\xea\a \x03(\x0e2\x18.trawl.flow.v1.EventKindR\teventKind\x12\x1e\n" +
+	"\n" +
+	"drop_class\x18\xeb\a \x03(\tR\tdropClass\"\x11\n" +
 	"\x0fGetNodesRequest\"C\n" +
 	"\x10GetNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.trawl.flow.v1.NodeStatusR\x05nodes\"\x15\n" +
