@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -61,6 +62,7 @@ type Clause struct {
 	DropReasonKernel                    []string
 	Policy                              []PolicyRef
 	EventKind                           []flowv1.EventKind
+	DropClass                           []string // canonical names (dropclass.Class)
 	flowSpecific                        bool
 }
 
@@ -251,6 +253,13 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		}
 		c.DropReasonKernel = append(c.DropReasonKernel, s)
 	}
+	for _, s := range ff.GetDropClass() {
+		dc, err := dropclass.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("drop_class: %w", err)
+		}
+		c.DropClass = append(c.DropClass, string(dc))
+	}
 	for _, ifc := range ff.GetInterface() {
 		if ifc.GetIndex() == 0 && ifc.GetName() == "" {
 			return nil, fmt.Errorf("interface: needs an index or a name")
@@ -297,7 +306,7 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		len(c.SourceService)+len(c.DestinationService)+len(c.SourceWorkload)+len(c.DestinationWorkload)+
 		len(c.TrafficDirection)+len(c.Verdict)+len(c.DropReasonDesc)+len(c.Interface)+len(c.Protocol)+
 		len(c.SourcePort)+len(c.DestinationPort)+len(c.Reply)+len(c.TCPFlags)+len(c.IPVersion)+
-		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind) > 0
+		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind)+len(c.DropClass) > 0
 	if c.NodeName, err = compileGlobs("node_name", ff.GetNodeName()); err != nil {
 		return nil, err
 	}
@@ -477,6 +486,9 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 		return false
 	}
 	if len(c.DropReasonKernel) > 0 && !containsString(c.DropReasonKernel, fl.GetDropReasonKernel()) {
+		return false
+	}
+	if len(c.DropClass) > 0 && !containsString(c.DropClass, fl.GetDropClass()) {
 		return false
 	}
 	if len(c.SourceIP) > 0 && !matchIP(c.SourceIP, fl.GetIP().GetSource()) {

@@ -62,6 +62,7 @@ func TestCompileRejectsBadValuesNamingFieldAndValue(t *testing.T) {
 		{"empty interface", &observerv1.FlowFilter{Interface: []*flowv1.NetworkInterface{{}}}, []string{"interface"}},
 		{"empty node", &observerv1.FlowFilter{NodeName: []string{""}}, []string{"node_name"}},
 		{"empty uuid", &observerv1.FlowFilter{Uuid: []string{""}}, []string{"uuid"}},
+		{"unknown drop class", &observerv1.FlowFilter{DropClass: []string{"boring"}}, []string{"drop_class", "boring"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // either fail cleanly or produce a filter that matches without panicking.
 func FuzzCompile(f *testing.F) {
 	for _, s := range []string{"shop/", "shop/web", "10.0.0.0/8", "fd00::1", "80", "1-1024", "tcp", "icmp",
-		"k8s:app=web", "app in (a,b),!x", "a notin (b)", "node-*", "*", "x'; DROP TABLE flows; --", `\%_`, "(", ")", "a/b/c", "-", "65535-0"} {
+		"k8s:app=web", "app in (a,b),!x", "a notin (b)", "node-*", "*", "x'; DROP TABLE flows; --", `\%_`, "(", ")", "a/b/c", "-", "65535-0", "teardown", "no_socket"} {
 		f.Add(s)
 	}
 	flows := filtertest.Flows()
@@ -21,6 +21,7 @@ func FuzzCompile(f *testing.F) {
 			Uuid: []string{s}, SourceIp: []string{s}, SourcePod: []string{s}, SourceFqdn: []string{s},
 			SourceLabel: []string{s}, SourceService: []string{s}, DropReasonDesc: []string{s},
 			Protocol: []string{s}, SourcePort: []string{s}, NodeName: []string{s}, DropReasonKernel: []string{s}, Policy: []string{s},
+			DropClass: []string{s},
 		}
 		fields := []*observerv1.FlowFilter{ff,
 			{SourceIp: []string{s}}, {DestinationPod: []string{s}}, {DestinationLabel: []string{s}},

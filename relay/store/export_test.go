@@ -47,3 +47,19 @@ func StoredPartsForTest(ctx context.Context, s *Store, batches []*Batch) error {
 	_, err := s.storedParts(ctx, group, ids)
 	return err
 }
+
+// RerunMigrationForTest runs the statements of one migration again, as a
+// relay does after it stopped before recording the step.
+func RerunMigrationForTest(ctx context.Context, s *Store, version int) error {
+	for _, m := range migrations {
+		if m.version != version {
+			continue
+		}
+		for _, q := range m.stmts(s.d) {
+			if err := s.conn.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

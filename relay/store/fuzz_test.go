@@ -23,7 +23,7 @@ import (
 func FuzzFilterSQL(f *testing.F) {
 	for _, s := range []string{"shop/", "shop/web-", "10.0.0.0/22", "fd00::/16", "5432", "0-100", "tcp", "icmp",
 		"k8s:app=web", "app in (db, amf)", "app notin (web,db)", "!team", "k8s:env", "node-*", "*.example", "shop/default-deny",
-		"'", `\`, "\t", "x'; DROP TABLE flows; --", `%' OR 1=1 --`, "{p0:String}", "_", "%", "a/b/c", "POLICY_DENIED", filtertest.UUID(3)} {
+		"'", `\`, "\t", "x'; DROP TABLE flows; --", `%' OR 1=1 --`, "{p0:String}", "_", "%", "a/b/c", "POLICY_DENIED", "teardown", "No_Socket", filtertest.UUID(3)} {
 		f.Add(s)
 	}
 	s := openStore(f, chtest.Database(f))
@@ -36,6 +36,7 @@ func FuzzFilterSQL(f *testing.F) {
 			{SourceLabel: []string{v, "k8s:" + v}}, {DestinationPort: []string{v}}, {Protocol: []string{v}}, {NodeName: []string{v}},
 			{Policy: []string{v}}, {Uuid: []string{v}}, {DropReasonDesc: []string{v}}, {SourceFqdn: []string{v}},
 			{DestinationWorkload: []*flowv1.Workload{{Name: v}, {Kind: v}}}, {Interface: []*flowv1.NetworkInterface{{Name: v}}},
+			{DropClass: []string{v}},
 		} {
 			allow := []*observerv1.FlowFilter{ff}
 			flt, cerr := filter.Compile(allow, nil)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/filter"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -258,8 +259,37 @@ func entity(p string) string {
 	return fmt.Sprintf("if(%[1]s_namespace = '', 'world', if(%[1]s_workload = '', %[1]s_namespace, concat(%[1]s_namespace, '/', %[1]s_workload)))", p)
 }
 
+// rollupClassSQL is the drop class of a flows_1m row: stored from schema
+// version 3 on, derived from the reason for rows rolled up before.
+var rollupClassSQL = "if(drop_class != '', drop_class, " + dropClassSQL("drop_reason_desc", "drop_reason_desc") + ")"
+
+// topClasses are the drop classes a droppers ranking counts: the requested
+// ones, or every class but teardown.
+func topClasses(req []string) ([]string, error) {
+	if len(req) == 0 {
+		var out []string
+		for _, c := range dropclass.All {
+			if c.Actionable() {
+				out = append(out, string(c))
+			}
+		}
+		return out, nil
+	}
+	var out []string
+	for _, v := range req {
+		c, err := dropclass.Parse(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, string(c))
+	}
+	return out, nil
+}
+
 // Top answers GetTop from the per-minute rollups (conntrack creators from
 // the samples table). The window defaults to the last hour, the limit to 10.
+// Droppers rank drops of the requested classes, by default every class but
+// teardown.
 func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observerv1.GetTopResponse, error) {
 	until := time.Now()
 	if req.GetUntil() != nil {
@@ -288,15 +318,19 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 	var q string
 	switch req.GetKind() {
 	case observerv1.TopKind_TOP_KIND_TALKERS, observerv1.TopKind_TOP_KIND_UNSPECIFIED:
-		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, sum(bytes) AS by, sum(packets), sum(flows), sum(drops), toUInt64(0), CAST([], 'Array(String)') AS pol" +
+		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, '' AS class, sum(bytes) AS by, sum(packets), sum(flows), sum(drops), toUInt64(0), CAST([], 'Array(String)') AS pol" +
 			" FROM " + s.d.table("flows_1m") + " WHERE " + window("minute") + " AND " + nsFilter() +
 			" GROUP BY s, d HAVING by > 0 ORDER BY by DESC, s, d LIMIT " + lim
 	case observerv1.TopKind_TOP_KIND_DROPPERS:
-		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, drop_reason_desc AS reason, sum(drop_bytes), toUInt64(0), sum(records), sum(drops) AS dr, toUInt64(0), CAST([], 'Array(String)') AS pol" +
+		classes, err := topClasses(req.GetDropClass())
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, "drop_class: "+err.Error())
+		}
+		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, drop_reason_desc AS reason, " + rollupClassSQL + " AS class, sum(drop_bytes), toUInt64(0), sum(records), sum(drops) AS dr, toUInt64(0), CAST([], 'Array(String)') AS pol" +
 			" FROM " + s.d.table("flows_1m") + " WHERE " + window("minute") + " AND " + nsFilter() +
-			" GROUP BY s, d, reason HAVING dr > 0 ORDER BY dr DESC, s, d, reason LIMIT " + lim
+			" GROUP BY s, d, reason, class HAVING dr > 0 AND " + b.inStrings("class", classes) + " ORDER BY dr DESC, s, d, reason LIMIT " + lim
 	case observerv1.TopKind_TOP_KIND_DENIED_PAIRS:
-		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, sum(bytes), sum(packets), sum(records) AS r, sum(drops), toUInt64(0), arraySort(groupUniqArray(policy)) AS pol" +
+		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, '' AS class, sum(bytes), sum(packets), sum(records) AS r, sum(drops), toUInt64(0), arraySort(groupUniqArray(policy)) AS pol" +
 			" FROM " + s.d.table("policy_1m") + " WHERE effect = 'denied' AND " + window("minute") + " AND " + nsFilter() +
 			" GROUP BY s, d ORDER BY r DESC, s, d LIMIT " + lim
 	case observerv1.TopKind_TOP_KIND_CONNTRACK_CREATORS:
@@ -304,7 +338,7 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 		if len(req.GetNamespace()) > 0 {
 			ns = b.inStrings("splitByChar('/', c)[1]", req.GetNamespace())
 		}
-		q = "SELECT c AS s, '' AS d, '' AS reason, toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), sum(n) AS ct, CAST([], 'Array(String)') AS pol FROM " + s.d.table("conntrack") +
+		q = "SELECT c AS s, '' AS d, '' AS reason, '' AS class, toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), sum(n) AS ct, CAST([], 'Array(String)') AS pol FROM " + s.d.table("conntrack") +
 			" ARRAY JOIN creators AS c, creator_new AS n WHERE " + window("time") + " AND " + ns +
 			" GROUP BY s ORDER BY ct DESC, s LIMIT " + lim
 	default:
@@ -319,7 +353,7 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 	for rows.Next() {
 		e := &observerv1.TopEntry{}
 		var pol []string
-		if err := rows.Scan(&e.Source, &e.Destination, &e.Reason, &e.Bytes, &e.Packets, &e.Flows, &e.Drops, &e.ConntrackEntries, &pol); err != nil {
+		if err := rows.Scan(&e.Source, &e.Destination, &e.Reason, &e.DropClass, &e.Bytes, &e.Packets, &e.Flows, &e.Drops, &e.ConntrackEntries, &pol); err != nil {
 			return nil, fmt.Errorf("read top %s: %w", req.GetKind(), err)
 		}
 		if len(pol) > 0 {

@@ -40,7 +40,7 @@ var flowColumnNames = []string{
 	"dst_namespace", "dst_pod", "dst_workload", "dst_workload_kind", "dst_labels", "dst_more_workload_names", "dst_more_workload_kinds",
 	"dst_service_namespace", "dst_service", "dst_names",
 	"is_reply", "iface_index", "iface_name", "allowed_by", "denied_by", "packets", "bytes",
-	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra",
+	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra", "drop_class",
 }
 
 type endpointColumns struct {
@@ -68,7 +68,7 @@ type flowColumns struct {
 	allowedBy, deniedBy        [][]string
 	packets, bytes, netns      []uint64
 	firstOff, lastOff          []int64
-	obsPoint, extra            []string
+	obsPoint, extra, dropClass []string
 	present                    []uint16
 	batch                      []uint64 // BatchID per row; inserted, never read back
 
@@ -123,6 +123,7 @@ func (c *flowColumns) reset() {
 	c.allowedBy, c.deniedBy = c.allowedBy[:0], c.deniedBy[:0]
 	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
+	c.dropClass = c.dropClass[:0]
 	c.batch = c.batch[:0]
 	clear(c.policyCache)
 }
@@ -172,7 +173,7 @@ func (c *flowColumns) columns() []any {
 		c.src.ns, c.src.pod, c.src.wl, c.src.wlKind, c.src.labels, c.src.moreNames, c.src.moreKind, c.src.svcNS, c.src.svc, c.src.names,
 		c.dst.ns, c.dst.pod, c.dst.wl, c.dst.wlKind, c.dst.labels, c.dst.moreNames, c.dst.moreKind, c.dst.svcNS, c.dst.svc, c.dst.names,
 		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
-		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra,
+		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
 	}
 }
 
@@ -287,6 +288,7 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	c.direction = append(c.direction, enumValue(int32(f.GetTrafficDirection()), flowv1.TrafficDirection_name))
 	c.flowType = append(c.flowType, uint8(f.GetType()))
 	c.dropDesc, c.dropKernel = append(c.dropDesc, f.GetDropReasonDesc()), append(c.dropKernel, f.GetDropReasonKernel())
+	c.dropClass = append(c.dropClass, f.GetDropClass())
 	if f.IP != nil {
 		present |= hasIP
 	}
@@ -427,7 +429,7 @@ type flowRow struct {
 	allowedBy, deniedBy        []string
 	packets, bytes, netns      uint64
 	firstOff, lastOff          int64
-	obsPoint, extra            string
+	obsPoint, extra, dropClass string
 	present                    uint16
 }
 
@@ -445,7 +447,7 @@ func (r *flowRow) targets() []any {
 		&r.src.ns, &r.src.pod, &r.src.wl, &r.src.wlKind, &r.src.labels, &r.src.moreNames, &r.src.moreKind, &r.src.svcNS, &r.src.svc, &r.src.names,
 		&r.dst.ns, &r.dst.pod, &r.dst.wl, &r.dst.wlKind, &r.dst.labels, &r.dst.moreNames, &r.dst.moreKind, &r.dst.svcNS, &r.dst.svc, &r.dst.names,
 		&r.isReply, &r.ifIndex, &r.ifName, &r.allowedBy, &r.deniedBy, &r.packets, &r.bytes,
-		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra,
+		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra, &r.dropClass,
 	}
 }
 
@@ -482,7 +484,7 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 	f := &flowv1.Flow{
 		NodeName: r.node, Verdict: flowv1.Verdict(r.verdict), EventKind: flowv1.EventKind(r.kind),
 		Type: flowv1.FlowType(r.flowType), TrafficDirection: flowv1.TrafficDirection(r.direction),
-		DropReasonDesc: r.dropDesc, DropReasonKernel: r.dropKernel, Packets: r.packets, Bytes: r.bytes,
+		DropReasonDesc: r.dropDesc, DropReasonKernel: r.dropKernel, DropClass: r.dropClass, Packets: r.packets, Bytes: r.bytes,
 		Netns: r.netns, ObservationPoint: r.obsPoint,
 	}
 	if r.uuidRaw != "" || (r.idHi == 0 && r.idLo == 0) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -22,6 +23,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "flows, rollups, conntrack, lost events, nodes", schemaV1},
 	{2, "batch keys on records and the batches table", schemaV2},
+	{3, "drop classes on flows and in the flows_1m rollup", schemaV3},
 }
 
 // ddl renders names and engines for a single server or a cluster. With a
@@ -346,6 +348,72 @@ WHERE batch != 0
 GROUP BY batch, node`, d.local("batches_"+t+"_mv"), d.on(), d.local("batches"), quoteString(t), d.local(t)))
 	}
 	return s
+}
+
+// rollupKeyV3 is the key of flows_1m from version 3 on: version 1's and the
+// drop class.
+const rollupKeyV3 = `minute, node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port, drop_class`
+
+// schemaV3 adds drop_class (internal/dropclass: policy, no-socket, overload,
+// malformed, routing, teardown, other; empty on records that are not drops)
+// to flows and to the flows_1m rollup, whose key gains it so that drop
+// counts are kept per class: dashboards and alerts leave teardown out.
+//
+// flows rows written before this version have no stored class: the
+// column's DEFAULT computes it from their drop reasons when they are read
+// (dropClassSQL, the table as this build knows it). Rows of the rollup
+// written before have an empty drop_class (a sorting-key column added by ALTER
+// may have no default expression); Top classifies those from their
+// drop_reason_desc at query time. New relays always send the class.
+//
+// Every statement is idempotent: ADD COLUMN IF NOT EXISTS, a MODIFY ORDER
+// BY to the key the table already has, and MODIFY QUERY to the same query
+// change nothing when run again.
+func schemaV3(d ddl) []string {
+	def := "if(verdict = 'DROPPED', " + dropClassSQL("drop_reason_desc", "drop_reason_kernel") + ", '')"
+	var s []string
+	s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) DEFAULT %s AFTER drop_reason_kernel",
+		d.local("flows"), d.on(), def))
+	if d.cluster != "" {
+		s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) DEFAULT %s AFTER drop_reason_kernel",
+			d.table("flows"), d.on(), def))
+	}
+	s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) AFTER drop_reason_desc, MODIFY ORDER BY (%s)",
+		d.local("flows_1m"), d.on(), rollupKeyV3))
+	if d.cluster != "" {
+		s = append(s, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) AFTER drop_reason_desc",
+			d.table("flows_1m"), d.on()))
+	}
+	s = append(s, fmt.Sprintf(`ALTER TABLE %s%s MODIFY QUERY
+SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_namespace, dst_workload,
+  verdict, direction, drop_reason_desc, drop_class, proto,
+  if(is_reply = 2, src_port, dst_port) AS port,
+  count() AS records,
+  countIf(event_kind = 'FLOW_NEW') AS flows,
+  sumIf(f.packets, event_kind = 'AGGREGATE') AS packets,
+  sumIf(f.bytes, event_kind = 'AGGREGATE') AS bytes,
+  sumIf(f.packets, event_kind = 'DROP') AS drops,
+  sumIf(f.bytes, event_kind = 'DROP') AS drop_bytes
+FROM %s AS f
+GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows"), rollupKeyV3))
+	return s
+}
+
+// dropClassSQL is the SQL twin of the relay's classification of a DROPPED
+// record (relay/enrich): policy when the policies explain it (desc is
+// POLICY_DENIED), else dropclass.Of of the kernel's reason. Names are
+// compared in upper case without the SKB_DROP_REASON_ prefix, as
+// dropclass.Of does; unknown names are "other".
+func dropClassSQL(descCol, kernelCol string) string {
+	var names, classes []string
+	for _, c := range dropclass.All {
+		for _, r := range dropclass.Reasons(c) {
+			names = append(names, quoteString(r))
+			classes = append(classes, quoteString(string(c)))
+		}
+	}
+	return fmt.Sprintf("if(%s = 'POLICY_DENIED', 'policy', transform(replaceRegexpOne(upper(%s), '^SKB_DROP_REASON_', ''), [%s], [%s], %s))",
+		descCol, kernelCol, strings.Join(names, ", "), strings.Join(classes, ", "), quoteString(string(dropclass.Other)))
 }
 
 // batchTables are the tables whose rows carry their agent batch.

@@ -22,6 +22,11 @@ func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
 		"TTL toDateTime(time) + toIntervalSecond(259200)",
 		"ttl_only_drop_parts = 1",
 		"non_replicated_deduplication_window = 10000",
+		"ALTER TABLE `trawl`.`flows_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) DEFAULT if(verdict = 'DROPPED', ",
+		"ALTER TABLE `trawl`.`flows` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class",
+		"ALTER TABLE `trawl`.`flows_1m_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) AFTER drop_reason_desc, MODIFY ORDER BY (",
+		"ALTER TABLE `trawl`.`flows_1m` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class",
+		"ALTER TABLE `trawl`.`flows_1m_mv_local` ON CLUSTER `prod` MODIFY QUERY",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)

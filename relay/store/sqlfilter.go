@@ -275,6 +275,9 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 	if len(c.DropReasonKernel) > 0 {
 		p = append(p, b.inStrings("drop_reason_kernel", c.DropReasonKernel))
 	}
+	if len(c.DropClass) > 0 {
+		p = append(p, b.inStrings("drop_class", c.DropClass))
+	}
 	if len(c.SourceIP) > 0 {
 		p = append(p, b.ips("src_ip", c.SourceIP))
 	}

@@ -189,7 +189,7 @@ func TestLastNIsChronologicalAndFirstNIsTheOldest(t *testing.T) {
 		req  *observerv1.GetFlowsRequest
 		want string
 	}{
-		{"last 3 in time order", &observerv1.GetFlowsRequest{Number: 3}, "[08 lost 09]"},
+		{"last 3 in time order", &observerv1.GetFlowsRequest{Number: 3}, "[lost 09 0a]"},
 		{"first 2", &observerv1.GetFlowsRequest{Number: 2, First: true}, "[00 01]"},
 		{"since and until are inclusive", &observerv1.GetFlowsRequest{Since: timestamppb.New(filtertest.Base.Add(2 * time.Second)), Until: timestamppb.New(filtertest.Base.Add(4 * time.Second))}, "[02 03 04]"},
 		{"last 2 before until", &observerv1.GetFlowsRequest{Number: 2, Until: timestamppb.New(filtertest.Base.Add(4 * time.Second))}, "[03 04]"},
@@ -227,7 +227,7 @@ func TestSQLSelectsExactlyWhatTheFilterSelects(t *testing.T) {
 			for i, f := range flows {
 				if flt.MatchFlow(f) {
 					want = append(want, i)
-					if i < 10 {
+					if i < len(filtertest.Flows()) {
 						wantFixed = append(wantFixed, i)
 					}
 				}
@@ -253,12 +253,12 @@ func mixedFlows(n int) []*flowv1.Flow {
 	r := rand.New(rand.NewPCG(7, 7))
 	var out []*flowv1.Flow
 	for i := 0; i < n; i++ {
-		pick := func() *flowv1.Flow { return filtertest.Flows()[r.IntN(10)] }
+		pick := func() *flowv1.Flow { return filtertest.Flows()[r.IntN(len(filtertest.Flows()))] }
 		f := pick()
 		f.Source, f.SourceService, f.SourceNames = pick().Source, pick().SourceService, pick().SourceNames
 		f.Destination, f.DestinationService = pick().Destination, pick().DestinationService
 		f.IP, f.L4, f.IsReply, f.Interface = pick().IP, pick().L4, pick().IsReply, pick().Interface
-		f.Verdict, f.DropReasonDesc, f.DropReasonKernel = pick().Verdict, pick().DropReasonDesc, pick().DropReasonKernel
+		f.Verdict, f.DropReasonDesc, f.DropReasonKernel, f.DropClass = pick().Verdict, pick().DropReasonDesc, pick().DropReasonKernel, pick().DropClass
 		f.NodeName, f.EventKind, f.TrafficDirection = pick().NodeName, pick().EventKind, pick().TrafficDirection
 		p := pick()
 		f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy = p.EgressAllowedBy, p.IngressAllowedBy, p.EgressDeniedBy, p.IngressDeniedBy
@@ -278,7 +278,7 @@ func TestHostileFilterStringsChangeNothing(t *testing.T) {
 		for _, ff := range []*observerv1.FlowFilter{
 			{SourcePod: []string{h}}, {NodeName: []string{h}}, {DropReasonDesc: []string{h}}, {Uuid: []string{h}},
 			{SourceLabel: []string{h}}, {SourceIp: []string{h}}, {Policy: []string{"a/" + h}}, {SourceFqdn: []string{h}},
-			{SourceWorkload: []*flowv1.Workload{{Name: h}}}, {Interface: []*flowv1.NetworkInterface{{Name: h}}},
+			{SourceWorkload: []*flowv1.Workload{{Name: h}}}, {Interface: []*flowv1.NetworkInterface{{Name: h}}}, {DropClass: []string{h}},
 		} {
 			err := s.QueryFlows(context.Background(), &observerv1.GetFlowsRequest{Allowlist: []*observerv1.FlowFilter{ff}}, func(r *observerv1.GetFlowsResponse) error {
 				return fmt.Errorf("hostile filter %v selected flow %s", ff, r.GetFlow().GetUuid())
@@ -288,8 +288,8 @@ func TestHostileFilterStringsChangeNothing(t *testing.T) {
 			}
 		}
 	}
-	if n := count(t, s); n != 10 {
-		t.Errorf("flows table has %d rows after hostile queries, want 10", n)
+	if n, want := count(t, s), uint64(len(filtertest.Flows())); n != want {
+		t.Errorf("flows table has %d rows after hostile queries, want %d", n, want)
 	}
 }
 
@@ -301,8 +301,8 @@ func TestRetriedInsertIsDeduplicatedInFlowsAndRollups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := count(t, s); n != 10 {
-		t.Errorf("flows has %d rows, want 10", n)
+	if n, want := count(t, s), uint64(len(fs)); n != want {
+		t.Errorf("flows has %d rows, want %d", n, want)
 	}
 	top, err := s.Top(context.Background(), &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_TALKERS,
 		Since: timestamppb.New(filtertest.Base.Add(-time.Minute)), Until: timestamppb.New(filtertest.Base.Add(time.Minute))})
@@ -321,8 +321,8 @@ func TestRetriedInsertIsDeduplicatedInFlowsAndRollups(t *testing.T) {
 	if err := store.WriteGroupForTest(context.Background(), s, []*store.Batch{{Key: "n/b/3", Flows: fs[:1]}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(t, s); n != 11 {
-		t.Errorf("flows has %d rows after a new batch, want 11", n)
+	if n, want := count(t, s), uint64(len(fs)+1); n != want {
+		t.Errorf("flows has %d rows after a new batch, want %d", n, want)
 	}
 }
 
@@ -340,8 +340,11 @@ func TestTopComesFromTheRightRecordKinds(t *testing.T) {
 	}{
 		{"talkers by bytes from aggregates", win(observerv1.TopKind_TOP_KIND_TALKERS),
 			"[telco→telco 64000 B; shop/db→shop/web 9000 B; shop/web→shop/db 1500 B; shop/web→world 196 B]"},
-		{"droppers from drop records", win(observerv1.TopKind_TOP_KIND_DROPPERS),
-			"[attacker→shop/db POLICY_DENIED 3 drops; shop/web→world NO_SOCKET 1 drops]"},
+		{"droppers from drop records leave teardown out", win(observerv1.TopKind_TOP_KIND_DROPPERS),
+			"[attacker→shop/db POLICY_DENIED policy 3 drops; shop/web→world NO_SOCKET no-socket 1 drops]"},
+		{"droppers of the classes asked for", &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_DROPPERS, DropClass: []string{"teardown", "no_socket"},
+			Since: timestamppb.New(filtertest.Base.Add(-time.Minute)), Until: timestamppb.New(filtertest.Base.Add(time.Minute))},
+			"[shop/web→world NO_SOCKET no-socket 1 drops; world→world QUEUE_PURGE teardown 1 drops]"},
 		{"denied pairs name the policies", win(observerv1.TopKind_TOP_KIND_DENIED_PAIRS),
 			"[attacker→shop/db [shop/db-only-web shop/default-deny]; telco→telco [/global-audit]]"},
 		{"namespace restricts", &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_TALKERS, Namespace: []string{"telco"}, Limit: 5,
@@ -357,7 +360,7 @@ func TestTopComesFromTheRightRecordKinds(t *testing.T) {
 			for _, e := range resp.Entries {
 				switch tc.req.Kind {
 				case observerv1.TopKind_TOP_KIND_DROPPERS:
-					got = append(got, fmt.Sprintf("%s→%s %s %d drops", e.Source, e.Destination, e.Reason, e.Drops))
+					got = append(got, fmt.Sprintf("%s→%s %s %s %d drops", e.Source, e.Destination, e.Reason, e.DropClass, e.Drops))
 				case observerv1.TopKind_TOP_KIND_DENIED_PAIRS:
 					got = append(got, fmt.Sprintf("%s→%s %v", e.Source, e.Destination, e.Policies))
 				default:

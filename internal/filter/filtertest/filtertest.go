@@ -83,13 +83,13 @@ func Flows() []*flowv1.Flow {
 			TrafficDirection: flowv1.TrafficDirection_INGRESS, IsReply: wrapperspb.Bool(true), Packets: 8, Bytes: 9000,
 			Interface: &flowv1.NetworkInterface{Index: 7, Name: "cali1234"}},
 		2: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, NodeName: "node-b",
-			DropReasonDesc: "POLICY_DENIED", DropReasonKernel: "NETFILTER_DROP",
+			DropReasonDesc: "POLICY_DENIED", DropReasonKernel: "NETFILTER_DROP", DropClass: "policy",
 			IP: ip4("10.0.3.9", "10.0.2.7"), L4: tcp(41000, 5432, &flowv1.TCPFlags{SYN: true}),
 			Source: ep("attacker", "evil-1", []string{"k8s:app=evil"}), Destination: ep("shop", "db-0", db, &flowv1.Workload{Name: "db", Kind: "StatefulSet"}),
 			TrafficDirection: flowv1.TrafficDirection_INGRESS, Packets: 3, Bytes: 180,
 			IngressDeniedBy: []*flowv1.Policy{pol("shop", "default-deny"), pol("shop", "db-only-web")}},
 		3: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, NodeName: "node-b",
-			DropReasonDesc: "NO_SOCKET", DropReasonKernel: "NO_SOCKET",
+			DropReasonDesc: "NO_SOCKET", DropReasonKernel: "NO_SOCKET", DropClass: "no-socket",
 			IP: ip4("10.0.1.5", "10.0.9.9"), L4: udp(53000, 53),
 			Source:      ep("shop", "web-7d9f-abcde", web, &flowv1.Workload{Name: "web", Kind: "Deployment"}),
 			Destination: ep("", "", []string{"reserved:world"}), TrafficDirection: flowv1.TrafficDirection_EGRESS, Packets: 1, Bytes: 80,
@@ -120,6 +120,10 @@ func Flows() []*flowv1.Flow {
 			SourceNames: []string{"db.shop.svc.cluster.local"}},
 		9: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, NodeName: "node-d",
 			Source: ep("shop", "", nil), Destination: ep("", "", nil), Uuid: "9b0c2e2a-0000-4000-8000-000000000009"},
+		// A teardown drop: a receive queue purged when a socket closed.
+		10: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, NodeName: "node-e",
+			DropReasonDesc: "QUEUE_PURGE", DropReasonKernel: "QUEUE_PURGE", DropClass: "teardown",
+			IP: ip4("10.0.6.1", "10.0.6.2"), L4: tcp(8080, 45000, nil), Packets: 1, Bytes: 52},
 	}
 	for i, f := range fs {
 		t := timestamppb.New(Base.Add(time.Duration(i) * time.Second))
@@ -149,7 +153,7 @@ func ff(f *observerv1.FlowFilter) []*observerv1.FlowFilter { return []*observerv
 // Cases covers every FlowFilter field at least once.
 func Cases() []Case {
 	return []Case{
-		{Name: "no filter selects everything", Want: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{Name: "no filter selects everything", Want: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
 		{Name: "uuid selects one flow", Allow: ff(&observerv1.FlowFilter{Uuid: []string{UUID(3), "9b0c2e2a-0000-4000-8000-000000000009"}}), Want: []int{3, 9}},
 		{Name: "source_ip exact", Allow: ff(&observerv1.FlowFilter{SourceIp: []string{"10.0.1.5"}}), Want: []int{0, 3}},
 		{Name: "source_ip CIDR", Allow: ff(&observerv1.FlowFilter{SourceIp: []string{"10.0.0.0/22"}}), Want: []int{0, 1, 2, 3, 7, 8}},
@@ -162,7 +166,7 @@ func Cases() []Case {
 		{Name: "destination_fqdn exact", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"api.example.com"}}), Want: []int{3}},
 		{Name: "source_label with k8s prefix", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"k8s:app=web"}}), Want: []int{0, 3, 7}},
 		{Name: "source_label without prefix and in set", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"app in (db, amf)"}}), Want: []int{1, 6, 8}},
-		{Name: "source_label notin keeps flows without the key", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"app notin (web,db)"}}), Want: []int{2, 4, 5, 6, 9}},
+		{Name: "source_label notin keeps flows without the key", Allow: ff(&observerv1.FlowFilter{SourceLabel: []string{"app notin (web,db)"}}), Want: []int{2, 4, 5, 6, 9, 10}},
 		{Name: "destination_label reserved world", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"reserved:world"}}), Want: []int{3, 7}},
 		{Name: "destination_label exists and not-equal", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"k8s:app,app!=web,!team"}}), Want: []int{0, 2, 4, 6}},
 		{Name: "destination_label key with prefix and slash", Allow: ff(&observerv1.FlowFilter{DestinationLabel: []string{"app.kubernetes.io/name==postgres"}}), Want: []int{0, 2}},
@@ -173,12 +177,16 @@ func Cases() []Case {
 		{Name: "source_workload matches a second workload", Allow: ff(&observerv1.FlowFilter{SourceWorkload: []*flowv1.Workload{{Kind: "Operator"}}}), Want: []int{7}},
 		{Name: "destination_workload by name", Allow: ff(&observerv1.FlowFilter{DestinationWorkload: []*flowv1.Workload{{Name: "db"}}}), Want: []int{0, 2}},
 		{Name: "traffic_direction ingress", Allow: ff(&observerv1.FlowFilter{TrafficDirection: []flowv1.TrafficDirection{flowv1.TrafficDirection_INGRESS}}), Want: []int{1, 2, 5}},
-		{Name: "verdict dropped or audit", Allow: ff(&observerv1.FlowFilter{Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED, flowv1.Verdict_AUDIT}}), Want: []int{2, 3, 8}},
+		{Name: "verdict dropped or audit", Allow: ff(&observerv1.FlowFilter{Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED, flowv1.Verdict_AUDIT}}), Want: []int{2, 3, 8, 10}},
 		{Name: "drop_reason_desc", Allow: ff(&observerv1.FlowFilter{DropReasonDesc: []string{"POLICY_DENIED"}}), Want: []int{2}},
 		{Name: "drop_reason_kernel", Allow: ff(&observerv1.FlowFilter{DropReasonKernel: []string{"NETFILTER_DROP", "NO_SOCKET"}}), Want: []int{2, 3}},
+		{Name: "drop_class", Allow: ff(&observerv1.FlowFilter{DropClass: []string{"policy", "no-socket"}}), Want: []int{2, 3}},
+		{Name: "drop_class as users type it", Allow: ff(&observerv1.FlowFilter{DropClass: []string{"TEARDOWN", "no_socket"}}), Want: []int{3, 10}},
+		{Name: "dropped without teardown (the default DROPPED view)", Allow: ff(&observerv1.FlowFilter{Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}),
+			Deny: ff(&observerv1.FlowFilter{DropClass: []string{"teardown"}}), Want: []int{2, 3}},
 		{Name: "interface by name", Allow: ff(&observerv1.FlowFilter{Interface: []*flowv1.NetworkInterface{{Name: "cali1234"}}}), Want: []int{0, 1}},
 		{Name: "interface by index and name", Allow: ff(&observerv1.FlowFilter{Interface: []*flowv1.NetworkInterface{{Index: 2, Name: "eth0"}, {Index: 7, Name: "eth0"}}}), Want: []int{6}},
-		{Name: "protocol tcp", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"tcp"}}), Want: []int{0, 1, 2, 5, 8}},
+		{Name: "protocol tcp", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"tcp"}}), Want: []int{0, 1, 2, 5, 8, 10}},
 		{Name: "protocol icmp covers both versions", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"ICMP"}}), Want: []int{4, 7}},
 		{Name: "protocol udp sctp icmpv6", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"udp", "sctp", "icmpv6"}}), Want: []int{3, 4, 6}},
 		{Name: "protocol icmpv4", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"icmpv4"}}), Want: []int{7}},

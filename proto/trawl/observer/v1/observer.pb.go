@@ -990,7 +990,11 @@ type GetTopRequest struct {
 	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	Limit uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Restrict to flows whose source or destination is in one of these.
-	Namespace     []string `protobuf:"bytes,5,rep,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace []string `protobuf:"bytes,5,rep,name=namespace,proto3" json:"namespace,omitempty"`
+	// TOP_KIND_DROPPERS: rank drops of these classes (Flow.drop_class). Empty:
+	// every class but teardown (protocol-normal drops are counted, not ranked
+	// unless asked for).
+	DropClass     []string `protobuf:"bytes,6,rep,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,6 +1064,13 @@ func (x *GetTopRequest) GetNamespace() []string {
 	return nil
 }
 
+func (x *GetTopRequest) GetDropClass() []string {
+	if x != nil {
+		return x.DropClass
+	}
+	return nil
+}
+
 type GetTopResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*TopEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -1116,8 +1127,10 @@ type TopEntry struct {
 	Drops            uint64   `protobuf:"varint,7,opt,name=drops,proto3" json:"drops,omitempty"`
 	ConntrackEntries uint64   `protobuf:"varint,8,opt,name=conntrack_entries,json=conntrackEntries,proto3" json:"conntrack_entries,omitempty"`
 	Policies         []string `protobuf:"bytes,9,rep,name=policies,proto3" json:"policies,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// TOP_KIND_DROPPERS: the class of reason.
+	DropClass     string `protobuf:"bytes,10,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopEntry) Reset() {
@@ -1213,6 +1226,13 @@ func (x *TopEntry) GetPolicies() []string {
 	return nil
 }
 
+func (x *TopEntry) GetDropClass() string {
+	if x != nil {
+		return x.DropClass
+	}
+	return ""
+}
+
 var File_trawl_observer_v1_observer_proto protoreflect.FileDescriptor
 
 const file_trawl_observer_v1_observer_proto_rawDesc = "" +
@@ -1302,15 +1322,17 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\tnode_name\x18\x01 \x03(\tR\bnodeName\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\"N\n" +
 	"\x14GetConntrackResponse\x126\n" +
-	"\x06sample\x18\x01 \x01(\v2\x1e.trawl.flow.v1.ConntrackSampleR\x06sample\"\xd7\x01\n" +
+	"\x06sample\x18\x01 \x01(\v2\x1e.trawl.flow.v1.ConntrackSampleR\x06sample\"\xf6\x01\n" +
 	"\rGetTopRequest\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.trawl.observer.v1.TopKindR\x04kind\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1c\n" +
-	"\tnamespace\x18\x05 \x03(\tR\tnamespace\"G\n" +
+	"\tnamespace\x18\x05 \x03(\tR\tnamespace\x12\x1d\n" +
+	"\n" +
+	"drop_class\x18\x06 \x03(\tR\tdropClass\"G\n" +
 	"\x0eGetTopResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\x81\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\xa0\x02\n" +
 	"\bTopEntry\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x16\n" +
@@ -1320,7 +1342,10 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\x05flows\x18\x06 \x01(\x04R\x05flows\x12\x14\n" +
 	"\x05drops\x18\a \x01(\x04R\x05drops\x12+\n" +
 	"\x11conntrack_entries\x18\b \x01(\x04R\x10conntrackEntries\x12\x1a\n" +
-	"\bpolicies\x18\t \x03(\tR\bpolicies*\x8c\x01\n" +
+	"\bpolicies\x18\t \x03(\tR\bpolicies\x12\x1d\n" +
+	"\n" +
+	"drop_class\x18\n" +
+	" \x01(\tR\tdropClass*\x8c\x01\n" +
 	"\aTopKind\x12\x18\n" +
 	"\x14TOP_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOP_KIND_TALKERS\x10\x01\x12\x15\n" +

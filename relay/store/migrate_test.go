@@ -1,0 +1,150 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/internal/filter/filtertest"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay/store"
+)
+
+// A database a version 2 relay wrote: its drop rows get their class when
+// read, its rollup rows are ranked by class, new rows roll up per class, and
+// the step runs again without harm.
+func TestMigrateAddsDropClassesToADatabaseAtVersion2(t *testing.T) {
+	ctx := context.Background()
+	dsn := chtest.Database(t)
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := store.MigrateToForTest(ctx, s, 2); err != nil {
+		t.Fatalf("migrate to version 2: %v", err)
+	}
+	conn := chtest.Open(t, dsn)
+	// A version 2 relay's insert: no drop_class column.
+	if err := conn.Exec(ctx, `INSERT INTO flows (time, id_hi, id_lo, node, verdict, event_kind, drop_reason_desc, drop_reason_kernel, src_namespace, packets, present) VALUES
+  (now64(9), 1, 1, 'old', 'DROPPED', 'DROP', 'QUEUE_PURGE', 'QUEUE_PURGE', 'a', 1, 1),
+  (now64(9), 1, 2, 'old', 'DROPPED', 'DROP', 'POLICY_DENIED', 'NETFILTER_DROP', 'a', 2, 1),
+  (now64(9), 1, 3, 'old', 'FORWARDED', 'AGGREGATE', '', '', 'a', 5, 1),
+  (now64(9), 1, 4, 'old', 'DROPPED', 'DROP', 'A_FUTURE_REASON', 'A_FUTURE_REASON', 'a', 4, 1),
+  (now64(9), 1, 5, 'old', 'DROPPED', 'DROP', 'NO_SOCKET', 'SKB_DROP_REASON_NO_SOCKET', 'b', 3, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // twice: the second run finds v3 recorded and does nothing
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("migrate a version 2 database: %v", err)
+		}
+	}
+	if err := store.RerunMigrationForTest(ctx, s, 3); err != nil {
+		t.Fatalf("run step 3 again: %v", err)
+	}
+	var applied uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = 3").Scan(&applied); err != nil || applied != 1 {
+		t.Errorf("version 3 recorded %d times (err %v), want once", applied, err)
+	}
+	var key string
+	if err := conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'flows_1m'").Scan(&key); err != nil || !strings.HasSuffix(key, "drop_class") {
+		t.Errorf("flows_1m sorting key %q (err %v), want it to end in drop_class", key, err)
+	}
+
+	classes := func(key, where string) string {
+		t.Helper()
+		rows, err := conn.Query(ctx, "SELECT toString("+key+") AS k, drop_class FROM flows WHERE "+where+" ORDER BY "+key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var k, c string
+			if err := rows.Scan(&k, &c); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, k+":"+c)
+		}
+		return strings.Join(out, " ")
+	}
+	if got, want := classes("id_lo", "node = 'old'"), "1:teardown 2:policy 3: 4:other 5:no-socket"; got != want {
+		t.Errorf("version 2 rows read classes %q, want %q", got, want)
+	}
+	var ids []uint64
+	err = s.QueryFlows(ctx, &observerv1.GetFlowsRequest{
+		Allowlist: []*observerv1.FlowFilter{{NodeName: []string{"old"}, Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}},
+		Denylist:  []*observerv1.FlowFilter{{DropClass: []string{"teardown"}}},
+	}, func(r *observerv1.GetFlowsResponse) error {
+		_, lo, _ := store.ParseUUID(r.GetFlow().GetUuid())
+		ids = append(ids, lo)
+		if r.GetFlow().GetDropClass() == "" {
+			t.Errorf("flow %s read back without its class", r.GetFlow().GetUuid())
+		}
+		return nil
+	})
+	if err != nil || fmt.Sprint(ids) != "[2 4 5]" {
+		t.Errorf("dropped without teardown selects %v (err %v), want [2 4 5]", ids, err)
+	}
+
+	// New rows carry their class into the rollup.
+	if err := store.WriteGroupForTest(ctx, s, []*store.Batch{agentBatch(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := classes("drop_reason_kernel", "node = 'node-a' AND verdict = 'DROPPED'"), "NETFILTER_DROP:policy NO_SOCKET:no-socket QUEUE_PURGE:teardown"; got != want {
+		t.Errorf("new drop rows have classes %q, want %q", got, want)
+	}
+	rollup := map[string]uint64{}
+	rows, err := conn.Query(ctx, "SELECT drop_class, sum(drops) FROM flows_1m WHERE node = 'node-a' GROUP BY drop_class")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c string
+		var n uint64
+		if err := rows.Scan(&c, &n); err != nil {
+			t.Fatal(err)
+		}
+		rollup[c] = n
+	}
+	rows.Close()
+	if fmt.Sprint(rollup) != "map[:0 no-socket:1 policy:3 teardown:1]" {
+		t.Errorf("flows_1m drops per class of new rows: %v", rollup)
+	}
+
+	// Rollup rows of version 2 have no class: Top derives it.
+	now := time.Now()
+	win := func(classes ...string) *observerv1.GetTopRequest {
+		return &observerv1.GetTopRequest{Kind: observerv1.TopKind_TOP_KIND_DROPPERS, Namespace: []string{"a", "b"}, DropClass: classes,
+			Since: timestamppb.New(now.Add(-time.Hour)), Until: timestamppb.New(now.Add(time.Minute))}
+	}
+	for _, tc := range []struct {
+		req  *observerv1.GetTopRequest
+		want string
+	}{
+		{win(), "[a→world A_FUTURE_REASON other 4; b→world NO_SOCKET no-socket 3; a→world POLICY_DENIED policy 2]"},
+		{win("teardown"), "[a→world QUEUE_PURGE teardown 1]"},
+	} {
+		top, err := s.Top(ctx, tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range top.Entries {
+			got = append(got, fmt.Sprintf("%s→%s %s %s %d", e.Source, e.Destination, e.Reason, e.DropClass, e.Drops))
+		}
+		if g := "[" + strings.Join(got, "; ") + "]"; g != tc.want {
+			t.Errorf("top droppers %v: %s, want %s", tc.req.DropClass, g, tc.want)
+		}
+	}
+	if _, err := s.Top(ctx, win("bogus")); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("top droppers of an unknown class: err %v", err)
+	}
+}
