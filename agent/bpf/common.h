@@ -44,6 +44,59 @@ struct flow_tuple {
 	__u8 pad[2];
 };
 
+/* The flow aggregation map, shared by flow.c (which counts packets) and
+ * drop.c (which takes the packets the kernel drops later back out of
+ * FORWARDED). Keyed by the tuple alone, so the drop program finds the entry
+ * without knowing where the packet entered; the interface and hook that own
+ * the totals live in the value. */
+struct flow_key {
+	struct flow_tuple tuple;
+};
+
+enum hook {
+	HOOK_INGRESS = 0,
+	HOOK_EGRESS = 1,
+};
+
+struct flow_agg {
+	__u64 first_ns; /* CLOCK_MONOTONIC */
+	__u64 last_ns;
+	__u64 packets; /* seen at the hook that owns the totals */
+	__u64 bytes;   /* L3 length; GSO packets count every segment's headers */
+	/* Of those, dropped later on the node for a reason that means the
+	 * packet never arrived (set by drop.c). FORWARDED = seen - dropped. */
+	__u64 drop_packets;
+	__u64 drop_bytes;
+	/* Address of the first packet's sk_buff while its fate is unknown:
+	 * drop.c sets first_dropped when it frees that very skb. flow.c clears
+	 * it when a later packet of the flow comes in the same (reused) skb,
+	 * which proves the first one was freed already. */
+	__u64 first_skb;
+	__u32 tcp_flags;       /* OR over all packets */
+	__u32 first_tcp_flags; /* of the first packet: tells SYN from SYN-ACK */
+	__u32 ifindex;         /* where the first packet was counted */
+	__u32 drop_reason;     /* kernel reason of the first packet's drop, else of the first drop */
+	__u8 hook;             /* enum hook */
+	__u8 first_dropped;    /* the first packet was dropped: its new-flow event is DROPPED */
+	__u8 pad[6];
+};
+
+#define FLOWS_MAP                                                      \
+	struct {                                                       \
+		__uint(type, BPF_MAP_TYPE_HASH);                       \
+		__uint(max_entries, 131072); /* resized by the loader */ \
+		__type(key, struct flow_key);                          \
+		__type(value, struct flow_agg);                        \
+	} flows SEC(".maps");
+
+/* Flags of a drop reason in drop.c's reason table, set by user space from
+ * --drop-reasons and internal/dropclass. */
+enum reason_flag {
+	REASON_REPORT = 1,      /* emit DROP records */
+	REASON_UNDELIVERED = 2, /* the packet never arrived: take it out of FORWARDED */
+};
+#define REASONS_MAX 1024 /* reasons at or above it (subsystem bits) get both */
+
 /* Indexes of each program's per-CPU counters array. Not every program uses
  * every slot. */
 enum counter {

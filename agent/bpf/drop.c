@@ -3,12 +3,18 @@
 /* Packet drops with the kernel's reason, from skb:kfree_skb.
  *
  * Two entry points share one body: tp_btf (preferred) and the classic
- * tracepoint (fallback); the loader keeps one. Only reasons user space put in
- * the `reasons` map are reported (it leaves out NOT_SPECIFIED and CONSUMED by
- * default). Drops are aggregated per (5-tuple, reason, interface, netns) so a
- * flood becomes counts. The first drop of a key goes out at once through the
- * ring buffer; every dropped packet is in exactly one record: the instant
- * event, or the map when the event could not be sent. */
+ * tracepoint (fallback); the loader keeps one. User space flags each reason
+ * in the `reasons` table: REASON_REPORT (it leaves out NOT_SPECIFIED and
+ * CONSUMED by default) and REASON_UNDELIVERED (every class but teardown: the
+ * packet never reached its destination).
+ *
+ * An undelivered drop of a packet that flow.c counted is added to that
+ * flow's entry in the shared flows map, so user space reports as FORWARDED
+ * only what was delivered. Reported drops are aggregated per (5-tuple,
+ * reason, interface, netns) so a flood becomes counts. The first drop of a
+ * key goes out at once through the ring buffer; every dropped packet is in
+ * exactly one record: the instant event, or the map when the event could not
+ * be sent. Loopback traffic is left out unless the loader asks for it. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -40,12 +46,15 @@ struct drop_agg {
 struct drop_event {
 	struct drop_key key;
 	__u64 ts_ns;
+	__u32 packets; /* more than 1 for a GSO packet */
 	__u32 bytes;
-	__u32 pad;
 };
 
 const volatile __u64 events_per_sec = 1000;
 const volatile __u64 events_burst = 2000;
+const volatile __u8 report_loopback = 0;
+
+FLOWS_MAP
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -59,10 +68,10 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } drop_events SEC(".maps");
 
-/* Reasons to report (reason -> 1), filled by user space. */
+/* REASON_* flags per reason number, filled by user space. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REASONS_MAX);
 	__type(key, __u32);
 	__type(value, __u8);
 } reasons SEC(".maps");
@@ -78,6 +87,7 @@ COUNTERS_MAP
 
 const struct drop_event *unused_drop_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
+const enum reason_flag *unused_reason_flag __attribute__((unused));
 
 /* read_l4 fills the ports (or ICMP type/code) from kernel memory at l4. */
 static __always_inline int read_l4(struct flow_tuple *t, void *l4)
@@ -107,10 +117,9 @@ static __always_inline int read_l4(struct flow_tuple *t, void *l4)
 /* read_tuple reads the IP and transport headers of an skb that may be
  * anywhere in the stack: the network header offset is the reference, not
  * skb->data, which may already point past it. */
-static __always_inline int read_tuple(struct sk_buff *skb, struct flow_tuple *t, __u32 *bytes)
+static __always_inline int read_tuple(struct sk_buff *skb, unsigned char *head, __u16 nh, struct flow_tuple *t,
+				      __u32 *bytes)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u16 proto = BPF_CORE_READ(skb, protocol);
 	__u8 ver;
 
@@ -177,7 +186,7 @@ static __always_inline int read_tuple(struct sk_buff *skb, struct flow_tuple *t,
 	return CNT_NOT_IP;
 }
 
-static __always_inline int send_event(struct drop_key *key, __u64 now, __u32 bytes)
+static __always_inline int send_event(struct drop_key *key, __u64 now, __u32 segs, __u32 bytes)
 {
 	__u32 zero = 0;
 	struct rate_state *rs = bpf_map_lookup_elem(&drop_rate, &zero);
@@ -194,34 +203,135 @@ static __always_inline int send_event(struct drop_key *key, __u64 now, __u32 byt
 	}
 	e->key = *key;
 	e->ts_ns = now;
+	e->packets = segs;
 	e->bytes = bytes;
-	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_EVENTS);
 	return 1;
 }
 
-static __always_inline void add(struct drop_agg *st, __u64 now, __u32 bytes)
+static __always_inline void add(struct drop_agg *st, __u64 now, __u32 segs, __u32 bytes)
 {
-	__sync_fetch_and_add(&st->packets, 1);
+	__sync_fetch_and_add(&st->packets, segs);
 	__sync_fetch_and_add(&st->bytes, bytes);
 	st->last_ns = now;
 }
 
+/* segments returns how many packets the skb stands for and their L3 bytes,
+ * as flow.c counts them: a GSO packet is every segment with its headers. */
+static __always_inline __u32 segments(struct sk_buff *skb, unsigned char *head, __u16 nh, __u8 proto, __u32 *bytes)
+{
+	__u32 end = BPF_CORE_READ(skb, end);
+	struct skb_shared_info *sh = (struct skb_shared_info *)(head + end);
+	__u16 segs = BPF_CORE_READ(sh, gso_segs);
+	if (segs <= 1)
+		return 1;
+	/* The super-packet's IP length may be 0 (BIG TCP): use skb->len from
+	 * the network header on, plus a copy of the headers per extra segment. */
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u32 l3len = BPF_CORE_READ(skb, len) + (__u32)(data - head) - nh;
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u32 hdr = th > nh ? th - nh : 0;
+	if (proto == IPPROTO_TCP_) {
+		__u8 doff;
+		if (bpf_probe_read_kernel(&doff, 1, head + th + 12) == 0)
+			hdr += (doff >> 4) * 4;
+	} else {
+		hdr += 8;
+	}
+	*bytes = l3len + (segs - 1) * hdr;
+	return segs;
+}
+
+/* flow_tuple_of returns, in *t, the tuple flow.c keyed the packet's flow by.
+ * Where conntrack translated the packet (kube-proxy's DNAT to a backend,
+ * masquerade), the headers differ from what the tcx hook saw; conntrack's
+ * tuple of the packet's direction is what it saw. */
+static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple *t)
+{
+	if (t->proto != IPPROTO_TCP_ && t->proto != IPPROTO_UDP_ && t->proto != IPPROTO_SCTP_)
+		return;
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	if (!ct)
+		return;
+	if (!(BPF_CORE_READ(ct, status) & (IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE)))
+		return;
+	int dir = (nfct & 7) >= IP_CT_IS_REPLY ? 1 : 0;
+	struct nf_conntrack_tuple ctt;
+	if (bpf_core_read(&ctt, sizeof(ctt), &ct->tuplehash[dir].tuple))
+		return;
+	__builtin_memcpy(t->saddr, &ctt.src.u3, 16);
+	__builtin_memcpy(t->daddr, &ctt.dst.u3, 16);
+	if (t->family == 4) { /* flow.c leaves the rest of an IPv4 address zero */
+		__builtin_memset(t->saddr + 4, 0, 12);
+		__builtin_memset(t->daddr + 4, 0, 12);
+	}
+	t->sport = bpf_ntohs(ctt.src.u.all);
+	t->dport = bpf_ntohs(ctt.dst.u.all);
+}
+
+/* undelivered takes a dropped packet out of its flow's FORWARDED count. */
+static __always_inline void undelivered(struct sk_buff *skb, struct flow_tuple *t, __u32 segs, __u32 bytes,
+					__u32 reason)
+{
+	struct flow_key key = { .tuple = *t };
+	flow_tuple_of(skb, &key.tuple);
+	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
+	if (!st)
+		return; /* not a flow the tcx hooks counted */
+	if (st->first_skb == (__u64)skb) {
+		st->first_dropped = 1;
+		st->first_skb = 0;
+		st->drop_reason = reason;
+	} else if (!st->first_dropped && !st->drop_packets) {
+		st->drop_reason = reason; /* a race stores an equally valid one */
+	}
+	__sync_fetch_and_add(&st->drop_packets, segs);
+	__sync_fetch_and_add(&st->drop_bytes, bytes);
+}
+
+static __always_inline int loopback(struct flow_tuple *t)
+{
+	if (t->family == 4)
+		return t->saddr[0] == 127 || t->daddr[0] == 127;
+	__u64 *s = (__u64 *)t->saddr, *d = (__u64 *)t->daddr;
+	return (s[0] == 0 && s[1] == bpf_cpu_to_be64(1)) || (d[0] == 0 && d[1] == bpf_cpu_to_be64(1));
+}
+
 static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
 {
-	if (!bpf_map_lookup_elem(&reasons, &reason)) {
+	__u8 flags = REASON_REPORT | REASON_UNDELIVERED;
+	if (reason < REASONS_MAX) {
+		__u8 *f = bpf_map_lookup_elem(&reasons, &reason);
+		flags = f ? *f : 0;
+	}
+	if (!flags) {
 		count(CNT_FILTERED);
 		return;
 	}
 
 	struct drop_key key = {};
 	__u32 bytes = 0;
-	int r = read_tuple(skb, &key.tuple, &bytes);
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	int r = read_tuple(skb, head, nh, &key.tuple, &bytes);
 	if (r != PARSE_OK) {
 		count(r);
 		return;
 	}
+	if (!report_loopback && loopback(&key.tuple)) {
+		count(CNT_FILTERED);
+		return;
+	}
+	__u32 segs = segments(skb, head, nh, key.tuple.proto, &bytes);
+	if (flags & REASON_UNDELIVERED)
+		undelivered(skb, &key.tuple, segs, bytes, reason);
+	if (!(flags & REASON_REPORT)) {
+		count(CNT_FILTERED);
+		return;
+	}
+
 	key.reason = reason;
 	key.ifindex = BPF_CORE_READ(skb, dev, ifindex);
 	if (!key.ifindex)
@@ -234,22 +344,22 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
 	__u64 now = bpf_ktime_get_ns();
 	struct drop_agg *st = bpf_map_lookup_elem(&drops, &key);
 	if (st) {
-		add(st, now, bytes);
+		add(st, now, segs, bytes);
 		return;
 	}
 
-	int sent = send_event(&key, now, bytes);
+	int sent = send_event(&key, now, segs, bytes);
 	struct drop_agg fresh = {
 		.first_ns = now,
 		.last_ns = now,
-		.packets = sent ? 0 : 1,
+		.packets = sent ? 0 : segs,
 		.bytes = sent ? 0 : bytes,
 	};
 	long err = bpf_map_update_elem(&drops, &key, &fresh, BPF_NOEXIST);
 	if (err == -EEXIST_) {
 		st = bpf_map_lookup_elem(&drops, &key);
 		if (st && !sent)
-			add(st, now, bytes);
+			add(st, now, segs, bytes);
 	} else if (err) {
 		count(CNT_MAP_FULL);
 	}

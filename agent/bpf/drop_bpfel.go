@@ -22,11 +22,11 @@ type DropDropAgg struct {
 }
 
 type DropDropEvent struct {
-	_     structs.HostLayout
-	Key   DropDropKey
-	TsNs  uint64
-	Bytes uint32
-	Pad   uint32
+	_       structs.HostLayout
+	Key     DropDropKey
+	TsNs    uint64
+	Packets uint32
+	Bytes   uint32
 }
 
 type DropDropKey struct {
@@ -48,27 +48,69 @@ type DropDropKey struct {
 	Pad     [3]uint8
 }
 
+type DropFlowAgg struct {
+	_             structs.HostLayout
+	FirstNs       uint64
+	LastNs        uint64
+	Packets       uint64
+	Bytes         uint64
+	DropPackets   uint64
+	DropBytes     uint64
+	FirstSkb      uint64
+	TcpFlags      uint32
+	FirstTcpFlags uint32
+	Ifindex       uint32
+	DropReason    uint32
+	Hook          uint8
+	FirstDropped  uint8
+	Pad           [6]uint8
+}
+
+type DropFlowKey struct {
+	_     structs.HostLayout
+	Tuple struct {
+		_      structs.HostLayout
+		Saddr  [16]uint8
+		Daddr  [16]uint8
+		Sport  uint16
+		Dport  uint16
+		Proto  uint8
+		Family uint8
+		Pad    [2]uint8
+	}
+}
+
 type DropRateState struct {
 	_      structs.HostLayout
 	LastNs uint64
 	Tokens uint64
 }
 
+type DropReasonFlag uint32
+
+const (
+	DropReasonFlagREASON_REPORT      DropReasonFlag = 1
+	DropReasonFlagREASON_UNDELIVERED DropReasonFlag = 2
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DropMapCounters        = "counters"
-	DropMapDropEvents      = "drop_events"
-	DropMapDropRate        = "drop_rate"
-	DropMapDrops           = "drops"
-	DropMapReasons         = "reasons"
-	DropProgTrawlDropBtf   = "trawl_drop_btf"
-	DropProgTrawlDropTp    = "trawl_drop_tp"
-	DropVarEventsBurst     = "events_burst"
-	DropVarEventsPerSec    = "events_per_sec"
-	DropVarUnusedCounter   = "unused_counter"
-	DropVarUnusedDropEvent = "unused_drop_event"
+	DropMapCounters         = "counters"
+	DropMapDropEvents       = "drop_events"
+	DropMapDropRate         = "drop_rate"
+	DropMapDrops            = "drops"
+	DropMapFlows            = "flows"
+	DropMapReasons          = "reasons"
+	DropProgTrawlDropBtf    = "trawl_drop_btf"
+	DropProgTrawlDropTp     = "trawl_drop_tp"
+	DropVarEventsBurst      = "events_burst"
+	DropVarEventsPerSec     = "events_per_sec"
+	DropVarReportLoopback   = "report_loopback"
+	DropVarUnusedCounter    = "unused_counter"
+	DropVarUnusedDropEvent  = "unused_drop_event"
+	DropVarUnusedReasonFlag = "unused_reason_flag"
 )
 
 // LoadDrop returns the embedded CollectionSpec for Drop.
@@ -125,6 +167,7 @@ type DropMapSpecs struct {
 	DropEvents *ebpf.MapSpec `ebpf:"drop_events"`
 	DropRate   *ebpf.MapSpec `ebpf:"drop_rate"`
 	Drops      *ebpf.MapSpec `ebpf:"drops"`
+	Flows      *ebpf.MapSpec `ebpf:"flows"`
 	Reasons    *ebpf.MapSpec `ebpf:"reasons"`
 }
 
@@ -132,10 +175,12 @@ type DropMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropVariableSpecs struct {
-	EventsBurst     *ebpf.VariableSpec `ebpf:"events_burst"`
-	EventsPerSec    *ebpf.VariableSpec `ebpf:"events_per_sec"`
-	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedDropEvent *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	EventsBurst      *ebpf.VariableSpec `ebpf:"events_burst"`
+	EventsPerSec     *ebpf.VariableSpec `ebpf:"events_per_sec"`
+	ReportLoopback   *ebpf.VariableSpec `ebpf:"report_loopback"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDropEvent  *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	UnusedReasonFlag *ebpf.VariableSpec `ebpf:"unused_reason_flag"`
 }
 
 // DropObjects contains all objects after they have been loaded into the kernel.
@@ -162,6 +207,7 @@ type DropMaps struct {
 	DropEvents *ebpf.Map `ebpf:"drop_events"`
 	DropRate   *ebpf.Map `ebpf:"drop_rate"`
 	Drops      *ebpf.Map `ebpf:"drops"`
+	Flows      *ebpf.Map `ebpf:"flows"`
 	Reasons    *ebpf.Map `ebpf:"reasons"`
 }
 
@@ -171,6 +217,7 @@ func (m *DropMaps) Close() error {
 		m.DropEvents,
 		m.DropRate,
 		m.Drops,
+		m.Flows,
 		m.Reasons,
 	)
 }
@@ -179,10 +226,12 @@ func (m *DropMaps) Close() error {
 //
 // It can be passed to LoadDropObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropVariables struct {
-	EventsBurst     *ebpf.Variable `ebpf:"events_burst"`
-	EventsPerSec    *ebpf.Variable `ebpf:"events_per_sec"`
-	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedDropEvent *ebpf.Variable `ebpf:"unused_drop_event"`
+	EventsBurst      *ebpf.Variable `ebpf:"events_burst"`
+	EventsPerSec     *ebpf.Variable `ebpf:"events_per_sec"`
+	ReportLoopback   *ebpf.Variable `ebpf:"report_loopback"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDropEvent  *ebpf.Variable `ebpf:"unused_drop_event"`
+	UnusedReasonFlag *ebpf.Variable `ebpf:"unused_reason_flag"`
 }
 
 // DropPrograms contains all programs after they have been loaded into the kernel.

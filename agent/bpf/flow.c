@@ -4,8 +4,10 @@
  *
  * Every packet is parsed (Ethernet, one VLAN tag, IPv4/IPv6 with common
  * extension headers, TCP/UDP/ICMP/SCTP), reading headers in place when they
- * are in the linear data, and added to a hash map keyed by
- * (5-tuple, interface, hook). User space polls that map. The first packet of a
+ * are in the linear data, and added to a hash map keyed by the 5-tuple.
+ * User space polls that map. drop.c adds the packets the kernel drops later
+ * on the node to the same entry, so user space reports as FORWARDED only
+ * what was delivered. The first packet of a
  * flow and TCP FIN/RST also go to a ring buffer at once, under a per-CPU token
  * bucket. Everything that cannot be recorded is counted.
  *
@@ -25,48 +27,28 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define TC_ACT_UNSPEC_ (-1) /* == TCX_NEXT */
+
+/* The kernel's sk_buff behind the program's context (a register move once
+ * verified), to tell drop.c which skb carries a flow's first packet. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 #define EEXIST_ 17
-
-enum hook {
-	HOOK_INGRESS = 0,
-	HOOK_EGRESS = 1,
-};
-
-struct flow_key {
-	struct flow_tuple tuple;
-	__u32 ifindex;
-	__u8 hook; /* enum hook */
-	__u8 pad[3];
-};
-
-struct flow_agg {
-	__u64 first_ns; /* CLOCK_MONOTONIC */
-	__u64 last_ns;
-	__u64 packets;
-	__u64 bytes; /* L3 length; GSO packets count every segment's headers */
-	__u32 tcp_flags;       /* OR over all packets */
-	__u32 first_tcp_flags; /* of the first packet: tells SYN from SYN-ACK */
-};
 
 struct flow_event {
 	struct flow_key key;
 	__u64 ts_ns;
+	__u32 ifindex;
 	__u32 bytes;
 	__u16 tcp_flags;
 	__u8 kind; /* enum event_kind */
-	__u8 pad;
+	__u8 hook; /* enum hook */
+	__u32 pad;
 };
 
 /* Set by the loader before load. Per CPU: the global limit is rate * CPUs. */
 const volatile __u64 events_per_sec = 1000;
 const volatile __u64 events_burst = 2000;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072); /* resized by the loader */
-	__type(key, struct flow_key);
-	__type(value, struct flow_agg);
-} flows SEC(".maps");
+FLOWS_MAP
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -261,7 +243,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	return CNT_NOT_IP;
 }
 
-static __always_inline void send_event(struct flow_key *key, __u64 now, __u32 bytes, __u16 flags, __u8 kind)
+static __always_inline void send_event(struct flow_key *key, __u32 ifindex, __u8 hook, __u64 now, __u32 bytes,
+				       __u16 flags, __u8 kind)
 {
 	__u32 zero = 0;
 	struct rate_state *rs = bpf_map_lookup_elem(&flow_rate, &zero);
@@ -278,9 +261,11 @@ static __always_inline void send_event(struct flow_key *key, __u64 now, __u32 by
 	}
 	e->key = *key;
 	e->ts_ns = now;
+	e->ifindex = ifindex;
 	e->bytes = bytes;
 	e->tcp_flags = flags;
 	e->kind = kind;
+	e->hook = hook;
 	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_EVENTS);
@@ -312,19 +297,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 
 	struct flow_key key = {};
 	key.tuple = p.t;
-	key.ifindex = skb->ifindex;
-	key.hook = hook;
 
 	__u64 now = bpf_ktime_get_ns();
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u64 bytes = skb->len - p.l3_off + (segs - 1) * p.hdr_len;
 	int closing = p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
 
+	__u64 kskb = (__u64)bpf_cast_to_kern_ctx(skb);
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
 	if (st) {
+		if (st->first_skb == kskb)
+			st->first_skb = 0; /* reused: the first packet is gone */
 		add(st, now, segs, bytes, p.tcp_flags);
 		if (closing)
-			send_event(&key, now, bytes, p.tcp_flags, EV_FLOW_CLOSE);
+			send_event(&key, skb->ifindex, hook, now, bytes, p.tcp_flags, EV_FLOW_CLOSE);
 		return TC_ACT_UNSPEC_;
 	}
 
@@ -335,6 +321,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 		.bytes = bytes,
 		.tcp_flags = p.tcp_flags,
 		.first_tcp_flags = p.tcp_flags,
+		.first_skb = kskb,
+		.ifindex = skb->ifindex,
+		.hook = hook,
 	};
 	long err = bpf_map_update_elem(&flows, &key, &fresh, BPF_NOEXIST);
 	if (err == -EEXIST_) {
@@ -350,7 +339,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 		count(CNT_MAP_FULL);
 		return TC_ACT_UNSPEC_;
 	}
-	send_event(&key, now, bytes, p.tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
+	send_event(&key, skb->ifindex, hook, now, bytes, p.tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
 	return TC_ACT_UNSPEC_;
 }
 

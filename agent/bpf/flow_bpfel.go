@@ -42,26 +42,33 @@ type FlowFlowAgg struct {
 	LastNs        uint64
 	Packets       uint64
 	Bytes         uint64
+	DropPackets   uint64
+	DropBytes     uint64
+	FirstSkb      uint64
 	TcpFlags      uint32
 	FirstTcpFlags uint32
+	Ifindex       uint32
+	DropReason    uint32
+	Hook          uint8
+	FirstDropped  uint8
+	Pad           [6]uint8
 }
 
 type FlowFlowEvent struct {
 	_        structs.HostLayout
 	Key      FlowFlowKey
 	TsNs     uint64
+	Ifindex  uint32
 	Bytes    uint32
 	TcpFlags uint16
 	Kind     uint8
-	Pad      uint8
+	Hook     uint8
+	Pad      uint32
 }
 
 type FlowFlowKey struct {
-	_       structs.HostLayout
-	Tuple   FlowFlowTuple
-	Ifindex uint32
-	Hook    uint8
-	Pad     [3]uint8
+	_     structs.HostLayout
+	Tuple FlowFlowTuple
 }
 
 type FlowFlowTuple struct {

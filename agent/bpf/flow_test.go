@@ -244,16 +244,20 @@ func TestFlowProgramAggregatesWellFormedPackets(t *testing.T) {
 			p := loadFlow(t, 64, 1000)
 			p.run(t, p.objs.TrawlFlowIngress, tt.data, nil)
 			got := p.entries(t)
-			key := FlowFlowKey{Tuple: tt.tuple, Ifindex: 1, Hook: uint8(FlowHookHOOK_INGRESS)}
+			key := FlowFlowKey{Tuple: tt.tuple}
 			v, ok := got[key]
 			if !ok || len(got) != 1 {
 				t.Fatalf("map holds %v, want one entry for %+v", got, key)
+			}
+			if v.Ifindex != 1 || v.Hook != uint8(FlowHookHOOK_INGRESS) {
+				t.Errorf("entry counted at ifindex %d hook %d, want 1 and ingress", v.Ifindex, v.Hook)
 			}
 			if v.Packets != 1 || v.Bytes != tt.bytes || v.TcpFlags != tt.flags || v.FirstTcpFlags != tt.flags {
 				t.Errorf("entry %+v, want 1 packet, %d bytes, flags %#x", v, tt.bytes, tt.flags)
 			}
 			evs := p.events(t)
-			if len(evs) != 1 || evs[0].Kind != uint8(FlowEventKindEV_FLOW_NEW) || evs[0].Key != key || uint64(evs[0].Bytes) != tt.bytes {
+			if len(evs) != 1 || evs[0].Kind != uint8(FlowEventKindEV_FLOW_NEW) || evs[0].Key != key || uint64(evs[0].Bytes) != tt.bytes ||
+				evs[0].Ifindex != 1 || evs[0].Hook != uint8(FlowHookHOOK_INGRESS) {
 				t.Errorf("events %+v, want one FLOW_NEW for the key", evs)
 			}
 		})
@@ -320,7 +324,7 @@ func TestFlowProgramAddsUpAFlowAndReportsItsClose(t *testing.T) {
 	p.run(t, p.objs.TrawlFlowIngress, frame(0x0800, ipv4(6, tcp(40000, 80, synFlag, 0))), nil)
 	p.run(t, p.objs.TrawlFlowIngress, frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag|pshFlag, 1000))), nil)
 	p.run(t, p.objs.TrawlFlowIngress, frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag|finFlag, 0))), nil)
-	key := FlowFlowKey{Tuple: tuple4(6, 40000, 80), Ifindex: 1}
+	key := FlowFlowKey{Tuple: tuple4(6, 40000, 80)}
 	v := p.entries(t)[key]
 	if v.Packets != 3 || v.Bytes != 40+1040+40 || v.TcpFlags != synFlag|ackFlag|pshFlag|finFlag || v.FirstTcpFlags != synFlag {
 		t.Errorf("entry %+v, want 3 packets, 1120 bytes, flags OR'd, first flags SYN", v)
@@ -339,7 +343,7 @@ func TestFlowProgramCountsGSOPacketsPerSegment(t *testing.T) {
 	ctx := &skbCtx{}
 	ctx[skbGSOSegs] = 3
 	p.run(t, p.objs.TrawlFlowIngress, frame(0x0800, ipv4(6, tcp(1, 2, ackFlag, 3000))), ctx)
-	v := p.entries(t)[FlowFlowKey{Tuple: tuple4(6, 1, 2), Ifindex: 1}]
+	v := p.entries(t)[FlowFlowKey{Tuple: tuple4(6, 1, 2)}]
 	// One super-packet of 3 segments: 3 packets, and every segment but the
 	// first adds its own IPv4 + TCP header.
 	if v.Packets != 3 || v.Bytes != 3040+2*40 {
@@ -373,9 +377,9 @@ func TestEgressHookSkipsPacketsThatEnteredThroughAWatchedInterface(t *testing.T)
 			if len(got) != tt.want {
 				t.Fatalf("map holds %d entries, want %d", len(got), tt.want)
 			}
-			for k := range got {
-				if k.Hook != uint8(FlowHookHOOK_EGRESS) {
-					t.Errorf("hook %d, want egress", k.Hook)
+			for _, v := range got {
+				if v.Hook != uint8(FlowHookHOOK_EGRESS) {
+					t.Errorf("hook %d, want egress", v.Hook)
 				}
 			}
 		})

@@ -9,6 +9,9 @@
 // events carry the packet that triggered them but are never totals. Every
 // dropped packet is in exactly one DROP record: the instant one for the first
 // drop of a (flow, reason), the polled aggregate for the rest.
+//
+// Verdict = fate: AGGREGATE records count only delivered packets, and instant
+// events wait for their packet's fate (see fate.go).
 package collect
 
 import (
@@ -33,6 +36,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/datapath"
 	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/metrics"
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -51,7 +55,12 @@ type Config struct {
 	ActiveTimeout time.Duration
 	// IdleTimeout evicts flows without packets for that long. Default 30s.
 	IdleTimeout time.Duration
-	Log         *slog.Logger
+	// FateWait is how long a packet's fate may take to be known: instant
+	// events wait up to that long for it, and aggregates report packets
+	// seen that long ago as delivered unless dropped. Default 4s: a
+	// neighbour that never answers drops its queue after 3 s.
+	FateWait time.Duration
+	Log      *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +73,12 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
 	}
+	if c.FateWait <= 0 {
+		c.FateWait = 4 * time.Second
+	}
+	if c.IdleTimeout < c.FateWait {
+		c.IdleTimeout = c.FateWait // an evicted flow's fate must be known
+	}
 	if c.BootID == "" {
 		var b [8]byte
 		rand.Read(b[:])
@@ -75,9 +90,10 @@ func (c *Config) setDefaults() {
 }
 
 type flowState struct {
-	packets, bytes uint64
-	windowStart    uint64 // monotonic ns of the current window's start
-	exported       bool
+	packets, bytes   uint64 // exported as delivered so far
+	windowStart      uint64 // monotonic ns of the current window's start
+	exported         bool
+	settled, pending snapshot // see age
 }
 
 type dropState struct {
@@ -100,6 +116,9 @@ type Collector struct {
 
 	ifnames sync.Map // ifindex (agent netns) -> name, for unwatched interfaces
 
+	pmu     sync.Mutex // guards pending
+	pending map[bpf.FlowFlowKey][]*pendingEvent
+
 	skew        time.Duration // added to the poll clock by tests
 	flowEntries int           // flow map entries after the last poll
 }
@@ -121,9 +140,10 @@ func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Age
 	}
 	return &Collector{
 		cfg: cfg, dp: dp, pub: pub, m: m,
-		flows:  map[bpf.FlowFlowKey]flowState{},
-		drops:  map[bpf.DropDropKey]dropState{},
-		counts: map[string][]uint64{},
+		flows:   map[bpf.FlowFlowKey]flowState{},
+		drops:   map[bpf.DropDropKey]dropState{},
+		counts:  map[string][]uint64{},
+		pending: map[bpf.FlowFlowKey][]*pendingEvent{},
 	}
 }
 
@@ -170,13 +190,18 @@ func (c *Collector) Run(ctx context.Context) error {
 
 	t := time.NewTicker(c.cfg.FlushInterval)
 	defer t.Stop()
+	fate := time.NewTicker(100 * time.Millisecond)
+	defer fate.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			c.releaseDue(time.Now(), true)
 			c.Poll(true)
 			return nil
 		case err := <-errs:
 			return err
+		case now := <-fate.C:
+			c.releaseDue(now, false)
 		case <-t.C:
 			c.Poll(false)
 		}
@@ -235,18 +260,19 @@ func (c *Collector) observationPoint(hook uint8) string {
 	return mech + "-ingress"
 }
 
-// flowRecord builds the common part of a record seen by the flow program.
-func (c *Collector) flowRecord(key bpf.FlowFlowKey, ifaces map[int]datapath.Interface, flags uint32) *flowv1.Flow {
+// flowRecord builds the common part of a record seen by the flow program:
+// the flow's tuple, and the interface and hook that counted it.
+func (c *Collector) flowRecord(key bpf.FlowFlowKey, ifindex uint32, hook uint8, ifaces map[int]datapath.Interface, flags uint32) *flowv1.Flow {
 	f := &flowv1.Flow{
 		Verdict:          flowv1.Verdict_FORWARDED,
 		Type:             flowv1.FlowType_L3_L4,
 		Netns:            c.dp.Netns,
-		ObservationPoint: c.observationPoint(key.Hook),
+		ObservationPoint: c.observationPoint(hook),
 	}
 	fillTuple(f, key.Tuple, flags)
-	iface, known := ifaces[int(key.Ifindex)]
-	f.Interface = &flowv1.NetworkInterface{Index: key.Ifindex, Name: iface.Name}
-	f.TrafficDirection = direction(iface.Role, known, key.Hook)
+	iface, known := ifaces[int(ifindex)]
+	f.Interface = &flowv1.NetworkInterface{Index: ifindex, Name: iface.Name}
+	f.TrafficDirection = direction(iface.Role, known, hook)
 	return f
 }
 
@@ -256,19 +282,22 @@ func (c *Collector) handleFlowEvent(raw []byte) {
 	}
 	ev := (*bpf.FlowFlowEvent)(unsafe.Pointer(&raw[0]))
 	clk, _ := newClock()
-	f := c.flowRecord(ev.Key, c.dp.Interfaces(), uint32(ev.TcpFlags))
+	f := c.flowRecord(ev.Key, ev.Ifindex, ev.Hook, c.dp.Interfaces(), uint32(ev.TcpFlags))
 	ts := clk.ts(ev.TsNs)
 	f.Time, f.FirstSeen, f.LastSeen = ts, ts, ts
 	f.Packets, f.Bytes = 1, uint64(ev.Bytes)
-	kind := "flow_new"
+	p := &pendingEvent{f: f, kind: "flow_new", newFlow: true, deadline: time.Now().Add(c.cfg.FateWait)}
 	f.EventKind = flowv1.EventKind_FLOW_NEW
 	if ev.Kind == uint8(bpf.FlowEventKindEV_FLOW_CLOSE) {
 		f.EventKind = flowv1.EventKind_FLOW_CLOSE
-		kind = "flow_close"
+		p.kind, p.newFlow = "flow_close", false
+		if ev.Key.Tuple.Proto == 6 && ev.TcpFlags&tcpSYN != 0 {
+			p.newFlow = true // the flow's first packet: a SYN with FIN or RST
+		}
 	} else {
 		f.IsReply = isReply(ev.Key.Tuple.Proto, uint32(ev.TcpFlags))
 	}
-	c.publishFlow(f, kind)
+	c.hold(ev.Key, p)
 }
 
 // dropDirection: a drop on a pod's host-side veth in the node's namespace
@@ -313,6 +342,7 @@ func (c *Collector) dropRecord(key *bpf.DropDropKey, ifaces map[int]datapath.Int
 		EventKind:        flowv1.EventKind_DROP,
 		DropReasonKernel: reason,
 		DropReasonDesc:   reason, // the relay may replace it with POLICY_DENIED
+		DropClass:        string(dropclass.Of(reason)),
 		Netns:            uint64(key.Netns),
 		ObservationPoint: "kfree_skb",
 		Interface:        &flowv1.NetworkInterface{Index: key.Ifindex, Name: c.ifName(key, ifaces)},
@@ -331,9 +361,11 @@ func (c *Collector) handleDropEvent(raw []byte) {
 	f := c.dropRecord(&ev.Key, c.dp.Interfaces())
 	ts := clk.ts(ev.TsNs)
 	f.Time, f.FirstSeen, f.LastSeen = ts, ts, ts
-	f.Packets, f.Bytes = 1, uint64(ev.Bytes)
-	c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(1)
+	f.Packets, f.Bytes = uint64(max(ev.Packets, 1)), uint64(ev.Bytes)
+	c.m.Drops.WithLabelValues(f.DropReasonKernel, f.DropClass).Add(float64(f.Packets))
 	c.publishFlow(f, "drop")
+	// The flow's waiting events can learn their fate now.
+	c.settleKey(bpf.FlowFlowKey{Tuple: bpf.FlowFlowTuple(ev.Key.Tuple)})
 }
 
 // Poll exports what changed in the maps since the last poll and evicts idle
@@ -368,17 +400,20 @@ func (c *Collector) pollFlows(final bool) {
 	}
 	var evict []idleFlow
 	seen := 0
+	wait := uint64(c.cfg.FateWait)
 	err := readMap(c.dp.Flow.Flows, func(k bpf.FlowFlowKey, v bpf.FlowFlowAgg) {
 		seen++
 		st, ok := c.flows[k]
 		if !ok {
 			st.windowStart = v.FirstNs
+			st.pending = snapshot{at: now, packets: v.Packets, bytes: v.Bytes}
 		}
+		st.age(&v, now, wait)
 		isIdle := now > v.LastNs && now-v.LastNs >= idle
-		if v.Packets > st.packets && (final || isIdle || now-st.windowStart >= active) {
-			st = c.exportFlow(k, v, st, clk, ifaces)
+		if final || isIdle || now-st.windowStart >= active {
+			st = c.exportFlow(k, &v, st, clk, ifaces, now, final)
 		}
-		if isIdle && v.Packets == st.packets {
+		if isIdle {
 			evict = append(evict, idleFlow{k, st})
 			delete(c.flows, k)
 			return
@@ -398,18 +433,21 @@ func (c *Collector) pollFlows(final bool) {
 			}
 			continue
 		}
-		if v.Packets > e.st.packets {
-			c.exportFlow(e.k, v, e.st, clk, ifaces)
-		}
+		c.exportFlow(e.k, &v, e.st, clk, ifaces, now, true)
 	}
 	c.flowEntries = seen - len(evict)
 	c.m.MapEntries.WithLabelValues("flows").Set(float64(c.flowEntries))
 	c.m.MapCapacity.WithLabelValues("flows").Set(float64(c.dp.Flow.Flows.MaxEntries()))
 }
 
-// exportFlow publishes what a flow gained since its last export.
-func (c *Collector) exportFlow(k bpf.FlowFlowKey, v bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface) flowState {
-	f := c.flowRecord(k, ifaces, v.TcpFlags)
+// exportFlow publishes the delivered packets a flow gained since its last
+// export, if any; exact when the caller knows every packet's fate.
+func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface, now uint64, exact bool) flowState {
+	pkts, bytes := deliveredTarget(v, &st, now, uint64(c.cfg.FateWait), exact)
+	if pkts <= st.packets {
+		return st // nothing newly known delivered; a late drop is not un-sent
+	}
+	f := c.flowRecord(k, v.Ifindex, v.Hook, ifaces, v.TcpFlags)
 	f.EventKind = flowv1.EventKind_AGGREGATE
 	f.IsReply = isReply(k.Tuple.Proto, v.FirstTcpFlags)
 	first := v.FirstNs
@@ -418,13 +456,16 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v bpf.FlowFlowAgg, st flowStat
 	}
 	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
 	f.Time = f.LastSeen
-	f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
+	f.Packets = pkts - st.packets
+	if bytes > st.bytes {
+		f.Bytes = bytes - st.bytes
+	}
 	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
 	c.m.Flows.WithLabelValues(dir, verdict).Inc()
 	c.m.Packets.WithLabelValues(dir, verdict).Add(float64(f.Packets))
 	c.m.Bytes.WithLabelValues(dir, verdict).Add(float64(f.Bytes))
 	c.publishFlow(f, "aggregate")
-	st.packets, st.bytes, st.exported = v.Packets, v.Bytes, true
+	st.packets, st.bytes, st.exported = pkts, max(bytes, st.bytes), true
 	st.windowStart = v.LastNs + 1
 	return st
 }
@@ -483,7 +524,7 @@ func (c *Collector) exportDrop(k bpf.DropDropKey, v bpf.DropDropAgg, st dropStat
 	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
 	f.Time = f.LastSeen
 	f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
-	c.m.Drops.WithLabelValues(f.DropReasonKernel).Add(float64(f.Packets))
+	c.m.Drops.WithLabelValues(f.DropReasonKernel, f.DropClass).Add(float64(f.Packets))
 	c.publishFlow(f, "drop")
 	st.packets, st.bytes, st.lastExport = v.Packets, v.Bytes, v.LastNs+1
 	return st

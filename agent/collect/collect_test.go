@@ -79,7 +79,7 @@ func newTestCollectorSized(t *testing.T, cfg Config, flowMapSize uint32) (*Colle
 }
 
 func flowKey(sport uint16) bpf.FlowFlowKey {
-	k := bpf.FlowFlowKey{Ifindex: 7}
+	k := bpf.FlowFlowKey{}
 	k.Tuple = bpf.FlowFlowTuple{Family: 4, Proto: 17, Sport: sport, Dport: 53}
 	copy(k.Tuple.Saddr[:], []byte{10, 0, 0, 1})
 	copy(k.Tuple.Daddr[:], []byte{10, 0, 0, 2})
@@ -97,7 +97,9 @@ func aggregates(recs []*observerv1.GetFlowsResponse) []*flowv1.Flow {
 }
 
 func TestPollsExportDeltasAndEvictIdleFlows(t *testing.T) {
-	c, dp, pub := newTestCollector(t, Config{IdleTimeout: 10 * time.Second})
+	// A fate wait of 1 ns: every packet's fate is known at once (fate_test.go
+	// tests the wait).
+	c, dp, pub := newTestCollector(t, Config{IdleTimeout: 10 * time.Second, FateWait: time.Nanosecond})
 	now := monoNow()
 	busy, idle := flowKey(1000), flowKey(2000)
 	put := func(k bpf.FlowFlowKey, first, last, packets, bytes uint64) {

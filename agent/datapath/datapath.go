@@ -23,6 +23,7 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/agent/dropreason"
+	"github.com/trawl-dev/trawl/internal/dropclass"
 )
 
 // DefaultPodInterfaces are the names CNIs give the host side of pod veths.
@@ -47,6 +48,9 @@ type Config struct {
 	EventsPerSecond uint64
 	// DropReasons selects the reported reasons (see dropreason.Table.Select).
 	DropReasons string
+	// Loopback reports drops of loopback traffic (127.0.0.0/8, ::1), which
+	// are left out by default: a node's processes talking to themselves.
+	Loopback bool
 	// DisableDrops and DisableConntrack turn the optional programs off.
 	DisableDrops     bool
 	DisableConntrack bool
@@ -241,14 +245,21 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 		return fmt.Errorf("load drop program spec: %w", err)
 	}
 	spec.Maps[bpf.DropMapDrops].MaxEntries = d.cfg.DropMapSize
+	spec.Maps[bpf.DropMapFlows].MaxEntries = d.cfg.FlowMapSize
 	if err := setRate(spec, d.cfg.EventsPerSecond); err != nil {
 		return err
 	}
+	if err := spec.Variables["report_loopback"].Set(d.cfg.Loopback); err != nil {
+		return fmt.Errorf("set report_loopback: %w", err)
+	}
+	// The drop program takes undelivered packets out of the flow program's
+	// entries: one map, shared.
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.DropMapFlows: d.Flow.Flows}}
 
 	var btfObjs dropBTF
 	errBTF := errors.New("--drop-hook tracepoint")
 	if d.cfg.DropHook != "tracepoint" {
-		errBTF = spec.LoadAndAssign(&btfObjs, nil)
+		errBTF = spec.LoadAndAssign(&btfObjs, opts)
 	}
 	if errBTF == nil {
 		l, err := link.AttachTracing(link.TracingOptions{Program: btfObjs.Prog})
@@ -268,7 +279,7 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 	if !d.Features.TPBTF {
 		d.Features.Detail["tp_btf"] = "off: " + errBTF.Error()
 		var tpObjs dropTP
-		if err := spec.LoadAndAssign(&tpObjs, nil); err != nil {
+		if err := spec.LoadAndAssign(&tpObjs, opts); err != nil {
 			return fmt.Errorf("load kfree_skb tracepoint program (tp_btf failed: %v): %w", errBTF, err)
 		}
 		var l link.Link
@@ -285,10 +296,29 @@ func (d *Datapath) loadDrops(kspec *btf.Spec) error {
 		d.links = append(d.links, l)
 	}
 	d.Features.Drops = true
-	one := uint8(1)
-	for _, r := range selected {
-		if err := d.Drop.Reasons.Put(r, one); err != nil {
-			return fmt.Errorf("enable drop reason %s: %w", reasons.Name(r), err)
+	return d.putReasonFlags(selected)
+}
+
+// putReasonFlags fills the drop program's reason table: which reasons are
+// reported (--drop-reasons) and which mean the packet never arrived (every
+// class but teardown, see internal/dropclass), whether reported or not.
+func (d *Datapath) putReasonFlags(reported []uint32) error {
+	flags := map[uint32]uint8{}
+	for _, name := range d.Reasons.Names() {
+		n, _ := d.Reasons.Number(name)
+		if c := dropclass.Of(name); c.Undelivered() && name != "NOT_DROPPED_YET" {
+			flags[n] |= uint8(bpf.DropReasonFlagREASON_UNDELIVERED)
+		}
+	}
+	for _, r := range reported {
+		flags[r] |= uint8(bpf.DropReasonFlagREASON_REPORT)
+	}
+	for r, f := range flags {
+		if r >= d.Drop.Reasons.MaxEntries() {
+			continue // the program reports and counts these itself
+		}
+		if err := d.Drop.Reasons.Put(r, f); err != nil {
+			return fmt.Errorf("set flags of drop reason %s: %w", d.Reasons.Name(r), err)
 		}
 	}
 	return nil

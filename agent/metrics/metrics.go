@@ -57,8 +57,8 @@ func New(reg prometheus.Registerer) *Agent {
 			Name: "trawl_agent_events_total", Help: "Records produced by type.",
 		}, []string{"type"}),
 		Drops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trawl_agent_drops_total", Help: "Dropped packets by kernel drop reason.",
-		}, []string{"reason"}),
+			Name: "trawl_agent_drops_total", Help: "Dropped packets by kernel drop reason and its class (internal/dropclass).",
+		}, []string{"reason", "drop_class"}),
 		LostEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trawl_agent_lost_events_total", Help: "Records lost or suppressed, by cause.",
 		}, []string{"cause"}),

@@ -648,8 +648,8 @@ func TestAgentServesEveryDocumentedMetric(t *testing.T) {
 			t.Errorf("metric %s missing from /metrics", name)
 		}
 	}
-	if !strings.Contains(string(body), `trawl_agent_drops_total{reason="NO_SOCKET"}`) {
-		t.Error("trawl_agent_drops_total has no NO_SOCKET series after a NO_SOCKET drop")
+	if !strings.Contains(string(body), `trawl_agent_drops_total{drop_class="no-socket",reason="NO_SOCKET"}`) {
+		t.Error("trawl_agent_drops_total has no NO_SOCKET series of class no-socket after a NO_SOCKET drop")
 	}
 	a.stop(t)
 }
