@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,6 +117,8 @@ type Collector struct {
 
 	ifnames sync.Map // ifindex (agent netns) -> name, for unwatched interfaces
 
+	local atomic.Pointer[map[netip.Addr]bool] // the node's addresses, see markHost
+
 	pmu     sync.Mutex // guards pending
 	pending map[bpf.FlowFlowKey][]*pendingEvent
 
@@ -138,13 +141,15 @@ func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Age
 		m.MapCapacity.WithLabelValues("drops").Set(float64(dp.Drop.Drops.MaxEntries()))
 		m.MapEntries.WithLabelValues("drops")
 	}
-	return &Collector{
+	c := &Collector{
 		cfg: cfg, dp: dp, pub: pub, m: m,
 		flows:   map[bpf.FlowFlowKey]flowState{},
 		drops:   map[bpf.DropDropKey]dropState{},
 		counts:  map[string][]uint64{},
 		pending: map[bpf.FlowFlowKey][]*pendingEvent{},
 	}
+	c.refreshLocal()
+	return c
 }
 
 // BootID of this run.
@@ -240,6 +245,7 @@ func (c *Collector) pollClock() (clock, uint64) {
 
 func (c *Collector) publishFlow(f *flowv1.Flow, kind string) {
 	f.NodeName = c.cfg.NodeName
+	c.markHost(f)
 	f.Uuid = flowID(c.cfg.NodeName, c.cfg.BootID, c.seq.Add(1), 0)
 	c.m.Events.WithLabelValues(kind).Inc()
 	c.pub.Publish(&observerv1.GetFlowsResponse{
@@ -373,6 +379,7 @@ func (c *Collector) handleDropEvent(raw []byte) {
 func (c *Collector) Poll(final bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.refreshLocal()
 	c.pollFlows(final)
 	if c.dp.Drop != nil {
 		c.pollDrops()
