@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/policy"
@@ -132,21 +133,57 @@ func l4(f *flowv1.Flow) (port uint16, proto policy.Protocol) {
 	return 0, policy.ProtoOther
 }
 
-// Enrich fills f.Source, f.Destination, f.DestinationService and the policy
-// verdict fields.
+// DropFields completes the drop fields of a DROPPED record as the flow
+// contract wants them, whatever sent it: drop_reason_desc is the kernel's
+// reason unless the policies explained the drop (POLICY_DENIED), and
+// drop_class is the class of the reason (internal/dropclass) — policy for a
+// POLICY_DENIED record, the table's class when the agent sent none (agents
+// before drop classes), the canonical name when it sent one spelt otherwise.
+// Records that are not drops are left alone. Enrich calls it; the ingest
+// path calls it for every record, with or without enrichment.
+func DropFields(f *flowv1.Flow) {
+	if f.Verdict != flowv1.Verdict_DROPPED {
+		return
+	}
+	if f.DropReasonDesc == "" {
+		f.DropReasonDesc = f.DropReasonKernel
+	}
+	if f.DropReasonDesc == ReasonPolicyDenied {
+		f.DropClass = string(dropclass.Policy)
+		return
+	}
+	for _, c := range dropclass.All {
+		if f.DropClass == string(c) {
+			return // the usual case: the agent's class, canonical
+		}
+	}
+	if c, err := dropclass.Parse(f.DropClass); err == nil && f.DropClass != "" {
+		f.DropClass = string(c)
+		return
+	}
+	reason := f.DropReasonKernel
+	if reason == "" {
+		reason = f.DropReasonDesc
+	}
+	f.DropClass = string(dropclass.Of(reason))
+}
+
+// Enrich fills f.Source, f.Destination, f.DestinationService, the policy
+// verdict fields and the drop fields (DropFields).
+//
+// Endpoints: the view names pods, nodes and services; an address it does
+// not know is reserved:world only when it can be outside the cluster, and
+// never replaces an endpoint the agent labelled reserved:host (the node's
+// own namespace; see endpointOf).
 //
 // Policy attribution (only for flows in the connection's original direction,
 // not replies): a FORWARDED flow gets ingress_allowed_by / egress_allowed_by
 // from the policies that allowed it. A DROPPED flow whose kernel reason is
 // NETFILTER_DROP and that the policies deny becomes drop_reason_desc
-// POLICY_DENIED with ingress_denied_by / egress_denied_by; one the policies
-// allow keeps its kernel reason and blames no policy.
+// POLICY_DENIED (class policy) with ingress_denied_by / egress_denied_by;
+// one the policies allow keeps its kernel reason and blames no policy.
 func (e *Enricher) Enrich(f *flowv1.Flow) {
-	if f.Verdict == flowv1.Verdict_DROPPED && f.DropReasonDesc == "" {
-		// The contract: the description is the kernel's reason unless the
-		// policies explain the drop.
-		f.DropReasonDesc = f.DropReasonKernel
-	}
+	DropFields(f)
 	if e.store == nil || f.GetIP() == nil {
 		return
 	}
@@ -180,8 +217,8 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 			}
 		}
 	}
-	f.Source = src.Proto(f.NodeName)
-	f.Destination = dst.Proto(f.NodeName)
+	f.Source = endpointOf(src, f.Source, srcIP, f.NodeName)
+	f.Destination = endpointOf(dst, f.Destination, dstIP, f.NodeName)
 	if f.GetIsReply().GetValue() {
 		return // policies judge connections by their first direction
 	}
@@ -206,6 +243,7 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 			return // the policies do not explain this drop: keep the kernel's reason
 		}
 		f.DropReasonDesc = ReasonPolicyDenied
+		f.DropClass = string(dropclass.Policy)
 		if !vd.Ingress.Allowed {
 			f.IngressDeniedBy = vd.Ingress.DeniedBy
 		}
@@ -213,6 +251,51 @@ func (e *Enricher) Enrich(f *flowv1.Flow) {
 			f.EgressDeniedBy = vd.Egress.DeniedBy
 		}
 	}
+}
+
+// endpointOf is the endpoint to attach for an address the view resolved to
+// ep, where the agent sent agent (nil when it sent none) on node.
+//
+//   - An endpoint the agent labelled reserved:host (identity 1: the node's
+//     own network namespace, as in Hubble) stays the host unless the view
+//     names the address more precisely: a pod, or this node with its labels.
+//     In particular it is never relabelled reserved:world.
+//   - An address the view does not know is reserved:world (identity 2) only
+//     if it can be outside the cluster: loopback, link-local and unspecified
+//     addresses never leave the node, so they keep what the agent sent (or
+//     stay without an endpoint) rather than being called the world.
+func endpointOf(ep *kube.Endpoint, agent *flowv1.Endpoint, ip netip.Addr, node string) *flowv1.Endpoint {
+	if isHost(agent) {
+		if ep.Kind == kube.KindPod || ep.Kind == kube.KindNode && ep.Node == node {
+			return ep.Proto(node)
+		}
+		return agent
+	}
+	if ep.Kind == kube.KindWorld && !canBeOutside(ip) {
+		return agent
+	}
+	return ep.Proto(node)
+}
+
+func isHost(ep *flowv1.Endpoint) bool {
+	if ep == nil {
+		return false
+	}
+	if ep.Identity == kube.IdentityHost {
+		return true
+	}
+	for _, l := range ep.Labels {
+		if l == "reserved:host" {
+			return true
+		}
+	}
+	return false
+}
+
+// canBeOutside tells whether an address may belong to something outside
+// the cluster.
+func canBeOutside(ip netip.Addr) bool {
+	return !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() && !ip.IsInterfaceLocalMulticast() && !ip.IsLinkLocalMulticast()
 }
 
 // verdict takes the integer path when both ends are pods of the current

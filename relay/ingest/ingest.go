@@ -32,10 +32,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay/enrich"
 	"github.com/trawl-dev/trawl/relay/hub"
 	"github.com/trawl-dev/trawl/relay/nodes"
 )
@@ -323,6 +325,7 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observe
 		}
 		f.NodeName = node
 		s.cfg.Enricher.Enrich(f)
+		enrich.DropFields(f) // the contract's drop fields, with or without enrichment
 		s.m.countFlow(f)
 		if pv != nil {
 			for _, v := range pv.PolicyVerdicts(f) {
@@ -617,7 +620,7 @@ func NewMetrics(reg prometheus.Registerer, lost *prometheus.CounterVec) *Metrics
 		connected:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "trawl_relay_connected_agents", Help: "Agents with an open stream."}),
 		lastSeen:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "trawl_relay_agent_last_seen_timestamp_seconds", Help: "Last heartbeat or batch of each agent."}, []string{"node"}),
 		flows:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_flows_total", Help: "Aggregated flow records ingested."}, []string{"direction", "verdict"}),
-		drops:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_drops_total", Help: "Dropped packets after policy attribution, by drop_reason_desc."}, []string{"reason"}),
+		drops:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_drops_total", Help: "Dropped packets after policy attribution, by drop_reason_desc and drop class."}, []string{"reason", "drop_class"}),
 		policyDrops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_policy_drops_total", Help: "Dropped packets attributed to a denying policy."}, []string{"namespace", "policy"}),
 	}
 	if reg != nil {
@@ -654,8 +657,12 @@ func (m *Metrics) countFlow(f *flowv1.Flow) {
 		if reason == "" {
 			reason = "unknown"
 		}
+		class := f.GetDropClass()
+		if class == "" {
+			class = string(dropclass.Of(reason))
+		}
 		pk := float64(max(f.GetPackets(), 1))
-		m.drops.WithLabelValues(reason).Add(pk)
+		m.drops.WithLabelValues(reason, class).Add(pk)
 		seen := map[string]bool{}
 		for _, p := range append(f.GetIngressDeniedBy(), f.GetEgressDeniedBy()...) {
 			k := p.GetNamespace() + "/" + p.GetName()
