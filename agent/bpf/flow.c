@@ -22,7 +22,9 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "skb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -55,6 +57,24 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } flow_events SEC(".maps");
 
+/* New connections per original source address, for the conntrack
+ * pressure samples' top creators: a flow entry created by a packet that opens
+ * a connection (not a TCP segment without SYN or with ACK, not an answer to
+ * a flow already in the map). Each is a conntrack entry wherever conntrack
+ * runs. User space reads and clears it. */
+struct ct_src_key {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes */
+	__u8 family;   /* 4 or 6 */
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ct_src_key);
+	__type(value, __u64);
+} ct_sources SEC(".maps");
+
 /* Interfaces the agent has attached to (ifindex -> 1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -77,6 +97,7 @@ const struct flow_event *unused_flow_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum hook *unused_hook __attribute__((unused));
+const struct ct_src_key *unused_ct_src_key __attribute__((unused));
 
 struct parsed {
 	struct flow_tuple t;
@@ -84,8 +105,6 @@ struct parsed {
 	__u32 hdr_len; /* IP + L4 header bytes, to account GSO segments */
 	__u16 tcp_flags;
 };
-
-#define PARSE_OK (-1)
 
 /* load copies n header bytes at off: straight from the linear packet data
  * when they are there (the common case), with bpf_skb_load_bytes otherwise
@@ -280,6 +299,92 @@ static __always_inline void add(struct flow_agg *st, __u64 now, __u64 segs, __u6
 		__sync_fetch_and_or(&st->tcp_flags, flags);
 }
 
+/* count_creator counts a new flow that opens a connection for its source. */
+static __always_inline void count_creator(struct flow_key *key, __u16 tcp_flags)
+{
+	if (key->tuple.proto == IPPROTO_TCP_ && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+		return;
+	if (key->tuple.proto == IPPROTO_ICMP_ || key->tuple.proto == IPPROTO_ICMPV6_) {
+		/* ICMP keeps its type in sport: an echo reply answers. */
+		if (key->tuple.sport == (key->tuple.proto == IPPROTO_ICMP_ ? 0 : 129))
+			return;
+	} else {
+		struct flow_key rev = {};
+		__builtin_memcpy(rev.tuple.saddr, key->tuple.daddr, 16);
+		__builtin_memcpy(rev.tuple.daddr, key->tuple.saddr, 16);
+		rev.tuple.sport = key->tuple.dport;
+		rev.tuple.dport = key->tuple.sport;
+		rev.tuple.proto = key->tuple.proto;
+		rev.tuple.family = key->tuple.family;
+		if (bpf_map_lookup_elem(&flows, &rev))
+			return; /* an answer to a flow we have */
+	}
+	struct ct_src_key src = { .family = key->tuple.family };
+	__builtin_memcpy(src.addr, key->tuple.saddr, 16);
+	count(CNT_NEW_CONNTRACK);
+	__u64 *n = bpf_map_lookup_elem(&ct_sources, &src);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	__u64 one = 1;
+	long err = bpf_map_update_elem(&ct_sources, &src, &one, BPF_NOEXIST);
+	if (err == -EEXIST_) {
+		n = bpf_map_lookup_elem(&ct_sources, &src);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	} else if (err) {
+		count(CNT_MAP_FULL);
+	}
+}
+
+/* account adds one packet (or GSO super-packet) to its flow, creating the
+ * entry and sending the new-flow event for the first one. */
+static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifindex, __u8 hook, __u64 segs,
+				    __u64 bytes, __u16 tcp_flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+	int closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
+
+	struct flow_agg *st = bpf_map_lookup_elem(&flows, key);
+	if (st) {
+		if (st->first_skb == kskb)
+			st->first_skb = 0; /* reused: the first packet is gone */
+		add(st, now, segs, bytes, tcp_flags);
+		if (closing)
+			send_event(key, ifindex, hook, now, bytes, tcp_flags, EV_FLOW_CLOSE);
+		return;
+	}
+
+	struct flow_agg fresh = {
+		.first_ns = now,
+		.last_ns = now,
+		.packets = segs,
+		.bytes = bytes,
+		.first_skb = kskb,
+		.tcp_flags = tcp_flags,
+		.first_tcp_flags = tcp_flags,
+		.ifindex = ifindex,
+		.hook = hook,
+	};
+	long err = bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST);
+	if (err == -EEXIST_) {
+		/* Another CPU created it first: add to its entry. */
+		st = bpf_map_lookup_elem(&flows, key);
+		if (st)
+			add(st, now, segs, bytes, tcp_flags);
+		return;
+	}
+	if (err) {
+		/* No entry: every later packet of this flow would look new
+		 * again, so no event either; the loss is counted. */
+		count(CNT_MAP_FULL);
+		return;
+	}
+	count_creator(key, tcp_flags);
+	send_event(key, ifindex, hook, now, bytes, tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 {
 	if (hook == HOOK_EGRESS && skb->ingress_ifindex) {
@@ -297,49 +402,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 
 	struct flow_key key = {};
 	key.tuple = p.t;
-
-	__u64 now = bpf_ktime_get_ns();
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u64 bytes = skb->len - p.l3_off + (segs - 1) * p.hdr_len;
-	int closing = p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
-
-	__u64 kskb = (__u64)bpf_cast_to_kern_ctx(skb);
-	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
-	if (st) {
-		if (st->first_skb == kskb)
-			st->first_skb = 0; /* reused: the first packet is gone */
-		add(st, now, segs, bytes, p.tcp_flags);
-		if (closing)
-			send_event(&key, skb->ifindex, hook, now, bytes, p.tcp_flags, EV_FLOW_CLOSE);
-		return TC_ACT_UNSPEC_;
-	}
-
-	struct flow_agg fresh = {
-		.first_ns = now,
-		.last_ns = now,
-		.packets = segs,
-		.bytes = bytes,
-		.tcp_flags = p.tcp_flags,
-		.first_tcp_flags = p.tcp_flags,
-		.first_skb = kskb,
-		.ifindex = skb->ifindex,
-		.hook = hook,
-	};
-	long err = bpf_map_update_elem(&flows, &key, &fresh, BPF_NOEXIST);
-	if (err == -EEXIST_) {
-		/* Another CPU created it first: add to its entry. */
-		st = bpf_map_lookup_elem(&flows, &key);
-		if (st)
-			add(st, now, segs, bytes, p.tcp_flags);
-		return TC_ACT_UNSPEC_;
-	}
-	if (err) {
-		/* No entry: every later packet of this flow would look new
-		 * again, so no event either; the loss is counted. */
-		count(CNT_MAP_FULL);
-		return TC_ACT_UNSPEC_;
-	}
-	send_event(&key, skb->ifindex, hook, now, bytes, p.tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
+	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags);
 	return TC_ACT_UNSPEC_;
 }
 
@@ -353,4 +418,37 @@ SEC("tc")
 int trawl_flow_egress(struct __sk_buff *skb)
 {
 	return handle(skb, HOOK_EGRESS);
+}
+
+#define NF_ACCEPT_ 1
+
+/* Packets the node itself sends, at the netfilter LOCAL_OUT hook (after
+ * conntrack, before NAT: the tuple the socket used). Forwarded packets never
+ * pass here, so they pay for one program only, the tcx ingress one. The
+ * interface is the route's output device. Always accepts. */
+SEC("netfilter")
+int trawl_flow_local_out(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	struct flow_key key = {};
+	__u32 bytes = 0;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	int r = read_tuple(skb, head, nh, &key.tuple, &bytes);
+	if (r != PARSE_OK) {
+		count(r);
+		return NF_ACCEPT_;
+	}
+	__u16 flags = 0;
+	if (key.tuple.proto == IPPROTO_TCP_) {
+		__u16 th = BPF_CORE_READ(skb, transport_header);
+		__u8 f[2];
+		if (bpf_probe_read_kernel(f, 2, head + th + 12) == 0)
+			flags = f[1] | ((f[0] & 1) << 8);
+	}
+	__u32 segs = segments(skb, head, nh, key.tuple.proto, &bytes);
+	struct dst_entry *dst = (struct dst_entry *)(BPF_CORE_READ(skb, _skb_refdst) & ~1UL);
+	__u32 ifindex = dst ? BPF_CORE_READ(dst, dev, ifindex) : 0;
+	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags);
+	return NF_ACCEPT_;
 }

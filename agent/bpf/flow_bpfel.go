@@ -28,6 +28,13 @@ const (
 	FlowCounterCNT_MAX           FlowCounter = 9
 )
 
+type FlowCtSrcKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Family uint8
+	Pad    [3]uint8
+}
+
 type FlowEventKind uint32
 
 const (
@@ -99,19 +106,22 @@ type FlowRateState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FlowMapCounters          = "counters"
-	FlowMapFlowEvents        = "flow_events"
-	FlowMapFlowRate          = "flow_rate"
-	FlowMapFlows             = "flows"
-	FlowMapWatched           = "watched"
-	FlowProgTrawlFlowEgress  = "trawl_flow_egress"
-	FlowProgTrawlFlowIngress = "trawl_flow_ingress"
-	FlowVarEventsBurst       = "events_burst"
-	FlowVarEventsPerSec      = "events_per_sec"
-	FlowVarUnusedCounter     = "unused_counter"
-	FlowVarUnusedEventKind   = "unused_event_kind"
-	FlowVarUnusedFlowEvent   = "unused_flow_event"
-	FlowVarUnusedHook        = "unused_hook"
+	FlowMapCounters           = "counters"
+	FlowMapCtSources          = "ct_sources"
+	FlowMapFlowEvents         = "flow_events"
+	FlowMapFlowRate           = "flow_rate"
+	FlowMapFlows              = "flows"
+	FlowMapWatched            = "watched"
+	FlowProgTrawlFlowEgress   = "trawl_flow_egress"
+	FlowProgTrawlFlowIngress  = "trawl_flow_ingress"
+	FlowProgTrawlFlowLocalOut = "trawl_flow_local_out"
+	FlowVarEventsBurst        = "events_burst"
+	FlowVarEventsPerSec       = "events_per_sec"
+	FlowVarUnusedCounter      = "unused_counter"
+	FlowVarUnusedCtSrcKey     = "unused_ct_src_key"
+	FlowVarUnusedEventKind    = "unused_event_kind"
+	FlowVarUnusedFlowEvent    = "unused_flow_event"
+	FlowVarUnusedHook         = "unused_hook"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -156,8 +166,9 @@ type FlowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowProgramSpecs struct {
-	TrawlFlowEgress  *ebpf.ProgramSpec `ebpf:"trawl_flow_egress"`
-	TrawlFlowIngress *ebpf.ProgramSpec `ebpf:"trawl_flow_ingress"`
+	TrawlFlowEgress   *ebpf.ProgramSpec `ebpf:"trawl_flow_egress"`
+	TrawlFlowIngress  *ebpf.ProgramSpec `ebpf:"trawl_flow_ingress"`
+	TrawlFlowLocalOut *ebpf.ProgramSpec `ebpf:"trawl_flow_local_out"`
 }
 
 // FlowMapSpecs contains maps before they are loaded into the kernel.
@@ -165,6 +176,7 @@ type FlowProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	CtSources  *ebpf.MapSpec `ebpf:"ct_sources"`
 	FlowEvents *ebpf.MapSpec `ebpf:"flow_events"`
 	FlowRate   *ebpf.MapSpec `ebpf:"flow_rate"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
@@ -178,6 +190,7 @@ type FlowVariableSpecs struct {
 	EventsBurst     *ebpf.VariableSpec `ebpf:"events_burst"`
 	EventsPerSec    *ebpf.VariableSpec `ebpf:"events_per_sec"`
 	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedCtSrcKey  *ebpf.VariableSpec `ebpf:"unused_ct_src_key"`
 	UnusedEventKind *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedHook      *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -204,6 +217,7 @@ func (o *FlowObjects) Close() error {
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
+	CtSources  *ebpf.Map `ebpf:"ct_sources"`
 	FlowEvents *ebpf.Map `ebpf:"flow_events"`
 	FlowRate   *ebpf.Map `ebpf:"flow_rate"`
 	Flows      *ebpf.Map `ebpf:"flows"`
@@ -213,6 +227,7 @@ type FlowMaps struct {
 func (m *FlowMaps) Close() error {
 	return _FlowClose(
 		m.Counters,
+		m.CtSources,
 		m.FlowEvents,
 		m.FlowRate,
 		m.Flows,
@@ -227,6 +242,7 @@ type FlowVariables struct {
 	EventsBurst     *ebpf.Variable `ebpf:"events_burst"`
 	EventsPerSec    *ebpf.Variable `ebpf:"events_per_sec"`
 	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedCtSrcKey  *ebpf.Variable `ebpf:"unused_ct_src_key"`
 	UnusedEventKind *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedHook      *ebpf.Variable `ebpf:"unused_hook"`
@@ -236,14 +252,16 @@ type FlowVariables struct {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowPrograms struct {
-	TrawlFlowEgress  *ebpf.Program `ebpf:"trawl_flow_egress"`
-	TrawlFlowIngress *ebpf.Program `ebpf:"trawl_flow_ingress"`
+	TrawlFlowEgress   *ebpf.Program `ebpf:"trawl_flow_egress"`
+	TrawlFlowIngress  *ebpf.Program `ebpf:"trawl_flow_ingress"`
+	TrawlFlowLocalOut *ebpf.Program `ebpf:"trawl_flow_local_out"`
 }
 
 func (p *FlowPrograms) Close() error {
 	return _FlowClose(
 		p.TrawlFlowEgress,
 		p.TrawlFlowIngress,
+		p.TrawlFlowLocalOut,
 	)
 }
 

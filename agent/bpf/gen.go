@@ -2,15 +2,16 @@
 // their bpf2go bindings. The generated objects and Go files are committed so
 // that building the agent needs no clang; `make bpf` regenerates them.
 //
-// One C file per concern: flow.c (tcx flow aggregation), drop.c (kfree_skb
-// drops with the kernel's reason), conntrack.c (new conntrack entries per
-// source at a netfilter hook). Record types are generated from the C structs
+// One C file per concern: flow.c (flow aggregation: tcx where packets enter
+// the node, netfilter LOCAL_OUT for what the node sends, and new connections
+// per source for the conntrack samples), drop.c (kfree_skb drops with the
+// kernel's reason, taken back out of their flow's delivered count). skb.h
+// reads headers from a kernel sk_buff; common.h holds the shared layouts. Record types are generated from the C structs
 // (bpf2go -type), never written twice.
 package bpf
 
 // vmlinux.h is regenerated with:
 //   bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type flow_key -type flow_agg -type flow_event -type flow_tuple -type counter -type event_kind -type hook Flow flow.c -- -I. -mcpu=v3 -O2 -g -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type flow_key -type flow_agg -type flow_event -type flow_tuple -type counter -type event_kind -type hook -type ct_src_key Flow flow.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type drop_key -type drop_agg -type drop_event -type reason_flag Drop drop.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type ct_src_key Conntrack conntrack.c -- -I. -mcpu=v3 -O2 -g -Wall -Werror

@@ -130,9 +130,7 @@ type Collector struct {
 func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Agent) *Collector {
 	cfg.setDefaults()
 	// Series exist from the start, not from the first poll.
-	if dp.Conntrack != nil {
-		m.ConntrackNew.WithLabelValues(cfg.NodeName)
-	}
+	m.ConntrackNew.WithLabelValues(cfg.NodeName)
 	m.MapCapacity.WithLabelValues("flows").Set(float64(dp.Flow.Flows.MaxEntries()))
 	m.MapEntries.WithLabelValues("flows")
 	m.PollDuration.WithLabelValues("flows")
@@ -261,6 +259,9 @@ func (c *Collector) observationPoint(hook uint8) string {
 		mech = "tcx"
 	}
 	if hook == uint8(bpf.FlowHookHOOK_EGRESS) {
+		if !c.dp.TCXEgress {
+			return "netfilter-local-out" // what the node sends
+		}
 		return mech + "-egress"
 	}
 	return mech + "-ingress"
@@ -570,9 +571,6 @@ func (c *Collector) pollCounters() {
 	if c.dp.Drop != nil {
 		progs["drop"] = c.dp.Drop.Counters
 	}
-	if c.dp.Conntrack != nil {
-		progs["conntrack"] = c.dp.Conntrack.Counters
-	}
 	now := timestamppb.Now()
 	for prog, m := range progs {
 		cur, err := Counters(m)
@@ -585,7 +583,7 @@ func (c *Collector) pollCounters() {
 		if prev == nil {
 			prev = make([]uint64, len(cur))
 		}
-		if prog == "conntrack" {
+		if prog == "flow" {
 			c.m.ConntrackNew.WithLabelValues(c.cfg.NodeName).Add(float64(cur[bpf.FlowCounterCNT_NEW_CONNTRACK] - prev[bpf.FlowCounterCNT_NEW_CONNTRACK]))
 		}
 		for _, lc := range lossCounters {

@@ -297,7 +297,7 @@ func (s *Sampler) collectCreators() {
 		return
 	}
 	const batch = 1024
-	keys := make([]bpf.ConntrackCtSrcKey, batch)
+	keys := make([]bpf.FlowCtSrcKey, batch)
 	vals := make([]uint64, batch)
 	var cursor ebpf.MapBatchCursor
 	total := 0
@@ -322,9 +322,9 @@ func (s *Sampler) collectCreators() {
 }
 
 func (s *Sampler) collectCreatorsSlow() {
-	var k bpf.ConntrackCtSrcKey
+	var k bpf.FlowCtSrcKey
 	var v uint64
-	var keys []bpf.ConntrackCtSrcKey
+	var keys []bpf.FlowCtSrcKey
 	it := s.cfg.Sources.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
@@ -336,7 +336,7 @@ func (s *Sampler) collectCreatorsSlow() {
 	}
 }
 
-func (s *Sampler) addCreator(k bpf.ConntrackCtSrcKey, n uint64) {
+func (s *Sampler) addCreator(k bpf.FlowCtSrcKey, n uint64) {
 	var a netip.Addr
 	if k.Family == 6 {
 		a = netip.AddrFrom16(k.Addr)

@@ -200,10 +200,17 @@ func (d *Datapath) attach(a *attachment) error {
 	}
 	a.watchedKeys, a.flowMaps = true, d.Flow.Watched
 	if d.Features.TCX {
-		for _, p := range []struct {
+		progs := []struct {
 			prog *ebpf.Program
 			at   ebpf.AttachType
-		}{{d.Flow.TrawlFlowIngress, ebpf.AttachTCXIngress}, {d.Flow.TrawlFlowEgress, ebpf.AttachTCXEgress}} {
+		}{{d.Flow.TrawlFlowIngress, ebpf.AttachTCXIngress}}
+		if d.TCXEgress {
+			progs = append(progs, struct {
+				prog *ebpf.Program
+				at   ebpf.AttachType
+			}{d.Flow.TrawlFlowEgress, ebpf.AttachTCXEgress})
+		}
+		for _, p := range progs {
 			// Head: see packets before other programs can redirect them.
 			l, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: p.prog, Attach: p.at, Anchor: link.Head()})
 			if err != nil {
@@ -230,11 +237,16 @@ func (d *Datapath) attachTC(a *attachment) error {
 	default:
 		return fmt.Errorf("add clsact qdisc to %s: %w", a.Name, err)
 	}
-	for _, p := range []struct {
+	type filter struct {
 		prog   *ebpf.Program
 		parent uint32
 		name   string
-	}{{d.Flow.TrawlFlowIngress, netlink.HANDLE_MIN_INGRESS, "trawl_ingress"}, {d.Flow.TrawlFlowEgress, netlink.HANDLE_MIN_EGRESS, "trawl_egress"}} {
+	}
+	filters := []filter{{d.Flow.TrawlFlowIngress, netlink.HANDLE_MIN_INGRESS, "trawl_ingress"}}
+	if d.TCXEgress {
+		filters = append(filters, filter{d.Flow.TrawlFlowEgress, netlink.HANDLE_MIN_EGRESS, "trawl_egress"})
+	}
+	for _, p := range filters {
 		f := &netlink.BpfFilter{
 			FilterAttrs: netlink.FilterAttrs{
 				LinkIndex: a.Index,

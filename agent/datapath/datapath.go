@@ -51,12 +51,19 @@ type Config struct {
 	// Loopback reports drops of loopback traffic (127.0.0.0/8, ::1), which
 	// are left out by default: a node's processes talking to themselves.
 	Loopback bool
-	// DisableDrops and DisableConntrack turn the optional programs off.
-	DisableDrops     bool
-	DisableConntrack bool
-	// ConntrackPriority is the netfilter priority of the conntrack program;
-	// it must run after conntrack (-200). Default -199.
-	ConntrackPriority int32
+	// EgressHook counts what the node itself sends: "auto" (netfilter when
+	// the kernel has netfilter links, else tcx), "netfilter" (LOCAL_OUT:
+	// forwarded packets never pass there, so they pay for one program) or
+	// "tcx" (egress of every watched interface, which also counts packets
+	// forwarded from interfaces that are not watched, at a second program
+	// run per forwarded packet).
+	EgressHook string
+	// DisableDrops turns the kfree_skb program off.
+	DisableDrops bool
+	// LocalOutPriority is the netfilter priority of the LOCAL_OUT program:
+	// after conntrack (-200), before NAT (-100), so it sees the tuple the
+	// socket sent. Default -199.
+	LocalOutPriority int32
 	Log               *slog.Logger
 }
 
@@ -76,8 +83,11 @@ func (c *Config) setDefaults() {
 	if c.EventsPerSecond == 0 {
 		c.EventsPerSecond = 1000
 	}
-	if c.ConntrackPriority == 0 {
-		c.ConntrackPriority = -199
+	if c.EgressHook == "" {
+		c.EgressHook = "auto"
+	}
+	if c.LocalOutPriority == 0 {
+		c.LocalOutPriority = -199
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -95,6 +105,11 @@ func (c *Config) Validate() error {
 	case "", "auto", "tp_btf", "tracepoint":
 	default:
 		return fmt.Errorf("drop hook %q: want auto, tp_btf or tracepoint", c.DropHook)
+	}
+	switch c.EgressHook {
+	case "", "auto", "netfilter", "tcx":
+	default:
+		return fmt.Errorf("egress hook %q: want auto, netfilter or tcx", c.EgressHook)
 	}
 	for _, g := range c.Interfaces {
 		if _, err := filepath.Match(g, "x"); err != nil {
@@ -114,9 +129,12 @@ type Datapath struct {
 	// Netns is the inode of the network namespace the agent runs in.
 	Netns uint64
 
-	Flow      bpf.FlowObjects
-	Drop      *bpf.DropMaps // nil when drops are off
-	Conntrack *bpf.ConntrackObjects
+	Flow bpf.FlowObjects
+	Drop *bpf.DropMaps // nil when drops are off
+	// TCXEgress is true when the flow program also runs at the tcx (or tc)
+	// egress of watched interfaces, false when LOCAL_OUT counts what the
+	// node sends.
+	TCXEgress bool
 
 	dropProg *ebpf.Program
 	links    []link.Link // drop and netfilter links
@@ -170,21 +188,30 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 	}
 
+	netfilter := kernelHasAttachType(kspec, "BPF_NETFILTER")
+	switch {
+	case cfg.EgressHook == "tcx":
+		d.TCXEgress = true
+		d.Features.Detail["netfilter_link"] = "off: --egress-hook tcx"
+	case !netfilter && cfg.EgressHook == "netfilter":
+		return nil, errors.New("--egress-hook netfilter: the kernel has no netfilter BPF links (needs 6.4)")
+	case !netfilter:
+		d.TCXEgress = true
+		d.Features.Detail["netfilter_link"] = "off: kernel has no netfilter BPF links (needs 6.4): counting what the node sends at tcx egress"
+	}
 	if err := d.loadFlow(); err != nil {
 		return nil, err
+	}
+	if !d.TCXEgress {
+		if err := d.attachLocalOut(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DisableDrops {
 		d.Features.Detail["tp_btf"] = "off: drops disabled"
 		d.Features.Detail["tracepoint"] = "off: drops disabled"
 	} else if err := d.loadDrops(kspec); err != nil {
 		return nil, err
-	}
-	if cfg.DisableConntrack {
-		d.Features.Detail["netfilter_link"] = "off: conntrack disabled"
-	} else if err := d.loadConntrack(kspec); err != nil {
-		// Optional: flows and drops work without it.
-		d.Features.Detail["netfilter_link"] = "off: " + err.Error()
-		d.log.Warn("conntrack creators off", "err", err)
 	}
 
 	if err := d.Sync(); err != nil {
@@ -201,6 +228,21 @@ func (d *Datapath) loadFlow() error {
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = d.cfg.FlowMapSize
 	if err := setRate(spec, d.cfg.EventsPerSecond); err != nil {
 		return err
+	}
+	if d.TCXEgress {
+		// The kernel may not know netfilter programs: load the rest.
+		delete(spec.Programs, bpf.FlowProgTrawlFlowLocalOut)
+		var objs struct {
+			bpf.FlowMaps
+			Ingress *ebpf.Program `ebpf:"trawl_flow_ingress"`
+			Egress  *ebpf.Program `ebpf:"trawl_flow_egress"`
+		}
+		if err := spec.LoadAndAssign(&objs, nil); err != nil {
+			return fmt.Errorf("load flow programs: %w", err)
+		}
+		d.Flow.FlowMaps = objs.FlowMaps
+		d.Flow.TrawlFlowIngress, d.Flow.TrawlFlowEgress = objs.Ingress, objs.Egress
+		return nil
 	}
 	if err := spec.LoadAndAssign(&d.Flow, nil); err != nil {
 		return fmt.Errorf("load flow programs: %w", err)
@@ -341,31 +383,20 @@ func withTracefs(fn func() error) error {
 	return fn()
 }
 
-// loadConntrack attaches the netfilter program after conntrack on
-// PRE_ROUTING (forwarded and received packets) and LOCAL_OUT (sent by the
-// node), for IPv4 and IPv6.
-func (d *Datapath) loadConntrack(kspec *btf.Spec) error {
-	if !kernelHasAttachType(kspec, "BPF_NETFILTER") {
-		return errors.New("kernel has no netfilter BPF links (needs 6.4)")
-	}
-	var objs bpf.ConntrackObjects
-	if err := bpf.LoadConntrackObjects(&objs, nil); err != nil {
-		return fmt.Errorf("load conntrack program: %w", err)
-	}
-	d.Conntrack = &objs
+// attachLocalOut counts what the node sends at netfilter LOCAL_OUT, IPv4
+// and IPv6.
+func (d *Datapath) attachLocalOut() error {
 	for _, fam := range []link.NetfilterProtocolFamily{link.NetfilterProtoIPv4, link.NetfilterProtoIPv6} {
-		for _, hook := range []link.NetfilterInetHook{link.NetfilterInetPreRouting, link.NetfilterInetLocalOut} {
-			l, err := link.AttachNetfilter(link.NetfilterOptions{
-				Program:        objs.TrawlConntrackNew,
-				ProtocolFamily: fam,
-				Hook:           hook,
-				Priority:       d.cfg.ConntrackPriority,
-			})
-			if err != nil {
-				return fmt.Errorf("attach netfilter link (family %d, hook %d): %w", fam, hook, err)
-			}
-			d.links = append(d.links, l)
+		l, err := link.AttachNetfilter(link.NetfilterOptions{
+			Program:        d.Flow.TrawlFlowLocalOut,
+			ProtocolFamily: fam,
+			Hook:           link.NetfilterInetLocalOut,
+			Priority:       d.cfg.LocalOutPriority,
+		})
+		if err != nil {
+			return fmt.Errorf("attach netfilter LOCAL_OUT link (family %d): %w", fam, err)
 		}
+		d.links = append(d.links, l)
 	}
 	d.Features.NetfilterLink = true
 	return nil
@@ -398,10 +429,6 @@ func (d *Datapath) Close() error {
 		d.dropProg.Close()
 		d.Drop.Close()
 		d.dropProg = nil
-	}
-	if d.Conntrack != nil {
-		d.Conntrack.Close()
-		d.Conntrack = nil
 	}
 	d.Flow.Close()
 	return errors.Join(errs...)

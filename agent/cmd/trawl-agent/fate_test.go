@@ -312,3 +312,57 @@ func TestVerdictsAreThePacketsFate(t *testing.T) {
 		}
 	})
 }
+
+func TestWhatTheNodeSendsIsCountedOnceAtEitherEgressHook(t *testing.T) {
+	tests := []struct {
+		hook, point string
+	}{
+		{"netfilter", "netfilter-local-out"},
+		{"tcx", "tcx-egress"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.hook, func(t *testing.T) {
+			bed := testbed.NewT(t, testbed.Config{Pods: []string{"server"}})
+			server := bed.Pod("server")
+			ctx := context.Background()
+			nft(t, server.Netns, "witness", `
+	chain input_filter {
+		type filter hook input priority 0;
+		udp dport 7010 counter comment "from node"
+	}`)
+			sink, err := server.ListenPacket("udp", net.JoinHostPort(server.IP.String(), "7010"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			a := startAgent(t, bed, "--egress-hook", tt.hook)
+			c, err := bed.Node.Dial(ctx, "udp", net.JoinHostPort(server.IP.String(), "7010"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := c.LocalAddr().(*net.UDPAddr).IP.String()
+			for i := 0; i < 50; i++ {
+				c.Write(make([]byte, 200))
+			}
+			c.Close()
+			time.Sleep(300 * time.Millisecond)
+			a.stop(t)
+
+			wp, wb := nftCounter(t, server.Netns, "witness", "from node")
+			tl := tallyOf(a, flowMatch(src, server.IP.String(), "udp", 7010))
+			if wp != 50 || tl.fwdPackets != wp || tl.fwdBytes != wb {
+				t.Errorf("FORWARDED %d packets %d bytes; the server's input counted %d packets %d bytes of 50 sent", tl.fwdPackets, tl.fwdBytes, wp, wb)
+			}
+			for _, r := range a.records() {
+				if f := r.GetFlow(); f != nil && f.EventKind == flowv1.EventKind_AGGREGATE && flowMatch(src, server.IP.String(), "udp", 7010)(f) {
+					if f.ObservationPoint != tt.point || f.Interface.GetName() != server.HostVeth || f.TrafficDirection != flowv1.TrafficDirection_INGRESS {
+						t.Errorf("counted at %s on %q as %s, want %s on %s as the pod's INGRESS", f.ObservationPoint, f.Interface.GetName(), f.TrafficDirection, tt.point, server.HostVeth)
+					}
+					if f.Source.GetIdentity() != 1 {
+						t.Errorf("source %v: the node's own address, want reserved:host", f.Source)
+					}
+				}
+			}
+		})
+	}
+}

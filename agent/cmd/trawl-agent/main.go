@@ -41,6 +41,7 @@ type options struct {
 	logLevel          string
 	dp                datapath.Config
 	collect           collect.Config
+	noConntrack       bool
 	conntrackInterval time.Duration
 	conntrackTop      int
 	conntrackWindow   time.Duration
@@ -73,7 +74,8 @@ func main() {
 	fs.Uint32Var(&o.dp.FlowMapSize, "flow-map-size", 131072, "capacity of the in-kernel flow map")
 	fs.Uint64Var(&o.dp.EventsPerSecond, "event-rate", 1000, "instant events (new flow, close, first drop) per second per CPU before suppression")
 	fs.BoolVar(&o.dp.DisableDrops, "disable-drops", false, "do not attach the kfree_skb drop program")
-	fs.BoolVar(&o.dp.DisableConntrack, "disable-conntrack", false, "do not attach the netfilter conntrack program nor sample conntrack")
+	fs.BoolVar(&o.noConntrack, "disable-conntrack", false, "do not sample conntrack pressure")
+	fs.StringVar(&o.dp.EgressHook, "egress-hook", "auto", "where what the node sends is counted: auto, netfilter (LOCAL_OUT) or tcx (egress of watched interfaces; also counts traffic forwarded from unwatched ones, at a second program run per forwarded packet)")
 	fs.DurationVar(&o.collect.FlushInterval, "flush-interval", 5*time.Second, "how often the flow and drop maps are polled")
 	fs.DurationVar(&o.collect.ActiveTimeout, "active-timeout", 0, "longest span of one aggregate record (default: --flush-interval)")
 	fs.DurationVar(&o.collect.IdleTimeout, "idle-timeout", 30*time.Second, "flows idle this long are evicted from the map")
@@ -174,11 +176,9 @@ func run(cmd *cobra.Command, o *options) error {
 	var g group
 	g.Go("datapath", func(ctx context.Context) error { return dp.Run(ctx) })
 	g.Go("collect", func(ctx context.Context) error { return col.Run(ctx) })
-	if !o.dp.DisableConntrack {
-		cfg := conntrack.Config{NodeName: o.nodeName, Interval: o.conntrackInterval, TopN: o.conntrackTop, TopWindow: o.conntrackWindow, Netns: dp.Netns, Log: log.With("component", "conntrack")}
-		if dp.Conntrack != nil {
-			cfg.Sources = dp.Conntrack.CtSources
-		}
+	if !o.noConntrack {
+		cfg := conntrack.Config{NodeName: o.nodeName, Interval: o.conntrackInterval, TopN: o.conntrackTop, TopWindow: o.conntrackWindow, Netns: dp.Netns, Log: log.With("component", "conntrack"),
+			Sources: dp.Flow.CtSources}
 		s := conntrack.New(cfg, pubs, m)
 		g.Go("conntrack", func(ctx context.Context) error { return s.Run(ctx) })
 	}
