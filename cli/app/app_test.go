@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -176,6 +177,30 @@ func TestStatusNodesConntrackTop(t *testing.T) {
 	}
 }
 
+func TestTopDroppersLeaveTeardownOutUnlessAsked(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // the request's drop classes
+	}{
+		{nil, "[]"}, // the relay's default: every class but teardown
+		{[]string{"--drop-class", "teardown,No_Socket"}, "[teardown no-socket]"},
+		{[]string{"--drop-class", "all"}, "[policy no-socket overload malformed routing teardown other]"},
+	} {
+		s, addr := newFake(t)
+		code, out, errOut := run(context.Background(), append([]string{"top", "droppers", "--server", addr}, tt.args...)...)
+		if code != ExitOK {
+			t.Fatalf("%v: exit %d: %s", tt.args, code, errOut)
+		}
+		req := s.Requests()[0].(*observerv1.GetTopRequest)
+		if got := fmt.Sprint(req.GetDropClass()); got != tt.want {
+			t.Errorf("%v: asked for classes %s, want %s", tt.args, got, tt.want)
+		}
+		if !strings.Contains(out, "CLASS") {
+			t.Errorf("%v: no CLASS column:\n%s", tt.args, out)
+		}
+	}
+}
+
 func TestTokenIsSentAsBearer(t *testing.T) {
 	s, addr := newFake(t)
 	s.Token = "s3cret"
@@ -209,6 +234,8 @@ func TestExitCodes(t *testing.T) {
 		{"a bad port", []string{"observe", "--port", "http"}, ExitUsage, "port"},
 		{"a bad verdict", []string{"observe", "--verdict", "OK"}, ExitUsage, "FORWARDED"},
 		{"a bad duration", []string{"observe", "--since", "5 mins"}, ExitUsage, "invalid time"},
+		{"a bad drop class", []string{"observe", "--drop-class", "boring"}, ExitUsage, `unknown drop class "boring"`},
+		{"a bad drop class of top", []string{"top", "droppers", "--drop-class", "policy,boring"}, ExitUsage, `unknown drop class "boring"`},
 		{"conflicting flags", []string{"observe", "--first", "1", "--follow"}, ExitUsage, "cannot set both --first and --follow"},
 		{"conflicting filters", []string{"observe", "--port", "1", "--from-port", "2"}, ExitUsage, "cannot be combined"},
 		{"a bad output format", []string{"observe", "-o", "yaml", "--server", addr}, ExitUsage, "invalid output format"},

@@ -48,13 +48,13 @@ func TestConntrackRow(t *testing.T) {
 }
 
 func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
-	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"}}}
+	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", DropClass: "no-socket", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"}}}
 	tests := []struct {
 		kind observerv1.TopKind
 		want []string
 	}{
 		{observerv1.TopKind_TOP_KIND_TALKERS, []string{"BYTES", "1,234,567", "b/y"}},
-		{observerv1.TopKind_TOP_KIND_DROPPERS, []string{"REASON", "NO_SOCKET", "3"}},
+		{observerv1.TopKind_TOP_KIND_DROPPERS, []string{"REASON", "CLASS", "NO_SOCKET", "no-socket", "3"}},
 		{observerv1.TopKind_TOP_KIND_DENIED_PAIRS, []string{"POLICIES", "b/deny"}},
 		{observerv1.TopKind_TOP_KIND_CONNTRACK_CREATORS, []string{"NEW ENTRIES", "99"}},
 	}

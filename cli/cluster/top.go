@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/cli/usage"
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/timeparse"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -34,11 +35,12 @@ func NewTopCommand(d Deps) *cobra.Command {
 		limit        uint32
 		namespaces   []string
 		format       string
+		dropClasses  []string
 	)
 	cmd := &cobra.Command{
 		Use:       "top [talkers|droppers|denied|conntrack]",
 		Short:     "Show top talkers, droppers, denied pairs or conntrack creators over a window",
-		Long:      "Show the top entries of the rollups over a window (default the last hour); without an argument, all four.",
+		Long:      "Show the top entries of the rollups over a window (default the last hour); without an argument, all four.\nDroppers rank every drop class but teardown (protocol-normal drops, counted but not worth a look) unless --drop-class says otherwise.",
 		ValidArgs: []string{"talkers", "droppers", "denied", "conntrack"},
 		Args:      cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,8 +59,12 @@ func NewTopCommand(d Deps) *cobra.Command {
 					return usage.Error(fmt.Errorf("unknown top kind %q: want talkers, droppers, denied or conntrack", args[0]))
 				}
 			}
+			classes, err := topDropClasses(dropClasses)
+			if err != nil {
+				return usage.Error(fmt.Errorf("--drop-class: %w", err))
+			}
 			now := d.Now()
-			req := &observerv1.GetTopRequest{Limit: limit, Namespace: namespaces}
+			req := &observerv1.GetTopRequest{Limit: limit, Namespace: namespaces, DropClass: classes}
 			st, err := timeparse.Parse(since, now)
 			if err != nil {
 				return usage.Error(fmt.Errorf("--since: %w", err))
@@ -82,7 +88,29 @@ func NewTopCommand(d Deps) *cobra.Command {
 	cmd.Flags().Uint32Var(&limit, "limit", 10, "entries per table")
 	cmd.Flags().StringSliceVarP(&namespaces, "namespace", "n", nil, "only flows from or to these namespaces")
 	cmd.Flags().StringVarP(&format, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringSliceVar(&dropClasses, "drop-class", nil, "droppers of these classes (policy, no-socket, overload, malformed, routing, teardown, other, or all; default all but teardown)")
 	return cmd
+}
+
+// topDropClasses turns --drop-class values into the request's classes: none
+// for the relay's default (every class but teardown), every class for "all".
+func topDropClasses(vals []string) ([]string, error) {
+	var out []string
+	for _, v := range vals {
+		if strings.EqualFold(strings.TrimSpace(v), "all") {
+			out = out[:0]
+			for _, c := range dropclass.All {
+				out = append(out, string(c))
+			}
+			return out, nil
+		}
+		c, err := dropclass.Parse(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, string(c))
+	}
+	return out, nil
 }
 
 func (d Deps) top(ctx context.Context, w io.Writer, base *observerv1.GetTopRequest, kinds []struct {
@@ -97,6 +125,9 @@ func (d Deps) top(ctx context.Context, w io.Writer, base *observerv1.GetTopReque
 	defer conn.Close()
 	for i, k := range kinds {
 		req := &observerv1.GetTopRequest{Kind: k.kind, Since: base.Since, Until: base.Until, Limit: base.Limit, Namespace: base.Namespace}
+		if k.kind == observerv1.TopKind_TOP_KIND_DROPPERS {
+			req.DropClass = base.DropClass
+		}
 		uctx, cancel := conn.Unary(ctx)
 		res, err := c.GetTop(uctx, req)
 		cancel()
@@ -136,9 +167,9 @@ func WriteTop(w io.Writer, kind observerv1.TopKind, title string, entries []*obs
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.GetSource(), e.GetDestination(), group(e.GetBytes()), group(e.GetPackets()), group(e.GetFlows()))
 		}
 	case observerv1.TopKind_TOP_KIND_DROPPERS:
-		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tREASON\tDROPS")
+		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tREASON\tCLASS\tDROPS")
 		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.GetSource(), dash(e.GetDestination()), dash(e.GetReason()), group(e.GetDrops()))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.GetSource(), dash(e.GetDestination()), dash(e.GetReason()), dash(e.GetDropClass()), group(e.GetDrops()))
 		}
 	case observerv1.TopKind_TOP_KIND_DENIED_PAIRS:
 		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPOLICIES\tDROPS")

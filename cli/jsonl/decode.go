@@ -656,6 +656,8 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 			f.Netns, err = s.uint(64)
 		case "observation_point", "observationPoint":
 			f.ObservationPoint, err = s.str()
+		case "drop_class", "dropClass":
+			f.DropClass, err = s.str()
 		case "conntrack":
 			c := &flowv1.ConntrackInfo{}
 			f.Conntrack = c

@@ -275,6 +275,7 @@ func (e *encoder) flow(f *flowv1.Flow) {
 		e.boolean("new_entry", c.GetNewEntry())
 		e.close()
 	}
+	e.str("drop_class", f.GetDropClass())
 	e.close()
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -80,7 +81,7 @@ func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
 		Source: ep(), Destination: ep(), Type: flowv1.FlowType(rng.IntN(4)), NodeName: str(),
 		TrafficDirection: flowv1.TrafficDirection(rng.IntN(3)), EventKind: flowv1.EventKind(rng.IntN(7)),
 		FirstSeen: ts(), LastSeen: ts(), Packets: rng.Uint64N(1 << 40), Bytes: rng.Uint64(), DropReasonKernel: str(),
-		Netns: rng.Uint64N(5e9), ObservationPoint: str(),
+		Netns: rng.Uint64N(5e9), ObservationPoint: str(), DropClass: str(),
 	}
 	if pick() {
 		f.Ethernet = &flowv1.Ethernet{Source: str(), Destination: str()}
@@ -130,6 +131,27 @@ func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
 		f.Conntrack = &flowv1.ConntrackInfo{NewEntry: pick()}
 	}
 	return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: str(), Time: ts()}
+}
+
+// The random records set every field of Flow, so a field added to the
+// proto without a place in the fast encoder and decoder fails the tests
+// below instead of vanishing from JSON output.
+func TestRandomRecordsSetEveryFlowField(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	seen := map[protoreflect.Name]bool{}
+	for range 2000 {
+		f := randomRecord(rng).GetFlow()
+		f.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+			seen[fd.Name()] = true
+			return true
+		})
+	}
+	fields := (&flowv1.Flow{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if name := fields.Get(i).Name(); !seen[name] {
+			t.Errorf("Flow.%s is never set by randomRecord: add it there and to the fast encoder and decoder", name)
+		}
+	}
 }
 
 func TestAppendWritesWhatProtojsonWrites(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -34,6 +35,8 @@ type side struct {
 	// record types asked for with --type conntrack/lost-events/node-status,
 	// judged by the CLI because FlowFilter cannot express them.
 	records []string
+	// allClasses: --drop-class all.
+	allClasses bool
 }
 
 func (s *side) both(f func(*observerv1.FlowFilter)) {
@@ -249,6 +252,8 @@ var filterFlagSpecs = []filterFlagSpec{
 	{name: "ipv4", short: "4", typ: "", noOpt: "v4", help: "IPv4 flows only"},
 	{name: "ipv6", short: "6", typ: "", noOpt: "v6", help: "IPv6 flows only"},
 	{name: "ip-version", typ: "v4|v6", help: "flows of this IP version: v4 or v6"},
+	{name: "drop-class", typ: "class", help: "drops of these classes (comma-separated, repeatable): policy, no-socket, overload, malformed, routing, teardown, other, or all. " +
+		"Without it teardown drops (protocol-normal: queues purged at close, old TCP segments) are hidden"},
 	{name: "type", short: "t", typ: "type", help: "records of this type: flow (aggregate; Hubble's trace is an alias), new, close, drop, policy-verdict, conntrack, lost-events, node-status"},
 	{name: "uuid", typ: "uuid", help: "the flow with this id"},
 }
@@ -427,6 +432,24 @@ func (s *side) set(name, val string) error {
 			s.both(func(ff *observerv1.FlowFilter) { ff.DropReasonDesc = append(ff.DropReasonDesc, r) })
 		}
 
+	case "drop-class":
+		for _, v := range strings.Split(val, ",") {
+			v = strings.TrimSpace(v)
+			if strings.EqualFold(v, "all") {
+				s.allClasses = true
+				continue
+			}
+			c, err := dropclass.Parse(v)
+			if err != nil {
+				return fmt.Errorf("unknown drop class %q: want %s or all", v, classNames())
+			}
+			s.both(func(ff *observerv1.FlowFilter) {
+				if !slices.Contains(ff.DropClass, string(c)) {
+					ff.DropClass = append(ff.DropClass, string(c))
+				}
+			})
+		}
+
 	case "policy":
 		ns, pname, ok := strings.Cut(val, "/")
 		if !ok || ns == "" || strings.Contains(pname, "/") {
@@ -509,6 +532,33 @@ func (s *side) set(name, val string) error {
 	return nil
 }
 
+func classNames() string {
+	names := make([]string, len(dropclass.All))
+	for i, c := range dropclass.All {
+		names[i] = string(c)
+	}
+	return strings.Join(names, ", ")
+}
+
+// HidesTeardown tells whether the default drop view applies: the flags
+// name no drop class (--drop-class), no drop reason and no record id, so
+// teardown drops — protocol-normal, counted but not worth a look — are left
+// out (Request adds TeardownDeny to the deny list). --drop-class all or
+// naming teardown shows them.
+func (f *Filters) HidesTeardown() bool {
+	for _, name := range []string{"drop-class", "drop-reason", "drop-reason-desc", "uuid"} {
+		if slices.Contains(f.allow.used, name) {
+			return false
+		}
+	}
+	return !slices.Contains(f.deny.used, "drop-class")
+}
+
+// TeardownDeny is the deny-list entry of the default drop view.
+func TeardownDeny() *observerv1.FlowFilter {
+	return &observerv1.FlowFilter{DropClass: []string{string(dropclass.Teardown)}}
+}
+
 func checkIP(val string) error {
 	if strings.Contains(val, "/") {
 		if _, err := netip.ParsePrefix(val); err != nil {
@@ -582,6 +632,14 @@ func parseTCPFlags(val string) (*flowv1.TCPFlags, error) {
 func (f *Filters) Lists() (allow, deny []*observerv1.FlowFilter, records []string, err error) {
 	if f.negate {
 		return nil, nil, nil, errors.New("--not at the end: it must come before the filter it negates")
+	}
+	if f.deny.allClasses {
+		return nil, nil, nil, errors.New("--not --drop-class all would hide every drop; name the classes to hide")
+	}
+	for _, ff := range []*observerv1.FlowFilter{f.allow.src, f.allow.dst} {
+		if f.allow.allClasses && len(ff.GetDropClass()) > 0 {
+			return nil, nil, nil, fmt.Errorf("--drop-class all cannot be combined with the classes %s", strings.Join(ff.GetDropClass(), ", "))
+		}
 	}
 	if allow, err = f.allow.finish(); err != nil {
 		return nil, nil, nil, err

@@ -142,8 +142,8 @@ func TestFlagsMapToFlowFilters(t *testing.T) {
 			if want := filters(t, tt.allow); !sameFilters(req.GetAllowlist(), want) {
 				t.Fatalf("allowlist of %v\n got %s\nwant %s", tt.args, show(req.GetAllowlist()), show(want))
 			}
-			if len(req.GetDenylist()) != 0 {
-				t.Fatalf("denylist of %v = %s, want empty", tt.args, show(req.GetDenylist()))
+			if deny := withoutDefault(req.GetDenylist()); len(deny) != 0 {
+				t.Fatalf("denylist of %v = %s, want empty", tt.args, show(deny))
 			}
 			// --not puts the same filter in the deny list instead.
 			notArgs := append([]string{"--not"}, tt.args...)
@@ -157,11 +157,61 @@ func TestFlagsMapToFlowFilters(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v: %v", notArgs, err)
 			}
-			if want := filters(t, tt.allow); !sameFilters(req.GetDenylist(), want) {
+			if want := filters(t, tt.allow); !sameFilters(withoutDefault(req.GetDenylist()), want) {
 				t.Fatalf("denylist of %v\n got %s\nwant %s", notArgs, show(req.GetDenylist()), show(want))
 			}
 			if len(req.GetAllowlist()) != 0 {
 				t.Fatalf("allowlist of %v = %s, want empty", notArgs, show(req.GetAllowlist()))
+			}
+		})
+	}
+}
+
+// withoutDefault drops the default view's teardown entry from the end of a
+// deny list (TestDropClassFlagAndTheDefaultDropView checks where it goes).
+func withoutDefault(deny []*observerv1.FlowFilter) []*observerv1.FlowFilter {
+	if n := len(deny); n > 0 && proto.Equal(deny[n-1], TeardownDeny()) {
+		return deny[:n-1]
+	}
+	return deny
+}
+
+func TestDropClassFlagAndTheDefaultDropView(t *testing.T) {
+	const teardown = `{"drop_class":["teardown"]}`
+	tests := []struct {
+		name        string
+		args        []string
+		allow, deny string
+	}{
+		{"a plain observe hides teardown drops", nil, ``, teardown},
+		{"--verdict DROPPED hides teardown drops", []string{"--verdict", "DROPPED"}, `{"verdict":["DROPPED"]}`, teardown},
+		{"--type drop hides teardown drops", []string{"--type", "drop"}, `{"event_kind":["DROP"]}`, teardown},
+		{"--follow hides teardown drops", []string{"-f", "--to-namespace", "shop"}, `{"destination_pod":["shop/"]}`, teardown},
+		{"--drop-class selects classes", []string{"--verdict", "DROPPED", "--drop-class", "policy"},
+			`{"verdict":["DROPPED"],"drop_class":["policy"]}`, ``},
+		{"--drop-class takes a list, as users type it, and repeats", []string{"--drop-class", "No_Socket,overload", "--drop-class", "ROUTING"},
+			`{"drop_class":["no-socket","overload","routing"]}`, ``},
+		{"naming teardown shows teardown drops", []string{"--type", "drop", "--drop-class", "teardown"},
+			`{"event_kind":["DROP"],"drop_class":["teardown"]}`, ``},
+		{"--drop-class all shows every drop", []string{"--verdict", "DROPPED", "--drop-class", "all"}, `{"verdict":["DROPPED"]}`, ``},
+		{"--not --drop-class hides exactly what it names", []string{"--verdict", "DROPPED", "--not", "--drop-class", "overload"},
+			`{"verdict":["DROPPED"]}`, `{"drop_class":["overload"]}`},
+		{"a kernel reason asked for is shown whatever its class", []string{"--drop-reason", "QUEUE_PURGE"}, `{"drop_reason_kernel":["QUEUE_PURGE"]}`, ``},
+		{"a description asked for likewise", []string{"--drop-reason-desc", "TCP_OLD_SEQUENCE"}, `{"drop_reason_desc":["TCP_OLD_SEQUENCE"]}`, ``},
+		{"a record asked for by id likewise", []string{"--uuid", "0a1b"}, `{"uuid":["0a1b"]}`, ``},
+		{"raw lists are taken as given", []string{"--allowlist", `{"verdict":["DROPPED"]}`}, `{"verdict":["DROPPED"]}`, ``},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _, err := parse(t, tt.args...)
+			if err != nil {
+				t.Fatalf("%v: %v", tt.args, err)
+			}
+			if want := filters(t, tt.allow); !sameFilters(req.GetAllowlist(), want) {
+				t.Errorf("allowlist of %v\n got %s\nwant %s", tt.args, show(req.GetAllowlist()), show(want))
+			}
+			if want := filters(t, tt.deny); !sameFilters(req.GetDenylist(), want) {
+				t.Errorf("denylist of %v\n got %s\nwant %s", tt.args, show(req.GetDenylist()), show(want))
 			}
 		})
 	}
@@ -175,7 +225,7 @@ func TestNotAppliesToTheNextFilterOnly(t *testing.T) {
 	if want := filters(t, `{"source_pod":["shop/web"],"verdict":["DROPPED"]}`); !sameFilters(req.GetAllowlist(), want) {
 		t.Errorf("allowlist = %s", show(req.GetAllowlist()))
 	}
-	if want := filters(t, `{"destination_port":["53"]}`); !sameFilters(req.GetDenylist(), want) {
+	if want := filters(t, `{"destination_port":["53"]} | {"drop_class":["teardown"]}`); !sameFilters(req.GetDenylist(), want) {
 		t.Errorf("denylist = %s", show(req.GetDenylist()))
 	}
 }
@@ -225,6 +275,10 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"a bad raw allowlist", []string{"--allowlist", `{"source_ip":`}, "invalid --allowlist"},
 		{"a raw filter the filter package rejects", []string{"--allowlist", `{"source_ip":["banana"]}`}, "invalid filter"},
 		{"negating a record type", []string{"--not", "--type", "conntrack"}, "not supported"},
+		{"an unknown drop class", []string{"--drop-class", "boring"}, `unknown drop class "boring": want policy, no-socket, overload, malformed, routing, teardown, other or all`},
+		{"an unknown drop class in a list", []string{"--drop-class", "policy,,x"}, `unknown drop class ""`},
+		{"all with named classes", []string{"--drop-class", "all", "--drop-class", "policy"}, "--drop-class all cannot be combined"},
+		{"hiding every class", []string{"--not", "--drop-class", "all"}, "would hide every drop"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,12 +351,14 @@ func TestPrintRawFilters(t *testing.T) {
 denylist:
 - '{"source_port":["53"]}'
 - '{"destination_port":["53"]}'
+- '{"drop_class":["teardown"]}'
 `
 	if got != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}
 	// What it prints is accepted back by --allowlist/--denylist.
-	req2, _, err := parse(t, "--allowlist", `{"destination_pod":["shop/"]}`, "--denylist", `{"source_port":["53"]}`, "--denylist", `{"destination_port":["53"]}`)
+	req2, _, err := parse(t, "--allowlist", `{"destination_pod":["shop/"]}`, "--denylist", `{"source_port":["53"]}`, "--denylist", `{"destination_port":["53"]}`,
+		"--denylist", `{"drop_class":["teardown"]}`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,6 +124,7 @@ dates (2026-11-27, "2026-11-27 10:00"); times without a zone are UTC.`,
 	_ = cmd.RegisterFlagCompletionFunc("verdict", fixed("FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED"))
 	_ = cmd.RegisterFlagCompletionFunc("traffic-direction", fixed("ingress", "egress"))
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixed("tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6"))
+	_ = cmd.RegisterFlagCompletionFunc("drop-class", fixed(append([]string{"all"}, strings.Split(classNames(), ", ")...)...))
 	_ = cmd.RegisterFlagCompletionFunc("type", fixed("flow", "new", "close", "drop", "policy-verdict", "conntrack", "lost-events", "node-status", "trace"))
 	return c, cmd
 }
@@ -201,6 +202,12 @@ func (c *Command) Request() (req *observerv1.GetFlowsRequest, records []string, 
 	}
 	req.Allowlist = append(allow, rawAllow...)
 	req.Denylist = append(deny, rawDeny...)
+	// The default drop view leaves teardown drops out, unless the flags
+	// name classes, reasons or a record, or raw lists say exactly what to
+	// select.
+	if c.Filters.HidesTeardown() && len(rawAllow)+len(rawDeny) == 0 {
+		req.Denylist = append(req.Denylist, TeardownDeny())
+	}
 	// The one filter implementation judges the lists here too, so a bad
 	// value fails before anything is sent.
 	if _, err := filter.Compile(req.Allowlist, req.Denylist); err != nil {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -138,6 +139,43 @@ func typeName(f *flowv1.Flow) string {
 		return f.GetDropReasonDesc()
 	}
 	return "UNKNOWN"
+}
+
+// classTokens are the drop classes as they appear in reason names
+// ("no-socket" in NO_SOCKET, "policy" in POLICY_DENIED).
+var classTokens = func() map[string]string {
+	m := map[string]string{}
+	for _, c := range dropclass.All {
+		m[string(c)] = strings.ToUpper(strings.ReplaceAll(string(c), "-", "_"))
+	}
+	return m
+}()
+
+// classNote is the drop class to show beside a drop's reason in compact
+// and table output, where it helps: not when the reason's name says it
+// already (POLICY_DENIED, NO_SOCKET), and not on policy verdicts.
+func classNote(f *flowv1.Flow, reason string) string {
+	c := f.GetDropClass()
+	if c == "" || f.GetVerdict() != flowv1.Verdict_DROPPED || f.GetEventKind() == flowv1.EventKind_POLICY_VERDICT {
+		return ""
+	}
+	if tok, ok := classTokens[c]; ok && strings.Contains(reason, tok) {
+		return ""
+	}
+	return c
+}
+
+// appendType writes the TYPE of compact and table output: typeName, and
+// the drop class in parentheses where it helps (classNote).
+func appendType(b []byte, f *flowv1.Flow) []byte {
+	t := typeName(f)
+	b = append(b, t...)
+	if c := classNote(f, t); c != "" {
+		b = append(b, " ("...)
+		b = append(b, c...)
+		b = append(b, ')')
+	}
+	return b
 }
 
 // appendVerdict writes the verdict (ALLOWED/DENIED for policy verdicts, as

@@ -181,7 +181,7 @@ func (p *Printer) compactFlow(b []byte, r *observerv1.GetFlowsResponse) []byte {
 	b = append(b, ' ')
 	b = append(b, dst...)
 	b = append(b, ' ')
-	b = append(b, typeName(f)...)
+	b = appendType(b, f)
 	b = append(b, ' ')
 	b = p.appendVerdict(b, f)
 	b = append(b, " ("...)
@@ -243,7 +243,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 		b = append(b, '\t')
 		b = append(b, dst...)
 		b = append(b, '\t')
-		b = append(b, typeName(f)...)
+		b = appendType(b, f)
 		b = append(b, '\t')
 		b = p.appendVerdict(b, f)
 		b = append(b, '\t')
@@ -280,18 +280,27 @@ func (p *Printer) tableHeader() {
 }
 
 // dropReason shows the reason and, when the policies explained a kernel
-// drop, the kernel's own reason too.
+// drop, the kernel's own reason too, then the drop class.
 func dropReason(f *flowv1.Flow) string {
-	desc, kern := f.GetDropReasonDesc(), f.GetDropReasonKernel()
+	desc, kern, class := f.GetDropReasonDesc(), f.GetDropReasonKernel(), f.GetDropClass()
+	var s string
 	switch {
 	case desc == "" && kern == "":
+		if class != "" {
+			return "class " + class
+		}
 		return ""
 	case desc == "":
-		return kern
+		s = kern
 	case kern == "" || kern == desc:
-		return desc
+		s = desc
+	default:
+		s = desc + " (kernel: " + kern + ")"
 	}
-	return desc + " (kernel: " + kern + ")"
+	if class != "" {
+		s += ", class " + class
+	}
+	return s
 }
 
 func policyText(f *flowv1.Flow) string {

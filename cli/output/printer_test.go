@@ -21,9 +21,10 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files (then check them by hand)")
 
 // fixture reads testdata/flows.jsonl: TCP/UDP/ICMPv4/ICMPv6, IPv4/IPv6, a
-// reply, drops explained and unexplained by policy, policy verdicts both
-// ways, endpoints with and without pods, a service, reserved and unknown
-// endpoints, lost events, a conntrack sample and a node status.
+// reply, drops explained and unexplained by policy, a teardown drop (whose
+// class compact output shows), policy verdicts both ways, endpoints with and
+// without pods, a service, reserved and unknown endpoints, lost events, a
+// conntrack sample and a node status.
 func fixture(t *testing.T) []*observerv1.GetFlowsResponse {
 	t.Helper()
 	f, err := os.Open("testdata/flows.jsonl")
