@@ -64,7 +64,7 @@ type Config struct {
 	// after conntrack (-200), before NAT (-100), so it sees the tuple the
 	// socket sent. Default -199.
 	LocalOutPriority int32
-	Log               *slog.Logger
+	Log              *slog.Logger
 }
 
 func (c *Config) setDefaults() {
