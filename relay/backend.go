@@ -7,6 +7,7 @@ import (
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/enrich"
+	"github.com/trawl-dev/trawl/relay/hubble"
 	"github.com/trawl-dev/trawl/relay/ingest"
 	"github.com/trawl-dev/trawl/relay/observer"
 )
@@ -16,6 +17,7 @@ import (
 type backend interface {
 	ingest.Sink
 	observer.Store
+	hubble.Store
 	UpsertNode(ctx context.Context, s *flowv1.NodeStatus) error
 	// Run drives the writer until ctx ends, flushing what it holds.
 	Run(ctx context.Context) error

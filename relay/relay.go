@@ -1,7 +1,8 @@
 // Package relay assembles the Trawl relay: the agent ingest stream
 // (relay/ingest), the live hub (relay/hub), the ClickHouse store
-// (relay/store), the observer API (relay/observer), gRPC health and
-// reflection on both listeners, and Prometheus metrics.
+// (relay/store), the observer API (relay/observer) and Hubble's beside it
+// on the same listener (relay/hubble), gRPC health and reflection on both
+// listeners, and Prometheus metrics (Hubble's flow metrics among them).
 //
 // Running a relay in-process (tests, the CLI's end-to-end tests):
 //
@@ -54,6 +55,7 @@ import (
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/hub"
+	"github.com/trawl-dev/trawl/relay/hubble"
 	"github.com/trawl-dev/trawl/relay/ingest"
 	"github.com/trawl-dev/trawl/relay/nodes"
 	"github.com/trawl-dev/trawl/relay/observer"
@@ -121,6 +123,9 @@ type Config struct {
 	Kubeconfig string
 	Enricher   Enricher
 
+	// Hubble configures Hubble's observer API and flow metrics.
+	Hubble hubble.Config
+
 	// Registry receives the relay's metrics (a fresh one when nil).
 	Registry *prometheus.Registry
 	Log      *slog.Logger
@@ -151,6 +156,7 @@ func DefaultConfig() Config {
 		Keepalive:           30 * time.Second,
 		LiveBuffer:          8192,
 		ShutdownTimeout:     10 * time.Second,
+		Hubble:              hubble.DefaultConfig(),
 	}
 }
 
@@ -188,6 +194,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.PeerTLS.ServerName, "peer-tls-server-name", cfg.PeerTLS.ServerName, "name expected in peers' certificates (default: the peer's address)")
 	fs.StringVar(&cfg.Manifests, "manifests", cfg.Manifests, "directory or file of Kubernetes YAML (Pods, Services, Namespaces, NetworkPolicies) for enrichment without API access")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig for enrichment from the API server (in-cluster config when empty and running in a pod)")
+	hubble.RegisterFlags(fs, &cfg.Hubble)
 	if t := os.Getenv("TRAWL_OBSERVER_TOKEN"); t != "" && cfg.ObserverToken == "" {
 		cfg.ObserverToken = t
 	}
@@ -343,8 +350,12 @@ func New(cfg Config) (*Relay, error) {
 	if d, ok := back.(interface{ OnDedupHits(func(int)) }); ok {
 		d.OnDedupHits(im.DedupHits)
 	}
+	hm, err := hubble.NewMetrics(cfg.Hubble.MetricsConfig(), cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: mtls, NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log},
-		back, r.hub, r.nodes, im)
+		hm.Sink(back), r.hub, r.nodes, im)
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {
 		p, err := newPeers(cfg)
@@ -396,6 +407,8 @@ func New(cfg Config) (*Relay, error) {
 	observerv1.RegisterObserverServer(r.observerSrv, r.observer)
 	r.observerHealth = health.NewServer()
 	healthpb.RegisterHealthServer(r.observerSrv, r.observerHealth)
+	hubble.Register(r.observerSrv, r.observerHealth, hubble.NewServer(
+		hubble.ServerConfig{TLS: otls.HasCert(), TeardownDrops: cfg.Hubble.TeardownDrops, Log: cfg.Log}, r.observer, back))
 	reflection.Register(r.observerSrv)
 
 	if r.ingestLis, err = net.Listen("tcp", cfg.IngestAddr); err != nil {

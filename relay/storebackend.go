@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -107,4 +108,12 @@ func (b *storeBackend) UpsertNode(ctx context.Context, s *flowv1.NodeStatus) err
 
 func (b *storeBackend) Nodes(ctx context.Context) ([]*flowv1.NodeStatus, error) {
 	return b.q.Nodes(ctx)
+}
+
+func (b *storeBackend) Namespaces(ctx context.Context, since time.Time) ([]string, error) {
+	return b.st.Namespaces(ctx, since)
+}
+
+func (b *storeBackend) NodeRecords(ctx context.Context) (map[string]uint64, error) {
+	return b.st.NodeRecords(ctx)
 }

@@ -1,0 +1,476 @@
+package hubble
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/prometheus/client_golang/prometheus"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	"github.com/trawl-dev/trawl/relay/ingest"
+)
+
+// Hubble's flow metrics, exported by the relay from what it ingests: the
+// names, labels and label values of Cilium's Hubble metrics (Cilium's
+// documentation, "Hubble Exported Metrics", and pkg/hubble/metrics), so
+// that dashboards and alerts written for Hubble work on Trawl.
+//
+// Which Trawl records feed which metric (Trawl aggregates; Hubble counts
+// events):
+//
+//	hubble_flows_processed_total    every flow record, +1
+//	hubble_drop_total               DROP records, +dropped packets
+//	hubble_tcp_flags_total          forwarded FLOW_NEW and FLOW_CLOSE records (the connection's SYN, SYN-ACK, FIN, RST), +1 per flag
+//	hubble_port_distribution_total  forwarded AGGREGATE records that are not replies, +packets
+//	hubble_icmp_total               AGGREGATE and DROP records of ICMP, +packets
+//	hubble_policy_verdicts_total    POLICY_VERDICT records (not from the host), +1
+//	hubble_flows_to_world_total     AGGREGATE records to reserved:world that are not replies and DROP records of policy (any drop with any-drop), +1; with syn-only forwarded FLOW_NEW SYNs
+//	hubble_lost_events_total        lost-events records, +lost records
+//
+// Every metric has a hard budget of series: a record that would create a
+// series beyond it is not counted there but in
+// trawl_hubble_metrics_overflow_total{metric}; series not updated for the
+// idle time are deleted, which frees their place.
+
+// MetricsConfig configures Hubble's metrics.
+type MetricsConfig struct {
+	// Metrics are Hubble's metric specs, as cilium-agent's --hubble-metrics:
+	// "name" or "name:option;option=value", e.g.
+	// "drop:sourceContext=namespace;destinationContext=namespace".
+	Metrics []string
+	// SeriesLimit is the most series one metric may have (default 5000).
+	SeriesLimit int
+	// SeriesIdle deletes series not updated for this long (0: never).
+	SeriesIdle time.Duration
+	// TeardownDrops counts drops of the teardown class (which Hubble's
+	// datapath never reports).
+	TeardownDrops bool
+}
+
+// DefaultMetrics are enabled unless configured otherwise: Hubble's flow
+// metrics without context labels.
+var DefaultMetrics = []string{"flow", "drop", "tcp", "port-distribution", "icmp", "policy"}
+
+// DefaultSeriesLimit is the default series budget per metric.
+const DefaultSeriesLimit = 5000
+
+type handler struct {
+	name     string
+	vec      *prometheus.CounterVec
+	ctx      contextOptions
+	observe  func(h *handler, f *flowv1.Flow)
+	opts     map[string]bool // metric-specific options (flows-to-world)
+	ctxFirst bool
+	series   map[string]*series
+	limit    int
+	overflow prometheus.Counter
+	count    prometheus.Gauge
+
+	now  int64
+	vals []string
+	key  []byte
+}
+
+type series struct {
+	c    prometheus.Counter
+	vals []string
+	last int64
+}
+
+// Metrics counts ingested records into Hubble's metrics. Safe for
+// concurrent use.
+type Metrics struct {
+	cfg       MetricsConfig
+	mu        sync.Mutex
+	handlers  []*handler
+	lost      *handler
+	lastSweep time.Time
+}
+
+type metricDef struct {
+	name     string // without hubble_
+	help     string
+	fixed    []string // the metric's own labels
+	ctxFirst bool     // context labels before the metric's own (drop)
+	options  []string // metric-specific options
+	observe  func(h *handler, f *flowv1.Flow)
+}
+
+var metricDefs = map[string]metricDef{
+	"flow": {name: "flows_processed_total", help: "Total number of flows processed",
+		fixed: []string{"protocol", "type", "subtype", "verdict"}, observe: observeFlow},
+	"drop": {name: "drop_total", help: "Number of drops",
+		fixed: []string{"reason", "protocol"}, ctxFirst: true, observe: observeDrop},
+	"tcp": {name: "tcp_flags_total", help: "TCP flag occurrences",
+		fixed: []string{"flag", "family"}, observe: observeTCP},
+	"port-distribution": {name: "port_distribution_total", help: "Numbers of packets distributed by destination port",
+		fixed: []string{"protocol", "port"}, observe: observePorts},
+	"icmp": {name: "icmp_total", help: "Number of ICMP messages",
+		fixed: []string{"family", "type"}, observe: observeICMP},
+	"policy": {name: "policy_verdicts_total", help: "Total number of Cilium network policy verdicts",
+		fixed: []string{"direction", "match", "action"}, observe: observePolicy},
+	"flows-to-world": {name: "flows_to_world_total", help: "Total number of flows to reserved:world",
+		fixed: []string{"protocol", "verdict"}, options: []string{"any-drop", "port", "syn-only"}, observe: observeToWorld},
+}
+
+var unsupportedMetrics = map[string]string{
+	"dns":    "Trawl records no DNS (L7) flows yet",
+	"http":   "Trawl records no HTTP (L7) flows",
+	"httpv2": "Trawl records no HTTP (L7) flows",
+	"kafka":  "Trawl records no Kafka (L7) flows",
+}
+
+// MetricNames lists the metric specs Trawl supports.
+func MetricNames() []string {
+	var out []string
+	for k := range metricDefs {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewMetrics parses cfg and registers the metrics on reg. No specs means
+// no Hubble metrics (nil, nil).
+func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) {
+	if len(cfg.Metrics) == 0 {
+		return nil, nil
+	}
+	if cfg.SeriesLimit <= 0 {
+		cfg.SeriesLimit = DefaultSeriesLimit
+	}
+	m := &Metrics{cfg: cfg, lastSweep: time.Now()}
+	overflow := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_hubble_metrics_overflow_total",
+		Help: "Records not counted in a Hubble metric because its series budget (--hubble-metrics-series-limit) was full."}, []string{"metric"})
+	count := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "trawl_hubble_metrics_series",
+		Help: "Series of each Hubble metric (bounded by --hubble-metrics-series-limit)."}, []string{"metric"})
+	seen := map[string]bool{}
+	for _, spec := range cfg.Metrics {
+		h, err := newHandler(spec, cfg.SeriesLimit)
+		if err != nil {
+			return nil, err
+		}
+		if seen[h.name] {
+			return nil, fmt.Errorf("hubble metrics: %s configured twice", h.name)
+		}
+		seen[h.name] = true
+		m.handlers = append(m.handlers, h)
+	}
+	// Hubble enables lost_events_total with any other metric.
+	m.lost = &handler{name: "hubble_lost_events_total", series: map[string]*series{}, limit: cfg.SeriesLimit,
+		vec: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hubble", Name: "lost_events_total", Help: "Number of lost events"}, []string{"source"})}
+	all := append(append([]*handler(nil), m.handlers...), m.lost)
+	if reg != nil {
+		reg.MustRegister(overflow, count)
+	}
+	for _, h := range all {
+		h.overflow = overflow.WithLabelValues(h.name)
+		h.count = count.WithLabelValues(h.name)
+		if reg != nil {
+			if err := reg.Register(h.vec); err != nil {
+				return nil, fmt.Errorf("hubble metrics: register %s: %w", h.name, err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func newHandler(spec string, limit int) (*handler, error) {
+	name, optStr, _ := strings.Cut(strings.TrimSpace(spec), ":")
+	def, ok := metricDefs[name]
+	if !ok {
+		if why, known := unsupportedMetrics[strings.ToLower(name)]; known {
+			return nil, fmt.Errorf("hubble metric %q: %s", name, why)
+		}
+		return nil, fmt.Errorf("hubble metric %q: unknown (Trawl has %s)", name, strings.Join(MetricNames(), ", "))
+	}
+	h := &handler{name: "hubble_" + def.name, observe: def.observe, series: map[string]*series{}, limit: limit, opts: map[string]bool{}}
+	if optStr != "" {
+		for _, opt := range strings.Split(optStr, ";") {
+			if opt == "" {
+				continue
+			}
+			key, value, _ := strings.Cut(opt, "=")
+			isCtx, err := h.ctx.setOption(key, value)
+			if err != nil {
+				return nil, fmt.Errorf("hubble metric %q: %w", name, err)
+			}
+			if isCtx {
+				continue
+			}
+			if !contains(def.options, strings.ToLower(key)) {
+				return nil, fmt.Errorf("hubble metric %q: unknown option %q", name, key)
+			}
+			h.opts[strings.ToLower(key)] = true
+		}
+	}
+	fixed := def.fixed
+	if h.opts["port"] {
+		fixed = append(append([]string(nil), fixed...), "port")
+	}
+	labels := append(append([]string(nil), fixed...), h.ctx.labelNames()...)
+	if def.ctxFirst {
+		labels = append(h.ctx.labelNames(), fixed...)
+		h.ctxFirst = true
+	}
+	h.vec = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hubble", Name: def.name, Help: def.help}, labels)
+	return h, nil
+}
+
+// add counts n for a series given by the metric's own label values
+// followed (or preceded, for drop_total) by f's context values.
+func (h *handler) add(f *flowv1.Flow, n float64, fixed ...string) {
+	vals := h.vals[:0]
+	if h.ctxFirst {
+		vals = h.ctx.appendValues(vals, f)
+		vals = append(vals, fixed...)
+	} else {
+		vals = append(vals, fixed...)
+		vals = h.ctx.appendValues(vals, f)
+	}
+	h.vals = vals
+	key := h.key[:0]
+	for _, v := range vals {
+		key = append(key, v...)
+		key = append(key, 0xff)
+	}
+	h.key = key
+	s, ok := h.series[string(key)]
+	if !ok {
+		if len(h.series) >= h.limit {
+			h.overflow.Inc()
+			return
+		}
+		vc := append([]string(nil), vals...)
+		s = &series{c: h.vec.WithLabelValues(vc...), vals: vc}
+		h.series[string(key)] = s
+		h.count.Set(float64(len(h.series)))
+	}
+	s.c.Add(n)
+	s.last = h.now
+}
+
+// sweep deletes series idle since before cutoff.
+func (h *handler) sweep(cutoff int64) {
+	for k, s := range h.series {
+		if s.last < cutoff {
+			h.vec.DeleteLabelValues(s.vals...)
+			delete(h.series, k)
+		}
+	}
+	h.count.Set(float64(len(h.series)))
+}
+
+// Observe counts the records of one ingested batch.
+func (m *Metrics) Observe(flows []*flowv1.Flow, lost []*flowv1.LostEvent) {
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range m.handlers {
+		h.now = now.UnixNano()
+		for _, f := range flows {
+			if !m.cfg.TeardownDrops && f.GetDropClass() == "teardown" {
+				continue
+			}
+			h.observe(h, f)
+		}
+	}
+	m.lost.now = now.UnixNano()
+	for _, l := range lost {
+		src := strings.ToLower(LostEventSource(l.GetSource()).String())
+		m.lost.add(nil, float64(l.GetNumEventsLost()), src)
+	}
+	if idle := m.cfg.SeriesIdle; idle > 0 && now.Sub(m.lastSweep) >= min(idle/2, time.Minute) {
+		m.lastSweep = now
+		cutoff := now.Add(-idle).UnixNano()
+		for _, h := range m.handlers {
+			h.sweep(cutoff)
+		}
+		m.lost.sweep(cutoff)
+	}
+}
+
+// Sink counts each batch the relay stores, then passes it on.
+func (m *Metrics) Sink(next ingest.Sink) ingest.Sink {
+	if m == nil {
+		return next
+	}
+	return metricsSink{m, next}
+}
+
+type metricsSink struct {
+	m    *Metrics
+	next ingest.Sink
+}
+
+func (s metricsSink) Enqueue(b *ingest.Batch, done func(error)) {
+	s.m.Observe(b.Flows, b.Lost)
+	s.next.Enqueue(b, done)
+}
+
+func forwarded(v flowv1.Verdict) bool {
+	return v == flowv1.Verdict_FORWARDED || v == flowv1.Verdict_REDIRECTED
+}
+
+func packets(f *flowv1.Flow) float64 { return float64(max(f.GetPackets(), 1)) }
+
+func observeFlow(h *handler, f *flowv1.Flow) {
+	typ, _, point := eventType(f)
+	sub := ""
+	if typ == msgTypeTrace {
+		sub = traceSubtypeName(point)
+	}
+	h.add(f, 1, protocolName(f.GetL4()), eventTypeName(typ), sub, flowpb.Verdict(f.GetVerdict()).String())
+}
+
+func observeDrop(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() != flowv1.EventKind_DROP {
+		return
+	}
+	h.add(f, packets(f), dropReasonLabel(f), protocolName(f.GetL4()))
+}
+
+func observeTCP(h *handler, f *flowv1.Flow) {
+	k := f.GetEventKind()
+	if k != flowv1.EventKind_FLOW_NEW && k != flowv1.EventKind_FLOW_CLOSE || !forwarded(f.GetVerdict()) || f.GetIP() == nil {
+		return
+	}
+	fl := f.GetL4().GetTCP().GetFlags()
+	if fl == nil {
+		return
+	}
+	family := flowpb.IPVersion(f.GetIP().GetIpVersion()).String()
+	if fl.FIN {
+		h.add(f, 1, "FIN", family)
+	}
+	if fl.SYN {
+		if fl.ACK {
+			h.add(f, 1, "SYN-ACK", family)
+		} else {
+			h.add(f, 1, "SYN", family)
+		}
+	}
+	if fl.RST {
+		h.add(f, 1, "RST", family)
+	}
+}
+
+var portStrings sync.Map // uint32 → string
+
+func portString(p uint32) string {
+	if s, ok := portStrings.Load(p); ok {
+		return s.(string)
+	}
+	s := strconv.FormatUint(uint64(p), 10)
+	portStrings.Store(p, s)
+	return s
+}
+
+func observePorts(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() != flowv1.EventKind_AGGREGATE || !forwarded(f.GetVerdict()) ||
+		f.GetIsReply() == nil || f.GetIsReply().GetValue() {
+		return
+	}
+	l4 := f.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		h.add(f, packets(f), "TCP", portString(l4.GetTCP().GetDestinationPort()))
+	case l4.GetUDP() != nil:
+		h.add(f, packets(f), "UDP", portString(l4.GetUDP().GetDestinationPort()))
+	case l4.GetSCTP() != nil:
+		h.add(f, packets(f), "SCTP", portString(l4.GetSCTP().GetDestinationPort()))
+	case l4.GetICMPv4() != nil:
+		h.add(f, packets(f), "ICMPv4", "0")
+	case l4.GetICMPv6() != nil:
+		h.add(f, packets(f), "ICMPv6", "0")
+	}
+}
+
+func observeICMP(h *handler, f *flowv1.Flow) {
+	if k := f.GetEventKind(); k != flowv1.EventKind_AGGREGATE && k != flowv1.EventKind_DROP {
+		return
+	}
+	l4 := f.GetL4()
+	if i := l4.GetICMPv4(); i != nil {
+		h.add(f, packets(f), "IPv4", icmpTypeName(false, i.GetType(), i.GetCode()))
+	}
+	if i := l4.GetICMPv6(); i != nil {
+		h.add(f, packets(f), "IPv6", icmpTypeName(true, i.GetType(), i.GetCode()))
+	}
+}
+
+// Hubble's reserved identity of the host (pkg/identity ReservedIdentityHost).
+const identityHost = 1
+
+func observePolicy(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() != flowv1.EventKind_POLICY_VERDICT || f.GetSource().GetIdentity() == identityHost {
+		return
+	}
+	// Trawl's verdicts come from Kubernetes NetworkPolicies evaluated by
+	// the relay; it does not say which kind of rule matched: the match
+	// type is Hubble's "none" (policy_match_type 0).
+	h.add(f, 1, strings.ToLower(flowpb.TrafficDirection(f.GetTrafficDirection()).String()), "none",
+		strings.ToLower(flowpb.Verdict(f.GetVerdict()).String()))
+}
+
+func toWorld(ep *flowv1.Endpoint) bool {
+	for _, l := range ep.GetLabels() {
+		if l == "reserved:world" || l == "reserved:world-ipv4" || l == "reserved:world-ipv6" {
+			return true
+		}
+	}
+	return false
+}
+
+func observeToWorld(h *handler, f *flowv1.Flow) {
+	if !toWorld(f.GetDestination()) || f.GetL4() == nil {
+		return
+	}
+	k := f.GetEventKind()
+	reply := f.GetIsReply().GetValue()
+	switch {
+	case h.opts["syn-only"]:
+		if k != flowv1.EventKind_FLOW_NEW || !forwarded(f.GetVerdict()) || reply || !f.GetL4().GetTCP().GetFlags().GetSYN() {
+			return
+		}
+	case k == flowv1.EventKind_DROP:
+		if !h.opts["any-drop"] && f.GetDropReasonDesc() != "POLICY_DENIED" {
+			return
+		}
+	case k == flowv1.EventKind_AGGREGATE:
+		if reply {
+			return
+		}
+	default:
+		return
+	}
+	vals := []string{protocolName(f.GetL4()), flowpb.Verdict(f.GetVerdict()).String()}
+	if h.opts["port"] {
+		port := ""
+		if _, dp, ok := l4Ports(f.GetL4()); ok {
+			port = portString(dp)
+		}
+		vals = append(vals, port)
+	}
+	h.add(f, 1, vals...)
+}
+
+func l4Ports(l4 *flowv1.Layer4) (src, dst uint32, ok bool) {
+	switch {
+	case l4.GetTCP() != nil:
+		return l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort(), true
+	case l4.GetUDP() != nil:
+		return l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort(), true
+	case l4.GetSCTP() != nil:
+		return l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort(), true
+	}
+	return 0, 0, false
+}
