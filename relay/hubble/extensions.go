@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -19,10 +20,11 @@ import (
 )
 
 // The flow's extensions are a google.protobuf.Struct whose keys are the
-// proto names of Trawl's own Flow fields (the extensions, field numbers
-// from 1000: event_kind, first_seen, last_seen, packets, bytes,
-// drop_reason_kernel, ...; a field added there appears here without a
-// change) plus source_node_name and destination_node_name. Enums are their
+// proto names of the Trawl Flow fields Hubble's flow.Flow has no field of
+// that name for (event_kind, first_seen, last_seen, packets, bytes,
+// drop_reason_kernel, netns, observation_point, conntrack, drop_class; a
+// field added to Trawl's Flow appears here without a change) plus
+// source_node_name and destination_node_name. Enums are their
 // names, timestamps RFC 3339 strings with nanoseconds, numbers JSON
 // numbers, messages nested structs.
 const structTypeURL = "type.googleapis.com/google.protobuf.Struct"
@@ -35,14 +37,24 @@ const (
 
 var extFields = func() []protoreflect.FieldDescriptor {
 	fds := (&flowv1.Flow{}).ProtoReflect().Descriptor().Fields()
+	hubble := (&flowpb.Flow{}).ProtoReflect().Descriptor().Fields()
 	var out []protoreflect.FieldDescriptor
 	for i := range fds.Len() {
-		if fd := fds.Get(i); fd.Number() >= 1000 {
+		if fd := fds.Get(i); hubble.ByName(fd.Name()) == nil {
 			out = append(out, fd)
 		}
 	}
 	return out
 }()
+
+func isExtField(fd protoreflect.FieldDescriptor) bool {
+	for _, e := range extFields {
+		if e == fd {
+			return true
+		}
+	}
+	return false
+}
 
 // Wire numbers of google.protobuf.Struct, Value and ListValue.
 const (
@@ -325,7 +337,7 @@ func decodeExtensions(a *anypb.Any, f *flowv1.Flow) error {
 			continue
 		}
 		fd := m.Descriptor().Fields().ByName(protoreflect.Name(key))
-		if fd == nil || fd.Number() < 1000 {
+		if fd == nil || !isExtField(fd) {
 			continue
 		}
 		if err := setFromValue(m, fd, v); err != nil {
