@@ -30,7 +30,8 @@ type flowRow struct {
 
 // insertTestData writes a small cluster's worth of records: forwarded
 // traffic shop->web on node-a and web->db on node-b, a NO_SOCKET drop, a
-// policy drop of shop->db, conntrack samples with creators, lost events.
+// policy drop of shop->db, a teardown drop, conntrack samples with creators,
+// lost events.
 // Rollups fill through the schema's materialized views.
 func insertTestData(t *testing.T, ctx context.Context, exec execFunc, now time.Time) {
 	t.Helper()
@@ -55,10 +56,15 @@ func insertTestData(t *testing.T, ctx context.Context, exec execFunc, now time.T
 	policyDrop := flowRow{ago: 8 * time.Minute, node: "node-a", kind: "DROP", verdict: "DROPPED", dir: "EGRESS", reasonDesc: "POLICY_DENIED", reasonKern: "NETFILTER_DROP",
 		srcIP: "10.1.0.5", dstIP: "10.3.0.9", proto: 6, srcPort: 41500, dstPort: 5432, srcNS: "shop", srcPod: "frontend-7d9f-abcde", srcWL: "frontend",
 		dstNS: "db", dstPod: "postgres-0", dstWL: "postgres", denied: []string{"db/deny-all-but-web"}, packets: 4, bytes: 240}
+	// A teardown drop (a receive queue purged at close): counted, but no drop
+	// panel may show it. Its class comes from the column's default.
+	teardown := shopToWeb
+	teardown.ago, teardown.kind, teardown.verdict = 6*time.Minute, "DROP", "DROPPED"
+	teardown.reasonDesc, teardown.reasonKern, teardown.packets, teardown.bytes, teardown.allowed = "QUEUE_PURGE", "QUEUE_PURGE", 500, 26000, nil
 	// An address outside any pod.
 	world := flowRow{ago: 3 * time.Minute, node: "node-b", kind: "AGGREGATE", verdict: "FORWARDED", dir: "INGRESS", srcIP: "203.0.113.9", dstIP: "10.2.0.7",
 		proto: 17, srcPort: 5353, dstPort: 53, dstNS: "web", dstPod: "api-5c6b-xyz12", dstWL: "api", packets: 2, bytes: 160}
-	rows = append(rows, noSocket, policyDrop, world)
+	rows = append(rows, noSocket, policyDrop, teardown, world)
 
 	var values []string
 	for _, r := range rows {

@@ -45,7 +45,7 @@ var wantColumns = map[string][]string{
 	"Trawl / Drops & Policy|Policy drops by namespace": {"time", "namespace", "drops_per_second"},
 	"Trawl / Drops & Policy|Policy drops by policy":    {"policy", "drops", "records", "source_workloads"},
 	"Trawl / Drops & Policy|Top denied pairs":          {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "protocol", "port", "drops", "policies"},
-	"Trawl / Drops & Policy|Recent drops":              {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "denied_by"},
+	"Trawl / Drops & Policy|Recent drops":              {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "drop_class", "denied_by"},
 	"Trawl / Conntrack|Utilization history (samples)":  {"time", "node", "utilization"},
 	"Trawl / Conntrack|Top conntrack creators":         {"creator", "ip", "node", "new_entries"},
 	"Trawl / Pipeline|Lost events reported (history)":  {"time", "node_source", "lost"},
