@@ -274,6 +274,15 @@ func (m *Metrics) Observe(flows []*flowv1.Flow, lost []*flowv1.LostEvent) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Idle series go first, so the batch can use the room they free.
+	if idle := m.cfg.SeriesIdle; idle > 0 && now.Sub(m.lastSweep) >= min(idle/2, time.Minute) {
+		m.lastSweep = now
+		cutoff := now.Add(-idle).UnixNano()
+		for _, h := range m.handlers {
+			h.sweep(cutoff)
+		}
+		m.lost.sweep(cutoff)
+	}
 	for _, h := range m.handlers {
 		h.now = now.UnixNano()
 		for _, f := range flows {
@@ -287,14 +296,6 @@ func (m *Metrics) Observe(flows []*flowv1.Flow, lost []*flowv1.LostEvent) {
 	for _, l := range lost {
 		src := strings.ToLower(LostEventSource(l.GetSource()).String())
 		m.lost.add(nil, float64(l.GetNumEventsLost()), src)
-	}
-	if idle := m.cfg.SeriesIdle; idle > 0 && now.Sub(m.lastSweep) >= min(idle/2, time.Minute) {
-		m.lastSweep = now
-		cutoff := now.Add(-idle).UnixNano()
-		for _, h := range m.handlers {
-			h.sweep(cutoff)
-		}
-		m.lost.sweep(cutoff)
 	}
 }
 
