@@ -59,14 +59,11 @@ enum hook {
 };
 
 struct flow_agg {
+	/* Written by flow.c on every packet (one cache line's worth). */
 	__u64 first_ns; /* CLOCK_MONOTONIC */
 	__u64 last_ns;
 	__u64 packets; /* seen at the hook that owns the totals */
 	__u64 bytes;   /* L3 length; GSO packets count every segment's headers */
-	/* Of those, dropped later on the node for a reason that means the
-	 * packet never arrived (set by drop.c). FORWARDED = seen - dropped. */
-	__u64 drop_packets;
-	__u64 drop_bytes;
 	/* Address of the first packet's sk_buff while its fate is unknown:
 	 * drop.c sets first_dropped when it frees that very skb. flow.c clears
 	 * it when a later packet of the flow comes in the same (reused) skb,
@@ -75,10 +72,21 @@ struct flow_agg {
 	__u32 tcp_flags;       /* OR over all packets */
 	__u32 first_tcp_flags; /* of the first packet: tells SYN from SYN-ACK */
 	__u32 ifindex;         /* where the first packet was counted */
-	__u32 drop_reason;     /* kernel reason of the first packet's drop, else of the first drop */
 	__u8 hook;             /* enum hook */
-	__u8 first_dropped;    /* the first packet was dropped: its new-flow event is DROPPED */
-	__u8 pad[6];
+	__u8 pad[3];
+	/* 64 bytes between the two parts keep them on separate cache lines
+	 * wherever the value starts: a flood of drops on one
+	 * CPU must not bounce the line the forwarding CPU counts in. */
+	__u8 pad_line[64];
+
+	/* Written by drop.c: of the packets seen, those dropped later on the
+	 * node for a reason that means they never arrived. FORWARDED = seen -
+	 * dropped. */
+	__u64 drop_packets;
+	__u64 drop_bytes;
+	__u32 drop_reason;  /* kernel reason of the first packet's drop, else of the first drop */
+	__u8 first_dropped; /* the first packet was dropped: its new-flow event is DROPPED */
+	__u8 pad2[3];
 };
 
 #define FLOWS_MAP                                                      \

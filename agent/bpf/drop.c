@@ -124,14 +124,15 @@ static __always_inline void add(struct drop_agg *st, __u64 now, __u32 segs, __u3
  * Where conntrack translated the packet (kube-proxy's DNAT to a backend,
  * masquerade), the headers differ from what the tcx hook saw; conntrack's
  * tuple of the packet's direction is what it saw. */
-static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple *t)
+static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple *t, const int direct)
 {
 	if (t->proto != IPPROTO_TCP_ && t->proto != IPPROTO_UDP_ && t->proto != IPPROTO_SCTP_)
 		return;
-	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	unsigned long nfct = KREAD(direct, skb, _nfct);
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
 	if (!ct)
 		return;
+	/* A computed pointer: probe read in either kind of program. */
 	if (!(BPF_CORE_READ(ct, status) & (IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE)))
 		return;
 	int dir = (nfct & 7) >= IP_CT_IS_REPLY ? 1 : 0;
@@ -150,19 +151,23 @@ static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple
 
 /* undelivered takes a dropped packet out of its flow's FORWARDED count. */
 static __always_inline void undelivered(struct sk_buff *skb, struct flow_tuple *t, __u32 segs, __u32 bytes,
-					__u32 reason)
+					__u32 reason, const int direct)
 {
 	struct flow_key key = { .tuple = *t };
-	flow_tuple_of(skb, &key.tuple);
+	flow_tuple_of(skb, &key.tuple, direct);
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
 	if (!st)
 		return; /* not a flow the tcx hooks counted */
-	if (st->first_skb == (__u64)skb) {
-		st->first_dropped = 1;
-		st->first_skb = 0;
+	if (!st->drop_packets) {
+		/* A flow's packets meet their fate in order: only its first
+		 * drop can be its first packet. Later drops leave the line
+		 * flow.c counts in alone. Racing first drops store equally
+		 * valid values. */
 		st->drop_reason = reason;
-	} else if (!st->first_dropped && !st->drop_packets) {
-		st->drop_reason = reason; /* a race stores an equally valid one */
+		if (st->first_skb == (__u64)skb) {
+			st->first_dropped = 1;
+			st->first_skb = 0;
+		}
 	}
 	__sync_fetch_and_add(&st->drop_packets, segs);
 	__sync_fetch_and_add(&st->drop_bytes, bytes);
@@ -176,7 +181,7 @@ static __always_inline int loopback(struct flow_tuple *t)
 	return (s[0] == 0 && s[1] == bpf_cpu_to_be64(1)) || (d[0] == 0 && d[1] == bpf_cpu_to_be64(1));
 }
 
-static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
+static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason, const int direct)
 {
 	__u8 flags = REASON_REPORT | REASON_UNDELIVERED;
 	if (reason < REASONS_MAX) {
@@ -190,9 +195,9 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
 
 	struct drop_key key = {};
 	__u32 bytes = 0;
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	int r = read_tuple(skb, head, nh, &key.tuple, &bytes);
+	struct skb_meta m;
+	skb_meta_of(skb, &m, direct);
+	int r = read_tuple(&m, &key.tuple, &bytes);
 	if (r != PARSE_OK) {
 		count(r);
 		return;
@@ -201,22 +206,26 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
 		count(CNT_FILTERED);
 		return;
 	}
-	__u32 segs = segments(skb, head, nh, key.tuple.proto, &bytes);
+	__u32 segs = segments(&m, key.tuple.proto, &bytes);
 	if (flags & REASON_UNDELIVERED)
-		undelivered(skb, &key.tuple, segs, bytes, reason);
+		undelivered(skb, &key.tuple, segs, bytes, reason, direct);
 	if (!(flags & REASON_REPORT)) {
 		count(CNT_FILTERED);
 		return;
 	}
 
 	key.reason = reason;
-	key.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	struct net_device *dev = KREAD(direct, skb, dev);
+	struct sock *sk = KREAD(direct, skb, sk);
+	if (dev) {
+		key.ifindex = KREAD(direct, dev, ifindex);
+		key.netns = direct ? dev->nd_net.net->ns.inum : BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	}
 	if (!key.ifindex)
-		key.ifindex = BPF_CORE_READ(skb, skb_iif);
-	key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-	if (!key.netns)
-		key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
-	key.has_sk = BPF_CORE_READ(skb, sk) != 0;
+		key.ifindex = KREAD(direct, skb, skb_iif);
+	if (!key.netns && sk)
+		key.netns = direct ? sk->__sk_common.skc_net.net->ns.inum : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key.has_sk = sk != 0;
 
 	__u64 now = bpf_ktime_get_ns();
 	struct drop_agg *st = bpf_map_lookup_elem(&drops, &key);
@@ -245,13 +254,13 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(trawl_drop_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	handle_drop(skb, reason);
+	handle_drop(skb, reason, 1);
 	return 0;
 }
 
 SEC("tracepoint/skb/kfree_skb")
 int trawl_drop_tp(struct trace_event_raw_kfree_skb *ctx)
 {
-	handle_drop((struct sk_buff *)ctx->skbaddr, ctx->reason);
+	handle_drop((struct sk_buff *)ctx->skbaddr, ctx->reason, 0);
 	return 0;
 }

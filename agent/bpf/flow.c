@@ -294,7 +294,11 @@ static __always_inline void add(struct flow_agg *st, __u64 now, __u64 segs, __u6
 {
 	__sync_fetch_and_add(&st->packets, segs);
 	__sync_fetch_and_add(&st->bytes, bytes);
-	st->last_ns = now; /* a racing writer stores an equally recent time */
+	/* Never back: the coarse clock may lag the precise time the entry was
+	 * created with. Skipping equal times also saves most stores. A racing
+	 * writer stores an equally recent time. */
+	if (now > st->last_ns)
+		st->last_ns = now;
 	if (flags & ~st->tcp_flags)
 		__sync_fetch_and_or(&st->tcp_flags, flags);
 }
@@ -341,21 +345,26 @@ static __always_inline void count_creator(struct flow_key *key, __u16 tcp_flags)
 /* account adds one packet (or GSO super-packet) to its flow, creating the
  * entry and sending the new-flow event for the first one. */
 static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifindex, __u8 hook, __u64 segs,
-				    __u64 bytes, __u16 tcp_flags)
+				    __u64 bytes, __u16 tcp_flags, const int coarse)
 {
-	__u64 now = bpf_ktime_get_ns();
 	int closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
 
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, key);
 	if (st) {
+		/* The coarse clock (one tick, 1-4 ms) is enough for the last
+		 * packet of an aggregate and costs a fraction of the precise
+		 * one; events and new entries keep the precise time. Netfilter
+		 * programs may not call it. */
+		__u64 now = coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 		if (st->first_skb == kskb)
 			st->first_skb = 0; /* reused: the first packet is gone */
 		add(st, now, segs, bytes, tcp_flags);
 		if (closing)
-			send_event(key, ifindex, hook, now, bytes, tcp_flags, EV_FLOW_CLOSE);
+			send_event(key, ifindex, hook, bpf_ktime_get_ns(), bytes, tcp_flags, EV_FLOW_CLOSE);
 		return;
 	}
 
+	__u64 now = bpf_ktime_get_ns();
 	struct flow_agg fresh = {
 		.first_ns = now,
 		.last_ns = now,
@@ -404,7 +413,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 	key.tuple = p.t;
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u64 bytes = skb->len - p.l3_off + (segs - 1) * p.hdr_len;
-	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags);
+	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags, 1);
 	return TC_ACT_UNSPEC_;
 }
 
@@ -432,23 +441,22 @@ int trawl_flow_local_out(struct bpf_nf_ctx *ctx)
 	struct sk_buff *skb = ctx->skb;
 	struct flow_key key = {};
 	__u32 bytes = 0;
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	int r = read_tuple(skb, head, nh, &key.tuple, &bytes);
+	struct skb_meta m;
+	skb_meta_of(skb, &m, 1);
+	int r = read_tuple(&m, &key.tuple, &bytes);
 	if (r != PARSE_OK) {
 		count(r);
 		return NF_ACCEPT_;
 	}
 	__u16 flags = 0;
 	if (key.tuple.proto == IPPROTO_TCP_) {
-		__u16 th = BPF_CORE_READ(skb, transport_header);
 		__u8 f[2];
-		if (bpf_probe_read_kernel(f, 2, head + th + 12) == 0)
+		if (bpf_probe_read_kernel(f, 2, m.head + m.th + 12) == 0)
 			flags = f[1] | ((f[0] & 1) << 8);
 	}
-	__u32 segs = segments(skb, head, nh, key.tuple.proto, &bytes);
-	struct dst_entry *dst = (struct dst_entry *)(BPF_CORE_READ(skb, _skb_refdst) & ~1UL);
+	__u32 segs = segments(&m, key.tuple.proto, &bytes);
+	struct dst_entry *dst = (struct dst_entry *)(skb->_skb_refdst & ~1UL);
 	__u32 ifindex = dst ? BPF_CORE_READ(dst, dev, ifindex) : 0;
-	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags);
+	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags, 0);
 	return NF_ACCEPT_;
 }

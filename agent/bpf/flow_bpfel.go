@@ -49,16 +49,18 @@ type FlowFlowAgg struct {
 	LastNs        uint64
 	Packets       uint64
 	Bytes         uint64
-	DropPackets   uint64
-	DropBytes     uint64
 	FirstSkb      uint64
 	TcpFlags      uint32
 	FirstTcpFlags uint32
 	Ifindex       uint32
-	DropReason    uint32
 	Hook          uint8
+	Pad           [3]uint8
+	PadLine       [64]uint8
+	DropPackets   uint64
+	DropBytes     uint64
+	DropReason    uint32
 	FirstDropped  uint8
-	Pad           [6]uint8
+	Pad2          [3]uint8
 }
 
 type FlowFlowEvent struct {

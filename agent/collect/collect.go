@@ -462,7 +462,9 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 	if st.exported && st.windowStart > first {
 		first = st.windowStart
 	}
-	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+	// Updates store the coarse clock, which may lag the precise time of
+	// the entry's first packet by a tick.
+	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(max(v.LastNs, first))
 	f.Time = f.LastSeen
 	f.Packets = pkts - st.packets
 	if bytes > st.bytes {
@@ -529,7 +531,7 @@ func (c *Collector) exportDrop(k bpf.DropDropKey, v bpf.DropDropAgg, st dropStat
 	if st.lastExport > first {
 		first = st.lastExport
 	}
-	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(v.LastNs)
+	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(max(v.LastNs, first))
 	f.Time = f.LastSeen
 	f.Packets, f.Bytes = v.Packets-st.packets, v.Bytes-st.bytes
 	c.m.Drops.WithLabelValues(f.DropReasonKernel, f.DropClass).Add(float64(f.Packets))
