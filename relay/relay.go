@@ -22,6 +22,7 @@ package relay
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -637,6 +638,11 @@ func (a authenticator) check(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
 		tok, ok := strings.CutPrefix(v, "Bearer ")
+		if !ok {
+			// Basic auth with the token as password, any user: what the
+			// hubble CLI can send (--basic-auth-username/-password).
+			tok, ok = basicPassword(v)
+		}
 		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(a.token)) == 1 {
 			return nil
 		}
@@ -645,6 +651,19 @@ func (a authenticator) check(ctx context.Context, method string) error {
 		return status.Error(codes.Unauthenticated, "this relay requires a bearer token (trawl --token or TRAWL_TOKEN)")
 	}
 	return status.Error(codes.Unauthenticated, "bearer token rejected")
+}
+
+func basicPassword(v string) (string, bool) {
+	enc, ok := strings.CutPrefix(v, "Basic ")
+	if !ok {
+		return "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return "", false
+	}
+	_, pass, ok := strings.Cut(string(b), ":")
+	return pass, ok
 }
 
 func (a authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -2,6 +2,7 @@ package hubble_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -44,7 +46,9 @@ type stack struct {
 	shippers map[string]*shipper.Shipper
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *stack { return startStackWith(t, nil) }
+
+func startStackWith(t *testing.T, mutate func(*relay.Config)) *stack {
 	t.Helper()
 	cfg := relay.DefaultConfig()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -53,6 +57,9 @@ func startStack(t *testing.T) *stack {
 	cfg.Insecure = true
 	cfg.BatchInterval = 100 * time.Millisecond
 	cfg.Log = quiet()
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	r, err := relay.New(cfg)
 	if err != nil {
 		t.Fatalf("relay.New: %v", err)
@@ -72,6 +79,9 @@ func startStack(t *testing.T) *stack {
 	}
 	t.Cleanup(func() { conn.Close() })
 	s := &stack{relay: r, conn: conn, client: observerpb.NewObserverClient(conn), shippers: map[string]*shipper.Shipper{}}
+	if cfg.ObserverToken != "" {
+		return s
+	}
 	flows := filtertest.Flows()
 	for _, f := range flows {
 		s.publish(t, f)
@@ -378,4 +388,30 @@ func TestHubbleContract(t *testing.T) {
 			}
 		}
 	})
+}
+
+// With --observer-token, the hubble CLI authenticates with basic auth
+// (any user, the token as password); health checks need nothing.
+func TestHubbleWithObserverToken(t *testing.T) {
+	s := startStackWith(t, func(c *relay.Config) { c.ObserverToken = "s3cret" })
+	if _, err := healthpb.NewHealthClient(s.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: hubble.HealthService}); err != nil {
+		t.Errorf("health: %v", err)
+	}
+	for _, c := range []struct {
+		name, auth string
+		want       codes.Code
+	}{
+		{"no credentials", "", codes.Unauthenticated},
+		{"basic auth with the token", "Basic " + base64.StdEncoding.EncodeToString([]byte("hubble:s3cret")), codes.OK},
+		{"basic auth with another password", "Basic " + base64.StdEncoding.EncodeToString([]byte("hubble:guess")), codes.Unauthenticated},
+		{"bearer token", "Bearer s3cret", codes.OK},
+	} {
+		ctx := context.Background()
+		if c.auth != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", c.auth)
+		}
+		if _, err := s.client.ServerStatus(ctx, &observerpb.ServerStatusRequest{}); status.Code(err) != c.want {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
 }
