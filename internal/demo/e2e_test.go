@@ -31,6 +31,7 @@ type record struct {
 		TrafficDirection string    `json:"traffic_direction"`
 		DropReasonDesc   string    `json:"drop_reason_desc"`
 		DropReasonKernel string    `json:"drop_reason_kernel"`
+		DropClass        string    `json:"drop_class"`
 		Packets          string    `json:"packets"`
 		Source           endpoint  `json:"source"`
 		Destination      endpoint  `json:"destination"`
@@ -211,6 +212,55 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		f := refused.Flow
 		if f.DropReasonDesc != "NO_SOCKET" || len(f.IngressDeniedBy)+len(f.EgressDeniedBy) != 0 {
 			t.Errorf("drop_reason_desc = %q, denied_by = %v %v; want NO_SOCKET and no policy", f.DropReasonDesc, f.IngressDeniedBy, f.EgressDeniedBy)
+		}
+	})
+
+	t.Run("a denied connection is in no FORWARDED record: its new-flow event is DROPPED too", func(t *testing.T) {
+		var news int
+		for _, r := range printed {
+			f := r.Flow
+			if f.Source.id() != id(fe) || f.Destination.id() != id(pg) {
+				continue
+			}
+			if f.Verdict == "FORWARDED" && f.EventKind != "POLICY_VERDICT" {
+				t.Errorf("frontend -> postgres printed as %s %s; every packet was dropped", f.EventKind, f.Verdict)
+			}
+			if f.EventKind == "FLOW_NEW" {
+				news++
+			}
+		}
+		if news == 0 {
+			t.Errorf("no new-flow event for frontend -> postgres in %d printed flows", len(printed))
+		}
+	})
+	t.Run("the default view shows no teardown drop and every drop has its class", func(t *testing.T) {
+		want := map[string]string{"NETFILTER_DROP": "policy", "NO_SOCKET": "no-socket"}
+		for _, args := range [][]string{{"observe", "--last", "1000", "-o", "json"}, {"observe", "--verdict", "DROPPED", "--last", "1000", "-o", "json"}} {
+			out, err := trawl(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			drops := 0
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var r record
+				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Flow == nil || r.Flow.Verdict != "DROPPED" || r.Flow.EventKind != "DROP" {
+					continue
+				}
+				drops++
+				f := r.Flow
+				if f.DropClass == "teardown" {
+					t.Errorf("%v printed a teardown drop: %s", args, line)
+				}
+				if c, ok := want[f.DropReasonKernel]; ok && f.DropClass != c {
+					t.Errorf("%s drop of class %q, want %q", f.DropReasonKernel, f.DropClass, c)
+				}
+				if f.DropClass == "" {
+					t.Errorf("a drop without a class: %s", line)
+				}
+			}
+			if drops == 0 {
+				t.Errorf("%v printed no drop at all", args)
+			}
 		}
 	})
 

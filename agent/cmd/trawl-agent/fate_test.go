@@ -30,6 +30,7 @@ type tally struct {
 	dropClasses            map[string]bool
 	newVerdicts            []flowv1.Verdict // FLOW_NEW events, in order
 	newReasons             []string
+	lines                  []string // every record, for a failure's message
 }
 
 func tallyOf(a *agent, match func(*flowv1.Flow) bool) tally {
@@ -39,6 +40,7 @@ func tallyOf(a *agent, match func(*flowv1.Flow) bool) tally {
 		if f == nil || !match(f) {
 			continue
 		}
+		t.lines = append(t.lines, fmt.Sprintf("%s %s %s %d pkts %d B %s", f.EventKind, f.Verdict, f.DropReasonKernel, f.Packets, f.Bytes, f.ObservationPoint))
 		switch f.EventKind {
 		case flowv1.EventKind_AGGREGATE:
 			if f.Verdict != flowv1.Verdict_FORWARDED {
@@ -282,7 +284,7 @@ func TestVerdictsAreThePacketsFate(t *testing.T) {
 	t.Run("UDP to a closed port: nothing FORWARDED, every datagram NO_SOCKET", func(t *testing.T) {
 		tl := tallyOf(a, flowMatch(C, S, "udp", 7003))
 		if noPorts < 250 || tl.fwdPackets != 0 || tl.dropPackets != noPorts || tl.dropBytes != 128*noPorts || !tl.dropReasons["NO_SOCKET"] {
-			t.Errorf("FORWARDED %d, dropped %d packets %d bytes %v; the server counted %d UdpNoPorts (300 written; ICMP errors fail a few writes)", tl.fwdPackets, tl.dropPackets, tl.dropBytes, tl.dropReasons, noPorts)
+			t.Errorf("FORWARDED %d, dropped %d packets %d bytes %v; the server counted %d UdpNoPorts (300 written; ICMP errors fail a few writes); records:\n%s", tl.fwdPackets, tl.dropPackets, tl.dropBytes, tl.dropReasons, noPorts, strings.Join(tl.lines, "\n"))
 		}
 		if len(tl.newVerdicts) != 1 || tl.newVerdicts[0] != flowv1.Verdict_DROPPED || tl.newReasons[0] != "NO_SOCKET" {
 			t.Errorf("new-flow events %v %v, want one DROPPED NO_SOCKET", tl.newVerdicts, tl.newReasons)
