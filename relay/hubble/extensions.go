@@ -67,17 +67,77 @@ const (
 	listValues   = 1
 )
 
+// knownExt are the extension fields appendExtensions writes directly;
+// reflection handles the others (fields added to Trawl's Flow later).
+var knownExt = map[protoreflect.Name]bool{
+	"event_kind": true, "first_seen": true, "last_seen": true, "packets": true, "bytes": true,
+	"drop_reason_kernel": true, "netns": true, "observation_point": true, "conntrack": true, "drop_class": true,
+}
+
+var otherExt = func() []protoreflect.FieldDescriptor {
+	var out []protoreflect.FieldDescriptor
+	for _, fd := range extFields {
+		if !knownExt[fd.Name()] {
+			out = append(out, fd)
+		}
+	}
+	return out
+}()
+
+const numberValueSize = 1 + 8 // tag and fixed64
+
 // appendExtensions appends the Struct of f's Trawl-only fields to b; it
 // sizes everything first, so the result is allocated once.
 func appendExtensions(b []byte, f *flowv1.Flow) []byte {
-	m := f.ProtoReflect()
-	n := messageStructSize(m, extFields)
-	srcNode, dstNode := f.GetSource().GetNodeName(), f.GetDestination().GetNodeName()
-	if srcNode != "" {
-		n += entrySize(extSourceNode, stringValueSize(srcNode))
+	kind := ""
+	if k := f.GetEventKind(); k != flowv1.EventKind_EVENT_KIND_UNSPECIFIED {
+		kind = enumName(eventKindField, protoreflect.EnumNumber(k))
 	}
-	if dstNode != "" {
-		n += entrySize(extDestinationNode, stringValueSize(dstNode))
+	strs := [...]struct{ key, v string }{
+		{"event_kind", kind},
+		{"drop_reason_kernel", f.GetDropReasonKernel()},
+		{"observation_point", f.GetObservationPoint()},
+		{"drop_class", f.GetDropClass()},
+		{extSourceNode, f.GetSource().GetNodeName()},
+		{extDestinationNode, f.GetDestination().GetNodeName()},
+	}
+	nums := [...]struct {
+		key string
+		v   uint64
+	}{{"packets", f.GetPackets()}, {"bytes", f.GetBytes()}, {"netns", f.GetNetns()}}
+	times := [...]struct {
+		key string
+		v   *timestamppb.Timestamp
+	}{{"first_seen", f.GetFirstSeen()}, {"last_seen", f.GetLastSeen()}}
+	ct := f.GetConntrack()
+	ctSize := 0
+	if ct != nil && ct.GetNewEntry() {
+		ctSize = entrySize("new_entry", boolValueSize)
+	}
+
+	n := 0
+	for _, s := range strs {
+		if s.v != "" {
+			n += entrySize(s.key, stringValueSize(s.v))
+		}
+	}
+	for _, x := range nums {
+		if x.v != 0 {
+			n += entrySize(x.key, numberValueSize)
+		}
+	}
+	for _, x := range times {
+		if x.v != nil {
+			n += entrySize(x.key, timeValueSize(x.v))
+		}
+	}
+	if ct != nil {
+		n += entrySize("conntrack", protowire.SizeTag(valueStruct)+protowire.SizeBytes(ctSize))
+	}
+	var m protoreflect.Message
+	if len(otherExt) > 0 {
+		m = f.ProtoReflect()
+		n += messageStructSize(m, otherExt)
 	}
 	if n == 0 {
 		return b
@@ -85,16 +145,96 @@ func appendExtensions(b []byte, f *flowv1.Flow) []byte {
 	if b == nil {
 		b = make([]byte, 0, n)
 	}
-	b = appendMessageStruct(b, m, extFields)
-	if srcNode != "" {
-		b = appendEntryHead(b, extSourceNode, stringValueSize(srcNode))
-		b = appendStringValue(b, srcNode)
+	for _, s := range strs {
+		if s.v != "" {
+			b = appendEntryHead(b, s.key, stringValueSize(s.v))
+			b = appendStringValue(b, s.v)
+		}
 	}
-	if dstNode != "" {
-		b = appendEntryHead(b, extDestinationNode, stringValueSize(dstNode))
-		b = appendStringValue(b, dstNode)
+	for _, x := range nums {
+		if x.v != 0 {
+			b = appendEntryHead(b, x.key, numberValueSize)
+			b = protowire.AppendTag(b, valueNumber, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, math.Float64bits(float64(x.v)))
+		}
+	}
+	for _, x := range times {
+		if x.v != nil {
+			b = appendEntryHead(b, x.key, timeValueSize(x.v))
+			b = appendTimeValue(b, x.v)
+		}
+	}
+	if ct != nil {
+		b = appendEntryHead(b, "conntrack", protowire.SizeTag(valueStruct)+protowire.SizeBytes(ctSize))
+		b = protowire.AppendTag(b, valueStruct, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(ctSize))
+		if ctSize > 0 {
+			b = appendEntryHead(b, "new_entry", boolValueSize)
+			b = protowire.AppendTag(b, valueBool, protowire.VarintType)
+			b = protowire.AppendVarint(b, 1)
+		}
+	}
+	if m != nil {
+		b = appendMessageStruct(b, m, otherExt)
 	}
 	return b
+}
+
+var eventKindField = (&flowv1.Flow{}).ProtoReflect().Descriptor().Fields().ByName("event_kind")
+
+var boolValueSize = protowire.SizeTag(valueBool) + 1
+
+// timeLen is the length of a timestamp as appendTime writes it.
+const timeLen = len("2006-01-02T15:04:05.000000000Z")
+
+func timeValueSize(ts *timestamppb.Timestamp) int {
+	return protowire.SizeTag(valueString) + protowire.SizeBytes(timeStringLen(ts))
+}
+
+func timeStringLen(ts *timestamppb.Timestamp) int {
+	if y := ts.AsTime().Year(); y >= 0 && y <= 9999 {
+		return timeLen
+	}
+	return len(ts.AsTime().UTC().AppendFormat(nil, tsLayout))
+}
+
+func appendTimeValue(b []byte, ts *timestamppb.Timestamp) []byte {
+	b = protowire.AppendTag(b, valueString, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(timeStringLen(ts)))
+	return appendTime(b, ts)
+}
+
+// appendTime writes ts as RFC 3339 in UTC with nine fractional digits
+// (what time.Format(tsLayout) writes, several times faster).
+func appendTime(b []byte, ts *timestamppb.Timestamp) []byte {
+	t := ts.AsTime()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(b, tsLayout)
+	}
+	h, mi, s := t.Clock()
+	digits := func(b []byte, v, n int) []byte {
+		var buf [9]byte
+		for i := n - 1; i >= 0; i-- {
+			buf[i] = byte('0' + v%10)
+			v /= 10
+		}
+		return append(b, buf[:n]...)
+	}
+	b = digits(b, y, 4)
+	b = append(b, '-')
+	b = digits(b, int(mo), 2)
+	b = append(b, '-')
+	b = digits(b, d, 2)
+	b = append(b, 'T')
+	b = digits(b, h, 2)
+	b = append(b, ':')
+	b = digits(b, mi, 2)
+	b = append(b, ':')
+	b = digits(b, s, 2)
+	b = append(b, '.')
+	b = digits(b, t.Nanosecond(), 9)
+	return append(b, 'Z')
 }
 
 func entrySize(key string, valueSize int) int {
@@ -182,23 +322,21 @@ func appendFieldValue(b []byte, fd protoreflect.FieldDescriptor, v protoreflect.
 
 const tsLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// timestampString renders a timestamp as RFC 3339 in UTC with nanoseconds.
+// appendTimestamp renders a timestamp as RFC 3339 in UTC with nanoseconds.
 func appendTimestamp(b []byte, m protoreflect.Message) []byte {
 	ts, ok := m.Interface().(*timestamppb.Timestamp)
 	if !ok {
 		return b
 	}
-	return ts.AsTime().UTC().AppendFormat(b, tsLayout)
+	return appendTime(b, ts)
 }
 
 func timestampLen(m protoreflect.Message) int {
-	if ts, ok := m.Interface().(*timestamppb.Timestamp); ok {
-		if y := ts.AsTime().UTC().Year(); y >= 0 && y <= 9999 {
-			return len(tsLayout) - len("Z07:00") + len("Z") // fixed width: 9 fractional digits, "Z"
-		}
+	ts, ok := m.Interface().(*timestamppb.Timestamp)
+	if !ok {
+		return 0
 	}
-	var buf [48]byte
-	return len(appendTimestamp(buf[:0], m))
+	return timeStringLen(ts)
 }
 
 // messageKind tells how a message-typed value is rendered.

@@ -213,7 +213,7 @@ func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
 	l4 := f.GetL4()
 	switch {
 	case l4.GetTCP() != nil:
-		s = "TCP Flags: " + tcpFlagsString(l4.GetTCP().GetFlags())
+		s = tcpSummaries[tcpFlagBits(l4.GetTCP().GetFlags())]
 	case l4.GetUDP() != nil:
 		s = "UDP"
 	case l4.GetSCTP() != nil:
@@ -234,43 +234,44 @@ func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
 	return s
 }
 
-func tcpFlagsString(fl *flowv1.TCPFlags) string {
-	if fl == nil {
-		return ""
-	}
-	var b [40]byte
-	out := b[:0]
-	add := func(on bool, name string) {
-		if !on {
-			return
+// tcpFlagNames are the flags in the order Cilium's summary lists them.
+var tcpFlagNames = [9]string{"SYN", "ACK", "RST", "FIN", "PSH", "URG", "ECE", "CWR", "NS"}
+
+func tcpFlagBits(fl *flowv1.TCPFlags) int {
+	bits := 0
+	for i, on := range [9]bool{fl.GetSYN(), fl.GetACK(), fl.GetRST(), fl.GetFIN(), fl.GetPSH(), fl.GetURG(), fl.GetECE(), fl.GetCWR(), fl.GetNS()} {
+		if on {
+			bits |= 1 << i
 		}
-		if len(out) > 0 {
-			out = append(out, ", "...)
-		}
-		out = append(out, name...)
 	}
-	add(fl.SYN, "SYN")
-	add(fl.ACK, "ACK")
-	add(fl.RST, "RST")
-	add(fl.FIN, "FIN")
-	add(fl.PSH, "PSH")
-	add(fl.URG, "URG")
-	add(fl.ECE, "ECE")
-	add(fl.CWR, "CWR")
-	add(fl.NS, "NS")
-	return string(out)
+	return bits
 }
+
+// tcpSummaries is the summary of a TCP flow for each set of flags.
+var tcpSummaries = func() (out [1 << 9]string) {
+	for bits := range out {
+		var names []string
+		for i, n := range tcpFlagNames {
+			if bits&(1<<i) != 0 {
+				names = append(names, n)
+			}
+		}
+		out[bits] = "TCP Flags: " + strings.Join(names, ", ")
+	}
+	return out
+}()
 
 // ToHubble translates one record of Trawl's GetFlows stream to Hubble's.
 // Records Hubble has no kind for (conntrack samples) give nil.
 func ToHubble(r *observerv1.GetFlowsResponse) *observerpb.GetFlowsResponse {
 	switch x := r.GetResponseTypes().(type) {
 	case *observerv1.GetFlowsResponse_Flow:
-		return &observerpb.GetFlowsResponse{
-			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: Flow(x.Flow)},
-			NodeName:      nodeOf(r.GetNodeName(), x.Flow.GetNodeName()),
-			Time:          timeOf(r, x.Flow.GetTime()),
-		}
+		p := new(flowParts)
+		p.respFlow.Flow = flowInto(p, x.Flow)
+		p.resp.ResponseTypes = &p.respFlow
+		p.resp.NodeName = nodeOf(r.GetNodeName(), x.Flow.GetNodeName())
+		p.resp.Time = timeOf(r, x.Flow.GetTime())
+		return &p.resp
 	case *observerv1.GetFlowsResponse_LostEvents:
 		return &observerpb.GetFlowsResponse{
 			ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: LostEvent(x.LostEvents)},
@@ -352,31 +353,55 @@ func LostEvent(l *flowv1.LostEvent) *flowpb.LostEvent {
 	return out
 }
 
+// flowParts holds a translated flow and the messages it points to, so a
+// translation allocates once for all of them (the GC keeps the whole block
+// while any part is referenced).
+type flowParts struct {
+	resp      observerpb.GetFlowsResponse
+	respFlow  observerpb.GetFlowsResponse_Flow
+	flow      flowpb.Flow
+	eventType flowpb.CiliumEventType
+	ip        flowpb.IP
+	l4        flowpb.Layer4
+	tcp       flowpb.TCP
+	l4tcp     flowpb.Layer4_TCP
+	tcpFlags  flowpb.TCPFlags
+	udp       flowpb.UDP
+	l4udp     flowpb.Layer4_UDP
+	src, dst  flowpb.Endpoint
+	iface     flowpb.NetworkInterface
+	reply     wrapperspb.BoolValue
+	ext       anypb.Any
+}
+
 // Flow translates a Trawl flow record to Hubble's flow.Flow. The result
-// shares read-only parts (timestamps, label slices) with f.
-func Flow(f *flowv1.Flow) *flowpb.Flow {
+// shares read-only parts (timestamps, label slices, the emitter) with f
+// and other flows: do not modify it in place.
+func Flow(f *flowv1.Flow) *flowpb.Flow { return flowInto(new(flowParts), f) }
+
+func flowInto(p *flowParts, f *flowv1.Flow) *flowpb.Flow {
 	typ, sub, point := eventType(f)
-	out := &flowpb.Flow{
-		Time:                  f.GetTime(),
-		Uuid:                  f.GetUuid(),
-		Emitter:               emitter,
-		Verdict:               flowpb.Verdict(f.GetVerdict()),
-		Type:                  flowpb.FlowType(f.GetType()),
-		NodeName:              f.GetNodeName(),
-		SourceNames:           f.GetSourceNames(),
-		DestinationNames:      f.GetDestinationNames(),
-		TrafficDirection:      flowpb.TrafficDirection(f.GetTrafficDirection()),
-		EventType:             &flowpb.CiliumEventType{Type: typ, SubType: sub},
-		TraceObservationPoint: point,
-		Source:                endpoint(f.GetSource()),
-		Destination:           endpoint(f.GetDestination()),
-		SourceService:         service(f.GetSourceService()),
-		DestinationService:    service(f.GetDestinationService()),
-		EgressAllowedBy:       policies(f.GetEgressAllowedBy()),
-		IngressAllowedBy:      policies(f.GetIngressAllowedBy()),
-		EgressDeniedBy:        policies(f.GetEgressDeniedBy()),
-		IngressDeniedBy:       policies(f.GetIngressDeniedBy()),
-	}
+	out := &p.flow
+	out.Time = f.GetTime()
+	out.Uuid = f.GetUuid()
+	out.Emitter = emitter
+	out.Verdict = flowpb.Verdict(f.GetVerdict())
+	out.Type = flowpb.FlowType(f.GetType())
+	out.NodeName = f.GetNodeName()
+	out.SourceNames = f.GetSourceNames()
+	out.DestinationNames = f.GetDestinationNames()
+	out.TrafficDirection = flowpb.TrafficDirection(f.GetTrafficDirection())
+	p.eventType.Type, p.eventType.SubType = typ, sub
+	out.EventType = &p.eventType
+	out.TraceObservationPoint = point
+	out.Source = endpointInto(&p.src, f.GetSource())
+	out.Destination = endpointInto(&p.dst, f.GetDestination())
+	out.SourceService = service(f.GetSourceService())
+	out.DestinationService = service(f.GetDestinationService())
+	out.EgressAllowedBy = policies(f.GetEgressAllowedBy())
+	out.IngressAllowedBy = policies(f.GetIngressAllowedBy())
+	out.EgressDeniedBy = policies(f.GetEgressDeniedBy())
+	out.IngressDeniedBy = policies(f.GetIngressDeniedBy())
 	var reason flowpb.DropReason
 	if f.GetVerdict() == flowv1.Verdict_DROPPED {
 		reason = DropReason(f.GetDropReasonDesc())
@@ -384,56 +409,69 @@ func Flow(f *flowv1.Flow) *flowpb.Flow {
 		out.DropReason = uint32(reason) //nolint:staticcheck // deprecated, still read by older clients
 	}
 	if r := f.GetIsReply(); r != nil {
-		out.IsReply = wrapperspb.Bool(r.GetValue())
+		p.reply.Value = r.GetValue()
+		out.IsReply = &p.reply
 		out.Reply = r.GetValue() //nolint:staticcheck // deprecated, still read by older clients
 	}
 	if e := f.GetEthernet(); e != nil {
 		out.Ethernet = &flowpb.Ethernet{Source: e.GetSource(), Destination: e.GetDestination()}
 	}
 	if ip := f.GetIP(); ip != nil {
-		out.IP = &flowpb.IP{Source: ip.GetSource(), Destination: ip.GetDestination(), IpVersion: flowpb.IPVersion(ip.GetIpVersion()), Encrypted: ip.GetEncrypted()}
+		p.ip.Source, p.ip.Destination = ip.GetSource(), ip.GetDestination()
+		p.ip.IpVersion, p.ip.Encrypted = flowpb.IPVersion(ip.GetIpVersion()), ip.GetEncrypted()
+		out.IP = &p.ip
 	}
-	out.L4 = layer4(f.GetL4())
+	out.L4 = layer4(p, f.GetL4())
 	if i := f.GetInterface(); i != nil {
-		out.Interface = &flowpb.NetworkInterface{Index: i.GetIndex(), Name: i.GetName()}
+		p.iface.Index, p.iface.Name = i.GetIndex(), i.GetName()
+		out.Interface = &p.iface
 	}
 	out.Summary = summary(f, reason) //nolint:staticcheck // deprecated, still printed by `hubble observe`
-	out.Extensions = extensions(f)
+	if b := appendExtensions(nil, f); len(b) > 0 {
+		p.ext.TypeUrl, p.ext.Value = structTypeURL, b
+		out.Extensions = &p.ext
+	}
 	return out
 }
 
-func layer4(l4 *flowv1.Layer4) *flowpb.Layer4 {
-	switch p := l4.GetProtocol().(type) {
+func layer4(p *flowParts, l4 *flowv1.Layer4) *flowpb.Layer4 {
+	switch x := l4.GetProtocol().(type) {
 	case *flowv1.Layer4_TCP:
-		t := &flowpb.TCP{SourcePort: p.TCP.GetSourcePort(), DestinationPort: p.TCP.GetDestinationPort()}
-		if fl := p.TCP.GetFlags(); fl != nil {
-			t.Flags = &flowpb.TCPFlags{FIN: fl.FIN, SYN: fl.SYN, RST: fl.RST, PSH: fl.PSH, ACK: fl.ACK, URG: fl.URG, ECE: fl.ECE, CWR: fl.CWR, NS: fl.NS}
+		p.tcp.SourcePort, p.tcp.DestinationPort = x.TCP.GetSourcePort(), x.TCP.GetDestinationPort()
+		if fl := x.TCP.GetFlags(); fl != nil {
+			p.tcpFlags = flowpb.TCPFlags{FIN: fl.FIN, SYN: fl.SYN, RST: fl.RST, PSH: fl.PSH, ACK: fl.ACK, URG: fl.URG, ECE: fl.ECE, CWR: fl.CWR, NS: fl.NS}
+			p.tcp.Flags = &p.tcpFlags
 		}
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: t}}
+		p.l4tcp.TCP = &p.tcp
+		p.l4.Protocol = &p.l4tcp
+		return &p.l4
 	case *flowv1.Layer4_UDP:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: p.UDP.GetSourcePort(), DestinationPort: p.UDP.GetDestinationPort()}}}
+		p.udp.SourcePort, p.udp.DestinationPort = x.UDP.GetSourcePort(), x.UDP.GetDestinationPort()
+		p.l4udp.UDP = &p.udp
+		p.l4.Protocol = &p.l4udp
+		return &p.l4
 	case *flowv1.Layer4_SCTP:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: p.SCTP.GetSourcePort(), DestinationPort: p.SCTP.GetDestinationPort()}}}
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: x.SCTP.GetSourcePort(), DestinationPort: x.SCTP.GetDestinationPort()}}}
 	case *flowv1.Layer4_ICMPv4:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: p.ICMPv4.GetType(), Code: p.ICMPv4.GetCode()}}}
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: x.ICMPv4.GetType(), Code: x.ICMPv4.GetCode()}}}
 	case *flowv1.Layer4_ICMPv6:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{Type: p.ICMPv6.GetType(), Code: p.ICMPv6.GetCode()}}}
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{Type: x.ICMPv6.GetType(), Code: x.ICMPv6.GetCode()}}}
 	}
 	return nil
 }
 
-func endpoint(e *flowv1.Endpoint) *flowpb.Endpoint {
+func endpointInto(out *flowpb.Endpoint, e *flowv1.Endpoint) *flowpb.Endpoint {
 	if e == nil {
 		return nil
 	}
-	out := &flowpb.Endpoint{
-		ID: e.GetID(), Identity: e.GetIdentity(), ClusterName: e.GetClusterName(),
-		Namespace: e.GetNamespace(), Labels: e.GetLabels(), PodName: e.GetPodName(),
-	}
+	out.ID, out.Identity, out.ClusterName = e.GetID(), e.GetIdentity(), e.GetClusterName()
+	out.Namespace, out.Labels, out.PodName = e.GetNamespace(), e.GetLabels(), e.GetPodName()
 	if ws := e.GetWorkloads(); len(ws) > 0 {
+		vals := make([]flowpb.Workload, len(ws))
 		out.Workloads = make([]*flowpb.Workload, len(ws))
 		for i, w := range ws {
-			out.Workloads[i] = &flowpb.Workload{Name: w.GetName(), Kind: w.GetKind()}
+			vals[i].Name, vals[i].Kind = w.GetName(), w.GetKind()
+			out.Workloads[i] = &vals[i]
 		}
 	}
 	return out
@@ -450,21 +488,16 @@ func policies(ps []*flowv1.Policy) []*flowpb.Policy {
 	if len(ps) == 0 {
 		return nil
 	}
+	vals := make([]flowpb.Policy, len(ps))
 	out := make([]*flowpb.Policy, len(ps))
 	for i, p := range ps {
-		out[i] = &flowpb.Policy{Name: p.GetName(), Namespace: p.GetNamespace(), Labels: p.GetLabels(), Revision: p.GetRevision(), Kind: p.GetKind()}
+		vals[i].Name, vals[i].Namespace, vals[i].Labels, vals[i].Revision, vals[i].Kind = p.GetName(), p.GetNamespace(), p.GetLabels(), p.GetRevision(), p.GetKind()
+		out[i] = &vals[i]
 	}
 	return out
 }
 
-// extensions carries what Trawl knows and Hubble's flow has no field for
-// (the record kind, packet and byte totals, the aggregation window, the
-// kernel's drop reason, ...) as a google.protobuf.Struct in the flow's
-// extensions: every Hubble client can decode that well-known type.
-func extensions(f *flowv1.Flow) *anypb.Any {
-	b := appendExtensions(nil, f)
-	if len(b) == 0 {
-		return nil
-	}
-	return &anypb.Any{TypeUrl: structTypeURL, Value: b}
-}
+// The flow's extensions carry what Trawl knows and Hubble's flow has no
+// field for (the record kind, packet and byte totals, the aggregation
+// window, the kernel's drop reason, ...) as a google.protobuf.Struct: every
+// Hubble client can decode that well-known type (see extensions.go).
