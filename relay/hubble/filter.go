@@ -1,6 +1,7 @@
 package hubble
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/internal/filter"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -78,6 +80,9 @@ func TranslateFilters(whitelist, blacklist []*flowpb.FlowFilter) (allow, deny []
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := check("whitelist", i, fs); err != nil {
+			return nil, nil, err
+		}
 		if len(fs) == 0 {
 			fs = []*observerv1.FlowFilter{{Uuid: []string{neverUUID}}}
 		}
@@ -88,9 +93,27 @@ func TranslateFilters(whitelist, blacklist []*flowpb.FlowFilter) (allow, deny []
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := check("blacklist", i, fs); err != nil {
+			return nil, nil, err
+		}
 		deny = append(deny, fs...) // a filter that matches nothing excludes nothing
 	}
 	return allow, deny, nil
+}
+
+// check compiles the translation of a Hubble filter with Trawl's filter,
+// so that a value Trawl refuses (a bad address, port or selector) is named
+// with Hubble's list and index, not the translated list's.
+func check(list string, i int, fs []*observerv1.FlowFilter) error {
+	for _, f := range fs {
+		if _, err := filter.Compile([]*observerv1.FlowFilter{f}, nil); err != nil {
+			if inner := errors.Unwrap(err); inner != nil {
+				err = inner
+			}
+			return status.Errorf(codes.InvalidArgument, "%s[%d].%v", list, i, err)
+		}
+	}
+	return nil
 }
 
 // translateFilter returns the Trawl filters whose union is ff; none when

@@ -145,6 +145,9 @@ func TestUnsupportedFiltersAreRefused(t *testing.T) {
 		{"trace observation point", &flowpb.FlowFilter{EventType: []*flowpb.EventTypeFilter{{Type: msgTypeTrace, MatchSubType: true, SubType: traceToLxc}}}, "event_type"},
 		{"unknown drop reason", &flowpb.FlowFilter{DropReasonDesc: []flowpb.DropReason{flowpb.DropReason_DROP_REASON_UNKNOWN}}, "drop_reason_desc"},
 		{"node name with two slashes", &flowpb.FlowFilter{NodeName: []string{"a/b/c"}}, "node_name"},
+		{"a bad address (refused by Trawl's filter)", &flowpb.FlowFilter{SourceIp: []string{"10.0.0.300"}}, "source_ip"},
+		{"a bad port", &flowpb.FlowFilter{Reply: []bool{false}, DestinationPort: []string{"http"}}, "destination_port"},
+		{"a bad selector", &flowpb.FlowFilter{SourceLabel: []string{"app in (a"}}, "source_label"},
 	} {
 		_, _, err := TranslateFilters([]*flowpb.FlowFilter{c.f}, nil)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "whitelist[0]."+c.field) {
