@@ -84,9 +84,19 @@ struct flow_agg {
 	 * dropped. */
 	__u64 drop_packets;
 	__u64 drop_bytes;
-	__u32 drop_reason;  /* kernel reason of the first packet's drop, else of the first drop */
+	/* Where and why the flow's first drop happened, and the later drops
+	 * exactly like it (same reason, interface, namespace, socket): those
+	 * are reported from here, which spares a flood of drops the drop map.
+	 * The first drop itself goes through the drop map (and its instant
+	 * event), like every drop that differs from it. */
+	__u64 same_packets;
+	__u64 same_bytes;
+	__u32 drop_reason;  /* kernel reason of the first drop */
+	__u32 drop_ifindex;
+	__u32 drop_netns;
+	__u8 drop_has_sk;
 	__u8 first_dropped; /* the first packet was dropped: its new-flow event is DROPPED */
-	__u8 pad2[3];
+	__u8 pad2[2];
 };
 
 #define FLOWS_MAP                                                      \

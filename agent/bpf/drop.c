@@ -124,21 +124,21 @@ static __always_inline void add(struct drop_agg *st, __u64 now, __u32 segs, __u3
  * Where conntrack translated the packet (kube-proxy's DNAT to a backend,
  * masquerade), the headers differ from what the tcx hook saw; conntrack's
  * tuple of the packet's direction is what it saw. */
-static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple *t, const int direct)
+static __always_inline int flow_tuple_of(struct sk_buff *skb, struct flow_tuple *t, const int direct)
 {
 	if (t->proto != IPPROTO_TCP_ && t->proto != IPPROTO_UDP_ && t->proto != IPPROTO_SCTP_)
-		return;
+		return 0;
 	unsigned long nfct = KREAD(direct, skb, _nfct);
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
 	if (!ct)
-		return;
+		return 0;
 	/* A computed pointer: probe read in either kind of program. */
 	if (!(BPF_CORE_READ(ct, status) & (IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE)))
-		return;
+		return 0;
 	int dir = (nfct & 7) >= IP_CT_IS_REPLY ? 1 : 0;
 	struct nf_conntrack_tuple ctt;
 	if (bpf_core_read(&ctt, sizeof(ctt), &ct->tuplehash[dir].tuple))
-		return;
+		return 0;
 	__builtin_memcpy(t->saddr, &ctt.src.u3, 16);
 	__builtin_memcpy(t->daddr, &ctt.dst.u3, 16);
 	if (t->family == 4) { /* flow.c leaves the rest of an IPv4 address zero */
@@ -147,30 +147,45 @@ static __always_inline void flow_tuple_of(struct sk_buff *skb, struct flow_tuple
 	}
 	t->sport = bpf_ntohs(ctt.src.u.all);
 	t->dport = bpf_ntohs(ctt.dst.u.all);
+	return 1;
 }
 
-/* undelivered takes a dropped packet out of its flow's FORWARDED count. */
-static __always_inline void undelivered(struct sk_buff *skb, struct flow_tuple *t, __u32 segs, __u32 bytes,
-					__u32 reason, const int direct)
+/* undelivered takes a dropped packet out of its flow's FORWARDED count. It
+ * returns 1 when the drop is also reported from the flow's entry (a later
+ * drop exactly like the flow's first), so the drop map can be skipped. */
+static __always_inline int undelivered(struct sk_buff *skb, struct drop_key *dk, __u32 segs, __u32 bytes, __u8 flags,
+				       const int direct)
 {
-	struct flow_key key = { .tuple = *t };
-	flow_tuple_of(skb, &key.tuple, direct);
+	struct flow_key key = { .tuple = dk->tuple };
+	int translated = flow_tuple_of(skb, &key.tuple, direct);
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
 	if (!st)
-		return; /* not a flow the tcx hooks counted */
+		return 0; /* not a flow the tcx hooks counted */
 	if (!st->drop_packets) {
 		/* A flow's packets meet their fate in order: only its first
 		 * drop can be its first packet. Later drops leave the line
 		 * flow.c counts in alone. Racing first drops store equally
-		 * valid values. */
-		st->drop_reason = reason;
+		 * valid values and both go through the drop map. */
+		st->drop_reason = dk->reason;
+		st->drop_ifindex = dk->ifindex;
+		st->drop_netns = dk->netns;
+		st->drop_has_sk = dk->has_sk;
 		if (st->first_skb == (__u64)skb) {
 			st->first_dropped = 1;
 			st->first_skb = 0;
 		}
+		__sync_fetch_and_add(&st->drop_packets, segs);
+		__sync_fetch_and_add(&st->drop_bytes, bytes);
+		return 0;
 	}
 	__sync_fetch_and_add(&st->drop_packets, segs);
 	__sync_fetch_and_add(&st->drop_bytes, bytes);
+	if (translated || !(flags & REASON_REPORT) || st->drop_reason != dk->reason || st->drop_ifindex != dk->ifindex ||
+	    st->drop_netns != dk->netns || st->drop_has_sk != dk->has_sk)
+		return 0;
+	__sync_fetch_and_add(&st->same_packets, segs);
+	__sync_fetch_and_add(&st->same_bytes, bytes);
+	return 1;
 }
 
 static __always_inline int loopback(struct flow_tuple *t)
@@ -207,12 +222,6 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason, const
 		return;
 	}
 	__u32 segs = segments(&m, key.tuple.proto, &bytes);
-	if (flags & REASON_UNDELIVERED)
-		undelivered(skb, &key.tuple, segs, bytes, reason, direct);
-	if (!(flags & REASON_REPORT)) {
-		count(CNT_FILTERED);
-		return;
-	}
 
 	key.reason = reason;
 	struct net_device *dev = KREAD(direct, skb, dev);
@@ -226,6 +235,13 @@ static __always_inline void handle_drop(struct sk_buff *skb, __u32 reason, const
 	if (!key.netns && sk)
 		key.netns = direct ? sk->__sk_common.skc_net.net->ns.inum : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	key.has_sk = sk != 0;
+
+	if ((flags & REASON_UNDELIVERED) && undelivered(skb, &key, segs, bytes, flags, direct))
+		return; /* reported from the flow's entry */
+	if (!(flags & REASON_REPORT)) {
+		count(CNT_FILTERED);
+		return;
+	}
 
 	__u64 now = bpf_ktime_get_ns();
 	struct drop_agg *st = bpf_map_lookup_elem(&drops, &key);

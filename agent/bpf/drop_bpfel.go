@@ -63,9 +63,14 @@ type DropFlowAgg struct {
 	PadLine       [64]uint8
 	DropPackets   uint64
 	DropBytes     uint64
+	SamePackets   uint64
+	SameBytes     uint64
 	DropReason    uint32
+	DropIfindex   uint32
+	DropNetns     uint32
+	DropHasSk     uint8
 	FirstDropped  uint8
-	Pad2          [3]uint8
+	Pad2          [2]uint8
 }
 
 type DropFlowKey struct {

@@ -95,6 +95,8 @@ type flowState struct {
 	windowStart      uint64 // monotonic ns of the current window's start
 	exported         bool
 	settled, pending snapshot // see age
+	// Drops reported from the entry (like its first drop, see drop.c).
+	samePackets, sameBytes, sameStart uint64
 }
 
 type dropState struct {
@@ -417,6 +419,7 @@ func (c *Collector) pollFlows(final bool) {
 			st.pending = snapshot{at: now, packets: v.Packets, bytes: v.Bytes}
 		}
 		st.age(&v, now, wait)
+		st = c.exportSameDrops(k, &v, st, clk, ifaces)
 		isIdle := now > v.LastNs && now-v.LastNs >= idle
 		if final || isIdle || now-st.windowStart >= active {
 			st = c.exportFlow(k, &v, st, clk, ifaces, now, final)
@@ -441,7 +444,8 @@ func (c *Collector) pollFlows(final bool) {
 			}
 			continue
 		}
-		c.exportFlow(e.k, &v, e.st, clk, ifaces, now, true)
+		st := c.exportSameDrops(e.k, &v, e.st, clk, ifaces)
+		c.exportFlow(e.k, &v, st, clk, ifaces, now, true)
 	}
 	c.flowEntries = seen - len(evict)
 	c.m.MapEntries.WithLabelValues("flows").Set(float64(c.flowEntries))
@@ -477,6 +481,27 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 	c.publishFlow(f, "aggregate")
 	st.packets, st.bytes, st.exported = pkts, max(bytes, st.bytes), true
 	st.windowStart = v.LastNs + 1
+	return st
+}
+
+// exportSameDrops publishes the drops the kernel reported from a flow's
+// entry (later drops exactly like the flow's first, see agent/bpf/drop.c) as
+// a DROP record. Their time is the flow's window: such drops happen as their
+// packets pass.
+func (c *Collector) exportSameDrops(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface) flowState {
+	if v.SamePackets <= st.samePackets {
+		return st
+	}
+	dk := bpf.DropDropKey{Reason: v.DropReason, Ifindex: v.DropIfindex, Netns: v.DropNetns, HasSk: v.DropHasSk}
+	dk.Tuple = k.Tuple
+	f := c.dropRecord(&dk, ifaces)
+	first := max(v.FirstNs, st.sameStart)
+	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(max(v.LastNs, first))
+	f.Time = f.LastSeen
+	f.Packets, f.Bytes = v.SamePackets-st.samePackets, v.SameBytes-st.sameBytes
+	c.m.Drops.WithLabelValues(f.DropReasonKernel, f.DropClass).Add(float64(f.Packets))
+	c.publishFlow(f, "drop")
+	st.samePackets, st.sameBytes, st.sameStart = v.SamePackets, v.SameBytes, v.LastNs+1
 	return st
 }
 

@@ -185,3 +185,24 @@ func TestNewFlowEventsWaitForTheirFirstPacketsFate(t *testing.T) {
 		}
 	})
 }
+
+func TestDropsReportedFromAFlowsEntryBecomeOneDropRecordEach(t *testing.T) {
+	c, dp, pub := newTestCollector(t, Config{FateWait: time.Second})
+	noSocket, _ := dp.Reasons.Number("NO_SOCKET")
+	quiet := monoNow() - uint64(3*time.Second)
+	v := bpf.FlowFlowAgg{FirstNs: quiet - 1, LastNs: quiet, Packets: 6, Bytes: 600, DropPackets: 6, DropBytes: 600,
+		SamePackets: 5, SameBytes: 500, DropReason: noSocket, DropNetns: 99}
+	if err := dp.Flow.Flows.Put(flowKey(11), v); err != nil {
+		t.Fatal(err)
+	}
+	c.Poll(false)
+	got := aggregates(pub.take())
+	if len(got) != 1 || got[0].EventKind != flowv1.EventKind_DROP || got[0].Packets != 5 || got[0].Bytes != 500 ||
+		got[0].DropReasonKernel != "NO_SOCKET" || got[0].DropClass != "no-socket" || got[0].Netns != 99 {
+		t.Fatalf("got %v, want one NO_SOCKET DROP record of the 5 later drops (the first went through the drop map)", got)
+	}
+	c.Poll(false)
+	if got := aggregates(pub.take()); len(got) != 0 {
+		t.Fatalf("a poll without new drops exported %v", got)
+	}
+}
