@@ -294,6 +294,8 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		}
 	})
 
+	t.Run("Hubble's API and metrics answer from the same history", func(t *testing.T) { checkHubble(t, ctx, s, id(fe), id(pg)) })
+
 	t.Run("ClickHouse rows agree with what observe printed", func(t *testing.T) {
 		if denied == nil || allowed == nil {
 			t.Skip("nothing to compare: the history checks above failed")
