@@ -418,8 +418,25 @@ func observePolicy(h *handler, f *flowv1.Flow) {
 	// Trawl's verdicts come from Kubernetes NetworkPolicies evaluated by
 	// the relay; it does not say which kind of rule matched: the match
 	// type is Hubble's "none" (policy_match_type 0).
-	h.add(f, 1, strings.ToLower(flowpb.TrafficDirection(f.GetTrafficDirection()).String()), "none",
-		strings.ToLower(flowpb.Verdict(f.GetVerdict()).String()))
+	h.add(f, 1, lowerName(lowerDirections, int32(f.GetTrafficDirection())), "none", lowerName(lowerVerdicts, int32(f.GetVerdict())))
+}
+
+// Hubble's policy verdict labels are the lower-case enum names.
+var lowerDirections, lowerVerdicts = lowerNames(flowpb.TrafficDirection_name), lowerNames(flowpb.Verdict_name)
+
+func lowerNames(names map[int32]string) map[int32]string {
+	out := make(map[int32]string, len(names))
+	for k, v := range names {
+		out[k] = strings.ToLower(v)
+	}
+	return out
+}
+
+func lowerName(lower map[int32]string, v int32) string {
+	if s, ok := lower[v]; ok {
+		return s
+	}
+	return strconv.Itoa(int(v)) // as protobuf names an unknown value
 }
 
 func toWorld(ep *flowv1.Endpoint) bool {
