@@ -23,6 +23,11 @@ build:
 deps:
 	@bash scripts/deps.sh
 
+# Unit tests: go test -short, no root, network namespaces, eBPF or ClickHouse;
+# the tests that need them skip and say why. Seconds once built.
+test-unit:
+	$(GO) test -short -count=1 ./...
+
 # All tests: unit, integration against the embedded ClickHouse, eBPF in
 # network namespaces (root), Prometheus rules, and the end-to-end test.
 test: deps proto-check build

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 )
 
 // Packet builders for BPF_PROG_TEST_RUN. Addresses are fixed; ports and
@@ -106,6 +108,7 @@ type flowProgs struct {
 // predictable.
 func loadFlow(t *testing.T, mapSize uint32, perSec uint64) *flowProgs {
 	t.Helper()
+	roottest.Require(t, "loads BPF programs")
 	runtime.LockOSThread()
 	t.Cleanup(runtime.UnlockOSThread)
 	var one unix.CPUSet
@@ -415,6 +418,7 @@ func TestInstantEventsAreRateLimitedAndAFullMapIsCounted(t *testing.T) {
 // BPF_PROG_TEST_RUN (bench/datapath.sh reports it): a data packet of an
 // existing flow, the common case.
 func BenchmarkFlowProgram(b *testing.B) {
+	roottest.Require(b, "loads BPF programs")
 	spec, err := LoadFlow()
 	if err != nil {
 		b.Fatal(err)

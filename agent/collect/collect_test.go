@@ -13,6 +13,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/datapath"
 	"github.com/trawl-dev/trawl/agent/dropreason"
 	"github.com/trawl-dev/trawl/agent/metrics"
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -45,6 +46,7 @@ func newTestCollector(t *testing.T, cfg Config) (*Collector, *datapath.Datapath,
 
 func newTestCollectorSized(t *testing.T, cfg Config, flowMapSize uint32) (*Collector, *datapath.Datapath, *capture) {
 	t.Helper()
+	roottest.Require(t, "loads BPF programs")
 	dp := &datapath.Datapath{Netns: 1}
 	flowSpec, err := bpf.LoadFlow()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 )
 
 // fixture is the skb/kfree_skb format file of Linux 6.18, copied once from
@@ -20,6 +21,7 @@ const fixture = "testdata/kfree_skb-6.18.format"
 // serve as an independent witness without touching /sys/kernel/tracing.
 func privateTracefs(t *testing.T) string {
 	t.Helper()
+	roottest.Require(t, "mounts tracefs")
 	dir := t.TempDir()
 	if err := unix.Mount("tracefs", dir, "tracefs", 0, ""); err != nil {
 		t.Fatalf("mount tracefs on %s (needs root): %v", dir, err)

@@ -12,11 +12,13 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/trawl-dev/trawl/internal/chserver"
+	"github.com/trawl-dev/trawl/internal/chtest"
 )
 
 // Two test binaries may each start a server at the same time: they must get
 // their own ports and directories, and stopping one leaves nothing behind.
 func TestServersStartedTogetherAreSeparateAndStopWithoutTrace(t *testing.T) {
+	chtest.SkipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	servers := make([]*chserver.Server, 2)
@@ -72,6 +74,7 @@ func TestServersStartedTogetherAreSeparateAndStopWithoutTrace(t *testing.T) {
 }
 
 func TestServerKeepsDataAcrossRestartsOnTheSameDirectory(t *testing.T) {
+	chtest.SkipShort(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	query := func(q string) uint64 {

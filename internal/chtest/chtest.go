@@ -27,6 +27,15 @@ var shared struct {
 	err  error
 }
 
+// SkipShort skips t under go test -short: a test that needs ClickHouse is no
+// unit test. Tests that start a server themselves call it too.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped by -short: needs ClickHouse")
+	}
+}
+
 // Main runs the tests and stops the shared server afterwards. Use it from
 // TestMain: func TestMain(m *testing.M) { chtest.Main(m) }.
 func Main(m *testing.M) {
@@ -41,9 +50,11 @@ func Main(m *testing.M) {
 
 // Server returns the DSN of the shared server (without a database), starting
 // it on first use. A test that cannot get one fails: ClickHouse is a real
-// dependency of these tests, not an optional one.
+// dependency of these tests, not an optional one. Under go test -short (make
+// test-unit) the test skips instead, saying it needs ClickHouse.
 func Server(t testing.TB) string {
 	t.Helper()
+	SkipShort(t)
 	shared.once.Do(func() {
 		if dsn := os.Getenv("TRAWL_CLICKHOUSE_DSN"); dsn != "" {
 			shared.base = dsn
@@ -86,9 +97,11 @@ func Database(t testing.TB) string {
 	return u.String()
 }
 
-// Open connects to dsn and closes the connection when the test ends.
+// Open connects to dsn and closes the connection when the test ends. Under
+// -short the test skips, like Server.
 func Open(t testing.TB, dsn string) driver.Conn {
 	t.Helper()
+	SkipShort(t)
 	opts, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		t.Fatalf("parse DSN %q: %v", dsn, err)

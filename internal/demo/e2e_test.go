@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	promrules "github.com/trawl-dev/trawl/deploy/prometheus"
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 )
 
 // The end-to-end test: the `make run` stack, checked only through what a user
@@ -95,9 +95,7 @@ func buildBinaries(t *testing.T) string {
 }
 
 func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (eBPF, network namespaces, nftables); run make test as root")
-	}
+	roottest.Require(t, "the end-to-end test loads eBPF, builds network namespaces, writes nftables rules")
 	bin := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

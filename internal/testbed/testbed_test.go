@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 )
 
 func TestPodsReachEachOtherThroughTheNodeAndTheNodeReachesTheRootNamespace(t *testing.T) {
@@ -73,6 +75,7 @@ func TestPodsReachEachOtherThroughTheNodeAndTheNodeReachesTheRootNamespace(t *te
 }
 
 func TestCloseRemovesNamespacesAndLinksAndParallelBedsDoNotCollide(t *testing.T) {
+	roottest.Require(t, "builds network namespaces")
 	ctx := context.Background()
 	b1, err := New(ctx, Config{})
 	if err != nil {
@@ -100,6 +103,7 @@ func TestCloseRemovesNamespacesAndLinksAndParallelBedsDoNotCollide(t *testing.T)
 }
 
 func TestConntrackLockRestoresTheLimit(t *testing.T) {
+	roottest.Require(t, "sets nf_conntrack_max")
 	if _, err := os.Stat(ConntrackMaxPath); err != nil {
 		// nf_conntrack loads when a namespace first needs it.
 		b := NewT(t, Config{Pods: []string{"a"}, NoUplink: true})

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/trawl-dev/trawl/internal/testbed"
+	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -36,6 +38,11 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here runs the agent as root; they skip, so no binary.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "trawl-agent-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -706,6 +713,7 @@ func TestAgentAttachesToPodInterfacesThatAppearLater(t *testing.T) {
 }
 
 func TestAgentRefusesToStartWithoutPrivileges(t *testing.T) {
+	roottest.Require(t, "runs the agent as nobody")
 	cmd := exec.Command(agentBin, "--metrics-addr", "")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
