@@ -38,6 +38,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/metrics"
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -246,7 +247,9 @@ func (c *Collector) pollClock() (clock, uint64) {
 func (c *Collector) publishFlow(f *flowv1.Flow, kind string) {
 	f.NodeName = c.cfg.NodeName
 	c.markHost(f)
-	f.Uuid = flowID(c.cfg.NodeName, c.cfg.BootID, c.seq.Add(1), 0)
+	// The id is set here, where the record is made, so --output jsonl and
+	// the relay (the shipper keeps it) show the same one.
+	f.Uuid = flowid.Derive(c.cfg.NodeName, c.cfg.BootID, c.seq.Add(1), 0)
 	c.m.Events.WithLabelValues(kind).Inc()
 	c.pub.Publish(&observerv1.GetFlowsResponse{
 		ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f},

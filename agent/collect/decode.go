@@ -1,9 +1,6 @@
 package collect
 
 import (
-	"crypto/sha1"
-	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -100,20 +97,3 @@ type clock struct {
 func (c clock) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)).Add(c.offset) }
 
 func (c clock) ts(ns uint64) *timestamppb.Timestamp { return timestamppb.New(c.wall(ns)) }
-
-// flowID derives a record's UUID from (node, boot id, sequence, index):
-// unique, and the same if the record is encoded again.
-func flowID(node, boot string, seq, idx uint64) string {
-	h := sha1.New()
-	h.Write([]byte(node))
-	h.Write([]byte{0})
-	h.Write([]byte(boot))
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], seq)
-	binary.BigEndian.PutUint64(b[8:], idx)
-	h.Write(b[:])
-	s := h.Sum(nil)
-	s[6] = (s[6] & 0x0f) | 0x50 // version 5 (name-based, SHA-1)
-	s[8] = (s[8] & 0x3f) | 0x80 // RFC 4122 variant
-	return fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
-}

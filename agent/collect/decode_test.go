@@ -1,7 +1,6 @@
 package collect
 
 import (
-	"regexp"
 	"testing"
 
 	"github.com/trawl-dev/trawl/agent/bpf"
@@ -69,18 +68,5 @@ func TestIsReplyOnlyWhenTheFirstPacketTellsIt(t *testing.T) {
 	}
 	if r := isReply(17, 0); r != nil {
 		t.Errorf("UDP: %v, want unknown", r)
-	}
-}
-
-func TestFlowIDsAreDerivedUUIDs(t *testing.T) {
-	a := flowID("node1", "boot", 7, 0)
-	if a != flowID("node1", "boot", 7, 0) {
-		t.Error("same inputs gave different ids")
-	}
-	if a == flowID("node1", "boot", 8, 0) || a == flowID("node2", "boot", 7, 0) {
-		t.Error("different inputs gave the same id")
-	}
-	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(a) {
-		t.Errorf("%q is not a version 5 UUID", a)
 	}
 }

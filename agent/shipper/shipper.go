@@ -233,8 +233,9 @@ func (s *Shipper) SetHeartbeat(fn func() *ingestv1.Heartbeat) {
 
 // Publish queues one record. It never waits for the network: the record joins
 // the open batch, and a full buffer drops the oldest batches instead of
-// blocking. The shipper owns r afterwards (it sets the flow's uuid and
-// node name). NodeStatus records are not shipped (heartbeats carry them).
+// blocking. The shipper owns r afterwards (it sets the node name, and the
+// flow's uuid when the record has none). NodeStatus records are not shipped
+// (heartbeats carry them).
 func (s *Shipper) Publish(r *observerv1.GetFlowsResponse) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -271,14 +272,12 @@ func (s *Shipper) Stats() (batches, bytes int) {
 	return len(s.queue), s.bufBytes
 }
 
-// FlowUUID derives a flow's id from where it was shipped (see flowid).
+// FlowUUID is flowid.Derive.
+//
+// Deprecated: use flowid.Derive; kept until bench/ stops calling it.
 func FlowUUID(node, bootID string, seq uint64, index int) string {
 	return flowid.Derive(node, bootID, seq, index)
 }
-
-// MaxBatchIndex is the largest number of records FlowUUID distinguishes in
-// one batch.
-const MaxBatchIndex = flowid.MaxIndex + 1
 
 func (s *Shipper) sealLocked(keep bool) {
 	b := s.cur
@@ -289,7 +288,11 @@ func (s *Shipper) sealLocked(keep bool) {
 	s.seq++
 	b.NodeName, b.BootId, b.Sequence = s.cfg.NodeName, s.cfg.BootID, s.seq
 	for i, f := range b.Flows {
-		f.Uuid = FlowUUID(s.cfg.NodeName, s.cfg.BootID, s.seq, i)
+		// The collector sets ids where it makes records (they are in
+		// --output jsonl too); only a record without one gets it here.
+		if f.Uuid == "" {
+			f.Uuid = flowid.Derive(s.cfg.NodeName, s.cfg.BootID, s.seq, i)
+		}
 		if f.NodeName == "" {
 			f.NodeName = s.cfg.NodeName
 		}

@@ -1,42 +1,25 @@
 package shipper_test
 
 import (
-	"regexp"
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
-
-func TestFlowUUIDIsStableUniqueAndWellFormed(t *testing.T) {
-	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-	seen := map[string]string{}
-	for _, node := range []string{"node-a", "node-b"} {
-		for _, boot := range []string{"boot1", "boot2"} {
-			for seq := uint64(1); seq <= 50; seq++ {
-				for idx := range 50 {
-					id := shipper.FlowUUID(node, boot, seq, idx)
-					if !re.MatchString(id) {
-						t.Fatalf("FlowUUID(%s, %s, %d, %d) = %q, not a version-8 UUID", node, boot, seq, idx, id)
-					}
-					if id != shipper.FlowUUID(node, boot, seq, idx) {
-						t.Fatal("FlowUUID is not deterministic")
-					}
-					where := node + "/" + boot
-					if prev, dup := seen[id]; dup {
-						t.Fatalf("FlowUUID collision between %s and %s/%d/%d", prev, where, seq, idx)
-					}
-					seen[id] = where
-				}
-			}
-		}
-	}
-	if a, b := shipper.FlowUUID("n", "b", 1, 0), shipper.FlowUUID("n", "b", 1, 1); a[:18] != b[:18] {
-		t.Errorf("ids of one boot should share their prefix (they compress): %s vs %s", a, b)
-	}
-}
 
 func TestNewRefusesUnclearTransportChoices(t *testing.T) {
 	tests := []struct {
@@ -74,5 +57,87 @@ func TestFlagsFillTheConfig(t *testing.T) {
 	want := tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem", ServerName: "trawl-relay"}
 	if cfg.Addr != "relay:4246" || cfg.BufferBytes != 1024 || cfg.TLS != want {
 		t.Fatalf("parsed %+v", cfg)
+	}
+}
+
+// fakeRelay answers Hello with Welcome, acks every batch and hands the
+// batches to the test.
+type fakeRelay struct {
+	ingestv1.UnimplementedIngestServiceServer
+	batches chan *ingestv1.Batch
+}
+
+func (f *fakeRelay) Stream(st ingestv1.IngestService_StreamServer) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	if err := st.Send(&ingestv1.StreamResponse{Msg: &ingestv1.StreamResponse_Welcome{Welcome: &ingestv1.Welcome{}}}); err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if b := m.GetBatch(); b != nil {
+			f.batches <- b
+			ack := &ingestv1.Ack{BootId: b.GetBootId(), Sequence: b.GetSequence()}
+			if err := st.Send(&ingestv1.StreamResponse{Msg: &ingestv1.StreamResponse_Ack{Ack: ack}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// The agent's collector sets a record's id where it makes it, and the same
+// record goes to --output jsonl and to the shipper: the shipper must ship
+// that id unchanged, so jsonl, ClickHouse and observe show one id. Only a
+// record without an id gets one derived from its batch.
+func TestShipperKeepsTheCollectorsIDAndDerivesOnlyMissingOnes(t *testing.T) {
+	relay := &fakeRelay{batches: make(chan *ingestv1.Batch, 4)}
+	g := grpc.NewServer()
+	ingestv1.RegisterIngestServiceServer(g, relay)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+
+	s, err := shipper.New(shipper.Config{Addr: lis.Addr().String(), NodeName: "node-a", Insecure: true,
+		BatchRecords: 2, FlushInterval: time.Hour, Log: slog.New(slog.DiscardHandler)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// What the collector publishes: an id derived from (node, boot, its
+	// record sequence, 0), written as-is by --output jsonl.
+	collected := &flowv1.Flow{Uuid: flowid.Derive("node-a", s.BootID(), 41, 0)}
+	var jsonl bytes.Buffer
+	out := export.Multi{export.NewJSONLines(&jsonl), s}
+	out.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: collected}, NodeName: "node-a"})
+	out.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{}}, NodeName: "node-a"})
+
+	var line observerv1.GetFlowsResponse
+	if err := protojson.Unmarshal(bytes.SplitN(jsonl.Bytes(), []byte("\n"), 2)[0], &line); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-relay.batches:
+		if len(b.GetFlows()) != 2 {
+			t.Fatalf("batch holds %d flows, want 2", len(b.GetFlows()))
+		}
+		if got, want := b.GetFlows()[0].GetUuid(), line.GetFlow().GetUuid(); got != want || want != collected.GetUuid() {
+			t.Errorf("shipped id %s, jsonl id %s, collector's id %s: want one id", got, want, collected.GetUuid())
+		}
+		if got, want := b.GetFlows()[1].GetUuid(), flowid.Derive("node-a", s.BootID(), b.GetSequence(), 1); got != want {
+			t.Errorf("record without id shipped as %q, want %s (derived from its batch)", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no batch reached the relay")
 	}
 }

@@ -1,15 +1,21 @@
 // Package flowid derives, formats and parses flow ids: the one place that
-// knows their layout, shared by the agent's shipper (which derives them),
-// the relay (which derives policy-verdict ids) and the store (which keeps
-// them as two integers).
+// knows their layout. The agent's collector derives a record's id where it
+// makes the record (so `trawl-agent --output jsonl`, ClickHouse and
+// `trawl observe` show the same id), the shipper and the relay derive ids
+// only for records that arrive without one, the relay's enricher derives
+// policy-verdict ids from their flow's, and the store keeps ids as two
+// integers.
 //
 // A flow id is a UUIDv8 whose first half is a hash of (node, agent boot id)
-// and whose second half is the batch sequence and the record's index in the
-// batch. It is therefore unique, the same when a batch is resent, and
-// compresses well: consecutive records differ only in the low bits.
+// and whose second half is a sequence and the record's index under it (the
+// collector numbers every record and uses index 0; the shipper and the relay
+// use the batch sequence and the index in the batch). It is therefore
+// unique, the same when a batch is resent (the id travels with the record),
+// and compresses well: consecutive records differ only in the low bits.
 package flowid
 
 import (
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -51,4 +57,14 @@ func FromHalves(hi, lo uint64) string {
 	binary.BigEndian.PutUint64(b[:8], hi)
 	binary.BigEndian.PutUint64(b[8:], lo)
 	return Format(b)
+}
+
+// PolicyVerdict returns the id of the policy-verdict record that the relay
+// derives from flow parent for one direction ("INGRESS" or "EGRESS"): a
+// name-based UUIDv5, so a resent flow derives the same verdict id.
+func PolicyVerdict(parent, direction string) string {
+	sum := sha1.Sum([]byte(parent + "/policy-verdict/" + direction))
+	sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
+	sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
+	return Format([16]byte(sum[:16]))
 }

@@ -6,7 +6,6 @@ package enrich
 
 import (
 	"context"
-	"crypto/sha1"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -378,10 +377,7 @@ func PolicyVerdictRecords(f *flowv1.Flow) []*flowv1.Flow {
 			pv.EgressAllowedBy, pv.EgressDeniedBy = nil, nil
 		}
 		if f.Uuid != "" {
-			sum := sha1.Sum([]byte(f.Uuid + "/policy-verdict/" + dir.String()))
-			sum[6] = sum[6]&0x0f | 0x50 // version 5: name-based
-			sum[8] = sum[8]&0x3f | 0x80 // RFC 4122 variant
-			pv.Uuid = flowid.Format([16]byte(sum[:16]))
+			pv.Uuid = flowid.PolicyVerdict(f.Uuid, dir.String())
 		}
 		out = append(out, pv)
 	}

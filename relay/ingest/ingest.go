@@ -31,8 +31,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
@@ -321,7 +321,7 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observe
 	var verdictOf []int // index of the flow each verdict derives from
 	for i, f := range b.GetFlows() {
 		if f.Uuid == "" {
-			f.Uuid = shipper.FlowUUID(node, b.GetBootId(), b.GetSequence(), i)
+			f.Uuid = flowid.Derive(node, b.GetBootId(), b.GetSequence(), i)
 		}
 		f.NodeName = node
 		s.cfg.Enricher.Enrich(f)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -227,7 +228,7 @@ func TestShippedFlowsAreStoredExactlyOnceWithDerivedIDs(t *testing.T) {
 	got := b.sink.flows()
 	for i := range n {
 		seq, idx := uint64(i/7+1), i%7
-		id := shipper.FlowUUID("node-a", s.BootID(), seq, idx)
+		id := flowid.Derive("node-a", s.BootID(), seq, idx)
 		f, ok := got[id]
 		if !ok {
 			t.Fatalf("flow %d (uuid %s) not stored", i, id)
