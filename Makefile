@@ -5,6 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trawl-dev/trawl/internal/version.Version=$(VERSION)
 BUF := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BINARIES := trawl-agent trawl-relay trawl
 
 .PHONY: all build test test-unit run bench bench-datapath bench-relay bench-cli bench-policy \
@@ -64,10 +65,12 @@ proto-check:
 bpf:
 	$(GO) generate ./agent/...
 
+# go vet, gofmt, buf lint and staticcheck (default checks); all must be clean.
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(BUF) lint
+	$(STATICCHECK) ./...
 
 # The embedded ClickHouse in the foreground (native :9000, HTTP :8123).
 clickhouse:
