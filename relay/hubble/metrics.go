@@ -13,6 +13,7 @@ import (
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/ingest"
+	"github.com/trawl-dev/trawl/relay/store"
 )
 
 // Hubble's flow metrics, exported by the relay from what it ingests: the
@@ -312,7 +313,7 @@ type metricsSink struct {
 	next ingest.Sink
 }
 
-func (s metricsSink) Enqueue(b *ingest.Batch, done func(error)) {
+func (s metricsSink) Enqueue(b *store.Batch, done func(error)) {
 	s.m.Observe(b.Flows, b.Lost)
 	s.next.Enqueue(b, done)
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/trawl-dev/trawl/relay/enrich"
 	"github.com/trawl-dev/trawl/relay/hub"
 	"github.com/trawl-dev/trawl/relay/nodes"
+	"github.com/trawl-dev/trawl/relay/store"
 )
 
 // Enricher adds Kubernetes metadata and policy attribution to records in
@@ -66,20 +67,13 @@ func (NopEnricher) Enrich(*flowv1.Flow) {}
 // EnrichConntrack does nothing.
 func (NopEnricher) EnrichConntrack(*flowv1.ConntrackSample) {}
 
-// Batch is what the writer stores: the records of one agent batch under its
-// de-duplication key "node/boot/sequence".
-type Batch struct {
-	Key       string
-	Flows     []*flowv1.Flow
-	Conntrack []*flowv1.ConntrackSample
-	Lost      []*flowv1.LostEvent
-}
-
 // Sink stores batches. done(nil) must be called only after the insert
 // containing the batch succeeded; done(err) means it was not stored (the
 // writer stopped) and is not answered: the agent resends after reconnecting.
+// The batch is the store's type (store.Batch): ingest hands the writer what
+// it stores, with no conversion.
 type Sink interface {
-	Enqueue(b *Batch, done func(error))
+	Enqueue(b *store.Batch, done func(error))
 }
 
 // Config configures a Server.
@@ -303,7 +297,7 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
 	s.hub.PublishFunc(key, n, records)
-	sb := &Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
+	sb := &store.Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
 }
 

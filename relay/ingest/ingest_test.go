@@ -26,6 +26,7 @@ import (
 	"github.com/trawl-dev/trawl/relay/hub"
 	"github.com/trawl-dev/trawl/relay/ingest"
 	"github.com/trawl-dev/trawl/relay/nodes"
+	"github.com/trawl-dev/trawl/relay/store"
 )
 
 // memSink stores batches in memory and, like ClickHouse with
@@ -33,15 +34,15 @@ import (
 // queues inserts (ClickHouse down).
 type memSink struct {
 	mu       sync.Mutex
-	stored   map[string]*ingest.Batch
+	stored   map[string]*store.Batch
 	enqueues int
 	hold     bool
 	held     []func()
 }
 
-func newMemSink() *memSink { return &memSink{stored: map[string]*ingest.Batch{}} }
+func newMemSink() *memSink { return &memSink{stored: map[string]*store.Batch{}} }
 
-func (m *memSink) Enqueue(b *ingest.Batch, done func(error)) {
+func (m *memSink) Enqueue(b *store.Batch, done func(error)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.enqueues++
@@ -523,7 +524,7 @@ func TestRejectedBatchesAreCountedLostAndReported(t *testing.T) {
 // blockingSink stands for a writer whose queue is full: Enqueue waits.
 type blockingSink struct{ release chan struct{} }
 
-func (b blockingSink) Enqueue(_ *ingest.Batch, done func(error)) {
+func (b blockingSink) Enqueue(_ *store.Batch, done func(error)) {
 	<-b.release
 	done(nil)
 }
