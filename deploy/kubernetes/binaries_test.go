@@ -75,7 +75,7 @@ var portFlags = map[string]map[string]struct {
 	flag string
 	port int32
 }{
-	"trawl-agent": {"metrics": {"metrics-addr", 9965}},
+	"trawl-agent": {"metrics": {"metrics-address", 9965}},
 	"trawl-relay": {"observer": {"listen-address", 4245}, "ingest": {"ingest-address", 4246}, "metrics": {"metrics-address", 9966}},
 }
 

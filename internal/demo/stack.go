@@ -233,7 +233,7 @@ func (s *Stack) startAgent(ctx context.Context) error {
 		"--node-name", s.NodeName,
 		"--relay", s.relayIngest,
 		"--relay-insecure",
-		"--metrics-addr", s.AgentMetrics,
+		"--metrics-address", s.AgentMetrics,
 		"--flush-interval", "1s",
 		"--conntrack-interval", "2s",
 		"--interfaces", "veth*",

@@ -65,7 +65,10 @@ func main() {
 	fs := cmd.Flags()
 	fs.StringVar(&o.nodeName, "node-name", host, "node name put in every record")
 	fs.StringVar(&o.output, "output", "", `"jsonl" writes records to stdout, "none" does not (default: jsonl without --relay, none with it)`)
-	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9965", `Prometheus metrics listen address ("" disables)`)
+	fs.StringVar(&o.metricsAddr, "metrics-address", ":9965", `Prometheus metrics listen address ("" disables)`)
+	// The old name, as in the first releases; the relay's name is the one.
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9965", "")
+	_ = fs.MarkDeprecated("metrics-addr", "use --metrics-address")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	fs.StringSliceVar(&o.dp.Interfaces, "interfaces", nil, "interface name globs to watch (default: veth-like pod interfaces and the default-route interfaces)")
 	fs.StringVar(&o.dp.AttachMode, "attach-mode", "auto", "auto, tcx or tc")

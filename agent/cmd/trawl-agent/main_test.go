@@ -92,7 +92,7 @@ func (l *lockedBuffer) String() string {
 // says it is running.
 func startAgent(t *testing.T, bed *testbed.Bed, args ...string) *agent {
 	t.Helper()
-	args = append([]string{"--node-name", "test-" + bed.ID, "--metrics-addr", "", "--flush-interval", "500ms"}, args...)
+	args = append([]string{"--node-name", "test-" + bed.ID, "--metrics-address", "", "--flush-interval", "500ms"}, args...)
 	a := &agent{stderr: &lockedBuffer{}, added: make(chan struct{}, 1), done: make(chan error, 1)}
 	a.cmd = bed.Node.Command(context.Background(), agentBin, args...)
 	a.cmd.Stderr = a.stderr
@@ -575,7 +575,7 @@ func TestAgentLeavesNothingBehind(t *testing.T) {
 		}
 		defer busy.Close()
 		for _, mode := range []string{"tcx", "tc"} {
-			out, err := bed.Node.Run(context.Background(), agentBin, "--attach-mode", mode, "--metrics-addr", busy.Addr().String())
+			out, err := bed.Node.Run(context.Background(), agentBin, "--attach-mode", mode, "--metrics-address", busy.Addr().String())
 			if err == nil || !strings.Contains(out, "metrics listener") {
 				t.Fatalf("%s: agent with a busy metrics port: %v\n%s", mode, err, out)
 			}
@@ -631,7 +631,7 @@ func TestAgentServesEveryDocumentedMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort(bed.NodeAddr.String(), "9965")
-	a := startAgent(t, bed, "--metrics-addr", addr, "--conntrack-interval", "1s")
+	a := startAgent(t, bed, "--metrics-address", addr, "--conntrack-interval", "1s")
 	// A refused connection makes flows, a drop and a conntrack entry.
 	dctx, cancel := context.WithTimeout(ctx, time.Second)
 	if c, err := client.Dial(dctx, "tcp", net.JoinHostPort(server.IP.String(), "9")); err == nil {
@@ -714,7 +714,7 @@ func TestAgentAttachesToPodInterfacesThatAppearLater(t *testing.T) {
 
 func TestAgentRefusesToStartWithoutPrivileges(t *testing.T) {
 	roottest.Require(t, "runs the agent as nobody")
-	cmd := exec.Command(agentBin, "--metrics-addr", "")
+	cmd := exec.Command(agentBin, "--metrics-address", "")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
 	if err == nil {
