@@ -3,15 +3,13 @@ package proto_test
 import (
 	"encoding/json"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/proto/prototest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -37,9 +35,9 @@ func TestEveryMessageRoundTripsThroughBinaryAndJSON(t *testing.T) {
 					t.Fatal(err)
 				}
 				// Each member of a oneof in turn, so every field is exercised.
-				for variant := 0; variant < maxOneofLen(md); variant++ {
+				for variant := range prototest.Variants(md) {
 					msg := mt.New()
-					fill(msg, variant, 0)
+					prototest.Fill(msg, variant)
 					checkRoundTrip(t, msg.Interface())
 				}
 			})
@@ -74,91 +72,6 @@ func checkRoundTrip(t *testing.T, msg proto.Message) {
 	if !proto.Equal(msg, back) {
 		t.Errorf("JSON round trip changed the message:\n got %v\nwant %v\njson %s", back, msg, js)
 	}
-}
-
-func maxOneofLen(md protoreflect.MessageDescriptor) int {
-	n := 1
-	for i := 0; i < md.Oneofs().Len(); i++ {
-		if l := md.Oneofs().Get(i).Fields().Len(); l > n {
-			n = l
-		}
-	}
-	return n
-}
-
-// fill sets every field to a non-zero value; of each oneof only the member
-// numbered variant (mod its size).
-func fill(m protoreflect.Message, variant, depth int) {
-	fields := m.Descriptor().Fields()
-	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
-			if od.Fields().Get(variant%od.Fields().Len()) != fd {
-				continue
-			}
-		}
-		switch {
-		case fd.IsList():
-			l := m.Mutable(fd).List()
-			for j := 0; j < 2; j++ {
-				if fd.Kind() == protoreflect.MessageKind {
-					if depth > 2 {
-						break
-					}
-					e := l.NewElement()
-					fill(e.Message(), variant, depth+1)
-					l.Append(e)
-				} else {
-					l.Append(scalar(fd, j))
-				}
-			}
-		case fd.IsMap():
-			mp := m.Mutable(fd).Map()
-			mp.Set(protoreflect.ValueOfString("k").MapKey(), scalar(fd.MapValue(), 1))
-		case fd.Kind() == protoreflect.MessageKind:
-			if depth > 2 {
-				continue
-			}
-			if fd.Message().FullName() == "google.protobuf.Timestamp" {
-				m.Set(fd, protoreflect.ValueOfMessage(timestamppb.Now().ProtoReflect()))
-				continue
-			}
-			if fd.Message().FullName() == "google.protobuf.Duration" {
-				m.Set(fd, protoreflect.ValueOfMessage(durationpb.New(1500*time.Millisecond).ProtoReflect()))
-				continue
-			}
-			fill(m.Mutable(fd).Message(), variant, depth+1)
-		default:
-			m.Set(fd, scalar(fd, 1))
-		}
-	}
-}
-
-func scalar(fd protoreflect.FieldDescriptor, j int) protoreflect.Value {
-	switch fd.Kind() {
-	case protoreflect.BoolKind:
-		return protoreflect.ValueOfBool(true)
-	case protoreflect.StringKind:
-		return protoreflect.ValueOfString("v" + string(rune('a'+j)))
-	case protoreflect.BytesKind:
-		return protoreflect.ValueOfBytes([]byte{byte(j + 1)})
-	case protoreflect.EnumKind:
-		vals := fd.Enum().Values()
-		return protoreflect.ValueOfEnum(vals.Get((j + 1) % vals.Len()).Number())
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return protoreflect.ValueOfInt32(int32(-7 - j))
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return protoreflect.ValueOfInt64(int64(-1) << 40)
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return protoreflect.ValueOfUint32(uint32(4000000000 + j))
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return protoreflect.ValueOfUint64(uint64(1)<<63 + uint64(j))
-	case protoreflect.FloatKind:
-		return protoreflect.ValueOfFloat32(0.5)
-	case protoreflect.DoubleKind:
-		return protoreflect.ValueOfFloat64(0.95)
-	}
-	panic("unhandled kind " + fd.Kind().String())
 }
 
 // The JSON of a flow must read like Hubble's: its field names, not Go's.

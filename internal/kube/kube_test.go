@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trawl-dev/trawl/internal/cputest"
 	"github.com/trawl-dev/trawl/internal/policy"
 )
 
@@ -356,9 +357,9 @@ func BenchmarkRebuild(b *testing.B) {
 	s := NewStore(StoreConfig{})
 	s.ReplaceAll(Synthetic(100, 100, 10))
 	s.Rebuild()
-	cpu := startCPU(b)
+	cpu := cputest.Start(b)
 	for i := 0; i < b.N; i++ {
 		s.Rebuild()
 	}
-	cpu.report(b)
+	cpu.Report(b)
 }

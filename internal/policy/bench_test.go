@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/trawl-dev/trawl/internal/cputest"
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/policy"
 )
@@ -56,12 +57,12 @@ func benchEvaluate(b *testing.B, cacheSize int) {
 		e.Evaluate(c.src, c.dst, c.port, policy.ProtoTCP)
 	}
 	b.ReportAllocs()
-	cpu := startCPU(b)
+	cpu := cputest.Start(b)
 	for i := 0; i < b.N; i++ {
 		c := &ws[i&4095]
 		e.Evaluate(c.src, c.dst, c.port, policy.ProtoTCP)
 	}
-	cpu.report(b)
+	cpu.Report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verdicts/s")
 }
 
@@ -86,14 +87,14 @@ func BenchmarkBaselineMapLookup(b *testing.B) {
 		m[key{c.src.Pod, c.dst.Pod, c.port}] = &policy.Verdict{}
 	}
 	var hits int
-	cpu := startCPU(b)
+	cpu := cputest.Start(b)
 	for i := 0; i < b.N; i++ {
 		c := &ws[i&4095]
 		if m[key{c.src.Pod, c.dst.Pod, c.port}] != nil {
 			hits++
 		}
 	}
-	cpu.report(b)
+	cpu.Report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verdicts/s")
 	if hits != b.N {
 		b.Fatal("baseline missed")
@@ -104,11 +105,11 @@ func BenchmarkBaselineMapLookup(b *testing.B) {
 // bounds how fast a change reaches verdicts.
 func BenchmarkCompile(b *testing.B) {
 	in := benchInput(0)
-	cpu := startCPU(b)
+	cpu := cputest.Start(b)
 	for i := 0; i < b.N; i++ {
 		if _, err := policy.New(in); err != nil {
 			b.Fatal(err)
 		}
 	}
-	cpu.report(b)
+	cpu.Report(b)
 }
