@@ -42,6 +42,8 @@ var (
 	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
 	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the writer runs to this file")
 	keep        = flag.Bool("keep", false, "keep the query data set (database bench_query) and reuse it when its size matches")
+	hubbleRuns  = flag.Int("hubble", 0, "on the query data set: also time GetFlows number 20 on Trawl's API and Hubble's, interleaved, this many runs each (issue 12)")
+	dataDir     = flag.String("data-dir", "", "data directory of the embedded ClickHouse (kept; with -keep the query data set survives between runs)")
 )
 
 func main() {
@@ -52,7 +54,7 @@ func main() {
 	var srv *chserver.Server
 	if dsn == "" {
 		var err error
-		if srv, err = chserver.Start(ctx, chserver.Config{}); err != nil {
+		if srv, err = chserver.Start(ctx, chserver.Config{DataDir: *dataDir}); err != nil {
 			log.Fatalf("start embedded ClickHouse: %v", err)
 		}
 		defer srv.Stop()

@@ -182,6 +182,9 @@ func queries(ctx context.Context, dsn string, conn driver.Conn, end time.Time) {
 	})
 	report("top 10 talkers of the last hour (pod pairs by bytes)", "SQL on the flows table", d, err, fmt.Sprintf("%d pairs", pairs))
 	fmt.Println()
+	if *hubbleRuns > 0 {
+		hubbleCompare(ctx, dsn, db)
+	}
 	if !*keep {
 		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
 	}
