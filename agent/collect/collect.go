@@ -39,6 +39,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/metrics"
 	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/flowid"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -303,7 +304,7 @@ func (c *Collector) handleFlowEvent(raw []byte) {
 	if ev.Kind == uint8(bpf.FlowEventKindEV_FLOW_CLOSE) {
 		f.EventKind = flowv1.EventKind_FLOW_CLOSE
 		p.kind, p.newFlow = "flow_close", false
-		if ev.Key.Tuple.Proto == 6 && ev.TcpFlags&tcpSYN != 0 {
+		if ev.Key.Tuple.Proto == l4.TCP && ev.TcpFlags&l4.SYN != 0 {
 			p.newFlow = true // the flow's first packet: a SYN with FIN or RST
 		}
 	} else {

@@ -9,19 +9,8 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/agent/datapath"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
-)
-
-const (
-	tcpFIN = 0x001
-	tcpSYN = 0x002
-	tcpRST = 0x004
-	tcpPSH = 0x008
-	tcpACK = 0x010
-	tcpURG = 0x020
-	tcpECE = 0x040
-	tcpCWR = 0x080
-	tcpNS  = 0x100
 )
 
 func addrOf(family uint8, b [16]uint8) netip.Addr {
@@ -29,13 +18,6 @@ func addrOf(family uint8, b [16]uint8) netip.Addr {
 		return netip.AddrFrom4([4]byte{b[0], b[1], b[2], b[3]})
 	}
 	return netip.AddrFrom16(b)
-}
-
-func tcpFlags(f uint32) *flowv1.TCPFlags {
-	return &flowv1.TCPFlags{
-		FIN: f&tcpFIN != 0, SYN: f&tcpSYN != 0, RST: f&tcpRST != 0, PSH: f&tcpPSH != 0,
-		ACK: f&tcpACK != 0, URG: f&tcpURG != 0, ECE: f&tcpECE != 0, CWR: f&tcpCWR != 0, NS: f&tcpNS != 0,
-	}
 }
 
 // fillTuple sets IP and l4 of a flow from a kernel tuple.
@@ -51,15 +33,15 @@ func fillTuple(f *flowv1.Flow, t bpf.FlowFlowTuple, flags uint32) {
 	}
 	sp, dp := uint32(t.Sport), uint32(t.Dport)
 	switch t.Proto {
-	case 6:
-		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: sp, DestinationPort: dp, Flags: tcpFlags(flags)}}}
-	case 17:
+	case l4.TCP:
+		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: sp, DestinationPort: dp, Flags: l4.Flags(uint16(flags))}}}
+	case l4.UDP:
 		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}}
-	case 132:
+	case l4.SCTP:
 		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_SCTP{SCTP: &flowv1.SCTP{SourcePort: sp, DestinationPort: dp}}}
-	case 1:
+	case l4.ICMPv4:
 		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv4{ICMPv4: &flowv1.ICMPv4{Type: sp, Code: dp}}}
-	case 58:
+	case l4.ICMPv6:
 		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_ICMPv6{ICMPv6: &flowv1.ICMPv6{Type: sp, Code: dp}}}
 	}
 }
@@ -67,10 +49,10 @@ func fillTuple(f *flowv1.Flow, t bpf.FlowFlowTuple, flags uint32) {
 // isReply tells a reply from a request only when the flow's first packet
 // said so (SYN vs SYN-ACK); otherwise it stays unknown (nil).
 func isReply(proto uint8, firstFlags uint32) *wrapperspb.BoolValue {
-	if proto != 6 || firstFlags&tcpSYN == 0 {
+	if proto != l4.TCP || firstFlags&uint32(l4.SYN) == 0 {
 		return nil
 	}
-	return wrapperspb.Bool(firstFlags&tcpACK != 0)
+	return wrapperspb.Bool(firstFlags&uint32(l4.ACK) != 0)
 }
 
 // direction of a packet seen at a hook of a watched interface, relative to

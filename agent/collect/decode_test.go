@@ -5,6 +5,7 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/agent/datapath"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -37,7 +38,7 @@ func TestTuplesDecodeToHubbleFields(t *testing.T) {
 	copy(v4.Saddr[:], []byte{10, 244, 1, 10})
 	copy(v4.Daddr[:], []byte{10, 244, 1, 11})
 	f := &flowv1.Flow{}
-	fillTuple(f, v4, tcpSYN|tcpACK)
+	fillTuple(f, v4, uint32(l4.SYN|l4.ACK))
 	if f.IP.Source != "10.244.1.10" || f.IP.Destination != "10.244.1.11" || f.IP.IpVersion != flowv1.IPVersion_IPv4 {
 		t.Errorf("IP %v", f.IP)
 	}
@@ -57,13 +58,13 @@ func TestTuplesDecodeToHubbleFields(t *testing.T) {
 }
 
 func TestIsReplyOnlyWhenTheFirstPacketTellsIt(t *testing.T) {
-	if r := isReply(6, tcpSYN); r == nil || r.Value {
+	if r := isReply(l4.TCP, uint32(l4.SYN)); r == nil || r.Value {
 		t.Errorf("SYN: %v, want false", r)
 	}
-	if r := isReply(6, tcpSYN|tcpACK); r == nil || !r.Value {
+	if r := isReply(6, uint32(l4.SYN|l4.ACK)); r == nil || !r.Value {
 		t.Errorf("SYN-ACK: %v, want true", r)
 	}
-	if r := isReply(6, tcpACK); r != nil {
+	if r := isReply(l4.TCP, uint32(l4.ACK)); r != nil {
 		t.Errorf("mid-stream ACK: %v, want unknown", r)
 	}
 	if r := isReply(17, 0); r != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -67,7 +68,7 @@ func reverse(k bpf.FlowFlowKey) bpf.FlowFlowKey {
 	r := k
 	r.Tuple.Saddr, r.Tuple.Daddr = k.Tuple.Daddr, k.Tuple.Saddr
 	r.Tuple.Sport, r.Tuple.Dport = k.Tuple.Dport, k.Tuple.Sport
-	if k.Tuple.Proto == 1 || k.Tuple.Proto == 58 {
+	if k.Tuple.Proto == l4.ICMPv4 || k.Tuple.Proto == l4.ICMPv6 {
 		// ICMP keeps type/code in the port fields: an echo reply answers
 		// an echo request (IPv4 8 -> 0, IPv6 128 -> 129).
 		r.Tuple.Sport, r.Tuple.Dport = icmpReply(k.Tuple.Proto, k.Tuple.Sport), k.Tuple.Dport
@@ -77,13 +78,13 @@ func reverse(k bpf.FlowFlowKey) bpf.FlowFlowKey {
 
 func icmpReply(proto uint8, typ uint16) uint16 {
 	switch {
-	case proto == 1 && typ == 8:
+	case proto == l4.ICMPv4 && typ == 8:
 		return 0
-	case proto == 1 && typ == 0:
+	case proto == l4.ICMPv4 && typ == 0:
 		return 8
-	case proto == 58 && typ == 128:
+	case proto == l4.ICMPv6 && typ == 128:
 		return 129
-	case proto == 58 && typ == 129:
+	case proto == l4.ICMPv6 && typ == 129:
 		return 128
 	}
 	return typ

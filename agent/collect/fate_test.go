@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/trawl-dev/trawl/agent/bpf"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -114,7 +115,7 @@ func TestNewFlowEventsWaitForTheirFirstPacketsFate(t *testing.T) {
 	t.Run("a new flow whose first packet was dropped is a DROPPED event with the reason", func(t *testing.T) {
 		c, dp, pub := newTestCollector(t, Config{FateWait: time.Hour})
 		k := tcpKey(40000, 5432)
-		event(c, k, bpf.FlowEventKindEV_FLOW_NEW, tcpSYN)
+		event(c, k, bpf.FlowEventKindEV_FLOW_NEW, l4.SYN)
 		if got := flows(pub); len(got) != 0 {
 			t.Fatalf("published %v before the fate was known", got)
 		}
@@ -135,8 +136,8 @@ func TestNewFlowEventsWaitForTheirFirstPacketsFate(t *testing.T) {
 		if err := dp.Flow.Flows.Put(k, bpf.FlowFlowAgg{Packets: 1}); err != nil {
 			t.Fatal(err)
 		}
-		event(c, k, bpf.FlowEventKindEV_FLOW_NEW, tcpSYN)
-		event(c, reverse(k), bpf.FlowEventKindEV_FLOW_NEW, tcpSYN|tcpACK)
+		event(c, k, bpf.FlowEventKindEV_FLOW_NEW, l4.SYN)
+		event(c, reverse(k), bpf.FlowEventKindEV_FLOW_NEW, l4.SYN|l4.ACK)
 		got := instants(flows(pub))
 		if len(got) != 1 || got[0].Verdict != flowv1.Verdict_FORWARDED || got[0].L4.GetTCP().DestinationPort != 80 {
 			t.Fatalf("got %v, want the SYN's FORWARDED event (the SYN-ACK still waits)", got)

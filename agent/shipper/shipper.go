@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,7 +137,7 @@ func (c *Config) setDefaults() {
 		c.MaxInflight = DefaultMaxInflight
 	}
 	if c.Kernel == "" {
-		c.Kernel = kernelRelease()
+		c.Kernel = version.KernelRelease()
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -633,19 +632,4 @@ func randomID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func kernelRelease() string {
-	var u syscall.Utsname
-	if err := syscall.Uname(&u); err != nil {
-		return ""
-	}
-	var out []byte
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		out = append(out, byte(c))
-	}
-	return string(out)
 }

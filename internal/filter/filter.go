@@ -25,10 +25,12 @@ package filter
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -56,7 +58,7 @@ type Clause struct {
 	Protocol                            []uint8 // IP protocol numbers
 	SourcePort, DestinationPort         []PortRange
 	Reply                               []bool
-	TCPFlags                            []uint16 // bit masks, see TCPFlagBits
+	TCPFlags                            []uint16 // bit masks, see l4.FlagBits
 	NodeName                            []Glob
 	IPVersion                           []flowv1.IPVersion
 	DropReasonKernel                    []string
@@ -93,51 +95,6 @@ type PortRange struct{ Lo, Hi uint16 }
 // PolicyRef is "namespace/name"; an empty Name means every policy of the
 // namespace.
 type PolicyRef struct{ Namespace, Name string }
-
-// Protocol numbers used by the protocol filter and by storage.
-const (
-	ProtoICMPv4 uint8 = 1
-	ProtoTCP    uint8 = 6
-	ProtoUDP    uint8 = 17
-	ProtoICMPv6 uint8 = 58
-	ProtoSCTP   uint8 = 132
-)
-
-// TCP flag bits of the masks in Clause.TCPFlags and of stored flags.
-const (
-	FlagFIN uint16 = 1 << iota
-	FlagSYN
-	FlagRST
-	FlagPSH
-	FlagACK
-	FlagURG
-	FlagECE
-	FlagCWR
-	FlagNS
-)
-
-// TCPFlagBits folds a TCPFlags message into a bit mask.
-func TCPFlagBits(f *flowv1.TCPFlags) uint16 {
-	if f == nil {
-		return 0
-	}
-	var m uint16
-	set := func(b bool, bit uint16) {
-		if b {
-			m |= bit
-		}
-	}
-	set(f.FIN, FlagFIN)
-	set(f.SYN, FlagSYN)
-	set(f.RST, FlagRST)
-	set(f.PSH, FlagPSH)
-	set(f.ACK, FlagACK)
-	set(f.URG, FlagURG)
-	set(f.ECE, FlagECE)
-	set(f.CWR, FlagCWR)
-	set(f.NS, FlagNS)
-	return m
-}
 
 // Compile validates allow and deny lists and precompiles them. Errors name
 // the field and the offending value.
@@ -269,17 +226,17 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 	for _, p := range ff.GetProtocol() {
 		switch strings.ToLower(strings.TrimSpace(p)) {
 		case "tcp":
-			c.Protocol = append(c.Protocol, ProtoTCP)
+			c.Protocol = append(c.Protocol, l4.TCP)
 		case "udp":
-			c.Protocol = append(c.Protocol, ProtoUDP)
+			c.Protocol = append(c.Protocol, l4.UDP)
 		case "sctp":
-			c.Protocol = append(c.Protocol, ProtoSCTP)
+			c.Protocol = append(c.Protocol, l4.SCTP)
 		case "icmp":
-			c.Protocol = append(c.Protocol, ProtoICMPv4, ProtoICMPv6)
+			c.Protocol = append(c.Protocol, l4.ICMPv4, l4.ICMPv6)
 		case "icmpv4":
-			c.Protocol = append(c.Protocol, ProtoICMPv4)
+			c.Protocol = append(c.Protocol, l4.ICMPv4)
 		case "icmpv6":
-			c.Protocol = append(c.Protocol, ProtoICMPv6)
+			c.Protocol = append(c.Protocol, l4.ICMPv6)
 		default:
 			return nil, fmt.Errorf("protocol: unknown protocol %q (want tcp, udp, sctp, icmp, icmpv4 or icmpv6)", p)
 		}
@@ -292,7 +249,7 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 	}
 	c.Reply = append(c.Reply, ff.GetReply()...)
 	for _, tf := range ff.GetTcpFlags() {
-		c.TCPFlags = append(c.TCPFlags, TCPFlagBits(tf))
+		c.TCPFlags = append(c.TCPFlags, l4.FlagBits(tf))
 	}
 	for _, p := range ff.GetPolicy() {
 		ns, name, ok := strings.Cut(p, "/")
@@ -464,31 +421,31 @@ func (f *Filter) MatchFlow(fl *flowv1.Flow) bool {
 
 // MatchFlow reports whether one clause matches a flow.
 func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
-	if len(c.UUID) > 0 && !containsString(c.UUID, fl.GetUuid()) {
+	if len(c.UUID) > 0 && !slices.Contains(c.UUID, fl.GetUuid()) {
 		return false
 	}
 	if len(c.NodeName) > 0 && !matchGlobs(c.NodeName, fl.GetNodeName()) {
 		return false
 	}
-	if len(c.Verdict) > 0 && !containsEnum(c.Verdict, fl.GetVerdict()) {
+	if len(c.Verdict) > 0 && !slices.Contains(c.Verdict, fl.GetVerdict()) {
 		return false
 	}
-	if len(c.EventKind) > 0 && !containsEnum(c.EventKind, fl.GetEventKind()) {
+	if len(c.EventKind) > 0 && !slices.Contains(c.EventKind, fl.GetEventKind()) {
 		return false
 	}
-	if len(c.TrafficDirection) > 0 && !containsEnum(c.TrafficDirection, fl.GetTrafficDirection()) {
+	if len(c.TrafficDirection) > 0 && !slices.Contains(c.TrafficDirection, fl.GetTrafficDirection()) {
 		return false
 	}
-	if len(c.IPVersion) > 0 && !containsEnum(c.IPVersion, fl.GetIP().GetIpVersion()) {
+	if len(c.IPVersion) > 0 && !slices.Contains(c.IPVersion, fl.GetIP().GetIpVersion()) {
 		return false
 	}
-	if len(c.DropReasonDesc) > 0 && !containsString(c.DropReasonDesc, fl.GetDropReasonDesc()) {
+	if len(c.DropReasonDesc) > 0 && !slices.Contains(c.DropReasonDesc, fl.GetDropReasonDesc()) {
 		return false
 	}
-	if len(c.DropReasonKernel) > 0 && !containsString(c.DropReasonKernel, fl.GetDropReasonKernel()) {
+	if len(c.DropReasonKernel) > 0 && !slices.Contains(c.DropReasonKernel, fl.GetDropReasonKernel()) {
 		return false
 	}
-	if len(c.DropClass) > 0 && !containsString(c.DropClass, fl.GetDropClass()) {
+	if len(c.DropClass) > 0 && !slices.Contains(c.DropClass, fl.GetDropClass()) {
 		return false
 	}
 	if len(c.SourceIP) > 0 && !matchIP(c.SourceIP, fl.GetIP().GetSource()) {
@@ -531,7 +488,7 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 		return false
 	}
 	if len(c.Protocol) > 0 {
-		p := FlowProtocol(fl)
+		p := l4.Protocol(fl)
 		ok := false
 		for _, want := range c.Protocol {
 			if p == want {
@@ -576,7 +533,7 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 		if tcp == nil {
 			return false
 		}
-		have := TCPFlagBits(tcp.GetFlags())
+		have := l4.FlagBits(tcp.GetFlags())
 		ok := false
 		for _, m := range c.TCPFlags {
 			if have&m == m {
@@ -597,35 +554,17 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 	return true
 }
 
-// FlowProtocol is the IP protocol number of a flow's L4 layer (0 if none).
-func FlowProtocol(fl *flowv1.Flow) uint8 {
-	l4 := fl.GetL4()
-	switch {
-	case l4.GetTCP() != nil:
-		return ProtoTCP
-	case l4.GetUDP() != nil:
-		return ProtoUDP
-	case l4.GetSCTP() != nil:
-		return ProtoSCTP
-	case l4.GetICMPv4() != nil:
-		return ProtoICMPv4
-	case l4.GetICMPv6() != nil:
-		return ProtoICMPv6
-	}
-	return 0
-}
-
 // FlowPorts returns the ports of a TCP, UDP or SCTP flow; ok is false for
 // other protocols (port filters never match them, as in Hubble).
 func FlowPorts(fl *flowv1.Flow) (src, dst uint32, ok bool) {
-	l4 := fl.GetL4()
+	layer := fl.GetL4()
 	switch {
-	case l4.GetTCP() != nil:
-		return l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort(), true
-	case l4.GetUDP() != nil:
-		return l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort(), true
-	case l4.GetSCTP() != nil:
-		return l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort(), true
+	case layer.GetTCP() != nil:
+		return layer.GetTCP().GetSourcePort(), layer.GetTCP().GetDestinationPort(), true
+	case layer.GetUDP() != nil:
+		return layer.GetUDP().GetSourcePort(), layer.GetUDP().GetDestinationPort(), true
+	case layer.GetSCTP() != nil:
+		return layer.GetSCTP().GetSourcePort(), layer.GetSCTP().GetDestinationPort(), true
 	}
 	return 0, 0, false
 }
@@ -727,24 +666,6 @@ func matchGlobs(gs []Glob, s string) bool {
 	}
 	for i := range gs {
 		if gs[i].Match(s) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func containsEnum[E ~int32](list []E, v E) bool {
-	for _, e := range list {
-		if e == v {
 			return true
 		}
 	}

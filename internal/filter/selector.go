@@ -2,6 +2,7 @@ package filter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -197,7 +198,7 @@ func (r *Requirement) Match(labels []string) bool {
 		if key != r.Key || (r.Source != "" && src != r.Source) {
 			continue
 		}
-		if r.Op == OpExists || r.Op == OpNotExists || containsString(r.Values, val) {
+		if r.Op == OpExists || r.Op == OpNotExists || slices.Contains(r.Values, val) {
 			found = true
 			break
 		}

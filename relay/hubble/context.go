@@ -2,6 +2,7 @@ package hubble
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -69,7 +70,7 @@ func (o *contextOptions) setOption(key, value string) (ok bool, err error) {
 	case "labelscontext":
 		want := map[string]bool{}
 		for _, l := range strings.Split(value, ",") {
-			if !contains(contextLabels, l) {
+			if !slices.Contains(contextLabels, l) {
 				return true, fmt.Errorf("labelsContext: unknown label %q (want %s)", l, strings.Join(contextLabels, ", "))
 			}
 			want[l] = true
@@ -95,15 +96,6 @@ func (o *contextOptions) setOption(key, value string) (ok bool, err error) {
 	o.hasSource = len(o.source)+len(o.sourceIngress)+len(o.sourceEgress) > 0
 	o.hasDest = len(o.dest)+len(o.destIngress)+len(o.destEgress) > 0
 	return true, nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // labelNames are the label names the options add, after a metric's own.

@@ -247,22 +247,13 @@ func hasFalse(bs []bool) bool {
 // they are replies (is_reply unset), so this is "DROPPED with is_reply
 // false or unknown" as Hubble means it.
 func droppedUnknownReply(a *observerv1.FlowFilter) *observerv1.FlowFilter {
-	if len(a.GetVerdict()) > 0 && !containsVerdict(a.GetVerdict(), flowv1.Verdict_DROPPED) {
+	if len(a.GetVerdict()) > 0 && !slices.Contains(a.GetVerdict(), flowv1.Verdict_DROPPED) {
 		return nil
 	}
 	d := proto.Clone(a).(*observerv1.FlowFilter)
 	d.Reply = nil
 	d.Verdict = []flowv1.Verdict{flowv1.Verdict_DROPPED}
 	return d
-}
-
-func containsVerdict(vs []flowv1.Verdict, v flowv1.Verdict) bool {
-	for _, x := range vs {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // eventTypeAlternatives turns an event_type list into the filters whose

@@ -2,6 +2,7 @@ package hubble
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -204,7 +205,7 @@ func newHandler(spec string, limit int) (*handler, error) {
 			if isCtx {
 				continue
 			}
-			if !contains(def.options, strings.ToLower(key)) {
+			if !slices.Contains(def.options, strings.ToLower(key)) {
 				return nil, fmt.Errorf("hubble metric %q: unknown option %q", name, key)
 			}
 			h.opts[strings.ToLower(key)] = true

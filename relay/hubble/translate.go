@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/trawl-dev/trawl/internal/l4"
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -210,18 +211,18 @@ func icmpTypeName(v6 bool, typ, code uint32) string {
 // Hubble has no reason for it starts with the kernel's reason.
 func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
 	var s string
-	l4 := f.GetL4()
+	layer := f.GetL4()
 	switch {
-	case l4.GetTCP() != nil:
-		s = tcpSummaries[tcpFlagBits(l4.GetTCP().GetFlags())]
-	case l4.GetUDP() != nil:
+	case layer.GetTCP() != nil:
+		s = tcpSummaries[l4.FlagBits(layer.GetTCP().GetFlags())]
+	case layer.GetUDP() != nil:
 		s = "UDP"
-	case l4.GetSCTP() != nil:
+	case layer.GetSCTP() != nil:
 		s = "SCTP"
-	case l4.GetICMPv4() != nil:
-		s = "ICMPv4 " + icmpTypeName(false, l4.GetICMPv4().GetType(), l4.GetICMPv4().GetCode())
-	case l4.GetICMPv6() != nil:
-		s = "ICMPv6 " + icmpTypeName(true, l4.GetICMPv6().GetType(), l4.GetICMPv6().GetCode())
+	case layer.GetICMPv4() != nil:
+		s = "ICMPv4 " + icmpTypeName(false, layer.GetICMPv4().GetType(), layer.GetICMPv4().GetCode())
+	case layer.GetICMPv6() != nil:
+		s = "ICMPv6 " + icmpTypeName(true, layer.GetICMPv6().GetType(), layer.GetICMPv6().GetCode())
 	}
 	if f.GetVerdict() == flowv1.Verdict_DROPPED && reason == flowpb.DropReason_DROP_REASON_UNKNOWN {
 		if k := f.GetDropReasonKernel(); k != "" {
@@ -235,25 +236,19 @@ func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
 }
 
 // tcpFlagNames are the flags in the order Cilium's summary lists them.
-var tcpFlagNames = [9]string{"SYN", "ACK", "RST", "FIN", "PSH", "URG", "ECE", "CWR", "NS"}
+var tcpFlagNames = [9]struct {
+	name string
+	bit  uint16
+}{{"SYN", l4.SYN}, {"ACK", l4.ACK}, {"RST", l4.RST}, {"FIN", l4.FIN}, {"PSH", l4.PSH}, {"URG", l4.URG}, {"ECE", l4.ECE}, {"CWR", l4.CWR}, {"NS", l4.NS}}
 
-func tcpFlagBits(fl *flowv1.TCPFlags) int {
-	bits := 0
-	for i, on := range [9]bool{fl.GetSYN(), fl.GetACK(), fl.GetRST(), fl.GetFIN(), fl.GetPSH(), fl.GetURG(), fl.GetECE(), fl.GetCWR(), fl.GetNS()} {
-		if on {
-			bits |= 1 << i
-		}
-	}
-	return bits
-}
-
-// tcpSummaries is the summary of a TCP flow for each set of flags.
+// tcpSummaries is the summary of a TCP flow for each set of flags (indexed
+// by l4.FlagBits).
 var tcpSummaries = func() (out [1 << 9]string) {
 	for bits := range out {
 		var names []string
-		for i, n := range tcpFlagNames {
-			if bits&(1<<i) != 0 {
-				names = append(names, n)
+		for _, f := range tcpFlagNames {
+			if uint16(bits)&f.bit != 0 {
+				names = append(names, f.name)
 			}
 		}
 		out[bits] = "TCP Flags: " + strings.Join(names, ", ")

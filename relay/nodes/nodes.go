@@ -5,6 +5,7 @@
 package nodes
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -134,7 +135,7 @@ func (r *Registry) LatestConntrack(names []string) []*flowv1.ConntrackSample {
 	defer r.mu.Unlock()
 	var out []*flowv1.ConntrackSample
 	for name, n := range r.nodes {
-		if n.conntrack != nil && (len(names) == 0 || contains(names, name)) {
+		if n.conntrack != nil && (len(names) == 0 || slices.Contains(names, name)) {
 			out = append(out, n.conntrack)
 		}
 	}
@@ -181,13 +182,4 @@ func (r *Registry) LastSeen() map[string]time.Time {
 		}
 	}
 	return out
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -379,7 +380,7 @@ func (s *Server) GetConntrack(req *observerv1.GetConntrackRequest, stream observ
 	names := req.GetNodeName()
 	match := func(r *observerv1.GetFlowsResponse) bool {
 		c := r.GetConntrack()
-		return c != nil && (len(names) == 0 || containsStr(names, c.GetNodeName()))
+		return c != nil && (len(names) == 0 || slices.Contains(names, c.GetNodeName()))
 	}
 	var sub *subscription
 	if req.GetFollow() {
@@ -442,15 +443,6 @@ func (s *Server) GetTop(ctx context.Context, req *observerv1.GetTopRequest) (*ob
 		return nil, status.Errorf(codes.Unavailable, "top from ClickHouse: %v", err)
 	}
 	return resp, nil
-}
-
-func containsStr(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // subscription is the hub's, with a hook for records lost on the peer path.

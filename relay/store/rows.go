@@ -12,6 +12,7 @@ import (
 
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/flowid"
+	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -300,23 +301,23 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	}
 	var sp, dp uint32
 	var flags uint16
-	switch l4 := f.GetL4(); {
-	case l4.GetTCP() != nil:
-		sp, dp = l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort()
-		if l4.GetTCP().Flags != nil {
+	switch layer := f.GetL4(); {
+	case layer.GetTCP() != nil:
+		sp, dp = layer.GetTCP().GetSourcePort(), layer.GetTCP().GetDestinationPort()
+		if layer.GetTCP().Flags != nil {
 			present |= hasTCPFlags
-			flags = filter.TCPFlagBits(l4.GetTCP().Flags)
+			flags = l4.FlagBits(layer.GetTCP().Flags)
 		}
-	case l4.GetUDP() != nil:
-		sp, dp = l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort()
-	case l4.GetSCTP() != nil:
-		sp, dp = l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort()
-	case l4.GetICMPv4() != nil:
-		sp, dp = l4.GetICMPv4().GetType(), l4.GetICMPv4().GetCode()
-	case l4.GetICMPv6() != nil:
-		sp, dp = l4.GetICMPv6().GetType(), l4.GetICMPv6().GetCode()
+	case layer.GetUDP() != nil:
+		sp, dp = layer.GetUDP().GetSourcePort(), layer.GetUDP().GetDestinationPort()
+	case layer.GetSCTP() != nil:
+		sp, dp = layer.GetSCTP().GetSourcePort(), layer.GetSCTP().GetDestinationPort()
+	case layer.GetICMPv4() != nil:
+		sp, dp = layer.GetICMPv4().GetType(), layer.GetICMPv4().GetCode()
+	case layer.GetICMPv6() != nil:
+		sp, dp = layer.GetICMPv6().GetType(), layer.GetICMPv6().GetCode()
 	}
-	c.proto = append(c.proto, filter.FlowProtocol(f))
+	c.proto = append(c.proto, l4.Protocol(f))
 	c.srcPort, c.dstPort, c.tcpFlags = append(c.srcPort, uint16(sp)), append(c.dstPort, uint16(dp)), append(c.tcpFlags, flags)
 	if f.Source != nil {
 		present |= hasSource
@@ -504,19 +505,19 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 		f.L4 = &flowv1.Layer4{}
 		sp, dp := uint32(r.srcPort), uint32(r.dstPort)
 		switch r.proto {
-		case filter.ProtoTCP:
+		case l4.TCP:
 			t := &flowv1.TCP{SourcePort: sp, DestinationPort: dp}
 			if p&hasTCPFlags != 0 {
-				t.Flags = tcpFlags(r.tcpFlags)
+				t.Flags = l4.Flags(r.tcpFlags)
 			}
 			f.L4.Protocol = &flowv1.Layer4_TCP{TCP: t}
-		case filter.ProtoUDP:
+		case l4.UDP:
 			f.L4.Protocol = &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}
-		case filter.ProtoSCTP:
+		case l4.SCTP:
 			f.L4.Protocol = &flowv1.Layer4_SCTP{SCTP: &flowv1.SCTP{SourcePort: sp, DestinationPort: dp}}
-		case filter.ProtoICMPv4:
+		case l4.ICMPv4:
 			f.L4.Protocol = &flowv1.Layer4_ICMPv4{ICMPv4: &flowv1.ICMPv4{Type: sp, Code: dp}}
-		case filter.ProtoICMPv6:
+		case l4.ICMPv6:
 			f.L4.Protocol = &flowv1.Layer4_ICMPv6{ICMPv6: &flowv1.ICMPv6{Type: sp, Code: dp}}
 		}
 	}
@@ -561,14 +562,6 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 		proto.Merge(f, &x)
 	}
 	return f, nil
-}
-
-func tcpFlags(m uint16) *flowv1.TCPFlags {
-	return &flowv1.TCPFlags{
-		FIN: m&filter.FlagFIN != 0, SYN: m&filter.FlagSYN != 0, RST: m&filter.FlagRST != 0,
-		PSH: m&filter.FlagPSH != 0, ACK: m&filter.FlagACK != 0, URG: m&filter.FlagURG != 0,
-		ECE: m&filter.FlagECE != 0, CWR: m&filter.FlagCWR != 0, NS: m&filter.FlagNS != 0,
-	}
 }
 
 func selectFlowColumns() string { return strings.Join(flowColumnNames, ", ") }

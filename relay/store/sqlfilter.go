@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/trawl-dev/trawl/internal/filter"
+	"github.com/trawl-dev/trawl/internal/l4"
 )
 
 // sqlBuilder collects bound parameters. Every value that came from a user
@@ -332,7 +333,7 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 		p = append(p, inInts(b, "proto", "UInt8", c.Protocol))
 	}
 	if len(c.SourcePort) > 0 || len(c.DestinationPort) > 0 {
-		p = append(p, fmt.Sprintf("proto IN (%d, %d, %d)", filter.ProtoTCP, filter.ProtoUDP, filter.ProtoSCTP))
+		p = append(p, fmt.Sprintf("proto IN (%d, %d, %d)", l4.TCP, l4.UDP, l4.SCTP))
 		if len(c.SourcePort) > 0 {
 			p = append(p, b.ports("src_port", c.SourcePort))
 		}
@@ -357,7 +358,7 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 			v := b.bind("UInt16", strconv.Itoa(int(m)))
 			alts = append(alts, "bitAnd(tcp_flags, "+v+") = "+v)
 		}
-		p = append(p, fmt.Sprintf("proto = %d", filter.ProtoTCP), or(alts))
+		p = append(p, fmt.Sprintf("proto = %d", l4.TCP), or(alts))
 	}
 	if len(c.Policy) > 0 {
 		var alts []string
