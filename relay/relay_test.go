@@ -40,7 +40,7 @@ func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // startRelay runs an in-process relay on loopback ports against dsn.
 func startRelay(t *testing.T, dsn string, mutate func(*relay.Config)) *relay.Relay {
 	t.Helper()
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.ClickHouseDSN = dsn
 	cfg.Insecure = true
@@ -847,7 +847,7 @@ func TestGetTopAnswersFromTheRollupsAndRejectsAMissingKind(t *testing.T) {
 func TestAResendToARestartedRelayAfterALostAckIsNotStoredTwice(t *testing.T) {
 	dsn := chtest.Database(t)
 	newRelay := func() (*relay.Relay, func()) {
-		cfg := relay.DefaultConfig()
+		cfg := relay.DefaultConfiguration()
 		cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
 		cfg.ClickHouseDSN, cfg.Insecure, cfg.BatchInterval, cfg.Log = dsn, true, 50*time.Millisecond, quietLog()
 		r, err := relay.New(cfg)
@@ -1066,7 +1066,7 @@ func TestPprofIsServedOnTheMetricsListenerOnlyWhenAsked(t *testing.T) {
 			}
 		})
 	}
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.Insecure, cfg.MetricsAddr, cfg.Pprof = true, "", true
 	if err := cfg.Validate(); err == nil {
 		t.Error("--pprof without a metrics listener was accepted")

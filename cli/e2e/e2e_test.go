@@ -28,7 +28,7 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func startRelay(t *testing.T) *relay.Relay {
 	t.Helper()
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
 	cfg.ClickHouseDSN = chtest.Database(t)
 	cfg.Insecure = true

@@ -20,9 +20,9 @@ type Config struct {
 	TeardownDrops bool
 }
 
-// DefaultConfig enables DefaultMetrics with a budget of DefaultSeriesLimit
-// series per metric, forgetting series idle for an hour.
-func DefaultConfig() Config {
+// DefaultConfiguration enables DefaultMetrics with a budget of
+// DefaultSeriesLimit series per metric, forgetting series idle for an hour.
+func DefaultConfiguration() Config {
 	return Config{
 		Metrics:     append([]string(nil), DefaultMetrics...),
 		SeriesLimit: DefaultSeriesLimit,
@@ -32,7 +32,7 @@ func DefaultConfig() Config {
 
 // MetricsConfig is the metrics part of c.
 func (c Config) MetricsConfig() MetricsConfig {
-	return MetricsConfig{Metrics: c.Metrics, SeriesLimit: c.SeriesLimit, SeriesIdle: c.SeriesIdle, TeardownDrops: c.TeardownDrops}
+	return MetricsConfig(c)
 }
 
 // RegisterFlags binds the Hubble flags to c.

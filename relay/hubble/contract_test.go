@@ -50,7 +50,7 @@ func startStack(t *testing.T) *stack { return startStackWith(t, nil) }
 
 func startStackWith(t *testing.T, mutate func(*relay.Config)) *stack {
 	t.Helper()
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.ClickHouseDSN = chtest.Database(t)
 	cfg.Retention = filtertest.Retention()

@@ -10,31 +10,6 @@ import (
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 )
 
-// Limits bound what one batch may carry.
-type Limits struct {
-	// MaxBatchBytes is the largest encoded batch accepted (default 16 MiB).
-	MaxBatchBytes int
-	// MaxBatchRecords is the most records in one batch (default 100,000;
-	// at most 2^20, the index space of flow ids).
-	MaxBatchRecords int
-}
-
-// Defaults of Limits.
-const (
-	DefaultMaxBatchBytes   = 16 << 20
-	DefaultMaxBatchRecords = 100_000
-	maxIndex               = 1 << 20
-)
-
-func (l *Limits) setDefaults() {
-	if l.MaxBatchBytes <= 0 {
-		l.MaxBatchBytes = DefaultMaxBatchBytes
-	}
-	if l.MaxBatchRecords <= 0 || l.MaxBatchRecords > maxIndex {
-		l.MaxBatchRecords = DefaultMaxBatchRecords
-	}
-}
-
 var (
 	// A Kubernetes node name: a DNS subdomain.
 	nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)

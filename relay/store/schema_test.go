@@ -40,7 +40,7 @@ func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
 }
 
 func TestSingleServerDDLHasNoClusterParts(t *testing.T) {
-	all := strings.Join(store.Statements("trawl", "", store.DefaultRetention), ";\n")
+	all := strings.Join(store.Statements("trawl", "", store.DefaultConfiguration().Retention), ";\n")
 	for _, bad := range []string{"ON CLUSTER", "Replicated", "Distributed", "_local"} {
 		if strings.Contains(all, bad) {
 			t.Errorf("single-server DDL contains %q", bad)

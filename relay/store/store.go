@@ -16,46 +16,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// Config configures a Store. Zero fields take the defaults below.
-type Config struct {
-	// DSN of ClickHouse, e.g. clickhouse://user:pass@host:9000/trawl.
-	DSN string
-	// Database holds Trawl's tables. Optional: default the DSN's database,
-	// else "trawl".
-	Database string
-	// Cluster, when set, makes the schema use ON CLUSTER, Replicated engines
-	// and Distributed tables. Optional.
-	Cluster string
-	// ShardOnly, with Cluster, keeps Distributed tables but uses plain
-	// MergeTree engines and no ON CLUSTER, for clusters without ClickHouse
-	// Keeper (sharding without replication; run Migrate against every
-	// server). Optional.
-	ShardOnly bool
-	// Retention is the TTL of flows, rollups, samples and lost events.
-	// Optional: default 7 days.
-	Retention time.Duration
-	// BatchRows and BatchInterval bound the writer's inserts: an insert is
-	// sent when it holds BatchRows rows or BatchInterval passed since its
-	// first batch arrived. Optional: defaults 50000 and 1 s.
-	BatchRows     int
-	BatchInterval time.Duration
-	// QueueRows bounds the rows waiting in the writer (including the two
-	// inserts being encoded or sent). Optional: default 4 × BatchRows. Each
-	// queued flow is a decoded message (~1 KiB), so this bounds the relay's
-	// memory; beyond it Enqueue blocks and agents buffer instead.
-	QueueRows int
-	// Log is optional: default slog.Default().
-	Log *slog.Logger
-}
-
-// Defaults.
-const (
-	DefaultRetention     = 7 * 24 * time.Hour
-	DefaultBatchRows     = 50000
-	DefaultBatchInterval = time.Second
-	DefaultDatabase      = "trawl"
-)
-
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Store is an open connection to ClickHouse with Trawl's schema.
@@ -76,8 +36,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Database == "" {
 		cfg.Database = opts.Auth.Database
 	}
+	def := DefaultConfiguration()
 	if cfg.Database == "" || cfg.Database == "default" {
-		cfg.Database = DefaultDatabase
+		cfg.Database = def.Database
 	}
 	if !identRE.MatchString(cfg.Database) {
 		return nil, fmt.Errorf("database name %q: want letters, digits and underscores", cfg.Database)
@@ -85,21 +46,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Cluster != "" && !identRE.MatchString(cfg.Cluster) {
 		return nil, fmt.Errorf("cluster name %q: want letters, digits and underscores", cfg.Cluster)
 	}
-	if cfg.Retention <= 0 {
-		cfg.Retention = DefaultRetention
-	}
-	if cfg.BatchRows <= 0 {
-		cfg.BatchRows = DefaultBatchRows
-	}
-	if cfg.BatchInterval <= 0 {
-		cfg.BatchInterval = DefaultBatchInterval
-	}
-	if cfg.QueueRows <= 0 {
-		cfg.QueueRows = 4 * cfg.BatchRows
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
-	}
+	cfg.setDefaults(def)
 	// Connect without selecting the database: it may not exist before
 	// Migrate. Every statement names its tables fully.
 	opts.Auth.Database = ""

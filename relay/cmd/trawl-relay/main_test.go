@@ -34,6 +34,8 @@ func TestCommandLine(t *testing.T) {
 		{"mutual TLS without a certificate is refused", []string{"--tls-ca", "/ca.pem", "--clickhouse-dsn", dsn}, "", "--tls-cert"},
 		{"a retention under an hour is refused", []string{"--insecure", "--retention", "5m", "--clickhouse-dsn", dsn}, "", "--retention"},
 		{"a missing token file is named", []string{"--observer-token-file", "/nonexistent/token"}, "", "observer token"},
+		{"a bad --log-level is refused", []string{"--log-level", "loud", "--insecure", "--clickhouse-dsn", dsn}, "", "--log-level"},
+		{"a bad --log-level is refused by migrate too", []string{"migrate", "--log-level", "verbose", "--clickhouse-dsn", dsn}, "", "--log-level"},
 		{"stray arguments are refused", []string{"serve", "extra"}, "", "unknown command"},
 		{"migrate creates the schema", []string{"migrate", "--clickhouse-dsn", dsn}, "", ""},
 		{"migrate twice is a no-op", []string{"migrate", "--clickhouse-dsn", dsn}, "", ""},
