@@ -401,12 +401,14 @@ func flowInto(p *flowParts, f *flowv1.Flow) *flowpb.Flow {
 	if f.GetVerdict() == flowv1.Verdict_DROPPED {
 		reason = DropReason(f.GetDropReasonDesc())
 		out.DropReasonDesc = reason
-		out.DropReason = uint32(reason) //nolint:staticcheck // deprecated, still read by older clients
+		//lint:ignore SA1019 deprecated, still read by older clients
+		out.DropReason = uint32(reason)
 	}
 	if r := f.GetIsReply(); r != nil {
 		p.reply.Value = r.GetValue()
 		out.IsReply = &p.reply
-		out.Reply = r.GetValue() //nolint:staticcheck // deprecated, still read by older clients
+		//lint:ignore SA1019 deprecated, still read by older clients
+		out.Reply = r.GetValue()
 	}
 	if e := f.GetEthernet(); e != nil {
 		out.Ethernet = &flowpb.Ethernet{Source: e.GetSource(), Destination: e.GetDestination()}
@@ -421,7 +423,8 @@ func flowInto(p *flowParts, f *flowv1.Flow) *flowpb.Flow {
 		p.iface.Index, p.iface.Name = i.GetIndex(), i.GetName()
 		out.Interface = &p.iface
 	}
-	out.Summary = summary(f, reason) //nolint:staticcheck // deprecated, still printed by `hubble observe`
+	//lint:ignore SA1019 deprecated, still printed by `hubble observe`
+	out.Summary = summary(f, reason)
 	if b := appendExtensions(nil, f); len(b) > 0 {
 		p.ext.TypeUrl, p.ext.Value = structTypeURL, b
 		out.Extensions = &p.ext
