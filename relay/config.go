@@ -113,11 +113,6 @@ func DefaultConfiguration() Config {
 	}
 }
 
-// DefaultConfig is DefaultConfiguration.
-//
-// Deprecated: use DefaultConfiguration.
-func DefaultConfig() Config { return DefaultConfiguration() }
-
 // Validate checks the configuration without touching the network.
 func (c *Config) Validate() error {
 	if c.ClickHouseDSN == "" {

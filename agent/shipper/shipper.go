@@ -271,13 +271,6 @@ func (s *Shipper) Stats() (batches, bytes int) {
 	return len(s.queue), s.bufBytes
 }
 
-// FlowUUID is flowid.Derive.
-//
-// Deprecated: use flowid.Derive; kept until bench/ stops calling it.
-func FlowUUID(node, bootID string, seq uint64, index int) string {
-	return flowid.Derive(node, bootID, seq, index)
-}
-
 func (s *Shipper) sealLocked(keep bool) {
 	b := s.cur
 	if b == nil || len(b.Flows)+len(b.Conntrack)+len(b.LostEvents) == 0 {

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/store"
 )
@@ -81,7 +81,7 @@ func generate(n int, end time.Time) []batch {
 		for j := 0; j < batchSize && i < n; j, i = j+1, i+1 {
 			f := record(r, ps, ts, start.Add(time.Duration(i)*step))
 			f.NodeName = b.node
-			f.Uuid = shipper.FlowUUID(b.node, b.boot, b.seq, j)
+			f.Uuid = flowid.Derive(b.node, b.boot, b.seq, j)
 			b.flows = append(b.flows, f)
 		}
 		out = append(out, b)

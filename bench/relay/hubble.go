@@ -24,7 +24,7 @@ import (
 // namespace filter (as `trawl observe -n` and `hubble observe -n` send it:
 // source pod "ns/" or destination pod "ns/").
 func hubbleCompare(ctx context.Context, dsn, db string) {
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
 	cfg.ClickHouseDSN = strings.TrimRight(dsn, "/") + "/" + db
 	cfg.Insecure = true

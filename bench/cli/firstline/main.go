@@ -43,7 +43,7 @@ func main() {
 		log.Fatalf("clickhouse: %v", err)
 	}
 	defer ch.Stop()
-	cfg := relay.DefaultConfig()
+	cfg := relay.DefaultConfiguration()
 	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
 	cfg.ClickHouseDSN = "clickhouse://" + ch.Addr + "/default"
 	cfg.Insecure = true
