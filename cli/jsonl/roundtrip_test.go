@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/proto/prototest"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
 // Every field of every record kind, found through reflection, survives
