@@ -30,8 +30,9 @@ test-unit:
 	$(GO) test -short -count=1 ./...
 
 # All tests: unit, integration against the embedded ClickHouse, eBPF in
-# network namespaces (root), Prometheus rules, and the end-to-end test.
-test: deps proto-check build
+# network namespaces (root), Prometheus rules, and the end-to-end test;
+# make lint first.
+test: deps proto-check lint build
 	bash scripts/test.sh
 
 # The whole system on this machine: embedded ClickHouse, relay, agent and a
