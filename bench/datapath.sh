@@ -42,7 +42,7 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 SPIN_CPU=${SPIN_CPU:-0}
 OVERLOAD_BUF=${OVERLOAD_BUF:-4K}
-AGENT_FLAGS=(--node-name bench --metrics-addr "" --flush-interval 1s)
+AGENT_FLAGS=(--node-name bench --metrics-address "" --flush-interval 1s)
 
 log() { echo "bench-datapath: $*" >&2; }
 die() { log "$*"; exit 1; }

@@ -610,6 +610,7 @@ func freePort(t *testing.T) int {
 }
 
 func TestClickHouseOutageKeepsFollowLiveAndLosesOrRepeatsNothing(t *testing.T) {
+	chtest.SkipShort(t)
 	dir := t.TempDir()
 	chCfg := chserver.Config{DataDir: dir, TCPPort: freePort(t), HTTPPort: freePort(t)}
 	startCH := func() *chserver.Server {

@@ -15,7 +15,7 @@ rc=${PIPESTATUS[0]}
 # rows under the tables' TTL without an explicit retention fails here.
 epoch=$(date -u -d '-400 days' +%Y-%m-%dT%H:%M:%SZ)
 echo "test: ClickHouse tests with TRAWL_TEST_EPOCH=$epoch"
-TRAWL_TEST_EPOCH=$epoch go test -count=1 -p 2 -timeout 10m ./relay/store/ ./internal/filter/... 2>&1 | tee -a "$log"
+TRAWL_TEST_EPOCH=$epoch go test -count=1 -p 2 -timeout 10m ./relay/store/ ./relay/hubble/ ./internal/filter/... 2>&1 | tee -a "$log"
 rc2=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$rc2
 

@@ -35,6 +35,7 @@ func freePort(t *testing.T) int {
 // reads config.xml from its data directory): Distributed tables spread the
 // writer's inserts over both, and reads through either server see all.
 func TestDistributedTablesOverTwoServers(t *testing.T) {
+	chtest.SkipShort(t)
 	ctx := context.Background()
 	tcp := []int{freePort(t), freePort(t)}
 	cfg := fmt.Sprintf(`<clickhouse><remote_servers><trawl_two>

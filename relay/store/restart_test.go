@@ -32,6 +32,7 @@ func port(t *testing.T, addr string) int {
 // same inserts until the server is back, acknowledges only stored batches,
 // and nothing is stored twice.
 func TestWriterSurvivesClickHouseRestartWithoutLossOrDuplicates(t *testing.T) {
+	chtest.SkipShort(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	srv, err := chserver.Start(ctx, chserver.Config{DataDir: dir})

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/collect"
@@ -90,7 +89,7 @@ func run(parent context.Context, o *options) error {
 		}
 	}()
 	logFeatures(log, dp)
-	m.Info.WithLabelValues(version.Version, kernelRelease(), o.nodeName).Set(1)
+	m.Info.WithLabelValues(version.Version, version.KernelRelease(), o.nodeName).Set(1)
 	for _, f := range dp.Features.Proto() {
 		v := 0.0
 		if f.Enabled {
@@ -225,12 +224,4 @@ func logFeatures(log *slog.Logger, dp *datapath.Datapath) {
 		src = dp.Reasons.Source
 	}
 	log.Info("kernel features", "enabled", strings.Join(on, ","), "off", strings.Join(off, "; "), "drop_reason_names", src)
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }
