@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -189,22 +188,7 @@ func TestVerdictsAreThePacketsFate(t *testing.T) {
 	a := startAgent(t, bed)
 
 	// Allowed TCP: 200 kB across, read to the end.
-	ln, err := server.Listen("tcp", net.JoinHostPort(S, "7001"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	received := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			received <- -1
-			return
-		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		received <- n
-	}()
+	_, received := tcpSink(t, server, net.JoinHostPort(S, "7001"))
 	conn, err := client.Dial(ctx, "tcp", net.JoinHostPort(S, "7001"))
 	if err != nil {
 		t.Fatal(err)

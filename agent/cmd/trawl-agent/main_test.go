@@ -204,22 +204,7 @@ func TestTCPTransferBetweenPodsIsCountedOnceWithItsTupleDirectionAndSize(t *test
 	a := startAgent(t, bed)
 
 	const size = 2_000_000
-	ln, err := server.Listen("tcp", net.JoinHostPort(server.IP.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	received := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			received <- -1
-			return
-		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		received <- n
-	}()
+	ln, received := tcpSink(t, server, net.JoinHostPort(server.IP.String(), "0"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := client.Dial(ctx, "tcp", ln.Addr().String())
@@ -293,6 +278,29 @@ func TestTCPTransferBetweenPodsIsCountedOnceWithItsTupleDirectionAndSize(t *test
 	if reverse.packets == 0 {
 		t.Error("no aggregate for the server's ACKs")
 	}
+}
+
+// tcpSink accepts one connection at addr in the pod and reports how many
+// bytes it read to the end (-1 if the accept failed).
+func tcpSink(t *testing.T, pod *testbed.Pod, addr string) (net.Listener, <-chan int64) {
+	t.Helper()
+	ln, err := pod.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	received := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		received <- n
+	}()
+	return ln, received
 }
 
 func dropMatch(src, dst string, dport uint32, reason string) func(*observerv1.GetFlowsResponse) bool {
