@@ -31,6 +31,7 @@ import (
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay"
+	"github.com/trawl-dev/trawl/relay/relaytest"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -40,29 +41,7 @@ func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // startRelay runs an in-process relay on loopback ports against dsn.
 func startRelay(t *testing.T, dsn string, mutate func(*relay.Config)) *relay.Relay {
 	t.Helper()
-	cfg := relay.DefaultConfiguration()
-	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.ClickHouseDSN = dsn
-	cfg.Insecure = true
-	cfg.BatchInterval = 100 * time.Millisecond
-	cfg.Log = quietLog()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	r, err := relay.New(cfg)
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-	})
-	return r
+	return relaytest.Start(t, dsn, mutate)
 }
 
 func startShipper(t *testing.T, addr, node string, mutate func(*shipper.Config)) *shipper.Shipper {

@@ -20,6 +20,7 @@ import (
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay"
+	"github.com/trawl-dev/trawl/relay/relaytest"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -28,26 +29,7 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func startRelay(t *testing.T) *relay.Relay {
 	t.Helper()
-	cfg := relay.DefaultConfiguration()
-	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", ""
-	cfg.ClickHouseDSN = chtest.Database(t)
-	cfg.Insecure = true
-	cfg.BatchInterval = 100 * time.Millisecond
-	cfg.Log = quiet()
-	r, err := relay.New(cfg)
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-	})
-	return r
+	return relaytest.Start(t, chtest.Database(t), func(c *relay.Config) { c.MetricsAddr = "" })
 }
 
 func startShipper(t *testing.T, addr, node string) *shipper.Shipper {

@@ -31,6 +31,7 @@ import (
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay"
 	"github.com/trawl-dev/trawl/relay/hubble"
+	"github.com/trawl-dev/trawl/relay/relaytest"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -50,28 +51,13 @@ func startStack(t *testing.T) *stack { return startStackWith(t, nil) }
 
 func startStackWith(t *testing.T, mutate func(*relay.Config)) *stack {
 	t.Helper()
-	cfg := relay.DefaultConfiguration()
-	cfg.ObserverAddr, cfg.IngestAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.ClickHouseDSN = chtest.Database(t)
-	cfg.Retention = filtertest.Retention()
-	cfg.Insecure = true
-	cfg.BatchInterval = 100 * time.Millisecond
-	cfg.Log = quiet()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	r, err := relay.New(cfg)
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
+	var token string
+	r := relaytest.Start(t, chtest.Database(t), func(c *relay.Config) {
+		c.Retention = filtertest.Retention()
+		if mutate != nil {
+			mutate(c)
 		}
+		token = c.ObserverToken
 	})
 	conn, err := grpc.NewClient(r.ObserverAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -79,8 +65,8 @@ func startStackWith(t *testing.T, mutate func(*relay.Config)) *stack {
 	}
 	t.Cleanup(func() { conn.Close() })
 	s := &stack{relay: r, conn: conn, client: observerpb.NewObserverClient(conn), shippers: map[string]*shipper.Shipper{}}
-	if cfg.ObserverToken != "" {
-		return s
+	if token != "" {
+		return s // the test speaks with a token; it ships its own flows
 	}
 	flows := filtertest.Flows()
 	for _, f := range flows {
