@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/chserver"
 	"github.com/trawl-dev/trawl/internal/chtest"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
@@ -46,19 +46,11 @@ func startRelay(t *testing.T, dsn string, mutate func(*relay.Config)) *relay.Rel
 
 func startShipper(t *testing.T, addr, node string, mutate func(*shipper.Config)) *shipper.Shipper {
 	t.Helper()
-	cfg := shipper.Config{Addr: addr, NodeName: node, Insecure: true, FlushInterval: 20 * time.Millisecond, BatchRecords: 50, Log: quietLog()}
+	cfg := shipper.Config{NodeName: node, BatchRecords: 50}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s, err := shipper.New(cfg, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
+	return shippertest.Start(t, addr, cfg, nil)
 }
 
 func observerClient(t *testing.T, r *relay.Relay, opts ...grpc.DialOption) observerv1.ObserverClient {

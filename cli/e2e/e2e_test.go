@@ -4,17 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/cli/app"
 	"github.com/trawl-dev/trawl/internal/chtest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -25,8 +24,6 @@ import (
 
 func TestMain(m *testing.M) { chtest.Main(m) }
 
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
 func startRelay(t *testing.T) *relay.Relay {
 	t.Helper()
 	return relaytest.Start(t, chtest.Database(t), func(c *relay.Config) { c.MetricsAddr = "" })
@@ -34,15 +31,7 @@ func startRelay(t *testing.T) *relay.Relay {
 
 func startShipper(t *testing.T, addr, node string) *shipper.Shipper {
 	t.Helper()
-	s, err := shipper.New(shipper.Config{Addr: addr, NodeName: node, Insecure: true, FlushInterval: 20 * time.Millisecond, BatchRecords: 50, Log: quiet()}, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
+	return shippertest.Start(t, addr, shipper.Config{NodeName: node, BatchRecords: 50}, nil)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/chtest"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -35,8 +34,6 @@ import (
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
-
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // stack is an in-process relay on embedded ClickHouse holding filtertest's
 // data set, each flow shipped by an agent of its node, plus two fresh flows.
@@ -81,16 +78,7 @@ func (s *stack) publish(t *testing.T, f *flowv1.Flow) {
 	t.Helper()
 	sh := s.shippers[f.GetNodeName()]
 	if sh == nil {
-		var err error
-		sh, err = shipper.New(shipper.Config{Addr: s.relay.IngestAddr(), NodeName: f.GetNodeName(), Insecure: true,
-			FlushInterval: 20 * time.Millisecond, Log: quiet()}, prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = sh.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		sh = shippertest.Start(t, s.relay.IngestAddr(), shipper.Config{NodeName: f.GetNodeName()}, nil)
 		s.shippers[f.GetNodeName()] = sh
 	}
 	sh.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: f.GetNodeName(), Time: f.GetTime()})

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
@@ -173,23 +174,8 @@ func startRelay(t *testing.T, cfg ingest.Config, opts ...grpc.ServerOption) *bed
 
 func startShipper(t *testing.T, addr string, cfg shipper.Config) (*shipper.Shipper, *prometheus.Registry) {
 	t.Helper()
-	cfg.Addr, cfg.Insecure = addr, true
-	if cfg.NodeName == "" {
-		cfg.NodeName = "node-a"
-	}
-	if cfg.FlushInterval == 0 {
-		cfg.FlushInterval = 20 * time.Millisecond
-	}
 	reg := prometheus.NewRegistry()
-	s, err := shipper.New(cfg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s, reg
+	return shippertest.Start(t, addr, cfg, reg), reg
 }
 
 func testFlow(i int) *observerv1.GetFlowsResponse {
