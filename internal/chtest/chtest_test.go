@@ -21,6 +21,7 @@ func TestEmbeddedServerStoresAndReturnsRows(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prepare batch: %v", err)
 	}
+	// A fixed date is safe: table t has no TTL.
 	base := time.Date(2026, 11, 27, 8, 0, 0, 123456789, time.UTC)
 	for i := 0; i < 1000; i++ {
 		if err := batch.Append(base.Add(time.Duration(i)*time.Second), "::ffff:10.0.0.1", uint64(i)); err != nil {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestFlowsFromBeforeAnAddressWasReusedKeepTheirPodAndVerdict(t *testing.T) {
+	// A fixed date is safe: the store's history expires on its injected clock.
 	t0 := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	now := t0
 	s := kube.NewStore(kube.StoreConfig{Now: func() time.Time { return now }})

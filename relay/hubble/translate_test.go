@@ -27,6 +27,7 @@ import (
 // go test ./relay/hubble -run TestTranslateGolden -update, then read the diff.
 var update = flag.Bool("update", false, "rewrite testdata/translate.golden.json (review the diff by hand)")
 
+// A fixed date is safe: translation stores nothing, and the golden file needs it.
 var at = time.Date(2026, 12, 5, 10, 0, 0, 123456789, time.UTC)
 
 func ts(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(at.Add(d)) }
