@@ -25,6 +25,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/metrics"
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/logging"
 	"github.com/trawl-dev/trawl/internal/version"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 )
@@ -33,11 +34,7 @@ import (
 // the metrics server and, with --relay, the shipper until SIGINT/SIGTERM or
 // the first failure.
 func run(parent context.Context, o *options) error {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	log := logging.New(o.logLevel)
 	switch o.output {
 	case "":
 		o.output = "jsonl"

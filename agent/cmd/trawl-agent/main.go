@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/collect"
 	"github.com/trawl-dev/trawl/agent/datapath"
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/internal/logging"
 	"github.com/trawl-dev/trawl/internal/version"
 )
 
@@ -22,7 +24,7 @@ type options struct {
 	nodeName          string
 	output            string
 	metricsAddr       string
-	logLevel          string
+	logLevel          slog.Level
 	dp                datapath.Config
 	collect           collect.Config
 	noConntrack       bool
@@ -64,7 +66,7 @@ func newCommand() (*cobra.Command, *options) {
 	// The old name, as in the first releases; the relay's name is the one.
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9965", "")
 	_ = fs.MarkDeprecated("metrics-addr", "use --metrics-address")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	fs.Var(logging.Level{L: &o.logLevel}, "log-level", "debug, info, warn or error (logs go to stderr)")
 	fs.StringSliceVar(&o.dp.Interfaces, "interfaces", nil, "interface name globs to watch (default: veth-like pod interfaces and the default-route interfaces)")
 	fs.StringVar(&o.dp.AttachMode, "attach-mode", "auto", "auto, tcx or tc")
 	fs.StringVar(&o.dp.DropHook, "drop-hook", "auto", "auto, tp_btf or tracepoint (skb:kfree_skb attachment)")

@@ -11,12 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/trawl-dev/trawl/internal/logging"
 	"github.com/trawl-dev/trawl/internal/version"
 	"github.com/trawl-dev/trawl/relay"
 )
@@ -32,7 +32,7 @@ func newCommand() *cobra.Command {
 	cfg := relay.DefaultConfiguration()
 	logLevel := slog.LevelInfo
 	serve := func(cmd *cobra.Command, _ []string) error {
-		cfg.Log = newLogger(logLevel)
+		cfg.Log = logging.New(logLevel)
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		r, err := relay.New(cfg)
@@ -52,7 +52,7 @@ func newCommand() *cobra.Command {
 	}
 	addFlags := func(fs *pflag.FlagSet) {
 		relay.RegisterFlags(fs, &cfg)
-		fs.Var(levelFlag{&logLevel}, "log-level", "debug, info, warn or error")
+		fs.Var(logging.Level{L: &logLevel}, "log-level", "debug, info, warn or error")
 	}
 	addFlags(root.Flags())
 
@@ -69,7 +69,7 @@ func newCommand() *cobra.Command {
 		Short: "create or upgrade the ClickHouse schema, then exit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Log = newLogger(logLevel)
+			cfg.Log = logging.New(logLevel)
 			if err := relay.Migrate(context.Background(), cfg); err != nil {
 				return err
 			}
@@ -81,27 +81,8 @@ func newCommand() *cobra.Command {
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", cfg.ClickHouseDSN, "ClickHouse DSN, clickhouse://user:pass@host:9000/database (env TRAWL_CLICKHOUSE_DSN)")
 	fs.StringVar(&cfg.ClickHouseCluster, "clickhouse-cluster", cfg.ClickHouseCluster, "ClickHouse cluster name: Replicated + Distributed tables, DDL ON CLUSTER")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")
-	fs.Var(levelFlag{&logLevel}, "log-level", "debug, info, warn or error")
+	fs.Var(logging.Level{L: &logLevel}, "log-level", "debug, info, warn or error")
 
 	root.AddCommand(serveCmd, migrate)
 	return root
-}
-
-func newLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
-// levelFlag is --log-level: a value other than debug, info, warn or error
-// (slog's names, any case) is an error, not silently info.
-type levelFlag struct{ l *slog.Level }
-
-func (f levelFlag) String() string { return strings.ToLower(f.l.String()) }
-func (f levelFlag) Type() string   { return "level" }
-func (f levelFlag) Set(s string) error {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return fmt.Errorf("want debug, info, warn or error, got %q", s)
-	}
-	*f.l = l
-	return nil
 }
