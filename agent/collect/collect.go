@@ -96,9 +96,8 @@ type flowState struct {
 	packets, bytes   uint64 // exported as delivered so far
 	windowStart      uint64 // monotonic ns of the current window's start
 	exported         bool
-	settled, pending snapshot // see age
-	// Drops reported from the entry (like its first drop, see drop.c).
-	samePackets, sameBytes, sameStart uint64
+	settled, pending snapshot  // see age
+	same             dropState // drops reported from the entry (like its first, see drop.c)
 }
 
 type dropState struct {
@@ -247,7 +246,6 @@ func (c *Collector) pollClock() (clock, uint64) {
 
 func (c *Collector) publishFlow(f *flowv1.Flow, kind string) {
 	f.NodeName = c.cfg.NodeName
-	c.markHost(f)
 	// The id is set here, where the record is made, so --output jsonl and
 	// the relay (the shipper keeps it) show the same one.
 	f.Uuid = flowid.Derive(c.cfg.NodeName, c.cfg.BootID, c.seq.Add(1), 0)
@@ -283,6 +281,7 @@ func (c *Collector) flowRecord(key bpf.FlowFlowKey, ifindex uint32, hook uint8, 
 		ObservationPoint: c.observationPoint(hook),
 	}
 	fillTuple(f, key.Tuple, flags)
+	c.markHost(f, key.Tuple)
 	iface, known := ifaces[int(ifindex)]
 	f.Interface = &flowv1.NetworkInterface{Index: ifindex, Name: iface.Name}
 	f.TrafficDirection = direction(iface.Role, known, hook)
@@ -362,6 +361,7 @@ func (c *Collector) dropRecord(key *bpf.DropDropKey, ifaces map[int]datapath.Int
 		TrafficDirection: c.dropDirection(key, ifaces),
 	}
 	fillTuple(f, bpf.FlowFlowTuple(key.Tuple), 0)
+	c.markHost(f, bpf.FlowFlowTuple(key.Tuple))
 	return f
 }
 
@@ -493,19 +493,13 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 // a DROP record. Their time is the flow's window: such drops happen as their
 // packets pass.
 func (c *Collector) exportSameDrops(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface) flowState {
-	if v.SamePackets <= st.samePackets {
+	if v.SamePackets <= st.same.packets {
 		return st
 	}
 	dk := bpf.DropDropKey{Reason: v.DropReason, Ifindex: v.DropIfindex, Netns: v.DropNetns, HasSk: v.DropHasSk}
 	dk.Tuple = k.Tuple
-	f := c.dropRecord(&dk, ifaces)
-	first := max(v.FirstNs, st.sameStart)
-	f.FirstSeen, f.LastSeen = clk.ts(first), clk.ts(max(v.LastNs, first))
-	f.Time = f.LastSeen
-	f.Packets, f.Bytes = v.SamePackets-st.samePackets, v.SameBytes-st.sameBytes
-	c.m.Drops.WithLabelValues(f.DropReasonKernel, f.DropClass).Add(float64(f.Packets))
-	c.publishFlow(f, "drop")
-	st.samePackets, st.sameBytes, st.sameStart = v.SamePackets, v.SameBytes, v.LastNs+1
+	agg := bpf.DropDropAgg{FirstNs: v.FirstNs, LastNs: v.LastNs, Packets: v.SamePackets, Bytes: v.SameBytes}
+	st.same = c.exportDrop(dk, agg, st.same, clk, ifaces)
 	return st
 }
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/trawl-dev/trawl/agent/bpf"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -31,19 +32,15 @@ func (c *Collector) refreshLocal() {
 
 // markHost labels the endpoints of a record that are the node's own
 // addresses as reserved:host; the relay keeps that label.
-func (c *Collector) markHost(f *flowv1.Flow) {
+func (c *Collector) markHost(f *flowv1.Flow, t bpf.FlowFlowTuple) {
 	set := c.local.Load()
-	if set == nil || f.IP == nil {
+	if set == nil {
 		return
 	}
-	is := func(s string) bool {
-		a, err := netip.ParseAddr(s)
-		return err == nil && (*set)[a]
-	}
-	if is(f.IP.Source) {
+	if (*set)[addrOf(t.Family, t.Saddr)] {
 		f.Source = &flowv1.Endpoint{Identity: identityHost, Labels: []string{"reserved:host"}}
 	}
-	if is(f.IP.Destination) {
+	if (*set)[addrOf(t.Family, t.Daddr)] {
 		f.Destination = &flowv1.Endpoint{Identity: identityHost, Labels: []string{"reserved:host"}}
 	}
 }
