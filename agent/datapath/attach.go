@@ -193,6 +193,24 @@ func roleName(r Role) string {
 	return "node"
 }
 
+// hook is where the flow program runs on a watched interface, as tcx
+// attach type or tc clsact parent.
+type hook struct {
+	prog   *ebpf.Program
+	tcx    ebpf.AttachType
+	parent uint32
+	name   string
+}
+
+// hooks are ingress, and egress only when it counts what the node sends.
+func (d *Datapath) hooks() []hook {
+	hs := []hook{{d.Flow.TrawlFlowIngress, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, "trawl_ingress"}}
+	if d.TCXEgress {
+		hs = append(hs, hook{d.Flow.TrawlFlowEgress, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, "trawl_egress"})
+	}
+	return hs
+}
+
 func (d *Datapath) attach(a *attachment) error {
 	key, one := uint32(a.Index), uint8(1)
 	if err := d.Flow.Watched.Put(key, one); err != nil {
@@ -200,19 +218,9 @@ func (d *Datapath) attach(a *attachment) error {
 	}
 	a.watchedKeys, a.flowMaps = true, d.Flow.Watched
 	if d.Features.TCX {
-		progs := []struct {
-			prog *ebpf.Program
-			at   ebpf.AttachType
-		}{{d.Flow.TrawlFlowIngress, ebpf.AttachTCXIngress}}
-		if d.TCXEgress {
-			progs = append(progs, struct {
-				prog *ebpf.Program
-				at   ebpf.AttachType
-			}{d.Flow.TrawlFlowEgress, ebpf.AttachTCXEgress})
-		}
-		for _, p := range progs {
+		for _, h := range d.hooks() {
 			// Head: see packets before other programs can redirect them.
-			l, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: p.prog, Attach: p.at, Anchor: link.Head()})
+			l, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: h.prog, Attach: h.tcx, Anchor: link.Head()})
 			if err != nil {
 				return fmt.Errorf("attach tcx to %s: %w", a.Name, err)
 			}
@@ -237,16 +245,7 @@ func (d *Datapath) attachTC(a *attachment) error {
 	default:
 		return fmt.Errorf("add clsact qdisc to %s: %w", a.Name, err)
 	}
-	type filter struct {
-		prog   *ebpf.Program
-		parent uint32
-		name   string
-	}
-	filters := []filter{{d.Flow.TrawlFlowIngress, netlink.HANDLE_MIN_INGRESS, "trawl_ingress"}}
-	if d.TCXEgress {
-		filters = append(filters, filter{d.Flow.TrawlFlowEgress, netlink.HANDLE_MIN_EGRESS, "trawl_egress"})
-	}
-	for _, p := range filters {
+	for _, p := range d.hooks() {
 		f := &netlink.BpfFilter{
 			FilterAttrs: netlink.FilterAttrs{
 				LinkIndex: a.Index,
