@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"sigs.k8s.io/yaml"
 
 	"github.com/trawl-dev/trawl/deploy/grafana"
@@ -246,9 +247,10 @@ var selections = []struct {
 	{"a node without data", grafana.Var{Multi: true, Values: []string{"node-z"}}, grafana.Var{Multi: true, Values: []string{"nowhere"}}, false},
 }
 
-func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// schemaWithTestData makes a database with the store's schema and the
+// panels' test data, timed around now (returned, to the second).
+func schemaWithTestData(t *testing.T, ctx context.Context) (driver.Conn, time.Time) {
+	t.Helper()
 	dsn := chtest.Database(t)
 	st, err := store.Open(ctx, store.Config{DSN: dsn})
 	if err != nil {
@@ -261,6 +263,13 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 	conn := chtest.Open(t, dsn)
 	now := time.Now().Truncate(time.Second)
 	insertTestData(t, ctx, conn.Exec, now)
+	return conn, now
+}
+
+func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, now := schemaWithTestData(t, ctx)
 
 	seen := map[string]bool{}
 	for _, d := range readDashboards(t) {
@@ -282,6 +291,7 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 				}
 				interval := 15 * time.Second
 				if p.Interval != "" {
+					var err error
 					if interval, err = time.ParseDuration(p.Interval); err != nil {
 						t.Fatalf("%s: interval %q: %v", key, p.Interval, err)
 					}

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/trawl-dev/trawl/deploy/grafana"
-	"github.com/trawl-dev/trawl/internal/chtest"
-	"github.com/trawl-dev/trawl/relay/store"
 )
 
 // Teardown drops are counted (the rollup has them) but no ClickHouse panel
@@ -19,18 +17,7 @@ import (
 func TestPanelsLeaveTeardownDropsOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dsn := chtest.Database(t)
-	st, err := store.Open(ctx, store.Config{DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	conn := chtest.Open(t, dsn)
-	now := time.Now().Truncate(time.Second)
-	insertTestData(t, ctx, conn.Exec, now)
+	conn, now := schemaWithTestData(t, ctx)
 
 	var counted uint64
 	if err := conn.QueryRow(ctx, "SELECT sum(drops) FROM flows_1m WHERE drop_class = 'teardown'").Scan(&counted); err != nil || counted != 500 {
