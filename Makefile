@@ -66,16 +66,18 @@ proto-check:
 bpf:
 	$(GO) generate ./agent/...
 
-# go vet, gofmt, buf lint and staticcheck (default checks); all must be clean.
+# go vet, gofmt, buf lint, staticcheck (default checks) and the layering
+# check; all must be clean.
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(BUF) lint
 	$(STATICCHECK) ./...
+	bash scripts/layering.sh
 
 # The embedded ClickHouse in the foreground (native :9000, HTTP :8123).
 clickhouse:
-	$(GO) run ./deploy/clickhouse --tcp-port 9000 --http-port 8123 --data-dir .cache/clickhouse
+	$(GO) run ./dev/cmd/trawl-clickhouse --tcp-port 9000 --http-port 8123 --data-dir .cache/clickhouse
 
 clean:
 	rm -rf bin .cache

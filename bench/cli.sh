@@ -17,9 +17,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 [ -x bin/trawl ] || go build -o bin/trawl ./cli/cmd/trawl
-go build -o "$work/genflows" ./bench/cli/genflows
-go build -o "$work/protojsonloop" ./bench/cli/protojsonloop
-go build -o "$work/firstline" ./bench/cli/firstline
+go build -o "$work/genflows" ./dev/cmd/bench-genflows
+go build -o "$work/protojsonloop" ./dev/cmd/bench-protojsonloop
+go build -o "$work/firstline" ./dev/cmd/bench-firstline
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "generating $N flows..."

@@ -107,7 +107,7 @@ if [ -n "${AGENT_REV:-}" ]; then
 	SRC=$worktree
 	src_desc="$AGENT_REV ($(git -C "$SRC" rev-parse --short HEAD))"
 fi
-(cd "$SRC" && go build -o "$work/trawl-testbed" ./internal/testbed/cmd/trawl-testbed) || die "test bed does not build"
+(cd "$SRC" && go build -o "$work/trawl-testbed" ./dev/cmd/trawl-testbed) || die "test bed does not build"
 if [ -n "${AGENT:-}" ]; then
 	src_desc="prebuilt $AGENT"
 	cp "$AGENT" "$work/trawl-agent"

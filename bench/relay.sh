@@ -26,7 +26,7 @@ OUT=${OUT:-/tmp/trawl-bench-relay.md}
 
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/relay-bench" ./bench/relay
+go build -o "$bin/relay-bench" ./dev/cmd/bench-relay
 
 relay=()
 if [[ -x bin/trawl-relay ]]; then

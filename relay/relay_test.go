@@ -24,8 +24,8 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
-	"github.com/trawl-dev/trawl/internal/chserver"
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chserver"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"

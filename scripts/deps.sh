@@ -29,4 +29,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The embedded ClickHouse library, fetched once into ~/.cache/trawl.
-go run ./deploy/clickhouse --fetch-only
+go run ./dev/cmd/trawl-clickhouse --fetch-only

@@ -15,7 +15,7 @@ import (
 
 	"github.com/trawl-dev/trawl/deploy/grafana"
 	"github.com/trawl-dev/trawl/deploy/prometheus"
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/relay/store"
 )
 

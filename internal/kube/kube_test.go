@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trawl-dev/trawl/internal/cputest"
+	"github.com/trawl-dev/trawl/dev/cputest"
 	"github.com/trawl-dev/trawl/internal/policy"
 )
 

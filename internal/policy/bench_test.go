@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/trawl-dev/trawl/internal/cputest"
+	"github.com/trawl-dev/trawl/dev/cputest"
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/policy"
 )

@@ -3,7 +3,7 @@ package enrich
 import (
 	"testing"
 
-	"github.com/trawl-dev/trawl/internal/cputest"
+	"github.com/trawl-dev/trawl/dev/cputest"
 )
 
 // cpuTimer reports CPU nanoseconds per op next to wall time; see cputest.

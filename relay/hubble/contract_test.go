@@ -24,7 +24,7 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"

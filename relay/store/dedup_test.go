@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"

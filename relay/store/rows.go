@@ -568,7 +568,7 @@ func selectFlowColumns() string { return strings.Join(flowColumnNames, ", ") }
 
 // Columns is a batch of flows in the columnar form the writer inserts. It is
 // exported for benchmarks that compare the writer with a raw clickhouse-go
-// columnar insert of the same rows (bench/relay).
+// columnar insert of the same rows (dev/cmd/bench-relay).
 type Columns struct{ c flowColumns }
 
 // Add appends a flow.

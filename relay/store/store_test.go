@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }

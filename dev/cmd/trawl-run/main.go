@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/trawl-dev/trawl/internal/demo"
+	"github.com/trawl-dev/trawl/dev/demo"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	promrules "github.com/trawl-dev/trawl/deploy/prometheus"
+	"github.com/trawl-dev/trawl/dev/demo"
 	"github.com/trawl-dev/trawl/internal/testbed/roottest"
 )
 
@@ -86,7 +87,7 @@ func buildBinaries(t *testing.T) string {
 	dir := t.TempDir()
 	for _, b := range []string{"agent/cmd/trawl-agent", "relay/cmd/trawl-relay", "cli/cmd/trawl"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(b)), "./"+b)
-		cmd.Dir = "../.."
+		cmd.Dir = "../../.."
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", b, err, out)
 		}
@@ -99,10 +100,10 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 	bin := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	s, err := Start(ctx, Config{
+	s, err := demo.Start(ctx, demo.Config{
 		BinDir:       bin,
-		Manifests:    "../../deploy/demo",
-		Rules:        []string{"../../deploy/prometheus/trawl-rules.yaml"},
+		Manifests:    "../../../deploy/demo",
+		Rules:        []string{"../../../deploy/prometheus/trawl-rules.yaml"},
 		ObserverAddr: "127.0.0.1:0",
 		ConntrackMax: 1024,
 		Log:          testWriter{t},
@@ -113,7 +114,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 	defer func() {
 		if t.Failed() {
 			for _, f := range []string{"relay.log", "agent.log"} {
-				t.Logf("--- %s (tail)\n%s", f, tail(filepath.Join(s.WorkDir(), f), 25))
+				t.Logf("--- %s (tail)\n%s", f, s.LogTail(f, 25))
 			}
 		}
 		if err := s.Close(); err != nil {
@@ -132,11 +133,11 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		}
 		return string(out), err
 	}
-	gw, pay, pg, fe, lg := s.PodByApp(appGateway), s.PodByApp(appPayments), s.PodByApp(appPostgres), s.PodByApp(appFrontend), s.PodByApp(appLoadgen)
+	gw, pay, pg, fe, lg := s.PodByApp(demo.AppGateway), s.PodByApp(demo.AppPayments), s.PodByApp(demo.AppPostgres), s.PodByApp(demo.AppFrontend), s.PodByApp(demo.AppLoadgen)
 
 	t.Run("the story's calls succeed or fail as the policies say", func(t *testing.T) {
 		for _, c := range s.Round(ctx) {
-			denied := (c.From == id(fe) && c.To == id(pg)) || (c.From == id(pay) && c.To == id(fe)) || c.Port == ClosedPort
+			denied := (c.From == demo.ID(fe) && c.To == demo.ID(pg)) || (c.From == demo.ID(pay) && c.To == demo.ID(fe)) || c.Port == demo.ClosedPort
 			if denied && c.Err == nil {
 				t.Errorf("%s -> %s:%d succeeded; the policies (or the closed port) should stop it", c.From, c.To, c.Port)
 			}
@@ -170,11 +171,11 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		for i := range printed {
 			f := printed[i].Flow
 			switch {
-			case f.Source.id() == id(gw) && f.Destination.id() == id(pay) && f.Verdict == "FORWARDED" && f.EventKind == "AGGREGATE":
+			case f.Source.id() == demo.ID(gw) && f.Destination.id() == demo.ID(pay) && f.Verdict == "FORWARDED" && f.EventKind == "AGGREGATE":
 				allowed = &printed[i]
-			case f.Source.id() == id(fe) && f.Destination.id() == id(pg) && f.Verdict == "DROPPED":
+			case f.Source.id() == demo.ID(fe) && f.Destination.id() == demo.ID(pg) && f.Verdict == "DROPPED":
 				denied = &printed[i]
-			case f.Destination.id() == id(fe) && f.L4.TCP != nil && f.L4.TCP.DestinationPort == ClosedPort && f.Verdict == "DROPPED":
+			case f.Destination.id() == demo.ID(fe) && f.L4.TCP != nil && f.L4.TCP.DestinationPort == demo.ClosedPort && f.Verdict == "DROPPED":
 				refused = &printed[i]
 			}
 		}
@@ -205,7 +206,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 	})
 	t.Run("a connection to a closed port is DROPPED with NO_SOCKET and no policy blamed", func(t *testing.T) {
 		if refused == nil {
-			t.Fatalf("no DROPPED flow to frontend:%d in %d printed flows", ClosedPort, len(printed))
+			t.Fatalf("no DROPPED flow to frontend:%d in %d printed flows", demo.ClosedPort, len(printed))
 		}
 		f := refused.Flow
 		if f.DropReasonDesc != "NO_SOCKET" || len(f.IngressDeniedBy)+len(f.EgressDeniedBy) != 0 {
@@ -217,7 +218,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		var news int
 		for _, r := range printed {
 			f := r.Flow
-			if f.Source.id() != id(fe) || f.Destination.id() != id(pg) {
+			if f.Source.id() != demo.ID(fe) || f.Destination.id() != demo.ID(pg) {
 				continue
 			}
 			if f.Verdict == "FORWARDED" && f.EventKind != "POLICY_VERDICT" {
@@ -292,7 +293,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		}
 	})
 
-	t.Run("Hubble's API and metrics answer from the same history", func(t *testing.T) { checkHubble(t, ctx, s, id(fe), id(pg)) })
+	t.Run("Hubble's API and metrics answer from the same history", func(t *testing.T) { checkHubble(t, ctx, s, demo.ID(fe), demo.ID(pg)) })
 
 	t.Run("ClickHouse rows agree with what observe printed", func(t *testing.T) {
 		if denied == nil || allowed == nil {
@@ -327,7 +328,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer fcancel()
 		cmd := exec.CommandContext(fctx, filepath.Join(bin, "trawl"), "observe", "--server", s.ObserverAddr, "--follow", "--last", "0",
-			"-o", "json", "--from-pod", id(gw), "--to-pod", id(pay))
+			"-o", "json", "--from-pod", demo.ID(gw), "--to-pod", demo.ID(pay))
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -346,7 +347,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		}()
 		time.Sleep(1500 * time.Millisecond) // let the subscription settle
 		sent := time.Now()
-		if err := requestTCP(ctx, gw.Netns, pay.IP, 8080, 2*time.Second); err != nil {
+		if err := demo.RequestTCP(ctx, gw.Netns, pay.IP, 8080, 2*time.Second); err != nil {
 			t.Fatalf("request: %v", err)
 		}
 		for {
@@ -376,7 +377,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 
 		var sawUtil, sawCreator, sawAlert bool
 		var lastOut string
-		var lastAlerts []Alert
+		var lastAlerts []demo.Alert
 		deadline := time.Now().Add(100 * time.Second)
 		for time.Now().Before(deadline) && !(sawUtil && sawCreator && sawAlert) {
 			select {
@@ -444,7 +445,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 	})
 
 	t.Run("every metric the agent and relay really export is documented, and the alerts' inputs are there", func(t *testing.T) {
-		contract, err := promrules.ReadMetricsDoc("../../docs/metrics.md")
+		contract, err := promrules.ReadMetricsDoc("../../../docs/metrics.md")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -467,7 +468,7 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 				t.Errorf("%s is not exported after the demo's traffic; the alert rules depend on it", name)
 			}
 		}
-		rules, err := promrules.ReadRules("../../deploy/prometheus/trawl-rules.yaml")
+		rules, err := promrules.ReadRules("../../../deploy/prometheus/trawl-rules.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}

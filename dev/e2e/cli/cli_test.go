@@ -1,4 +1,6 @@
-package e2e
+// Package cli holds the CLI's end-to-end tests: the `trawl` command tree against an
+// in-process relay backed by the embedded ClickHouse, fed by the agent's real shipper.
+package cli
 
 import (
 	"context"
@@ -15,7 +17,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/cli/app"
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chtest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay"

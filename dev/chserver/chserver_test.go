@@ -11,8 +11,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/trawl-dev/trawl/internal/chserver"
-	"github.com/trawl-dev/trawl/internal/chtest"
+	"github.com/trawl-dev/trawl/dev/chserver"
+	"github.com/trawl-dev/trawl/dev/chtest"
 )
 
 // Two test binaries may each start a server at the same time: they must get

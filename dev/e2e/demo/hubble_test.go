@@ -1,4 +1,4 @@
-package demo
+package demo_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/dev/demo"
 	"github.com/trawl-dev/trawl/relay/hubble"
 )
 
@@ -23,7 +24,7 @@ import (
 // filters and blacklists, nodes, namespaces, and Hubble's metrics. fe and
 // pg are the frontend and postgres pods ("namespace/name"), whose
 // connections the policies deny.
-func checkHubble(t *testing.T, ctx context.Context, s *Stack, fe, pg string) {
+func checkHubble(t *testing.T, ctx context.Context, s *demo.Stack, fe, pg string) {
 	conn, err := grpc.NewClient(s.ObserverAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

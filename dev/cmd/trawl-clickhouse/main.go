@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/trawl-dev/trawl/internal/chserver"
+	"github.com/trawl-dev/trawl/dev/chserver"
 )
 
 func main() {

@@ -24,7 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/trawl-dev/trawl/internal/chserver"
+	"github.com/trawl-dev/trawl/dev/chserver"
 	"github.com/trawl-dev/trawl/internal/kube"
 	"github.com/trawl-dev/trawl/internal/testbed"
 	"github.com/trawl-dev/trawl/internal/testbed/netpol"
@@ -357,6 +357,12 @@ func (p *proc) stop() error {
 		<-p.done
 		return fmt.Errorf("%s did not stop within 20s of SIGTERM; killed", p.name)
 	}
+}
+
+// LogTail returns the last n lines of one of the stack's logs ("relay.log",
+// "agent.log"), for a failing test to print.
+func (s *Stack) LogTail(name string, n int) string {
+	return tail(filepath.Join(s.cfg.WorkDir, name), n)
 }
 
 func tail(path string, n int) string {

@@ -17,7 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/trawl-dev/trawl/internal/chserver"
+	"github.com/trawl-dev/trawl/dev/chserver"
 )
 
 var shared struct {

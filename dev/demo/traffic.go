@@ -14,14 +14,14 @@ import (
 	"github.com/trawl-dev/trawl/internal/testbed"
 )
 
-// The demo's story, by the pods' app labels.
+// The demo's story, by the pods' app labels (exported for the end-to-end test).
 const (
-	appDNS      = "kube-dns" // k8s-app label
-	appGateway  = "api-gateway"
-	appPayments = "payment-service"
-	appPostgres = "postgres"
-	appFrontend = "frontend"
-	appLoadgen  = "loadgen"
+	AppDNS      = "kube-dns" // k8s-app label
+	AppGateway  = "api-gateway"
+	AppPayments = "payment-service"
+	AppPostgres = "postgres"
+	AppFrontend = "frontend"
+	AppLoadgen  = "loadgen"
 
 	// ClosedPort has no listener on the frontend pod: connections to it are
 	// refused by the kernel (drop reason NO_SOCKET).
@@ -50,7 +50,7 @@ func (s *Stack) StartServers(ctx context.Context) error {
 		}
 		records[app+"."+p.Namespace+".svc.cluster.local"] = p.IP
 	}
-	dns := s.PodByApp(appDNS)
+	dns := s.PodByApp(AppDNS)
 	if dns == nil {
 		return errors.New("demo manifests have no kube-dns pod")
 	}
@@ -60,7 +60,7 @@ func (s *Stack) StartServers(ctx context.Context) error {
 	}
 	go NewDNSServer(pc, records).Serve(ctx)
 
-	for app, port := range map[string]int{appPayments: 8080, appPostgres: 5432, appGateway: 80, appFrontend: 80} {
+	for app, port := range map[string]int{AppPayments: 8080, AppPostgres: 5432, AppGateway: 80, AppFrontend: 80} {
 		p := s.PodByApp(app)
 		if p == nil {
 			return fmt.Errorf("demo manifests have no %s pod", app)
@@ -110,7 +110,7 @@ type Call struct {
 // payment-service → frontend:80) and one to a closed port (api-gateway →
 // frontend:7070).
 func (s *Stack) Round(ctx context.Context) []Call {
-	gw, pay, pg, fe, dns := s.PodByApp(appGateway), s.PodByApp(appPayments), s.PodByApp(appPostgres), s.PodByApp(appFrontend), s.PodByApp(appDNS)
+	gw, pay, pg, fe, dns := s.PodByApp(AppGateway), s.PodByApp(AppPayments), s.PodByApp(AppPostgres), s.PodByApp(AppFrontend), s.PodByApp(AppDNS)
 	if gw == nil || pay == nil || pg == nil || fe == nil || dns == nil {
 		return []Call{{Err: errors.New("demo manifests lack a pod of the story")}}
 	}
@@ -118,14 +118,14 @@ func (s *Stack) Round(ctx context.Context) []Call {
 	var calls []Call
 	lookup := func(from *Pod, name string) {
 		_, err := LookupA(ctx, from.Netns.Dial, dnsAddr, name)
-		calls = append(calls, Call{From: id(from), To: id(dns), Port: 53, Proto: "UDP", Err: err})
+		calls = append(calls, Call{From: ID(from), To: ID(dns), Port: 53, Proto: "UDP", Err: err})
 	}
 	request := func(from, to *Pod, port int, timeout time.Duration) {
-		calls = append(calls, Call{From: id(from), To: id(to), Port: port, Proto: "TCP", Err: requestTCP(ctx, from.Netns, to.IP, port, timeout)})
+		calls = append(calls, Call{From: ID(from), To: ID(to), Port: port, Proto: "TCP", Err: RequestTCP(ctx, from.Netns, to.IP, port, timeout)})
 	}
-	lookup(gw, appPayments+"."+pay.Namespace+".svc.cluster.local")
+	lookup(gw, AppPayments+"."+pay.Namespace+".svc.cluster.local")
 	request(gw, pay, 8080, 2*time.Second)
-	lookup(pay, appPostgres+"."+pg.Namespace+".svc.cluster.local")
+	lookup(pay, AppPostgres+"."+pg.Namespace+".svc.cluster.local")
 	request(pay, pg, 5432, 2*time.Second)
 	// Denied by policy: their SYNs are dropped, so they time out.
 	request(fe, pg, 5432, 700*time.Millisecond)
@@ -134,7 +134,8 @@ func (s *Stack) Round(ctx context.Context) []Call {
 	return calls
 }
 
-func requestTCP(ctx context.Context, from *testbed.Pod, to netip.Addr, port int, timeout time.Duration) error {
+// RequestTCP opens a TCP connection from a pod and writes one request line.
+func RequestTCP(ctx context.Context, from *testbed.Pod, to netip.Addr, port int, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := from.Dial(ctx, "tcp", net.JoinHostPort(to.String(), strconv.Itoa(port)))
@@ -172,7 +173,7 @@ func (s *Stack) RunTraffic(ctx context.Context, interval time.Duration) {
 // minutes) and restores the limit. It returns how many connections were
 // open at the peak.
 func (s *Stack) Burst(ctx context.Context, hold time.Duration) (int, error) {
-	src, dst := s.PodByApp(appLoadgen), s.PodByApp(appFrontend)
+	src, dst := s.PodByApp(AppLoadgen), s.PodByApp(AppFrontend)
 	if src == nil || dst == nil {
 		return 0, errors.New("demo manifests lack the loadgen or frontend pod")
 	}
@@ -228,4 +229,5 @@ func (s *Stack) Burst(ctx context.Context, hold time.Duration) (int, error) {
 	return len(conns), nil
 }
 
-func id(p *Pod) string { return p.Namespace + "/" + p.Name }
+// ID is a pod's "namespace/name".
+func ID(p *Pod) string { return p.Namespace + "/" + p.Name }

@@ -27,7 +27,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
-	"github.com/trawl-dev/trawl/internal/chserver"
+	"github.com/trawl-dev/trawl/dev/chserver"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/store"
 )
