@@ -48,6 +48,9 @@ const (
 	EventKind_DROP EventKind = 4
 	// A policy verdict computed by the relay.
 	EventKind_POLICY_VERDICT EventKind = 5
+	// A layer 7 message (a DNS query or response), Type L7. Never added to
+	// totals: its packets are in the flow's AGGREGATE records.
+	EventKind_L7_EVENT EventKind = 6
 )
 
 // Enum value maps for EventKind.
@@ -59,6 +62,7 @@ var (
 		3: "FLOW_CLOSE",
 		4: "DROP",
 		5: "POLICY_VERDICT",
+		6: "L7_EVENT",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -67,6 +71,7 @@ var (
 		"FLOW_CLOSE":             3,
 		"DROP":                   4,
 		"POLICY_VERDICT":         5,
+		"L7_EVENT":               6,
 	}
 )
 
@@ -311,6 +316,58 @@ func (IPVersion) EnumDescriptor() ([]byte, []int) {
 	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
+type L7FlowType int32
+
+const (
+	L7FlowType_UNKNOWN_L7_TYPE L7FlowType = 0
+	L7FlowType_REQUEST         L7FlowType = 1
+	L7FlowType_RESPONSE        L7FlowType = 2
+	L7FlowType_SAMPLE          L7FlowType = 3
+)
+
+// Enum value maps for L7FlowType.
+var (
+	L7FlowType_name = map[int32]string{
+		0: "UNKNOWN_L7_TYPE",
+		1: "REQUEST",
+		2: "RESPONSE",
+		3: "SAMPLE",
+	}
+	L7FlowType_value = map[string]int32{
+		"UNKNOWN_L7_TYPE": 0,
+		"REQUEST":         1,
+		"RESPONSE":        2,
+		"SAMPLE":          3,
+	}
+)
+
+func (x L7FlowType) Enum() *L7FlowType {
+	p := new(L7FlowType)
+	*p = x
+	return p
+}
+
+func (x L7FlowType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (L7FlowType) Descriptor() protoreflect.EnumDescriptor {
+	return file_trawl_flow_v1_flow_proto_enumTypes[5].Descriptor()
+}
+
+func (L7FlowType) Type() protoreflect.EnumType {
+	return &file_trawl_flow_v1_flow_proto_enumTypes[5]
+}
+
+func (x L7FlowType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use L7FlowType.Descriptor instead.
+func (L7FlowType) EnumDescriptor() ([]byte, []int) {
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
+}
+
 type ConntrackTrigger int32
 
 const (
@@ -349,11 +406,11 @@ func (x ConntrackTrigger) String() string {
 }
 
 func (ConntrackTrigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[5].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[6].Descriptor()
 }
 
 func (ConntrackTrigger) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[5]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[6]
 }
 
 func (x ConntrackTrigger) Number() protoreflect.EnumNumber {
@@ -362,7 +419,7 @@ func (x ConntrackTrigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConntrackTrigger.Descriptor instead.
 func (ConntrackTrigger) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
 }
 
 type LostEventSource int32
@@ -420,11 +477,11 @@ func (x LostEventSource) String() string {
 }
 
 func (LostEventSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[6].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[7].Descriptor()
 }
 
 func (LostEventSource) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[6]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[7]
 }
 
 func (x LostEventSource) Number() protoreflect.EnumNumber {
@@ -433,7 +490,7 @@ func (x LostEventSource) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LostEventSource.Descriptor instead.
 func (LostEventSource) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
 }
 
 type NodeState int32
@@ -475,11 +532,11 @@ func (x NodeState) String() string {
 }
 
 func (NodeState) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[7].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[8].Descriptor()
 }
 
 func (NodeState) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[7]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[8]
 }
 
 func (x NodeState) Number() protoreflect.EnumNumber {
@@ -488,7 +545,7 @@ func (x NodeState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeState.Descriptor instead.
 func (NodeState) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 type Flow struct {
@@ -509,7 +566,11 @@ type Flow struct {
 	Destination    *Endpoint `protobuf:"bytes,9,opt,name=destination,proto3" json:"destination,omitempty"`
 	Type           FlowType  `protobuf:"varint,10,opt,name=Type,proto3,enum=trawl.flow.v1.FlowType" json:"Type,omitempty"`
 	NodeName       string    `protobuf:"bytes,11,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	// DNS names are not resolved by Trawl; kept for Hubble compatibility.
+	// Layer 7 record (DNS) when Type is L7, in Hubble's shape.
+	L7 *Layer7 `protobuf:"bytes,15,opt,name=l7,proto3" json:"l7,omitempty"`
+	// Names the other side of this flow resolved to shortly before, learnt from
+	// the DNS answers the node saw (as Hubble's FQDN cache): destination_names
+	// on a flow to an address a pod resolved, source_names on the way back.
 	SourceNames        []string              `protobuf:"bytes,13,rep,name=source_names,json=sourceNames,proto3" json:"source_names,omitempty"`
 	DestinationNames   []string              `protobuf:"bytes,14,rep,name=destination_names,json=destinationNames,proto3" json:"destination_names,omitempty"`
 	IsReply            *wrapperspb.BoolValue `protobuf:"bytes,190,opt,name=is_reply,json=isReply,proto3" json:"is_reply,omitempty"`
@@ -654,6 +715,13 @@ func (x *Flow) GetNodeName() string {
 		return x.NodeName
 	}
 	return ""
+}
+
+func (x *Flow) GetL7() *Layer7 {
+	if x != nil {
+		return x.L7
+	}
+	return nil
 }
 
 func (x *Flow) GetSourceNames() []string {
@@ -803,6 +871,199 @@ func (x *Flow) GetDropClass() string {
 	return ""
 }
 
+// Layer7 is Hubble's flow.Layer7: one request or response.
+type Layer7 struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  L7FlowType             `protobuf:"varint,1,opt,name=type,proto3,enum=trawl.flow.v1.L7FlowType" json:"type,omitempty"`
+	// Responses: time from the matched request to this response as seen on
+	// the node (same message id and tuple).
+	LatencyNs uint64 `protobuf:"varint,2,opt,name=latency_ns,json=latencyNs,proto3" json:"latency_ns,omitempty"`
+	// Types that are valid to be assigned to Record:
+	//
+	//	*Layer7_Dns
+	Record        isLayer7_Record `protobuf_oneof:"record"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Layer7) Reset() {
+	*x = Layer7{}
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Layer7) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Layer7) ProtoMessage() {}
+
+func (x *Layer7) ProtoReflect() protoreflect.Message {
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Layer7.ProtoReflect.Descriptor instead.
+func (*Layer7) Descriptor() ([]byte, []int) {
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Layer7) GetType() L7FlowType {
+	if x != nil {
+		return x.Type
+	}
+	return L7FlowType_UNKNOWN_L7_TYPE
+}
+
+func (x *Layer7) GetLatencyNs() uint64 {
+	if x != nil {
+		return x.LatencyNs
+	}
+	return 0
+}
+
+func (x *Layer7) GetRecord() isLayer7_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *Layer7) GetDns() *DNS {
+	if x != nil {
+		if x, ok := x.Record.(*Layer7_Dns); ok {
+			return x.Dns
+		}
+	}
+	return nil
+}
+
+type isLayer7_Record interface {
+	isLayer7_Record()
+}
+
+type Layer7_Dns struct {
+	Dns *DNS `protobuf:"bytes,100,opt,name=dns,proto3,oneof"`
+}
+
+func (*Layer7_Dns) isLayer7_Record() {}
+
+// DNS is Hubble's flow.DNS. Names keep their trailing dot ("example.com.").
+type DNS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The question's name.
+	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
+	// Addresses in the answer's A and AAAA records.
+	Ips []string `protobuf:"bytes,2,rep,name=ips,proto3" json:"ips,omitempty"`
+	// Lowest TTL of the answer's records (seconds).
+	Ttl    uint32   `protobuf:"varint,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Cnames []string `protobuf:"bytes,4,rep,name=cnames,proto3" json:"cnames,omitempty"`
+	// Where the message was read, e.g. "tcx-ingress" (Hubble: "proxy").
+	ObservationSource string `protobuf:"bytes,5,opt,name=observation_source,json=observationSource,proto3" json:"observation_source,omitempty"`
+	// Response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...); 0 on requests.
+	Rcode uint32 `protobuf:"varint,6,opt,name=rcode,proto3" json:"rcode,omitempty"`
+	// Question types ("A", "AAAA", ...).
+	Qtypes []string `protobuf:"bytes,7,rep,name=qtypes,proto3" json:"qtypes,omitempty"`
+	// Answer record types.
+	Rrtypes       []string `protobuf:"bytes,8,rep,name=rrtypes,proto3" json:"rrtypes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNS) Reset() {
+	*x = DNS{}
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNS) ProtoMessage() {}
+
+func (x *DNS) ProtoReflect() protoreflect.Message {
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNS.ProtoReflect.Descriptor instead.
+func (*DNS) Descriptor() ([]byte, []int) {
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DNS) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *DNS) GetIps() []string {
+	if x != nil {
+		return x.Ips
+	}
+	return nil
+}
+
+func (x *DNS) GetTtl() uint32 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *DNS) GetCnames() []string {
+	if x != nil {
+		return x.Cnames
+	}
+	return nil
+}
+
+func (x *DNS) GetObservationSource() string {
+	if x != nil {
+		return x.ObservationSource
+	}
+	return ""
+}
+
+func (x *DNS) GetRcode() uint32 {
+	if x != nil {
+		return x.Rcode
+	}
+	return 0
+}
+
+func (x *DNS) GetQtypes() []string {
+	if x != nil {
+		return x.Qtypes
+	}
+	return nil
+}
+
+func (x *DNS) GetRrtypes() []string {
+	if x != nil {
+		return x.Rrtypes
+	}
+	return nil
+}
+
 type Ethernet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
@@ -813,7 +1074,7 @@ type Ethernet struct {
 
 func (x *Ethernet) Reset() {
 	*x = Ethernet{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1086,7 @@ func (x *Ethernet) String() string {
 func (*Ethernet) ProtoMessage() {}
 
 func (x *Ethernet) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1099,7 @@ func (x *Ethernet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ethernet.ProtoReflect.Descriptor instead.
 func (*Ethernet) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Ethernet) GetSource() string {
@@ -867,7 +1128,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1140,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1153,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IP) GetSource() string {
@@ -939,7 +1200,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1212,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1225,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Layer4) GetProtocol() isLayer4_Protocol {
@@ -1064,7 +1325,7 @@ type TCP struct {
 
 func (x *TCP) Reset() {
 	*x = TCP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1337,7 @@ func (x *TCP) String() string {
 func (*TCP) ProtoMessage() {}
 
 func (x *TCP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1350,7 @@ func (x *TCP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCP.ProtoReflect.Descriptor instead.
 func (*TCP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TCP) GetSourcePort() uint32 {
@@ -1130,7 +1391,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1403,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1416,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TCPFlags) GetFIN() bool {
@@ -1231,7 +1492,7 @@ type UDP struct {
 
 func (x *UDP) Reset() {
 	*x = UDP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1504,7 @@ func (x *UDP) String() string {
 func (*UDP) ProtoMessage() {}
 
 func (x *UDP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1517,7 @@ func (x *UDP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UDP.ProtoReflect.Descriptor instead.
 func (*UDP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UDP) GetSourcePort() uint32 {
@@ -1283,7 +1544,7 @@ type SCTP struct {
 
 func (x *SCTP) Reset() {
 	*x = SCTP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1556,7 @@ func (x *SCTP) String() string {
 func (*SCTP) ProtoMessage() {}
 
 func (x *SCTP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1569,7 @@ func (x *SCTP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SCTP.ProtoReflect.Descriptor instead.
 func (*SCTP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SCTP) GetSourcePort() uint32 {
@@ -1335,7 +1596,7 @@ type ICMPv4 struct {
 
 func (x *ICMPv4) Reset() {
 	*x = ICMPv4{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1608,7 @@ func (x *ICMPv4) String() string {
 func (*ICMPv4) ProtoMessage() {}
 
 func (x *ICMPv4) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1621,7 @@ func (x *ICMPv4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ICMPv4.ProtoReflect.Descriptor instead.
 func (*ICMPv4) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ICMPv4) GetType() uint32 {
@@ -1387,7 +1648,7 @@ type ICMPv6 struct {
 
 func (x *ICMPv6) Reset() {
 	*x = ICMPv6{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1660,7 @@ func (x *ICMPv6) String() string {
 func (*ICMPv6) ProtoMessage() {}
 
 func (x *ICMPv6) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1673,7 @@ func (x *ICMPv6) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ICMPv6.ProtoReflect.Descriptor instead.
 func (*ICMPv6) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{9}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ICMPv6) GetType() uint32 {
@@ -1448,7 +1709,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1721,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1734,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{10}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Endpoint) GetID() uint32 {
@@ -1542,7 +1803,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1815,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1828,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{11}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Workload) GetName() string {
@@ -1594,7 +1855,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1867,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1880,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{12}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Service) GetName() string {
@@ -1646,7 +1907,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1919,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1932,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{13}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NetworkInterface) GetIndex() uint32 {
@@ -1702,7 +1963,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1975,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1988,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{14}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Policy) GetName() string {
@@ -1775,7 +2036,7 @@ type ConntrackInfo struct {
 
 func (x *ConntrackInfo) Reset() {
 	*x = ConntrackInfo{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +2048,7 @@ func (x *ConntrackInfo) String() string {
 func (*ConntrackInfo) ProtoMessage() {}
 
 func (x *ConntrackInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +2061,7 @@ func (x *ConntrackInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackInfo.ProtoReflect.Descriptor instead.
 func (*ConntrackInfo) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{15}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConntrackInfo) GetNewEntry() bool {
@@ -1839,7 +2100,7 @@ type ConntrackSample struct {
 
 func (x *ConntrackSample) Reset() {
 	*x = ConntrackSample{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2112,7 @@ func (x *ConntrackSample) String() string {
 func (*ConntrackSample) ProtoMessage() {}
 
 func (x *ConntrackSample) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2125,7 @@ func (x *ConntrackSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackSample.ProtoReflect.Descriptor instead.
 func (*ConntrackSample) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{16}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConntrackSample) GetNodeName() string {
@@ -1954,7 +2215,7 @@ type ConntrackStats struct {
 
 func (x *ConntrackStats) Reset() {
 	*x = ConntrackStats{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2227,7 @@ func (x *ConntrackStats) String() string {
 func (*ConntrackStats) ProtoMessage() {}
 
 func (x *ConntrackStats) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2240,7 @@ func (x *ConntrackStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackStats.ProtoReflect.Descriptor instead.
 func (*ConntrackStats) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{17}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConntrackStats) GetNew() uint64 {
@@ -2057,7 +2318,7 @@ type ConntrackCreator struct {
 
 func (x *ConntrackCreator) Reset() {
 	*x = ConntrackCreator{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2330,7 @@ func (x *ConntrackCreator) String() string {
 func (*ConntrackCreator) ProtoMessage() {}
 
 func (x *ConntrackCreator) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2343,7 @@ func (x *ConntrackCreator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackCreator.ProtoReflect.Descriptor instead.
 func (*ConntrackCreator) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{18}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConntrackCreator) GetIp() string {
@@ -2122,7 +2383,7 @@ type LostEvent struct {
 
 func (x *LostEvent) Reset() {
 	*x = LostEvent{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2395,7 @@ func (x *LostEvent) String() string {
 func (*LostEvent) ProtoMessage() {}
 
 func (x *LostEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2408,7 @@ func (x *LostEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LostEvent.ProtoReflect.Descriptor instead.
 func (*LostEvent) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{19}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LostEvent) GetSource() LostEventSource {
@@ -2213,7 +2474,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2486,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2499,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{20}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeStatus) GetNodeName() string {
@@ -2331,7 +2592,7 @@ type KernelFeature struct {
 
 func (x *KernelFeature) Reset() {
 	*x = KernelFeature{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2604,7 @@ func (x *KernelFeature) String() string {
 func (*KernelFeature) ProtoMessage() {}
 
 func (x *KernelFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2617,7 @@ func (x *KernelFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelFeature.ProtoReflect.Descriptor instead.
 func (*KernelFeature) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{21}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KernelFeature) GetName() string {
@@ -2384,7 +2645,7 @@ var File_trawl_flow_v1_flow_proto protoreflect.FileDescriptor
 
 const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\n" +
-	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xbf\f\n" +
+	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xe6\f\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04uuid\x18\" \x01(\tR\x04uuid\x120\n" +
@@ -2397,7 +2658,8 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\vdestination\x18\t \x01(\v2\x17.trawl.flow.v1.EndpointR\vdestination\x12+\n" +
 	"\x04Type\x18\n" +
 	" \x01(\x0e2\x17.trawl.flow.v1.FlowTypeR\x04Type\x12\x1b\n" +
-	"\tnode_name\x18\v \x01(\tR\bnodeName\x12!\n" +
+	"\tnode_name\x18\v \x01(\tR\bnodeName\x12%\n" +
+	"\x02l7\x18\x0f \x01(\v2\x15.trawl.flow.v1.Layer7R\x02l7\x12!\n" +
 	"\fsource_names\x18\r \x03(\tR\vsourceNames\x12+\n" +
 	"\x11destination_names\x18\x0e \x03(\tR\x10destinationNames\x126\n" +
 	"\bis_reply\x18\xbe\x01 \x01(\v2\x1a.google.protobuf.BoolValueR\aisReply\x12=\n" +
@@ -2421,7 +2683,22 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\x11observation_point\x18\xef\a \x01(\tR\x10observationPoint\x12;\n" +
 	"\tconntrack\x18\xf0\a \x01(\v2\x1c.trawl.flow.v1.ConntrackInfoR\tconntrack\x12\x1e\n" +
 	"\n" +
-	"drop_class\x18\xf1\a \x01(\tR\tdropClass\"D\n" +
+	"drop_class\x18\xf1\a \x01(\tR\tdropClass\"\x88\x01\n" +
+	"\x06Layer7\x12-\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x19.trawl.flow.v1.L7FlowTypeR\x04type\x12\x1d\n" +
+	"\n" +
+	"latency_ns\x18\x02 \x01(\x04R\tlatencyNs\x12&\n" +
+	"\x03dns\x18d \x01(\v2\x12.trawl.flow.v1.DNSH\x00R\x03dnsB\b\n" +
+	"\x06record\"\xce\x01\n" +
+	"\x03DNS\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\tR\x05query\x12\x10\n" +
+	"\x03ips\x18\x02 \x03(\tR\x03ips\x12\x10\n" +
+	"\x03ttl\x18\x03 \x01(\rR\x03ttl\x12\x16\n" +
+	"\x06cnames\x18\x04 \x03(\tR\x06cnames\x12-\n" +
+	"\x12observation_source\x18\x05 \x01(\tR\x11observationSource\x12\x14\n" +
+	"\x05rcode\x18\x06 \x01(\rR\x05rcode\x12\x16\n" +
+	"\x06qtypes\x18\a \x03(\tR\x06qtypes\x12\x18\n" +
+	"\arrtypes\x18\b \x03(\tR\arrtypes\"D\n" +
 	"\bEthernet\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\"\x94\x01\n" +
@@ -2549,7 +2826,7 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\rKernelFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail*r\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail*\x80\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tAGGREGATE\x10\x01\x12\f\n" +
@@ -2557,7 +2834,8 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\n" +
 	"FLOW_CLOSE\x10\x03\x12\b\n" +
 	"\x04DROP\x10\x04\x12\x12\n" +
-	"\x0ePOLICY_VERDICT\x10\x05*9\n" +
+	"\x0ePOLICY_VERDICT\x10\x05\x12\f\n" +
+	"\bL7_EVENT\x10\x06*9\n" +
 	"\bFlowType\x12\x10\n" +
 	"\fUNKNOWN_TYPE\x10\x00\x12\t\n" +
 	"\x05L3_L4\x10\x01\x12\x06\n" +
@@ -2583,7 +2861,14 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\tIPVersion\x12\x0f\n" +
 	"\vIP_NOT_USED\x10\x00\x12\b\n" +
 	"\x04IPv4\x10\x01\x12\b\n" +
-	"\x04IPv6\x10\x02*e\n" +
+	"\x04IPv6\x10\x02*H\n" +
+	"\n" +
+	"L7FlowType\x12\x13\n" +
+	"\x0fUNKNOWN_L7_TYPE\x10\x00\x12\v\n" +
+	"\aREQUEST\x10\x01\x12\f\n" +
+	"\bRESPONSE\x10\x02\x12\n" +
+	"\n" +
+	"\x06SAMPLE\x10\x03*e\n" +
 	"\x10ConntrackTrigger\x12!\n" +
 	"\x1dCONNTRACK_TRIGGER_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bPERIODIC\x10\x01\x12\r\n" +
@@ -2618,94 +2903,100 @@ func file_trawl_flow_v1_flow_proto_rawDescGZIP() []byte {
 	return file_trawl_flow_v1_flow_proto_rawDescData
 }
 
-var file_trawl_flow_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_trawl_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_trawl_flow_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_trawl_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_trawl_flow_v1_flow_proto_goTypes = []any{
 	(EventKind)(0),                // 0: trawl.flow.v1.EventKind
 	(FlowType)(0),                 // 1: trawl.flow.v1.FlowType
 	(Verdict)(0),                  // 2: trawl.flow.v1.Verdict
 	(TrafficDirection)(0),         // 3: trawl.flow.v1.TrafficDirection
 	(IPVersion)(0),                // 4: trawl.flow.v1.IPVersion
-	(ConntrackTrigger)(0),         // 5: trawl.flow.v1.ConntrackTrigger
-	(LostEventSource)(0),          // 6: trawl.flow.v1.LostEventSource
-	(NodeState)(0),                // 7: trawl.flow.v1.NodeState
-	(*Flow)(nil),                  // 8: trawl.flow.v1.Flow
-	(*Ethernet)(nil),              // 9: trawl.flow.v1.Ethernet
-	(*IP)(nil),                    // 10: trawl.flow.v1.IP
-	(*Layer4)(nil),                // 11: trawl.flow.v1.Layer4
-	(*TCP)(nil),                   // 12: trawl.flow.v1.TCP
-	(*TCPFlags)(nil),              // 13: trawl.flow.v1.TCPFlags
-	(*UDP)(nil),                   // 14: trawl.flow.v1.UDP
-	(*SCTP)(nil),                  // 15: trawl.flow.v1.SCTP
-	(*ICMPv4)(nil),                // 16: trawl.flow.v1.ICMPv4
-	(*ICMPv6)(nil),                // 17: trawl.flow.v1.ICMPv6
-	(*Endpoint)(nil),              // 18: trawl.flow.v1.Endpoint
-	(*Workload)(nil),              // 19: trawl.flow.v1.Workload
-	(*Service)(nil),               // 20: trawl.flow.v1.Service
-	(*NetworkInterface)(nil),      // 21: trawl.flow.v1.NetworkInterface
-	(*Policy)(nil),                // 22: trawl.flow.v1.Policy
-	(*ConntrackInfo)(nil),         // 23: trawl.flow.v1.ConntrackInfo
-	(*ConntrackSample)(nil),       // 24: trawl.flow.v1.ConntrackSample
-	(*ConntrackStats)(nil),        // 25: trawl.flow.v1.ConntrackStats
-	(*ConntrackCreator)(nil),      // 26: trawl.flow.v1.ConntrackCreator
-	(*LostEvent)(nil),             // 27: trawl.flow.v1.LostEvent
-	(*NodeStatus)(nil),            // 28: trawl.flow.v1.NodeStatus
-	(*KernelFeature)(nil),         // 29: trawl.flow.v1.KernelFeature
-	nil,                           // 30: trawl.flow.v1.NodeStatus.CountersEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*wrapperspb.BoolValue)(nil),  // 32: google.protobuf.BoolValue
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*wrapperspb.Int32Value)(nil), // 34: google.protobuf.Int32Value
+	(L7FlowType)(0),               // 5: trawl.flow.v1.L7FlowType
+	(ConntrackTrigger)(0),         // 6: trawl.flow.v1.ConntrackTrigger
+	(LostEventSource)(0),          // 7: trawl.flow.v1.LostEventSource
+	(NodeState)(0),                // 8: trawl.flow.v1.NodeState
+	(*Flow)(nil),                  // 9: trawl.flow.v1.Flow
+	(*Layer7)(nil),                // 10: trawl.flow.v1.Layer7
+	(*DNS)(nil),                   // 11: trawl.flow.v1.DNS
+	(*Ethernet)(nil),              // 12: trawl.flow.v1.Ethernet
+	(*IP)(nil),                    // 13: trawl.flow.v1.IP
+	(*Layer4)(nil),                // 14: trawl.flow.v1.Layer4
+	(*TCP)(nil),                   // 15: trawl.flow.v1.TCP
+	(*TCPFlags)(nil),              // 16: trawl.flow.v1.TCPFlags
+	(*UDP)(nil),                   // 17: trawl.flow.v1.UDP
+	(*SCTP)(nil),                  // 18: trawl.flow.v1.SCTP
+	(*ICMPv4)(nil),                // 19: trawl.flow.v1.ICMPv4
+	(*ICMPv6)(nil),                // 20: trawl.flow.v1.ICMPv6
+	(*Endpoint)(nil),              // 21: trawl.flow.v1.Endpoint
+	(*Workload)(nil),              // 22: trawl.flow.v1.Workload
+	(*Service)(nil),               // 23: trawl.flow.v1.Service
+	(*NetworkInterface)(nil),      // 24: trawl.flow.v1.NetworkInterface
+	(*Policy)(nil),                // 25: trawl.flow.v1.Policy
+	(*ConntrackInfo)(nil),         // 26: trawl.flow.v1.ConntrackInfo
+	(*ConntrackSample)(nil),       // 27: trawl.flow.v1.ConntrackSample
+	(*ConntrackStats)(nil),        // 28: trawl.flow.v1.ConntrackStats
+	(*ConntrackCreator)(nil),      // 29: trawl.flow.v1.ConntrackCreator
+	(*LostEvent)(nil),             // 30: trawl.flow.v1.LostEvent
+	(*NodeStatus)(nil),            // 31: trawl.flow.v1.NodeStatus
+	(*KernelFeature)(nil),         // 32: trawl.flow.v1.KernelFeature
+	nil,                           // 33: trawl.flow.v1.NodeStatus.CountersEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*wrapperspb.BoolValue)(nil),  // 35: google.protobuf.BoolValue
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*wrapperspb.Int32Value)(nil), // 37: google.protobuf.Int32Value
 }
 var file_trawl_flow_v1_flow_proto_depIdxs = []int32{
-	31, // 0: trawl.flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	34, // 0: trawl.flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: trawl.flow.v1.Flow.verdict:type_name -> trawl.flow.v1.Verdict
-	9,  // 2: trawl.flow.v1.Flow.ethernet:type_name -> trawl.flow.v1.Ethernet
-	10, // 3: trawl.flow.v1.Flow.IP:type_name -> trawl.flow.v1.IP
-	11, // 4: trawl.flow.v1.Flow.l4:type_name -> trawl.flow.v1.Layer4
-	18, // 5: trawl.flow.v1.Flow.source:type_name -> trawl.flow.v1.Endpoint
-	18, // 6: trawl.flow.v1.Flow.destination:type_name -> trawl.flow.v1.Endpoint
+	12, // 2: trawl.flow.v1.Flow.ethernet:type_name -> trawl.flow.v1.Ethernet
+	13, // 3: trawl.flow.v1.Flow.IP:type_name -> trawl.flow.v1.IP
+	14, // 4: trawl.flow.v1.Flow.l4:type_name -> trawl.flow.v1.Layer4
+	21, // 5: trawl.flow.v1.Flow.source:type_name -> trawl.flow.v1.Endpoint
+	21, // 6: trawl.flow.v1.Flow.destination:type_name -> trawl.flow.v1.Endpoint
 	1,  // 7: trawl.flow.v1.Flow.Type:type_name -> trawl.flow.v1.FlowType
-	32, // 8: trawl.flow.v1.Flow.is_reply:type_name -> google.protobuf.BoolValue
-	20, // 9: trawl.flow.v1.Flow.source_service:type_name -> trawl.flow.v1.Service
-	20, // 10: trawl.flow.v1.Flow.destination_service:type_name -> trawl.flow.v1.Service
-	3,  // 11: trawl.flow.v1.Flow.traffic_direction:type_name -> trawl.flow.v1.TrafficDirection
-	21, // 12: trawl.flow.v1.Flow.interface:type_name -> trawl.flow.v1.NetworkInterface
-	22, // 13: trawl.flow.v1.Flow.egress_allowed_by:type_name -> trawl.flow.v1.Policy
-	22, // 14: trawl.flow.v1.Flow.ingress_allowed_by:type_name -> trawl.flow.v1.Policy
-	22, // 15: trawl.flow.v1.Flow.egress_denied_by:type_name -> trawl.flow.v1.Policy
-	22, // 16: trawl.flow.v1.Flow.ingress_denied_by:type_name -> trawl.flow.v1.Policy
-	0,  // 17: trawl.flow.v1.Flow.event_kind:type_name -> trawl.flow.v1.EventKind
-	31, // 18: trawl.flow.v1.Flow.first_seen:type_name -> google.protobuf.Timestamp
-	31, // 19: trawl.flow.v1.Flow.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 20: trawl.flow.v1.Flow.conntrack:type_name -> trawl.flow.v1.ConntrackInfo
-	4,  // 21: trawl.flow.v1.IP.ipVersion:type_name -> trawl.flow.v1.IPVersion
-	12, // 22: trawl.flow.v1.Layer4.TCP:type_name -> trawl.flow.v1.TCP
-	14, // 23: trawl.flow.v1.Layer4.UDP:type_name -> trawl.flow.v1.UDP
-	16, // 24: trawl.flow.v1.Layer4.ICMPv4:type_name -> trawl.flow.v1.ICMPv4
-	17, // 25: trawl.flow.v1.Layer4.ICMPv6:type_name -> trawl.flow.v1.ICMPv6
-	15, // 26: trawl.flow.v1.Layer4.SCTP:type_name -> trawl.flow.v1.SCTP
-	13, // 27: trawl.flow.v1.TCP.flags:type_name -> trawl.flow.v1.TCPFlags
-	19, // 28: trawl.flow.v1.Endpoint.workloads:type_name -> trawl.flow.v1.Workload
-	31, // 29: trawl.flow.v1.ConntrackSample.time:type_name -> google.protobuf.Timestamp
-	33, // 30: trawl.flow.v1.ConntrackSample.interval:type_name -> google.protobuf.Duration
-	25, // 31: trawl.flow.v1.ConntrackSample.deltas:type_name -> trawl.flow.v1.ConntrackStats
-	26, // 32: trawl.flow.v1.ConntrackSample.top_creators:type_name -> trawl.flow.v1.ConntrackCreator
-	5,  // 33: trawl.flow.v1.ConntrackSample.trigger:type_name -> trawl.flow.v1.ConntrackTrigger
-	18, // 34: trawl.flow.v1.ConntrackCreator.endpoint:type_name -> trawl.flow.v1.Endpoint
-	6,  // 35: trawl.flow.v1.LostEvent.source:type_name -> trawl.flow.v1.LostEventSource
-	34, // 36: trawl.flow.v1.LostEvent.cpu:type_name -> google.protobuf.Int32Value
-	31, // 37: trawl.flow.v1.LostEvent.time:type_name -> google.protobuf.Timestamp
-	7,  // 38: trawl.flow.v1.NodeStatus.state:type_name -> trawl.flow.v1.NodeState
-	31, // 39: trawl.flow.v1.NodeStatus.last_seen:type_name -> google.protobuf.Timestamp
-	29, // 40: trawl.flow.v1.NodeStatus.features:type_name -> trawl.flow.v1.KernelFeature
-	30, // 41: trawl.flow.v1.NodeStatus.counters:type_name -> trawl.flow.v1.NodeStatus.CountersEntry
-	31, // 42: trawl.flow.v1.NodeStatus.started_at:type_name -> google.protobuf.Timestamp
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	10, // 8: trawl.flow.v1.Flow.l7:type_name -> trawl.flow.v1.Layer7
+	35, // 9: trawl.flow.v1.Flow.is_reply:type_name -> google.protobuf.BoolValue
+	23, // 10: trawl.flow.v1.Flow.source_service:type_name -> trawl.flow.v1.Service
+	23, // 11: trawl.flow.v1.Flow.destination_service:type_name -> trawl.flow.v1.Service
+	3,  // 12: trawl.flow.v1.Flow.traffic_direction:type_name -> trawl.flow.v1.TrafficDirection
+	24, // 13: trawl.flow.v1.Flow.interface:type_name -> trawl.flow.v1.NetworkInterface
+	25, // 14: trawl.flow.v1.Flow.egress_allowed_by:type_name -> trawl.flow.v1.Policy
+	25, // 15: trawl.flow.v1.Flow.ingress_allowed_by:type_name -> trawl.flow.v1.Policy
+	25, // 16: trawl.flow.v1.Flow.egress_denied_by:type_name -> trawl.flow.v1.Policy
+	25, // 17: trawl.flow.v1.Flow.ingress_denied_by:type_name -> trawl.flow.v1.Policy
+	0,  // 18: trawl.flow.v1.Flow.event_kind:type_name -> trawl.flow.v1.EventKind
+	34, // 19: trawl.flow.v1.Flow.first_seen:type_name -> google.protobuf.Timestamp
+	34, // 20: trawl.flow.v1.Flow.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 21: trawl.flow.v1.Flow.conntrack:type_name -> trawl.flow.v1.ConntrackInfo
+	5,  // 22: trawl.flow.v1.Layer7.type:type_name -> trawl.flow.v1.L7FlowType
+	11, // 23: trawl.flow.v1.Layer7.dns:type_name -> trawl.flow.v1.DNS
+	4,  // 24: trawl.flow.v1.IP.ipVersion:type_name -> trawl.flow.v1.IPVersion
+	15, // 25: trawl.flow.v1.Layer4.TCP:type_name -> trawl.flow.v1.TCP
+	17, // 26: trawl.flow.v1.Layer4.UDP:type_name -> trawl.flow.v1.UDP
+	19, // 27: trawl.flow.v1.Layer4.ICMPv4:type_name -> trawl.flow.v1.ICMPv4
+	20, // 28: trawl.flow.v1.Layer4.ICMPv6:type_name -> trawl.flow.v1.ICMPv6
+	18, // 29: trawl.flow.v1.Layer4.SCTP:type_name -> trawl.flow.v1.SCTP
+	16, // 30: trawl.flow.v1.TCP.flags:type_name -> trawl.flow.v1.TCPFlags
+	22, // 31: trawl.flow.v1.Endpoint.workloads:type_name -> trawl.flow.v1.Workload
+	34, // 32: trawl.flow.v1.ConntrackSample.time:type_name -> google.protobuf.Timestamp
+	36, // 33: trawl.flow.v1.ConntrackSample.interval:type_name -> google.protobuf.Duration
+	28, // 34: trawl.flow.v1.ConntrackSample.deltas:type_name -> trawl.flow.v1.ConntrackStats
+	29, // 35: trawl.flow.v1.ConntrackSample.top_creators:type_name -> trawl.flow.v1.ConntrackCreator
+	6,  // 36: trawl.flow.v1.ConntrackSample.trigger:type_name -> trawl.flow.v1.ConntrackTrigger
+	21, // 37: trawl.flow.v1.ConntrackCreator.endpoint:type_name -> trawl.flow.v1.Endpoint
+	7,  // 38: trawl.flow.v1.LostEvent.source:type_name -> trawl.flow.v1.LostEventSource
+	37, // 39: trawl.flow.v1.LostEvent.cpu:type_name -> google.protobuf.Int32Value
+	34, // 40: trawl.flow.v1.LostEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 41: trawl.flow.v1.NodeStatus.state:type_name -> trawl.flow.v1.NodeState
+	34, // 42: trawl.flow.v1.NodeStatus.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 43: trawl.flow.v1.NodeStatus.features:type_name -> trawl.flow.v1.KernelFeature
+	33, // 44: trawl.flow.v1.NodeStatus.counters:type_name -> trawl.flow.v1.NodeStatus.CountersEntry
+	34, // 45: trawl.flow.v1.NodeStatus.started_at:type_name -> google.protobuf.Timestamp
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_trawl_flow_v1_flow_proto_init() }
@@ -2713,7 +3004,10 @@ func file_trawl_flow_v1_flow_proto_init() {
 	if File_trawl_flow_v1_flow_proto != nil {
 		return
 	}
-	file_trawl_flow_v1_flow_proto_msgTypes[3].OneofWrappers = []any{
+	file_trawl_flow_v1_flow_proto_msgTypes[1].OneofWrappers = []any{
+		(*Layer7_Dns)(nil),
+	}
+	file_trawl_flow_v1_flow_proto_msgTypes[5].OneofWrappers = []any{
 		(*Layer4_TCP)(nil),
 		(*Layer4_UDP)(nil),
 		(*Layer4_ICMPv4)(nil),
@@ -2725,8 +3019,8 @@ func file_trawl_flow_v1_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trawl_flow_v1_flow_proto_rawDesc), len(file_trawl_flow_v1_flow_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   23,
+			NumEnums:      9,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -37,6 +38,13 @@ const (
 	TopKind_TOP_KIND_DENIED_PAIRS TopKind = 3
 	// Sources creating the most conntrack entries.
 	TopKind_TOP_KIND_CONNTRACK_CREATORS TopKind = 4
+	// DNS names by queries (source: the name; queries, errors, latency).
+	TopKind_TOP_KIND_DNS_NAMES TopKind = 5
+	// Client workloads by NXDOMAIN answers (source: the client, reason: the
+	// name they asked for most).
+	TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS TopKind = 6
+	// DNS names by p99 response latency.
+	TopKind_TOP_KIND_DNS_SLOW_NAMES TopKind = 7
 )
 
 // Enum value maps for TopKind.
@@ -47,13 +55,19 @@ var (
 		2: "TOP_KIND_DROPPERS",
 		3: "TOP_KIND_DENIED_PAIRS",
 		4: "TOP_KIND_CONNTRACK_CREATORS",
+		5: "TOP_KIND_DNS_NAMES",
+		6: "TOP_KIND_DNS_NXDOMAIN_CLIENTS",
+		7: "TOP_KIND_DNS_SLOW_NAMES",
 	}
 	TopKind_value = map[string]int32{
-		"TOP_KIND_UNSPECIFIED":        0,
-		"TOP_KIND_TALKERS":            1,
-		"TOP_KIND_DROPPERS":           2,
-		"TOP_KIND_DENIED_PAIRS":       3,
-		"TOP_KIND_CONNTRACK_CREATORS": 4,
+		"TOP_KIND_UNSPECIFIED":          0,
+		"TOP_KIND_TALKERS":              1,
+		"TOP_KIND_DROPPERS":             2,
+		"TOP_KIND_DENIED_PAIRS":         3,
+		"TOP_KIND_CONNTRACK_CREATORS":   4,
+		"TOP_KIND_DNS_NAMES":            5,
+		"TOP_KIND_DNS_NXDOMAIN_CLIENTS": 6,
+		"TOP_KIND_DNS_SLOW_NAMES":       7,
 	}
 )
 
@@ -344,6 +358,8 @@ type FlowFilter struct {
 	TcpFlags        []*v1.TCPFlags `protobuf:"bytes,23,rep,name=tcp_flags,json=tcpFlags,proto3" json:"tcp_flags,omitempty"`
 	NodeName        []string       `protobuf:"bytes,24,rep,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	IpVersion       []v1.IPVersion `protobuf:"varint,25,rep,packed,name=ip_version,json=ipVersion,proto3,enum=trawl.flow.v1.IPVersion" json:"ip_version,omitempty"`
+	// Regular expressions (RE2) on the DNS query name, as Hubble's dns_query.
+	DnsQuery []string `protobuf:"bytes,18,rep,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
 	// --- Trawl extensions ---
 	// Matches Flow.drop_reason_kernel.
 	DropReasonKernel []string `protobuf:"bytes,1000,rep,name=drop_reason_kernel,json=dropReasonKernel,proto3" json:"drop_reason_kernel,omitempty"`
@@ -352,7 +368,12 @@ type FlowFilter struct {
 	EventKind []v1.EventKind `protobuf:"varint,1002,rep,packed,name=event_kind,json=eventKind,proto3,enum=trawl.flow.v1.EventKind" json:"event_kind,omitempty"`
 	// Matches Flow.drop_class ("policy", "no-socket", "overload", "malformed",
 	// "routing", "teardown", "other").
-	DropClass     []string `protobuf:"bytes,1003,rep,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	DropClass []string `protobuf:"bytes,1003,rep,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	// Matches Flow.Type (`--type l7` is L7).
+	Type []v1.FlowType `protobuf:"varint,1004,rep,packed,name=type,proto3,enum=trawl.flow.v1.FlowType" json:"type,omitempty"`
+	// Matches l7.dns.rcode of DNS responses: a name ("NXDOMAIN", "SERVFAIL",
+	// Hubble's "Non-Existent Domain") or a number.
+	DnsRcode      []string `protobuf:"bytes,1005,rep,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +576,13 @@ func (x *FlowFilter) GetIpVersion() []v1.IPVersion {
 	return nil
 }
 
+func (x *FlowFilter) GetDnsQuery() []string {
+	if x != nil {
+		return x.DnsQuery
+	}
+	return nil
+}
+
 func (x *FlowFilter) GetDropReasonKernel() []string {
 	if x != nil {
 		return x.DropReasonKernel
@@ -579,6 +607,20 @@ func (x *FlowFilter) GetEventKind() []v1.EventKind {
 func (x *FlowFilter) GetDropClass() []string {
 	if x != nil {
 		return x.DropClass
+	}
+	return nil
+}
+
+func (x *FlowFilter) GetType() []v1.FlowType {
+	if x != nil {
+		return x.Type
+	}
+	return nil
+}
+
+func (x *FlowFilter) GetDnsRcode() []string {
+	if x != nil {
+		return x.DnsRcode
 	}
 	return nil
 }
@@ -1128,7 +1170,15 @@ type TopEntry struct {
 	ConntrackEntries uint64   `protobuf:"varint,8,opt,name=conntrack_entries,json=conntrackEntries,proto3" json:"conntrack_entries,omitempty"`
 	Policies         []string `protobuf:"bytes,9,rep,name=policies,proto3" json:"policies,omitempty"`
 	// TOP_KIND_DROPPERS: the class of reason.
-	DropClass     string `protobuf:"bytes,10,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	DropClass string `protobuf:"bytes,10,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	// TOP_KIND_DNS_*: the name, queries, error responses (rcode not NOERROR),
+	// NXDOMAIN responses and response latency quantiles.
+	DnsQuery      string               `protobuf:"bytes,11,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	DnsQueries    uint64               `protobuf:"varint,12,opt,name=dns_queries,json=dnsQueries,proto3" json:"dns_queries,omitempty"`
+	DnsErrors     uint64               `protobuf:"varint,13,opt,name=dns_errors,json=dnsErrors,proto3" json:"dns_errors,omitempty"`
+	DnsNxdomain   uint64               `protobuf:"varint,14,opt,name=dns_nxdomain,json=dnsNxdomain,proto3" json:"dns_nxdomain,omitempty"`
+	DnsLatencyP50 *durationpb.Duration `protobuf:"bytes,15,opt,name=dns_latency_p50,json=dnsLatencyP50,proto3" json:"dns_latency_p50,omitempty"`
+	DnsLatencyP99 *durationpb.Duration `protobuf:"bytes,16,opt,name=dns_latency_p99,json=dnsLatencyP99,proto3" json:"dns_latency_p99,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1233,11 +1283,53 @@ func (x *TopEntry) GetDropClass() string {
 	return ""
 }
 
+func (x *TopEntry) GetDnsQuery() string {
+	if x != nil {
+		return x.DnsQuery
+	}
+	return ""
+}
+
+func (x *TopEntry) GetDnsQueries() uint64 {
+	if x != nil {
+		return x.DnsQueries
+	}
+	return 0
+}
+
+func (x *TopEntry) GetDnsErrors() uint64 {
+	if x != nil {
+		return x.DnsErrors
+	}
+	return 0
+}
+
+func (x *TopEntry) GetDnsNxdomain() uint64 {
+	if x != nil {
+		return x.DnsNxdomain
+	}
+	return 0
+}
+
+func (x *TopEntry) GetDnsLatencyP50() *durationpb.Duration {
+	if x != nil {
+		return x.DnsLatencyP50
+	}
+	return nil
+}
+
+func (x *TopEntry) GetDnsLatencyP99() *durationpb.Duration {
+	if x != nil {
+		return x.DnsLatencyP99
+	}
+	return nil
+}
+
 var File_trawl_observer_v1_observer_proto protoreflect.FileDescriptor
 
 const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\n" +
-	" trawl/observer/v1/observer.proto\x12\x11trawl.observer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18trawl/flow/v1/flow.proto\"\xb3\x02\n" +
+	" trawl/observer/v1/observer.proto\x12\x11trawl.observer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18trawl/flow/v1/flow.proto\"\xb3\x02\n" +
 	"\x0fGetFlowsRequest\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\x12\x14\n" +
 	"\x05first\x18\t \x01(\bR\x05first\x12\x16\n" +
@@ -1255,7 +1347,8 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\tconntrack\x18\xe8\a \x01(\v2\x1e.trawl.flow.v1.ConntrackSampleH\x00R\tconntrack\x12\x1d\n" +
 	"\tnode_name\x18\xc1\x84= \x01(\tR\bnodeName\x120\n" +
 	"\x04time\x18\u0084= \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x10\n" +
-	"\x0eresponse_types\"\xc3\t\n" +
+	"\x0eresponse_types\"\xac\n" +
+	"\n" +
 	"\n" +
 	"FlowFilter\x12\x12\n" +
 	"\x04uuid\x18\x1d \x03(\tR\x04uuid\x12\x1b\n" +
@@ -1286,13 +1379,16 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\ttcp_flags\x18\x17 \x03(\v2\x17.trawl.flow.v1.TCPFlagsR\btcpFlags\x12\x1b\n" +
 	"\tnode_name\x18\x18 \x03(\tR\bnodeName\x127\n" +
 	"\n" +
-	"ip_version\x18\x19 \x03(\x0e2\x18.trawl.flow.v1.IPVersionR\tipVersion\x12-\n" +
+	"ip_version\x18\x19 \x03(\x0e2\x18.trawl.flow.v1.IPVersionR\tipVersion\x12\x1b\n" +
+	"\tdns_query\x18\x12 \x03(\tR\bdnsQuery\x12-\n" +
 	"\x12drop_reason_kernel\x18\xe8\a \x03(\tR\x10dropReasonKernel\x12\x17\n" +
 	"\x06policy\x18\xe9\a \x03(\tR\x06policy\x128\n" +
 	"\n" +
 	"event_kind\x18\xea\a \x03(\x0e2\x18.trawl.flow.v1.EventKindR\teventKind\x12\x1e\n" +
 	"\n" +
-	"drop_class\x18\xeb\a \x03(\tR\tdropClass\"\x11\n" +
+	"drop_class\x18\xeb\a \x03(\tR\tdropClass\x12,\n" +
+	"\x04type\x18\xec\a \x03(\x0e2\x17.trawl.flow.v1.FlowTypeR\x04type\x12\x1c\n" +
+	"\tdns_rcode\x18\xed\a \x03(\tR\bdnsRcode\"\x11\n" +
 	"\x0fGetNodesRequest\"C\n" +
 	"\x10GetNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.trawl.flow.v1.NodeStatusR\x05nodes\"\x15\n" +
@@ -1332,7 +1428,7 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\n" +
 	"drop_class\x18\x06 \x03(\tR\tdropClass\"G\n" +
 	"\x0eGetTopResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\xa0\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\xa6\x04\n" +
 	"\bTopEntry\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x16\n" +
@@ -1345,13 +1441,24 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\bpolicies\x18\t \x03(\tR\bpolicies\x12\x1d\n" +
 	"\n" +
 	"drop_class\x18\n" +
-	" \x01(\tR\tdropClass*\x8c\x01\n" +
+	" \x01(\tR\tdropClass\x12\x1b\n" +
+	"\tdns_query\x18\v \x01(\tR\bdnsQuery\x12\x1f\n" +
+	"\vdns_queries\x18\f \x01(\x04R\n" +
+	"dnsQueries\x12\x1d\n" +
+	"\n" +
+	"dns_errors\x18\r \x01(\x04R\tdnsErrors\x12!\n" +
+	"\fdns_nxdomain\x18\x0e \x01(\x04R\vdnsNxdomain\x12A\n" +
+	"\x0fdns_latency_p50\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\rdnsLatencyP50\x12A\n" +
+	"\x0fdns_latency_p99\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\rdnsLatencyP99*\xe4\x01\n" +
 	"\aTopKind\x12\x18\n" +
 	"\x14TOP_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOP_KIND_TALKERS\x10\x01\x12\x15\n" +
 	"\x11TOP_KIND_DROPPERS\x10\x02\x12\x19\n" +
 	"\x15TOP_KIND_DENIED_PAIRS\x10\x03\x12\x1f\n" +
-	"\x1bTOP_KIND_CONNTRACK_CREATORS\x10\x042\xc9\x03\n" +
+	"\x1bTOP_KIND_CONNTRACK_CREATORS\x10\x04\x12\x16\n" +
+	"\x12TOP_KIND_DNS_NAMES\x10\x05\x12!\n" +
+	"\x1dTOP_KIND_DNS_NXDOMAIN_CLIENTS\x10\x06\x12\x1b\n" +
+	"\x17TOP_KIND_DNS_SLOW_NAMES\x10\a2\xc9\x03\n" +
 	"\bObserver\x12U\n" +
 	"\bGetFlows\x12\".trawl.observer.v1.GetFlowsRequest\x1a#.trawl.observer.v1.GetFlowsResponse0\x01\x12S\n" +
 	"\bGetNodes\x12\".trawl.observer.v1.GetNodesRequest\x1a#.trawl.observer.v1.GetNodesResponse\x12_\n" +
@@ -1400,6 +1507,8 @@ var file_trawl_observer_v1_observer_proto_goTypes = []any{
 	(*v1.TCPFlags)(nil),           // 23: trawl.flow.v1.TCPFlags
 	(v1.IPVersion)(0),             // 24: trawl.flow.v1.IPVersion
 	(v1.EventKind)(0),             // 25: trawl.flow.v1.EventKind
+	(v1.FlowType)(0),              // 26: trawl.flow.v1.FlowType
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
 }
 var file_trawl_observer_v1_observer_proto_depIdxs = []int32{
 	3,  // 0: trawl.observer.v1.GetFlowsRequest.allowlist:type_name -> trawl.observer.v1.FlowFilter
@@ -1419,29 +1528,32 @@ var file_trawl_observer_v1_observer_proto_depIdxs = []int32{
 	23, // 14: trawl.observer.v1.FlowFilter.tcp_flags:type_name -> trawl.flow.v1.TCPFlags
 	24, // 15: trawl.observer.v1.FlowFilter.ip_version:type_name -> trawl.flow.v1.IPVersion
 	25, // 16: trawl.observer.v1.FlowFilter.event_kind:type_name -> trawl.flow.v1.EventKind
-	16, // 17: trawl.observer.v1.GetNodesResponse.nodes:type_name -> trawl.flow.v1.NodeStatus
-	8,  // 18: trawl.observer.v1.ServerStatusResponse.clickhouse:type_name -> trawl.observer.v1.ClickHouseStatus
-	14, // 19: trawl.observer.v1.ClickHouseStatus.last_insert:type_name -> google.protobuf.Timestamp
-	18, // 20: trawl.observer.v1.GetConntrackResponse.sample:type_name -> trawl.flow.v1.ConntrackSample
-	0,  // 21: trawl.observer.v1.GetTopRequest.kind:type_name -> trawl.observer.v1.TopKind
-	14, // 22: trawl.observer.v1.GetTopRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 23: trawl.observer.v1.GetTopRequest.until:type_name -> google.protobuf.Timestamp
-	13, // 24: trawl.observer.v1.GetTopResponse.entries:type_name -> trawl.observer.v1.TopEntry
-	1,  // 25: trawl.observer.v1.Observer.GetFlows:input_type -> trawl.observer.v1.GetFlowsRequest
-	4,  // 26: trawl.observer.v1.Observer.GetNodes:input_type -> trawl.observer.v1.GetNodesRequest
-	6,  // 27: trawl.observer.v1.Observer.ServerStatus:input_type -> trawl.observer.v1.ServerStatusRequest
-	9,  // 28: trawl.observer.v1.Observer.GetConntrack:input_type -> trawl.observer.v1.GetConntrackRequest
-	11, // 29: trawl.observer.v1.Observer.GetTop:input_type -> trawl.observer.v1.GetTopRequest
-	2,  // 30: trawl.observer.v1.Observer.GetFlows:output_type -> trawl.observer.v1.GetFlowsResponse
-	5,  // 31: trawl.observer.v1.Observer.GetNodes:output_type -> trawl.observer.v1.GetNodesResponse
-	7,  // 32: trawl.observer.v1.Observer.ServerStatus:output_type -> trawl.observer.v1.ServerStatusResponse
-	10, // 33: trawl.observer.v1.Observer.GetConntrack:output_type -> trawl.observer.v1.GetConntrackResponse
-	12, // 34: trawl.observer.v1.Observer.GetTop:output_type -> trawl.observer.v1.GetTopResponse
-	30, // [30:35] is the sub-list for method output_type
-	25, // [25:30] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	26, // 17: trawl.observer.v1.FlowFilter.type:type_name -> trawl.flow.v1.FlowType
+	16, // 18: trawl.observer.v1.GetNodesResponse.nodes:type_name -> trawl.flow.v1.NodeStatus
+	8,  // 19: trawl.observer.v1.ServerStatusResponse.clickhouse:type_name -> trawl.observer.v1.ClickHouseStatus
+	14, // 20: trawl.observer.v1.ClickHouseStatus.last_insert:type_name -> google.protobuf.Timestamp
+	18, // 21: trawl.observer.v1.GetConntrackResponse.sample:type_name -> trawl.flow.v1.ConntrackSample
+	0,  // 22: trawl.observer.v1.GetTopRequest.kind:type_name -> trawl.observer.v1.TopKind
+	14, // 23: trawl.observer.v1.GetTopRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 24: trawl.observer.v1.GetTopRequest.until:type_name -> google.protobuf.Timestamp
+	13, // 25: trawl.observer.v1.GetTopResponse.entries:type_name -> trawl.observer.v1.TopEntry
+	27, // 26: trawl.observer.v1.TopEntry.dns_latency_p50:type_name -> google.protobuf.Duration
+	27, // 27: trawl.observer.v1.TopEntry.dns_latency_p99:type_name -> google.protobuf.Duration
+	1,  // 28: trawl.observer.v1.Observer.GetFlows:input_type -> trawl.observer.v1.GetFlowsRequest
+	4,  // 29: trawl.observer.v1.Observer.GetNodes:input_type -> trawl.observer.v1.GetNodesRequest
+	6,  // 30: trawl.observer.v1.Observer.ServerStatus:input_type -> trawl.observer.v1.ServerStatusRequest
+	9,  // 31: trawl.observer.v1.Observer.GetConntrack:input_type -> trawl.observer.v1.GetConntrackRequest
+	11, // 32: trawl.observer.v1.Observer.GetTop:input_type -> trawl.observer.v1.GetTopRequest
+	2,  // 33: trawl.observer.v1.Observer.GetFlows:output_type -> trawl.observer.v1.GetFlowsResponse
+	5,  // 34: trawl.observer.v1.Observer.GetNodes:output_type -> trawl.observer.v1.GetNodesResponse
+	7,  // 35: trawl.observer.v1.Observer.ServerStatus:output_type -> trawl.observer.v1.ServerStatusResponse
+	10, // 36: trawl.observer.v1.Observer.GetConntrack:output_type -> trawl.observer.v1.GetConntrackResponse
+	12, // 37: trawl.observer.v1.Observer.GetTop:output_type -> trawl.observer.v1.GetTopResponse
+	33, // [33:38] is the sub-list for method output_type
+	28, // [28:33] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_trawl_observer_v1_observer_proto_init() }
