@@ -10,6 +10,14 @@
 //   - within one FlowFilter every set field must match (AND); within one
 //     repeated field any value may match (OR); an empty FlowFilter matches all.
 //
+// DNS (docs/dns.md): a DNS record is an L7 record with l7.dns. protocol
+// "dns" selects them (OR-ed with the L4 protocols, which they also have);
+// dns_query is an RE2 expression on the query as recorded ("example.com.");
+// dns_rcode selects responses by code; source_fqdn/destination_fqdn match
+// source_names/destination_names and, on DNS records, the queried name: it is
+// a destination name of a query and a source name of a response. FQDN
+// patterns and names are compared canonical (see CanonicalName).
+//
 // Records that are not flows (lost_events, node_status, conntrack) carry no
 // endpoints, ports or verdicts, so flow-specific fields cannot be judged on
 // them. The rule:
@@ -25,10 +33,12 @@ package filter
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -56,16 +66,31 @@ type Clause struct {
 	DropReasonDesc                      []string
 	Interface                           []Interface
 	Protocol                            []uint8 // IP protocol numbers
-	SourcePort, DestinationPort         []PortRange
-	Reply                               []bool
-	TCPFlags                            []uint16 // bit masks, see l4.FlagBits
-	NodeName                            []Glob
-	IPVersion                           []flowv1.IPVersion
-	DropReasonKernel                    []string
-	Policy                              []PolicyRef
-	EventKind                           []flowv1.EventKind
-	DropClass                           []string // canonical names (dropclass.Class)
-	flowSpecific                        bool
+	// ProtocolDNS: protocol "dns" was asked for (OR-ed with Protocol): the
+	// record is a DNS message (see IsDNS).
+	ProtocolDNS                 bool
+	SourcePort, DestinationPort []PortRange
+	Reply                       []bool
+	TCPFlags                    []uint16 // bit masks, see l4.FlagBits
+	NodeName                    []Glob
+	IPVersion                   []flowv1.IPVersion
+	DropReasonKernel            []string
+	Policy                      []PolicyRef
+	EventKind                   []flowv1.EventKind
+	DropClass                   []string // canonical names (dropclass.Class)
+	Type                        []flowv1.FlowType
+	// DNSQuery are RE2 expressions on l7.dns.query of DNS records, as
+	// Hubble's dns_query (unanchored, the name as recorded: "example.com.").
+	DNSQuery []Regexp
+	// DNSRcode are response codes of DNS responses (dnscodes numbers).
+	DNSRcode     []uint32
+	flowSpecific bool
+}
+
+// Regexp is a compiled dns_query expression with its source text (for SQL).
+type Regexp struct {
+	Pattern string
+	re      *regexp.Regexp
 }
 
 // FlowSpecific reports whether the clause sets any field other than node_name.
@@ -156,10 +181,10 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 	if c.DestinationService, err = compileNames("destination_service", ff.GetDestinationService()); err != nil {
 		return nil, err
 	}
-	if c.SourceFQDN, err = compileGlobs("source_fqdn", ff.GetSourceFqdn()); err != nil {
+	if c.SourceFQDN, err = compileFQDNs("source_fqdn", ff.GetSourceFqdn()); err != nil {
 		return nil, err
 	}
-	if c.DestinationFQDN, err = compileGlobs("destination_fqdn", ff.GetDestinationFqdn()); err != nil {
+	if c.DestinationFQDN, err = compileFQDNs("destination_fqdn", ff.GetDestinationFqdn()); err != nil {
 		return nil, err
 	}
 	if c.SourceLabel, err = compileSelectors("source_label", ff.GetSourceLabel()); err != nil {
@@ -223,8 +248,30 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		}
 		c.Interface = append(c.Interface, Interface{Index: ifc.GetIndex(), Name: ifc.GetName()})
 	}
+	for _, t := range ff.GetType() {
+		if _, ok := flowv1.FlowType_name[int32(t)]; !ok {
+			return nil, fmt.Errorf("type: unknown value %d", int32(t))
+		}
+		c.Type = append(c.Type, t)
+	}
+	for _, q := range ff.GetDnsQuery() {
+		re, err := regexp.Compile(q)
+		if err != nil {
+			return nil, fmt.Errorf("dns_query: bad regular expression %q: %v", q, err)
+		}
+		c.DNSQuery = append(c.DNSQuery, Regexp{Pattern: q, re: re})
+	}
+	for _, r := range ff.GetDnsRcode() {
+		code, err := dnscodes.ParseRcode(r)
+		if err != nil {
+			return nil, fmt.Errorf("dns_rcode: %w", err)
+		}
+		c.DNSRcode = append(c.DNSRcode, code)
+	}
 	for _, p := range ff.GetProtocol() {
 		switch strings.ToLower(strings.TrimSpace(p)) {
+		case "dns":
+			c.ProtocolDNS = true
 		case "tcp":
 			c.Protocol = append(c.Protocol, l4.TCP)
 		case "udp":
@@ -238,7 +285,7 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		case "icmpv6":
 			c.Protocol = append(c.Protocol, l4.ICMPv6)
 		default:
-			return nil, fmt.Errorf("protocol: unknown protocol %q (want tcp, udp, sctp, icmp, icmpv4 or icmpv6)", p)
+			return nil, fmt.Errorf("protocol: unknown protocol %q (want tcp, udp, sctp, icmp, icmpv4, icmpv6 or dns)", p)
 		}
 	}
 	if c.SourcePort, err = compilePorts("source_port", ff.GetSourcePort()); err != nil {
@@ -263,7 +310,8 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		len(c.SourceService)+len(c.DestinationService)+len(c.SourceWorkload)+len(c.DestinationWorkload)+
 		len(c.TrafficDirection)+len(c.Verdict)+len(c.DropReasonDesc)+len(c.Interface)+len(c.Protocol)+
 		len(c.SourcePort)+len(c.DestinationPort)+len(c.Reply)+len(c.TCPFlags)+len(c.IPVersion)+
-		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind)+len(c.DropClass) > 0
+		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind)+len(c.DropClass)+
+		len(c.Type)+len(c.DNSQuery)+len(c.DNSRcode) > 0 || c.ProtocolDNS
 	if c.NodeName, err = compileGlobs("node_name", ff.GetNodeName()); err != nil {
 		return nil, err
 	}
@@ -466,10 +514,34 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 	if len(c.DestinationService) > 0 && !matchNames(c.DestinationService, fl.GetDestinationService().GetNamespace(), fl.GetDestinationService().GetName()) {
 		return false
 	}
-	if len(c.SourceFQDN) > 0 && !matchAnyName(c.SourceFQDN, fl.GetSourceNames()) {
+	if len(c.SourceFQDN) > 0 && !matchAnyName(c.SourceFQDN, fl.GetSourceNames()) &&
+		!(IsDNS(fl) && fl.GetL7().GetType() == flowv1.L7FlowType_RESPONSE && matchFQDN(c.SourceFQDN, fl.GetL7().GetDns().GetQuery())) {
 		return false
 	}
-	if len(c.DestinationFQDN) > 0 && !matchAnyName(c.DestinationFQDN, fl.GetDestinationNames()) {
+	if len(c.DestinationFQDN) > 0 && !matchAnyName(c.DestinationFQDN, fl.GetDestinationNames()) &&
+		!(IsDNS(fl) && fl.GetL7().GetType() == flowv1.L7FlowType_REQUEST && matchFQDN(c.DestinationFQDN, fl.GetL7().GetDns().GetQuery())) {
+		return false
+	}
+	if len(c.Type) > 0 && !slices.Contains(c.Type, fl.GetType()) {
+		return false
+	}
+	if len(c.DNSQuery) > 0 {
+		if !IsDNS(fl) {
+			return false
+		}
+		q := fl.GetL7().GetDns().GetQuery()
+		ok := false
+		for i := range c.DNSQuery {
+			if c.DNSQuery[i].re.MatchString(q) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(c.DNSRcode) > 0 && !(IsDNS(fl) && fl.GetL7().GetType() == flowv1.L7FlowType_RESPONSE && slices.Contains(c.DNSRcode, fl.GetL7().GetDns().GetRcode())) {
 		return false
 	}
 	if len(c.SourceLabel) > 0 && !matchSelectors(c.SourceLabel, fl.GetSource().GetLabels()) {
@@ -487,9 +559,9 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 	if len(c.Interface) > 0 && !matchInterface(c.Interface, fl.GetInterface()) {
 		return false
 	}
-	if len(c.Protocol) > 0 {
+	if len(c.Protocol) > 0 || c.ProtocolDNS {
 		p := l4.Protocol(fl)
-		ok := false
+		ok := c.ProtocolDNS && IsDNS(fl)
 		for _, want := range c.Protocol {
 			if p == want {
 				ok = true
@@ -650,13 +722,43 @@ func matchPolicies(refs []PolicyRef, ps []*flowv1.Policy) bool {
 	return false
 }
 
+// IsDNS reports whether a record is a DNS message (an L7 record with a DNS
+// part). relay/store's twin is a non-empty l7_type.
+func IsDNS(fl *flowv1.Flow) bool { return fl.GetL7().GetDns() != nil }
+
 func matchAnyName(gs []Glob, names []string) bool {
 	for _, n := range names {
-		if matchGlobs(gs, n) {
+		if matchFQDN(gs, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// matchFQDN matches a name in its canonical form (see CanonicalName)
+// against FQDN patterns, which are canonical already.
+func matchFQDN(gs []Glob, name string) bool {
+	return matchGlobs(gs, CanonicalName(name))
+}
+
+// CanonicalName is a DNS name as FQDN patterns are matched against it: one
+// trailing dot dropped and ASCII letters in lower case ("Example.COM." is
+// "example.com"), as Hubble canonicalises its patterns. It allocates only
+// when the name has upper-case letters.
+func CanonicalName(name string) string {
+	name = strings.TrimSuffix(name, ".")
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(name)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return name
 }
 
 // matchGlobs is true when gs is empty or any glob matches s.

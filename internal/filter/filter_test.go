@@ -12,8 +12,15 @@ import (
 )
 
 func TestEveryFieldSelectsTheExpectedFlows(t *testing.T) {
-	flows := filtertest.Flows()
-	for _, tc := range filtertest.Cases() {
+	checkCases(t, filtertest.Flows(), filtertest.Cases())
+}
+
+func TestDNSFiltersSelectTheExpectedRecords(t *testing.T) {
+	checkCases(t, filtertest.DNSFlows(), filtertest.DNSCases())
+}
+
+func checkCases(t *testing.T, flows []*flowv1.Flow, cases []filtertest.Case) {
+	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			f, err := filter.Compile(tc.Allow, tc.Deny)
 			if err != nil {
@@ -63,6 +70,12 @@ func TestCompileRejectsBadValuesNamingFieldAndValue(t *testing.T) {
 		{"empty node", &observerv1.FlowFilter{NodeName: []string{""}}, []string{"node_name"}},
 		{"empty uuid", &observerv1.FlowFilter{Uuid: []string{""}}, []string{"uuid"}},
 		{"unknown drop class", &observerv1.FlowFilter{DropClass: []string{"boring"}}, []string{"drop_class", "boring"}},
+		{"bad dns query expression", &observerv1.FlowFilter{DnsQuery: []string{"exa(mple"}}, []string{"dns_query", "exa(mple", "missing closing )"}},
+		{"unknown dns response code", &observerv1.FlowFilter{DnsRcode: []string{"NXDOMIAN"}}, []string{"dns_rcode", "NXDOMIAN"}},
+		{"dns response code out of range", &observerv1.FlowFilter{DnsRcode: []string{"5000"}}, []string{"dns_rcode", "5000"}},
+		{"unknown flow type", &observerv1.FlowFilter{Type: []flowv1.FlowType{17}}, []string{"type", "17"}},
+		{"fqdn pattern that is only a dot", &observerv1.FlowFilter{DestinationFqdn: []string{"."}}, []string{"destination_fqdn", `"."`}},
+		{"fqdn pattern with two trailing dots", &observerv1.FlowFilter{SourceFqdn: []string{"example.com.."}}, []string{"source_fqdn", "example.com.."}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +124,35 @@ func TestRecordsOtherThanFlows(t *testing.T) {
 				t.Errorf("Match = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCanonicalNameDropsOneTrailingDotAndLowersASCII(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com.": "example.com", "Example.COM": "example.com", "a..": "a.", "": "", ".": "", "ÄB.c": "Äb.c",
+	} {
+		if got := filter.CanonicalName(in); got != want {
+			t.Errorf("CanonicalName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDNSMatchDoesNotAllocateOnLowerCaseNames(t *testing.T) {
+	f := filter.MustCompile([]*observerv1.FlowFilter{
+		{DestinationFqdn: []string{"*.example.com"}, Protocol: []string{"dns"}},
+		{SourceFqdn: []string{"api.example.com"}, DnsRcode: []string{"NOERROR", "NXDOMAIN"}, Type: []flowv1.FlowType{flowv1.FlowType_L7}},
+		{DnsQuery: []string{`^api\.`}},
+	}, nil)
+	flows := filtertest.DNSFlows()[:8] // flow 8's query has capitals
+	if !f.MatchFlow(flows[0]) || !f.MatchFlow(flows[1]) {
+		t.Fatal("flows 0 and 1 should match")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, fl := range flows {
+			f.MatchFlow(fl)
+		}
+	}); n != 0 {
+		t.Errorf("MatchFlow allocates %.1f times per run", n)
 	}
 }
 

@@ -23,6 +23,24 @@ func compileGlobs(field string, vals []string) ([]Glob, error) {
 	return out, nil
 }
 
+// compileFQDNs compiles Hubble's FQDN patterns ("*.example.com",
+// "example.com."): canonicalised as Hubble does (spaces trimmed, one
+// trailing dot dropped, lower case), '*' any run of characters.
+func compileFQDNs(field string, vals []string) ([]Glob, error) {
+	var out []Glob
+	for _, v := range vals {
+		p := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "."))
+		if p == "" {
+			return nil, fmt.Errorf("%s: empty pattern %q", field, v)
+		}
+		if strings.HasSuffix(p, ".") {
+			return nil, fmt.Errorf("%s: %q ends in two dots", field, v)
+		}
+		out = append(out, Glob{Pattern: p, parts: strings.Split(p, "*")})
+	}
+	return out, nil
+}
+
 // Literal reports whether the pattern has no wildcard.
 func (g *Glob) Literal() bool { return len(g.parts) == 1 }
 

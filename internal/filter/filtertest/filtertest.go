@@ -210,3 +210,107 @@ func Cases() []Case {
 		{Name: "like metacharacters are literal", Allow: ff(&observerv1.FlowFilter{NodeName: []string{"node_%"}}), Want: nil},
 	}
 }
+
+func dnsRecord(typ flowv1.L7FlowType, latency uint64, d *flowv1.DNS) *flowv1.Layer7 {
+	d.ObservationSource = "tcx-ingress"
+	return &flowv1.Layer7{Type: typ, LatencyNs: latency, Record: &flowv1.Layer7_Dns{Dns: d}}
+}
+
+// DNSFlows returns the DNS data set (fresh copies each call): DNS queries
+// and responses as the agent records them (Type L7, event kind L7_EVENT,
+// the packet's addresses and ports), the L3/L4 flows that carry the names
+// a client resolved, and a UDP flow to port 53 that is not a DNS record.
+// Its times follow Flows' (flow i at Base + 100 s + i s) and its ids are
+// UUID(64 + i), so both sets can be stored together.
+func DNSFlows() []*flowv1.Flow {
+	web := ep("shop", "web-7d9f-abcde", []string{"k8s:app=web"}, &flowv1.Workload{Name: "web", Kind: "Deployment"})
+	amf := ep("telco", "amf-1", []string{"k8s:app=amf"})
+	dns := ep("kube-system", "coredns-abc", []string{"k8s:k8s-app=kube-dns"}, &flowv1.Workload{Name: "coredns", Kind: "Deployment"})
+	world := ep("", "", []string{"reserved:world"})
+	l7 := func(f *flowv1.Flow) *flowv1.Flow {
+		f.Type, f.EventKind, f.Verdict = flowv1.FlowType_L7, flowv1.EventKind_L7_EVENT, flowv1.Verdict_FORWARDED
+		f.IsReply = wrapperspb.Bool(f.GetL7().GetType() == flowv1.L7FlowType_RESPONSE)
+		return f
+	}
+	fs := []*flowv1.Flow{
+		0: l7(&flowv1.Flow{NodeName: "node-a", IP: ip4("10.0.1.5", "10.96.0.10"), L4: udp(41234, 53), Source: web, Destination: dns,
+			TrafficDirection: flowv1.TrafficDirection_EGRESS,
+			L7:               dnsRecord(flowv1.L7FlowType_REQUEST, 0, &flowv1.DNS{Query: "api.example.com.", Qtypes: []string{"A"}})}),
+		1: l7(&flowv1.Flow{NodeName: "node-a", IP: ip4("10.96.0.10", "10.0.1.5"), L4: udp(53, 41234), Source: dns, Destination: web,
+			TrafficDirection: flowv1.TrafficDirection_INGRESS,
+			L7: dnsRecord(flowv1.L7FlowType_RESPONSE, 1_250_000, &flowv1.DNS{Query: "api.example.com.", Qtypes: []string{"A"},
+				Ips: []string{"93.184.216.34"}, Ttl: 300, Rrtypes: []string{"A"}})}),
+		2: l7(&flowv1.Flow{NodeName: "node-c.example", IP: ip4("10.0.4.1", "10.96.0.10"), L4: udp(50000, 53), Source: amf, Destination: dns,
+			TrafficDirection: flowv1.TrafficDirection_EGRESS,
+			L7:               dnsRecord(flowv1.L7FlowType_REQUEST, 0, &flowv1.DNS{Query: "nope.example.org.", Qtypes: []string{"AAAA"}})}),
+		3: l7(&flowv1.Flow{NodeName: "node-c.example", IP: ip4("10.96.0.10", "10.0.4.1"), L4: udp(53, 50000), Source: dns, Destination: amf,
+			TrafficDirection: flowv1.TrafficDirection_INGRESS,
+			L7: dnsRecord(flowv1.L7FlowType_RESPONSE, 800_000, &flowv1.DNS{Query: "nope.example.org.", Qtypes: []string{"AAAA"},
+				Rcode: 3, Rrtypes: []string{"SOA"}})}),
+		// SERVFAIL over TCP, not matched to a query (no latency).
+		4: l7(&flowv1.Flow{NodeName: "node-b", IP: ip4("10.96.0.10", "10.0.1.6"), L4: tcp(53, 40100, &flowv1.TCPFlags{ACK: true, PSH: true}),
+			Source: dns, Destination: ep("shop", "web-7d9f-fghij", []string{"k8s:app=web"}), TrafficDirection: flowv1.TrafficDirection_INGRESS,
+			L7: dnsRecord(flowv1.L7FlowType_RESPONSE, 0, &flowv1.DNS{Query: "slow.example.net.", Qtypes: []string{"A"}, Rcode: 2})}),
+		// The flow to the address api.example.com resolved to, and back.
+		5: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			IP: ip4("10.0.1.5", "93.184.216.34"), L4: tcp(40200, 443, &flowv1.TCPFlags{SYN: true}), Source: web, Destination: world,
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(false), Packets: 12, Bytes: 4000,
+			DestinationNames: []string{"api.example.com"}},
+		6: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			IP: ip4("93.184.216.34", "10.0.1.5"), L4: tcp(443, 40200, &flowv1.TCPFlags{ACK: true}), Source: world, Destination: web,
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, IsReply: wrapperspb.Bool(true), Packets: 10, Bytes: 52000,
+			SourceNames: []string{"api.example.com"}},
+		// The DNS packets' own flow: UDP to port 53, not a DNS record.
+		7: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			IP: ip4("10.0.1.5", "10.96.0.10"), L4: udp(41234, 53), Source: web, Destination: dns,
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(false), Packets: 2, Bytes: 150},
+		// A query written with the case randomisation some resolvers use.
+		8: l7(&flowv1.Flow{NodeName: "node-b", IP: ip4("10.0.1.6", "10.96.0.10"), L4: udp(40300, 53),
+			Source: ep("shop", "web-7d9f-fghij", []string{"k8s:app=web"}), Destination: dns, TrafficDirection: flowv1.TrafficDirection_EGRESS,
+			L7: dnsRecord(flowv1.L7FlowType_REQUEST, 0, &flowv1.DNS{Query: "wWw.Example.COM.", Qtypes: []string{"A", "AAAA"}})}),
+		// Names written with a trailing dot and capitals.
+		9: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4, NodeName: "node-b",
+			IP: ip4("10.0.4.1", "198.51.100.7"), L4: tcp(40400, 443, nil), Source: amf, Destination: world,
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, DestinationNames: []string{"cdn.Example.ORG.", "Example.org."}},
+	}
+	for i, f := range fs {
+		f.Time = timestamppb.New(Base.Add(100*time.Second + time.Duration(i)*time.Second))
+		f.Uuid = UUID(64 + i)
+	}
+	return fs
+}
+
+// DNSCases are the DNS filters (type, protocol dns, the FQDN filters on
+// names and queries, dns_query, dns_rcode) with the flows of DNSFlows they
+// select. A DNS query's queried name is a destination name, a response's a
+// source name.
+func DNSCases() []Case {
+	dnsRecords := []int{0, 1, 2, 3, 4, 8}
+	return []Case{
+		{Name: "type l7 selects the DNS messages", Allow: ff(&observerv1.FlowFilter{Type: []flowv1.FlowType{flowv1.FlowType_L7}}), Want: dnsRecords},
+		{Name: "type L3_L4 selects the flows", Allow: ff(&observerv1.FlowFilter{Type: []flowv1.FlowType{flowv1.FlowType_L3_L4}}), Want: []int{5, 6, 7, 9}},
+		{Name: "event_kind L7_EVENT selects the DNS messages", Allow: ff(&observerv1.FlowFilter{EventKind: []flowv1.EventKind{flowv1.EventKind_L7_EVENT}}), Want: dnsRecords},
+		{Name: "protocol dns selects DNS messages, not the UDP flow to port 53", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"DNS"}}), Want: dnsRecords},
+		{Name: "protocol udp selects DNS messages over UDP too", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"udp"}}), Want: []int{0, 1, 2, 3, 7, 8}},
+		{Name: "protocol dns or tcp", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"tcp", "dns"}}), Want: []int{0, 1, 2, 3, 4, 5, 6, 8, 9}},
+		{Name: "not protocol dns leaves the flows", Deny: ff(&observerv1.FlowFilter{Protocol: []string{"dns"}}), Want: []int{5, 6, 7, 9}},
+		{Name: "destination_fqdn matches a query's name and a flow's destination names", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"api.example.com"}}), Want: []int{0, 5}},
+		{Name: "source_fqdn matches a response's name and a flow's source names", Allow: ff(&observerv1.FlowFilter{SourceFqdn: []string{"api.example.com"}}), Want: []int{1, 6}},
+		{Name: "fqdn on either end (two filters)", Allow: []*observerv1.FlowFilter{{SourceFqdn: []string{"*.example.org"}}, {DestinationFqdn: []string{"*.example.org"}}}, Want: []int{2, 3, 9}},
+		{Name: "destination_fqdn glob matches queries whatever their case", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"*.example.com"}}), Want: []int{0, 5, 8}},
+		{Name: "destination_fqdn pattern as typed (capitals, trailing dot)", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{" API.Example.com. "}}), Want: []int{0, 5}},
+		{Name: "destination_fqdn matches names written with a trailing dot and capitals", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"example.org"}}), Want: []int{9}},
+		{Name: "fqdn glob characters of SQL LIKE are literal", Allow: ff(&observerv1.FlowFilter{DestinationFqdn: []string{"api_example%com"}}), Want: nil},
+		{Name: "dns_query is a regular expression on the query as recorded", Allow: ff(&observerv1.FlowFilter{DnsQuery: []string{`example\.com\.$`}}), Want: []int{0, 1}},
+		{Name: "dns_query is case sensitive like Hubble's", Allow: ff(&observerv1.FlowFilter{DnsQuery: []string{`^www\.example\.com\.$`}}), Want: nil},
+		{Name: "dns_query takes RE2 flags", Allow: ff(&observerv1.FlowFilter{DnsQuery: []string{`(?i)^www\.example\.com\.$`}}), Want: []int{8}},
+		{Name: "dns_query alternatives OR", Allow: ff(&observerv1.FlowFilter{DnsQuery: []string{`^nope\.`, `^slow`}}), Want: []int{2, 3, 4}},
+		{Name: "dns_query matches only DNS messages", Allow: ff(&observerv1.FlowFilter{DnsQuery: []string{``}}), Want: dnsRecords},
+		{Name: "dns_rcode NXDOMAIN", Allow: ff(&observerv1.FlowFilter{DnsRcode: []string{"NXDOMAIN"}}), Want: []int{3}},
+		{Name: "dns_rcode as a number and in Hubble's words", Allow: ff(&observerv1.FlowFilter{DnsRcode: []string{"2", "non-existent domain"}}), Want: []int{3, 4}},
+		{Name: "dns_rcode NOERROR selects responses, not queries", Allow: ff(&observerv1.FlowFilter{DnsRcode: []string{"noerror"}}), Want: []int{1}},
+		{Name: "errors: every response but NOERROR", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"dns"}, Reply: []bool{true}}),
+			Deny: ff(&observerv1.FlowFilter{DnsRcode: []string{"NOERROR"}}), Want: []int{3, 4}},
+		{Name: "DNS filters AND with the others", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/"}, Protocol: []string{"dns"}, DestinationFqdn: []string{"*.com"}}), Want: []int{0, 8}},
+	}
+}
