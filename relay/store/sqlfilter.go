@@ -8,6 +8,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/l4"
 )
@@ -124,17 +125,35 @@ func (b *sqlBuilder) globs(col string, gs []filter.Glob) string {
 	return or(alts)
 }
 
-func (b *sqlBuilder) arrayGlobs(col string, gs []filter.Glob) string {
+// canonicalName is the SQL twin of filter.CanonicalName: one trailing dot
+// dropped, ASCII letters in lower case (lower() leaves other bytes alone).
+func canonicalName(x string) string {
+	return "lower(if(endsWith(" + x + ", '.'), substring(" + x + ", 1, length(" + x + ") - 1), " + x + "))"
+}
+
+// fqdnGlobs matches the canonical form of the expression x against FQDN
+// patterns (canonical already).
+func (b *sqlBuilder) fqdnGlobs(x string, gs []filter.Glob) string {
 	var alts []string
 	for i := range gs {
 		if gs[i].Literal() {
-			alts = append(alts, "has("+col+", "+b.str(gs[i].Pattern)+")")
+			alts = append(alts, canonicalName(x)+" = "+b.str(gs[i].Pattern))
 		} else {
-			alts = append(alts, "arrayExists(x -> x LIKE "+b.str(gs[i].LikePattern())+", "+col+")")
+			alts = append(alts, canonicalName(x)+" LIKE "+b.str(gs[i].LikePattern()))
 		}
 	}
 	return or(alts)
 }
+
+// fqdns is the SQL of a source_fqdn or destination_fqdn clause: a name in
+// the names column, or the query of DNS records of l7Type (a query's name
+// is a destination name, a response's a source name).
+func (b *sqlBuilder) fqdns(namesCol, l7Type string, gs []filter.Glob) string {
+	return "(arrayExists(x -> " + b.fqdnGlobs("x", gs) + ", " + namesCol + ") OR (l7_type = '" + l7Type + "' AND " + b.fqdnGlobs("dns_query", gs) + "))"
+}
+
+// isDNS is the SQL twin of filter.IsDNS.
+const isDNS = "l7_type != ''"
 
 func addr16(a [16]byte) string { return netip.AddrFrom16(a).String() }
 
@@ -298,10 +317,27 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 		p = append(p, b.names("dst_service_namespace", "dst_service", c.DestinationService))
 	}
 	if len(c.SourceFQDN) > 0 {
-		p = append(p, b.arrayGlobs("src_names", c.SourceFQDN))
+		p = append(p, b.fqdns("src_names", "RESPONSE", c.SourceFQDN))
 	}
 	if len(c.DestinationFQDN) > 0 {
-		p = append(p, b.arrayGlobs("dst_names", c.DestinationFQDN))
+		p = append(p, b.fqdns("dst_names", "REQUEST", c.DestinationFQDN))
+	}
+	if len(c.Type) > 0 {
+		p = append(p, inInts(b, "flow_type", "UInt8", c.Type))
+	}
+	if len(c.DNSQuery) > 0 {
+		var alts []string
+		for _, r := range c.DNSQuery {
+			alts = append(alts, "match(dns_query, "+b.str(r.Pattern)+")")
+		}
+		p = append(p, isDNS, or(alts))
+	}
+	if len(c.DNSRcode) > 0 {
+		names := make([]string, len(c.DNSRcode))
+		for i, code := range c.DNSRcode {
+			names[i] = dnscodes.RcodeName(code)
+		}
+		p = append(p, "l7_type = 'RESPONSE'", b.inStrings("dns_rcode", names))
 	}
 	if len(c.SourceLabel) > 0 {
 		p = append(p, b.labels("src_labels", c.SourceLabel))
@@ -329,8 +365,13 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 		}
 		p = append(p, or(alts))
 	}
-	if len(c.Protocol) > 0 {
+	switch {
+	case len(c.Protocol) > 0 && c.ProtocolDNS:
+		p = append(p, "("+inInts(b, "proto", "UInt8", c.Protocol)+" OR "+isDNS+")")
+	case len(c.Protocol) > 0:
 		p = append(p, inInts(b, "proto", "UInt8", c.Protocol))
+	case c.ProtocolDNS:
+		p = append(p, isDNS)
 	}
 	if len(c.SourcePort) > 0 || len(c.DestinationPort) > 0 {
 		p = append(p, fmt.Sprintf("proto IN (%d, %d, %d)", l4.TCP, l4.UDP, l4.SCTP))

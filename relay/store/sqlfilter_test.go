@@ -1,0 +1,92 @@
+package store_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/trawl-dev/trawl/dev/chtest"
+	"github.com/trawl-dev/trawl/internal/filter"
+	"github.com/trawl-dev/trawl/internal/filter/filtertest"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
+	"github.com/trawl-dev/trawl/relay/store"
+)
+
+// Every DNS filter case selects in ClickHouse exactly what the in-memory
+// filter selects, on the DNS data set stored beside the flows' data set and
+// on records mixing the DNS set's fields at random.
+func TestSQLSelectsExactlyWhatTheFilterSelectsOnDNSRecords(t *testing.T) {
+	s := openStore(t, chtest.Database(t))
+	w := runWriter(t, s)
+	dns := filtertest.DNSFlows()
+	flows := slices.Concat(dns, filtertest.Flows(), mixedDNSFlows(300))
+	write(t, w, &store.Batch{Key: "k/dns", Flows: flows})
+	index := map[string]int{}
+	for i, f := range flows {
+		index[f.Uuid] = i
+	}
+	for _, tc := range filtertest.DNSCases() {
+		t.Run(tc.Name, func(t *testing.T) {
+			flt, err := filter.Compile(tc.Allow, tc.Deny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, wantFixed []int
+			for i, f := range flows {
+				if flt.MatchFlow(f) {
+					want = append(want, i)
+					if i < len(dns) {
+						wantFixed = append(wantFixed, i)
+					}
+				}
+			}
+			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
+				t.Fatalf("filter selects %v of the DNS set, the case expects %v", wantFixed, tc.Want)
+			}
+			var got []int
+			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
+				got = append(got, index[r.GetFlow().GetUuid()])
+			}
+			slices.Sort(got)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ClickHouse selected %d records, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
+			}
+		})
+	}
+}
+
+// mixedDNSFlows builds n records whose fields come from different records
+// of the DNS data set: DNS parts on records of either type and direction,
+// names on DNS records, queries with other response codes.
+func mixedDNSFlows(n int) []*flowv1.Flow {
+	r := rand.New(rand.NewPCG(5, 3))
+	set := filtertest.DNSFlows
+	var out []*flowv1.Flow
+	for i := range n {
+		pick := func() *flowv1.Flow { return set()[r.IntN(len(set()))] }
+		f := pick()
+		f.Type, f.EventKind = pick().Type, pick().EventKind
+		f.SourceNames, f.DestinationNames = pick().SourceNames, pick().DestinationNames
+		f.L4, f.IsReply, f.Source, f.Destination = pick().L4, pick().IsReply, pick().Source, pick().Destination
+		if l7 := pick().L7; l7 != nil {
+			if d := pick().L7.GetDns(); d != nil {
+				l7.GetDns().Query = d.Query
+			}
+			if d := pick().L7.GetDns(); d != nil && l7.GetType() == flowv1.L7FlowType_RESPONSE {
+				l7.GetDns().Rcode = d.Rcode
+			}
+			f.L7 = l7
+		} else {
+			f.L7 = nil
+		}
+		f.Time = timestamppb.New(filtertest.Base.Add(3*time.Minute + time.Duration(i)*time.Millisecond))
+		f.Uuid = store.FormatUUID(0xd25, uint64(i+1))
+		out = append(out, f)
+	}
+	return out
+}
