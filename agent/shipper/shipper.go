@@ -38,12 +38,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/internal/backoff"
 	"github.com/trawl-dev/trawl/internal/flowid"
+	"github.com/trawl-dev/trawl/internal/grpczstd"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -81,6 +83,10 @@ type Config struct {
 	// LostCounter is trawl_agent_lost_events_total (label "cause") when the
 	// caller already registered it. Optional.
 	LostCounter *prometheus.CounterVec
+	// Compression of the stream: "zstd" (default), "gzip" or "none". The
+	// relay decompresses any of them. docs/benchmarks/relay.md has the
+	// bytes per flow and the CPU of each.
+	Compression string
 	// Kernel is reported in Hello (default: uname release).
 	Kernel string
 	// Log receives connection state changes (default slog.Default()).
@@ -90,6 +96,7 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultAddr              = "localhost:4246"
+	DefaultCompression       = grpczstd.Name
 	DefaultBufferBytes       = 64 << 20
 	DefaultBatchRecords      = 1000
 	DefaultFlushInterval     = time.Second
@@ -112,6 +119,10 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.TLS.CA, "tls-ca", cfg.TLS.CA, "CA file verifying the relay (default: system roots)")
 	fs.StringVar(&cfg.TLS.ServerName, "tls-server-name", cfg.TLS.ServerName, "name expected in the relay's certificate (default: host of --relay)")
 	fs.BoolVar(&cfg.Insecure, "relay-insecure", cfg.Insecure, "talk to the relay in plaintext (no TLS)")
+	if cfg.Compression == "" {
+		cfg.Compression = DefaultCompression
+	}
+	fs.StringVar(&cfg.Compression, "relay-compression", cfg.Compression, "compression of the stream to the relay: zstd, gzip or none")
 }
 
 func (c *Config) setDefaults() {
@@ -135,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.Compression == "" {
+		c.Compression = DefaultCompression
 	}
 	if c.Kernel == "" {
 		c.Kernel = version.KernelRelease()
@@ -199,10 +213,18 @@ func New(cfg Config, reg prometheus.Registerer) (*Shipper, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
+	callOpts := []grpc.CallOption{grpc.MaxCallSendMsgSize(cfg.BufferBytes + (1 << 20)), grpc.MaxCallRecvMsgSize(1 << 20)}
+	switch cfg.Compression {
+	case grpczstd.Name, gzip.Name:
+		callOpts = append(callOpts, grpc.UseCompressor(cfg.Compression))
+	case "none":
+	default:
+		return nil, fmt.Errorf("shipper: --relay-compression %q: want zstd, gzip or none", cfg.Compression)
+	}
 	conn, err := grpc.NewClient(cfg.Addr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.BufferBytes+(1<<20)), grpc.MaxCallRecvMsgSize(1<<20)),
+		grpc.WithDefaultCallOptions(callOpts...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("shipper: relay address %q: %w", cfg.Addr, err)

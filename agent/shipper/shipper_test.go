@@ -5,11 +5,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/trawl-dev/trawl/agent/export"
@@ -32,6 +34,7 @@ func TestNewRefusesUnclearTransportChoices(t *testing.T) {
 		{"a certificate without its key", shipper.Config{NodeName: "n", TLS: tlsconfig.Files{Cert: "/c.pem"}}, false},
 		{"plaintext when asked for", shipper.Config{NodeName: "n", Insecure: true}, true},
 		{"TLS with the system roots by default", shipper.Config{NodeName: "n"}, true},
+		{"an unknown compression", shipper.Config{NodeName: "n", Insecure: true, Compression: "lz5"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,15 +50,15 @@ func TestFlagsFillTheConfig(t *testing.T) {
 	var cfg shipper.Config
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	shipper.RegisterFlags(fs, &cfg)
-	if cfg.Addr != shipper.DefaultAddr || cfg.BufferBytes != shipper.DefaultBufferBytes || cfg.Insecure {
+	if cfg.Addr != shipper.DefaultAddr || cfg.BufferBytes != shipper.DefaultBufferBytes || cfg.Insecure || cfg.Compression != "zstd" {
 		t.Fatalf("defaults %+v", cfg)
 	}
-	err := fs.Parse([]string{"--relay", "relay:4246", "--buffer-size", "1024", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-server-name", "trawl-relay"})
+	err := fs.Parse([]string{"--relay", "relay:4246", "--buffer-size", "1024", "--relay-compression", "gzip", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-server-name", "trawl-relay"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem", ServerName: "trawl-relay"}
-	if cfg.Addr != "relay:4246" || cfg.BufferBytes != 1024 || cfg.TLS != want {
+	if cfg.Addr != "relay:4246" || cfg.BufferBytes != 1024 || cfg.TLS != want || cfg.Compression != "gzip" {
 		t.Fatalf("parsed %+v", cfg)
 	}
 }
@@ -86,6 +89,72 @@ func (f *fakeRelay) Stream(st ingestv1.IngestService_StreamServer) error {
 				return err
 			}
 		}
+	}
+}
+
+// compressionSeen records the grpc-encoding of the streams a server gets.
+type compressionSeen struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (c *compressionSeen) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return ctx
+}
+func (c *compressionSeen) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (c *compressionSeen) HandleConn(context.Context, stats.ConnStats) {}
+func (c *compressionSeen) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if h, ok := s.(*stats.InHeader); ok {
+		c.mu.Lock()
+		c.seen = append(c.seen, h.Compression)
+		c.mu.Unlock()
+	}
+}
+
+func TestEveryCompressionDeliversTheBatchAndSaysWhichItUses(t *testing.T) {
+	for _, tc := range []struct{ flag, header string }{
+		{"", "zstd"}, // the default
+		{"zstd", "zstd"},
+		{"gzip", "gzip"},
+		{"none", ""},
+	} {
+		t.Run("compression "+tc.flag, func(t *testing.T) {
+			relay := &fakeRelay{batches: make(chan *ingestv1.Batch, 4)}
+			seen := &compressionSeen{}
+			g := grpc.NewServer(grpc.StatsHandler(seen))
+			ingestv1.RegisterIngestServiceServer(g, relay)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go g.Serve(lis)
+			t.Cleanup(g.Stop)
+			s, err := shipper.New(shipper.Config{Addr: lis.Addr().String(), NodeName: "node-a", Insecure: true, Compression: tc.flag,
+				BatchRecords: 1, Log: slog.New(slog.DiscardHandler)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = s.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			s.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{DropReasonKernel: "NO_SOCKET"}}, NodeName: "node-a"})
+			select {
+			case b := <-relay.batches:
+				if len(b.GetFlows()) != 1 || b.GetFlows()[0].GetDropReasonKernel() != "NO_SOCKET" {
+					t.Fatalf("batch %v", b)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no batch reached the relay")
+			}
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			if len(seen.seen) == 0 || seen.seen[0] != tc.header {
+				t.Errorf("the relay saw grpc-encoding %q, want %q", seen.seen, tc.header)
+			}
+		})
 	}
 }
 
