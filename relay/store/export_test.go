@@ -1,6 +1,11 @@
 package store
 
-import "context"
+import (
+	"context"
+	"fmt"
+
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+)
 
 // WriteGroupForTest inserts a group of batches exactly as one writer insert
 // (and each of its retries) does.
@@ -62,4 +67,18 @@ func RerunMigrationForTest(ctx context.Context, s *Store, version int) error {
 		}
 	}
 	return nil
+}
+
+// WriteColumnsForTest inserts flows with the columns a relay of the given
+// schema version wrote (version 3: no DNS columns), as that relay would.
+func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, version int) error {
+	if version != 3 {
+		return fmt.Errorf("WriteColumnsForTest knows version 3 only")
+	}
+	var c flowColumns
+	for _, f := range flows {
+		c.add(f)
+	}
+	n := len(flowColumnNames) - 9 // the DNS columns of version 4 are last
+	return s.insertColumns(ctx, "flows", fmt.Sprintf("v3/%p", flows), flowColumnNames[:n], c.columns()[:n])
 }

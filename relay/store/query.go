@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -317,6 +319,12 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 	}
 	var q string
 	switch req.GetKind() {
+	case observerv1.TopKind_TOP_KIND_DNS_NAMES, observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS, observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES:
+		ns := "1"
+		if len(req.GetNamespace()) > 0 {
+			ns = b.inStrings("client_namespace", req.GetNamespace())
+		}
+		return s.topDNS(ctx, b, req.GetKind(), window("minute")+" AND "+ns, lim)
 	case observerv1.TopKind_TOP_KIND_TALKERS, observerv1.TopKind_TOP_KIND_UNSPECIFIED:
 		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, '' AS class, sum(bytes) AS by, sum(packets), sum(flows), sum(drops), toUInt64(0), CAST([], 'Array(String)') AS pol" +
 			" FROM " + s.d.table("flows_1m") + " WHERE " + window("minute") + " AND " + nsFilter() +
@@ -358,6 +366,70 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 		}
 		if len(pol) > 0 {
 			e.Policies = pol
+		}
+		resp.Entries = append(resp.Entries, e)
+	}
+	return resp, rows.Err()
+}
+
+// dnsClient renders a dns_1m client as "namespace/workload", the
+// namespace alone, the reserved identity of an endpoint without a
+// namespace (reserved:host), or "world".
+const dnsClient = "if(client_namespace = '', if(client_workload = '', 'world', client_workload), " +
+	"if(client_workload = '', client_namespace, concat(client_namespace, '/', client_workload)))"
+
+// dnsCounts are the per-group sums of dns_1m every DNS ranking reads:
+// queries, error responses (any rcode but NOERROR), NXDOMAIN responses,
+// responses, and the merged latency quantiles (0.5, 0.9, 0.99; NaN when no
+// response in the group was matched to its query).
+const dnsCounts = "sum(queries) AS qs, sumIf(responses, dns_rcode NOT IN ('', 'NOERROR')) AS errs, " +
+	"sumIf(responses, dns_rcode = 'NXDOMAIN') AS nx, sum(responses) AS rs, " +
+	"CAST(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency), 'Array(Float64)') AS lat"
+
+// topDNS ranks the dns_1m rollup: names by queries, client workloads by
+// NXDOMAIN answers (with the name each asked for most that way), names by
+// p99 latency of matched responses.
+func (s *Store) topDNS(ctx context.Context, b *sqlBuilder, kind observerv1.TopKind, where, lim string) (*observerv1.GetTopResponse, error) {
+	from := " FROM " + s.d.table("dns_1m") + " WHERE " + where
+	var q string
+	switch kind {
+	case observerv1.TopKind_TOP_KIND_DNS_NAMES:
+		q = "SELECT dns_query AS name, '' AS top, " + dnsCounts + from +
+			" GROUP BY name HAVING qs + rs > 0 ORDER BY qs DESC, rs DESC, name LIMIT " + lim
+	case observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES:
+		q = "SELECT dns_query AS name, '' AS top, " + dnsCounts + from +
+			" GROUP BY name HAVING isFinite(lat[3]) ORDER BY lat[3] DESC, name LIMIT " + lim
+	case observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS:
+		// Per client and name first, so that each client's most refused
+		// name can be picked (ties: the greater name, for a stable answer).
+		q = "SELECT client AS name, argMax(dns_query, (n_nx, dns_query)) AS top, sum(n_qs) AS qs, sum(n_errs) AS errs, sum(n_nx) AS nx, sum(n_rs) AS rs, " +
+			"CAST(quantilesTDigestMerge(0.5, 0.9, 0.99)(n_lat), 'Array(Float64)') AS lat FROM (" +
+			"SELECT " + dnsClient + " AS client, dns_query, sum(queries) AS n_qs, sumIf(responses, dns_rcode NOT IN ('', 'NOERROR')) AS n_errs, " +
+			"sumIf(responses, dns_rcode = 'NXDOMAIN') AS n_nx, sum(responses) AS n_rs, quantilesTDigestMergeState(0.5, 0.9, 0.99)(latency) AS n_lat" + from +
+			" GROUP BY client, dns_query) GROUP BY name HAVING nx > 0 ORDER BY nx DESC, name LIMIT " + lim
+	}
+	rows, err := s.conn.Query(s.query(ctx, b), q)
+	if err != nil {
+		return nil, fmt.Errorf("query top %s: %w", kind, err)
+	}
+	defer rows.Close()
+	resp := &observerv1.GetTopResponse{}
+	for rows.Next() {
+		var (
+			name, top         string
+			qs, errs, nx, _rs uint64
+			lat               []float64
+		)
+		if err := rows.Scan(&name, &top, &qs, &errs, &nx, &_rs, &lat); err != nil {
+			return nil, fmt.Errorf("read top %s: %w", kind, err)
+		}
+		e := &observerv1.TopEntry{Source: name, DnsQuery: name, DnsQueries: qs, DnsErrors: errs, DnsNxdomain: nx}
+		if kind == observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS {
+			e.DnsQuery, e.Reason = top, top
+		}
+		if len(lat) == 3 && !math.IsNaN(lat[0]) && !math.IsNaN(lat[2]) {
+			e.DnsLatencyP50 = durationpb.New(time.Duration(lat[0]))
+			e.DnsLatencyP99 = durationpb.New(time.Duration(lat[2]))
 		}
 		resp.Entries = append(resp.Entries, e)
 	}

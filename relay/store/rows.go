@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/l4"
@@ -30,6 +31,11 @@ const (
 	hasFirstSeen
 	hasLastSeen
 	hasTCPFlags
+	hasL7
+	hasDNS
+	// dnsSourceIsPoint: l7.dns.observation_source equals the flow's
+	// observation_point (the usual case), so it needs no storage of its own.
+	dnsSourceIsPoint
 )
 
 // flowColumnNames is the column order of inserts and of flow reads.
@@ -42,6 +48,7 @@ var flowColumnNames = []string{
 	"dst_service_namespace", "dst_service", "dst_names",
 	"is_reply", "iface_index", "iface_name", "allowed_by", "denied_by", "packets", "bytes",
 	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra", "drop_class",
+	"l7_type", "l7_latency_ns", "dns_query", "dns_rcode", "dns_qtypes", "dns_rrtypes", "dns_ips", "dns_cnames", "dns_ttl",
 }
 
 type endpointColumns struct {
@@ -71,12 +78,68 @@ type flowColumns struct {
 	firstOff, lastOff          []int64
 	obsPoint, extra, dropClass []string
 	present                    []uint16
+	dns                        dnsColumnsOf
 	batch                      []uint64 // BatchID per row; inserted, never read back
 
 	// Per-insert cache: the enrichment hands many flows the same policy
 	// slices, so their names and encoding are computed once per insert.
 	// Keys are pointers that the flows of this insert keep alive.
 	policyCache map[policyKey]policyEnc
+}
+
+// dnsColumnsOf are the L7 columns (schema version 4).
+type dnsColumnsOf struct {
+	l7Type, query, rcode []string
+	latency              []uint64
+	qtypes, rrtypes      [][]string
+	ips, cnames          [][]string
+	ttl                  []uint32
+}
+
+func (d *dnsColumnsOf) reset() {
+	d.l7Type, d.query, d.rcode, d.latency = d.l7Type[:0], d.query[:0], d.rcode[:0], d.latency[:0]
+	d.qtypes, d.rrtypes, d.ips, d.cnames, d.ttl = d.qtypes[:0], d.rrtypes[:0], d.ips[:0], d.cnames[:0], d.ttl[:0]
+}
+
+// l7TypeName is the l7_type column of a record's Layer7 type: ” for none
+// (and for UNKNOWN_L7_TYPE; the presence bit tells them apart).
+func l7TypeName(t flowv1.L7FlowType) string {
+	if t == flowv1.L7FlowType_UNKNOWN_L7_TYPE {
+		return ""
+	}
+	if n, ok := flowv1.L7FlowType_name[int32(t)]; ok {
+		return n
+	}
+	return ""
+}
+
+// add appends the L7 columns of f and returns its presence bits.
+func (d *dnsColumnsOf) add(f *flowv1.Flow) (present uint16) {
+	l7 := f.GetL7()
+	dns := l7.GetDns()
+	if l7 != nil {
+		present |= hasL7
+	}
+	if dns != nil {
+		present |= hasDNS
+		if dns.GetObservationSource() == f.GetObservationPoint() {
+			present |= dnsSourceIsPoint
+		}
+	}
+	rcode := ""
+	if dns != nil && (l7.GetType() == flowv1.L7FlowType_RESPONSE || dns.GetRcode() != 0) {
+		rcode = dnscodes.RcodeName(dns.GetRcode())
+	}
+	d.l7Type = append(d.l7Type, l7TypeName(l7.GetType()))
+	d.latency = append(d.latency, l7.GetLatencyNs())
+	d.query = append(d.query, dns.GetQuery())
+	d.rcode = append(d.rcode, rcode)
+	d.qtypes = append(d.qtypes, nonNil(dns.GetQtypes()))
+	d.rrtypes = append(d.rrtypes, nonNil(dns.GetRrtypes()))
+	d.ips = append(d.ips, nonNil(dns.GetIps()))
+	d.cnames = append(d.cnames, nonNil(dns.GetCnames()))
+	d.ttl = append(d.ttl, dns.GetTtl())
+	return present
 }
 
 type policyKey struct {
@@ -125,6 +188,7 @@ func (c *flowColumns) reset() {
 	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
 	c.dropClass = c.dropClass[:0]
+	c.dns.reset()
 	c.batch = c.batch[:0]
 	clear(c.policyCache)
 }
@@ -175,6 +239,7 @@ func (c *flowColumns) columns() []any {
 		c.dst.ns, c.dst.pod, c.dst.wl, c.dst.wlKind, c.dst.labels, c.dst.moreNames, c.dst.moreKind, c.dst.svcNS, c.dst.svc, c.dst.names,
 		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
 		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
+		c.dns.l7Type, c.dns.latency, c.dns.query, c.dns.rcode, c.dns.qtypes, c.dns.rrtypes, c.dns.ips, c.dns.cnames, c.dns.ttl,
 	}
 }
 
@@ -359,6 +424,7 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	}
 	c.firstOff, c.lastOff = append(c.firstOff, fo), append(c.lastOff, lo)
 	c.netns, c.obsPoint = append(c.netns, f.GetNetns()), append(c.obsPoint, f.GetObservationPoint())
+	present |= c.dns.add(f)
 	c.present = append(c.present, present)
 	if ex := extraOf(f, false); ex != "" {
 		c.extra = append(c.extra, ex)
@@ -388,6 +454,9 @@ func extraOf(f *flowv1.Flow, withPolicies bool) string {
 	}
 	if f.Conntrack != nil {
 		x.Conntrack, set = f.Conntrack, true
+	}
+	if src := f.GetL7().GetDns().GetObservationSource(); src != "" && src != f.GetObservationPoint() {
+		x.L7, set = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{ObservationSource: src}}}, true
 	}
 	if !set && !withPolicies {
 		return ""
@@ -432,6 +501,50 @@ type flowRow struct {
 	firstOff, lastOff          int64
 	obsPoint, extra, dropClass string
 	present                    uint16
+	dns                        dnsRow
+}
+
+type dnsRow struct {
+	l7Type, query, rcode string
+	latency              uint64
+	qtypes, rrtypes      []string
+	ips, cnames          []string
+	ttl                  uint32
+}
+
+// layer7 rebuilds the Layer7 message of a row with hasL7 (nil without).
+func (r *flowRow) layer7() *flowv1.Layer7 {
+	if r.present&hasL7 == 0 {
+		return nil
+	}
+	d := &r.dns
+	l7 := &flowv1.Layer7{Type: flowv1.L7FlowType(flowv1.L7FlowType_value[d.l7Type]), LatencyNs: d.latency}
+	if r.present&hasDNS == 0 {
+		return l7
+	}
+	dns := &flowv1.DNS{Query: d.query, Ttl: d.ttl}
+	if d.rcode != "" {
+		if code, err := dnscodes.ParseRcode(d.rcode); err == nil {
+			dns.Rcode = code
+		}
+	}
+	if r.present&dnsSourceIsPoint != 0 {
+		dns.ObservationSource = r.obsPoint
+	}
+	if len(d.qtypes) > 0 {
+		dns.Qtypes = d.qtypes
+	}
+	if len(d.rrtypes) > 0 {
+		dns.Rrtypes = d.rrtypes
+	}
+	if len(d.ips) > 0 {
+		dns.Ips = d.ips
+	}
+	if len(d.cnames) > 0 {
+		dns.Cnames = d.cnames
+	}
+	l7.Record = &flowv1.Layer7_Dns{Dns: dns}
+	return l7
 }
 
 type endpointRow struct {
@@ -449,6 +562,7 @@ func (r *flowRow) targets() []any {
 		&r.dst.ns, &r.dst.pod, &r.dst.wl, &r.dst.wlKind, &r.dst.labels, &r.dst.moreNames, &r.dst.moreKind, &r.dst.svcNS, &r.dst.svc, &r.dst.names,
 		&r.isReply, &r.ifIndex, &r.ifName, &r.allowedBy, &r.deniedBy, &r.packets, &r.bytes,
 		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra, &r.dropClass,
+		&r.dns.l7Type, &r.dns.latency, &r.dns.query, &r.dns.rcode, &r.dns.qtypes, &r.dns.rrtypes, &r.dns.ips, &r.dns.cnames, &r.dns.ttl,
 	}
 }
 
@@ -554,6 +668,7 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 	if p&hasLastSeen != 0 {
 		f.LastSeen = timestamppb.New(r.time.Add(-time.Duration(r.lastOff)))
 	}
+	f.L7 = r.layer7()
 	if r.extra != "" {
 		var x flowv1.Flow
 		if err := proto.Unmarshal([]byte(r.extra), &x); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ var migrations = []migration{
 	{1, "flows, rollups, conntrack, lost events, nodes", schemaV1},
 	{2, "batch keys on records and the batches table", schemaV2},
 	{3, "drop classes on flows and in the flows_1m rollup", schemaV3},
+	{4, "DNS (L7) columns on flows, L7_EVENT, the dns_1m rollup", schemaV4},
 }
 
 // ddl renders names and engines for a single server or a cluster. With a
@@ -98,9 +100,24 @@ func enum8(names map[int32]string) string {
 	return "Enum8(" + strings.Join(parts, ", ") + ")"
 }
 
+// eventKindsV1 are the event kinds version 1 created flows.event_kind with;
+// later kinds are added by the migration that introduced them (L7_EVENT:
+// version 4). Pinned, not read from the proto: a step must create the same
+// table whatever the proto holds when it runs.
+var eventKindsV1 = map[int32]string{0: "EVENT_KIND_UNSPECIFIED", 1: "AGGREGATE", 2: "FLOW_NEW", 3: "FLOW_CLOSE", 4: "DROP", 5: "POLICY_VERDICT"}
+
+// eventKindsV4 adds L7_EVENT (DNS records).
+var eventKindsV4 = func() map[int32]string {
+	m := map[int32]string{6: "L7_EVENT"}
+	for k, v := range eventKindsV1 {
+		m[k] = v
+	}
+	return m
+}()
+
 func schemaV1(d ddl) []string {
 	retention := int64(d.retention / time.Second)
-	verdict, kind, dir := enum8(flowv1.Verdict_name), enum8(flowv1.EventKind_name), enum8(flowv1.TrafficDirection_name)
+	verdict, kind, dir := enum8(flowv1.Verdict_name), enum8(eventKindsV1), enum8(flowv1.TrafficDirection_name)
 	var s []string
 	s = append(s, fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s%s", quoteIdent(d.db), d.on()))
 
@@ -396,6 +413,87 @@ SELECT toStartOfMinute(time) AS minute, node, src_namespace, src_workload, dst_n
   sumIf(f.bytes, event_kind = 'DROP') AS drop_bytes
 FROM %s AS f
 GROUP BY %s`, d.local("flows_1m_mv"), d.on(), d.local("flows"), rollupKeyV3))
+	return s
+}
+
+// dnsColumns are the flows columns of L7 DNS records (docs/dns.md, "The
+// contract"). On other records they hold empty strings, 0 and empty arrays, which
+// cost next to nothing after compression (docs/benchmarks/dns.md).
+const dnsColumns = `l7_type LowCardinality(String) AFTER drop_class,
+  l7_latency_ns UInt64 CODEC(T64, ZSTD(1)) AFTER l7_type,
+  dns_query String CODEC(ZSTD(1)) AFTER l7_latency_ns,
+  dns_rcode LowCardinality(String) AFTER dns_query,
+  dns_qtypes Array(LowCardinality(String)) AFTER dns_rcode,
+  dns_rrtypes Array(LowCardinality(String)) AFTER dns_qtypes,
+  dns_ips Array(String) CODEC(ZSTD(1)) AFTER dns_rrtypes,
+  dns_cnames Array(String) CODEC(ZSTD(1)) AFTER dns_ips,
+  dns_ttl UInt32 CODEC(T64, ZSTD(1)) AFTER dns_cnames`
+
+// dnsRollupKey is the key of dns_1m.
+const dnsRollupKey = `minute, node, client_namespace, client_workload, dns_query, dns_rcode`
+
+// schemaV4 adds DNS: the L7 columns of flows (docs/dns.md), L7_EVENT in
+// event_kind (widening an Enum8 is a metadata change, no data is
+// rewritten), and the dns_1m rollup with its materialized view.
+//
+// dns_1m keeps, per minute, node, client (namespace and workload: the
+// query's source, the response's destination; endpoints without a
+// namespace by their reserved identity, e.g. reserved:host), query name
+// and response code: queries (requests), responses, and a t-digest of the
+// matched responses' latency. AggregatingMergeTree: the counts are
+// SimpleAggregateFunction(sum) and the digest merges, so parts and shards
+// combine exactly (the digest approximately, as t-digests do). Rows written
+// before this version have no DNS columns and roll up nothing.
+func schemaV4(d ddl) []string {
+	retention := int64(d.retention / time.Second)
+	kinds := enum8(eventKindsV4)
+	var s []string
+	codec := regexp.MustCompile(` CODEC\([^)]*\)\)?`)
+	alter := func(table string, distributed bool) string {
+		var cols []string
+		for _, c := range strings.Split(dnsColumns, ",\n") {
+			if distributed { // a Distributed table stores nothing: no codecs
+				c = codec.ReplaceAllString(c, "")
+			}
+			cols = append(cols, "ADD COLUMN IF NOT EXISTS "+strings.TrimSpace(c))
+		}
+		return fmt.Sprintf("ALTER TABLE %s%s %s,\n  MODIFY COLUMN event_kind %s", table, d.on(), strings.Join(cols, ",\n  "), kinds)
+	}
+	s = append(s, alter(d.local("flows"), false))
+	if d.cluster != "" { // the Distributed table clients insert into and read
+		s = append(s, alter(d.table("flows"), true))
+	}
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  minute DateTime,
+  node LowCardinality(String),
+  client_namespace LowCardinality(String),
+  client_workload LowCardinality(String),
+  dns_query String,
+  dns_rcode LowCardinality(String),
+  queries SimpleAggregateFunction(sum, UInt64),
+  responses SimpleAggregateFunction(sum, UInt64),
+  latency AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)
+) ENGINE = %s
+PARTITION BY toDate(minute)
+ORDER BY (%s)
+TTL minute + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("dns_1m"), d.on(), d.engine("dns_1m", "Aggregating", ""), dnsRollupKey, retention, dedupSettings))
+	s = append(s, d.distributed("dns_1m", "rand()")...)
+	client := func(p string) string {
+		return fmt.Sprintf("if(%[1]s_namespace = '', arrayFirst(l -> startsWith(l, 'reserved:'), %[1]s_labels), %[1]s_workload)", p)
+	}
+	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT toStartOfMinute(time) AS minute, node,
+  if(l7_type = 'RESPONSE', dst_namespace, src_namespace) AS client_namespace,
+  toString(if(l7_type = 'RESPONSE', %s, %s)) AS client_workload,
+  dns_query, dns_rcode,
+  countIf(l7_type = 'REQUEST') AS queries,
+  countIf(l7_type = 'RESPONSE') AS responses,
+  quantilesTDigestStateIf(0.5, 0.9, 0.99)(l7_latency_ns, l7_type = 'RESPONSE' AND l7_latency_ns > 0) AS latency
+FROM %s AS f
+WHERE event_kind = 'L7_EVENT' AND l7_type IN ('REQUEST', 'RESPONSE')
+GROUP BY %s`, d.local("dns_1m_mv"), d.on(), d.local("dns_1m"), client("dst"), client("src"), d.local("flows"), dnsRollupKey))
 	return s
 }
 

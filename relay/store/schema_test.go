@@ -1,10 +1,12 @@
 package store_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/store"
 )
 
@@ -27,12 +29,20 @@ func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
 		"ALTER TABLE `trawl`.`flows_1m_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class LowCardinality(String) AFTER drop_reason_desc, MODIFY ORDER BY (",
 		"ALTER TABLE `trawl`.`flows_1m` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS drop_class",
 		"ALTER TABLE `trawl`.`flows_1m_mv_local` ON CLUSTER `prod` MODIFY QUERY",
+		// version 4: DNS
+		"ALTER TABLE `trawl`.`flows_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS l7_type LowCardinality(String) AFTER drop_class,\n  ADD COLUMN IF NOT EXISTS l7_latency_ns UInt64 CODEC(T64, ZSTD(1)) AFTER l7_type",
+		"ALTER TABLE `trawl`.`flows` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS l7_type LowCardinality(String) AFTER drop_class,\n  ADD COLUMN IF NOT EXISTS l7_latency_ns UInt64 AFTER l7_type",
+		"ADD COLUMN IF NOT EXISTS dns_ips Array(String) AFTER dns_rrtypes",
+		"CREATE TABLE IF NOT EXISTS `trawl`.`dns_1m_local` ON CLUSTER `prod`",
+		"ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/trawl/dns_1m_local', '{replica}')",
+		"latency AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)",
+		"CREATE MATERIALIZED VIEW IF NOT EXISTS `trawl`.`dns_1m_mv_local` ON CLUSTER `prod` TO `trawl`.`dns_1m_local` AS",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)
 		}
 	}
-	for _, table := range []string{"flows", "flows_1m", "policy_1m", "conntrack", "lost_events", "nodes", "schema_migrations"} {
+	for _, table := range []string{"flows", "flows_1m", "policy_1m", "dns_1m", "conntrack", "lost_events", "nodes", "schema_migrations"} {
 		if !strings.Contains(all, "`trawl`.`"+table+"` ON CLUSTER `prod` AS `trawl`.`"+table+"_local` ENGINE = Distributed(") {
 			t.Errorf("no Distributed table for %s", table)
 		}
@@ -48,5 +58,29 @@ func TestSingleServerDDLHasNoClusterParts(t *testing.T) {
 	}
 	if !strings.Contains(all, "TTL toDateTime(time) + toIntervalSecond(604800)") {
 		t.Error("default retention is not 7 days")
+	}
+}
+
+// The last migration that touches event_kind names every EventKind of the
+// proto: a kind added to the proto fails here until a migration adds it.
+func TestEventKindEnumHasEveryKindOfTheProto(t *testing.T) {
+	var last string
+	for _, st := range store.Statements("trawl", "", time.Hour) {
+		if i := strings.Index(st, "MODIFY COLUMN event_kind "); i >= 0 {
+			last = st[i:]
+		}
+	}
+	if last == "" {
+		t.Fatal("no migration modifies event_kind")
+	}
+	for v, name := range flowv1.EventKind_name {
+		if want := fmt.Sprintf("'%s' = %d", name, v); !strings.Contains(last, want) {
+			t.Errorf("event_kind of the latest schema lacks %s: %s", want, last)
+		}
+	}
+	for _, st := range store.Statements("trawl", "prod", time.Hour) {
+		if strings.HasPrefix(st, "ALTER TABLE `trawl`.`flows` ON CLUSTER") && strings.Contains(st, "CODEC") {
+			t.Errorf("the Distributed table gets a codec: %s", st)
+		}
 	}
 }

@@ -119,7 +119,39 @@ func richFlows() []*flowv1.Flow {
 	fs[7].IngressAllowedBy = []*flowv1.Policy{p1, p2}
 	fs[8].IngressAllowedBy = []*flowv1.Policy{p1, p3}
 	fs[9].IngressAllowedBy = fs[7].IngressAllowedBy
-	return fs
+	return append(fs, richDNSFlows()...)
+}
+
+// richDNSFlows are filtertest's DNS records with every l7 field set
+// somewhere: cnames, an observation source other than the record's
+// observation point, a response code without a name, a request with a
+// response code, a Layer7 without a DNS record and one of unknown type.
+func richDNSFlows() []*flowv1.Flow {
+	fs := filtertest.DNSFlows()
+	for _, f := range fs {
+		if f.L7 != nil {
+			f.ObservationPoint = "tcx-ingress"
+		}
+	}
+	d := fs[1].L7.GetDns()
+	d.Cnames = []string{"api.edge.example.net.", "api.example.com.cdn.example."}
+	d.Ips = append(d.Ips, "2001:db8::34")
+	d.Rrtypes = []string{"CNAME", "CNAME", "A", "AAAA"}
+	fs[3].L7.GetDns().ObservationSource = "tcx-egress" // not the record's point
+	fs[4].L7.GetDns().Rcode = 23                       // no mnemonic: RCODE23
+	fs[8].L7.GetDns().Rcode = 5                        // a request that says REFUSED
+	fs[8].L7.Type = flowv1.L7FlowType_UNKNOWN_L7_TYPE
+	fs[2].L7.GetDns().ObservationSource = ""
+	fs[0].L7.LatencyNs = 7 // a request with a latency still reads back
+	sample := proto.Clone(fs[0]).(*flowv1.Flow)
+	sample.L7 = &flowv1.Layer7{Type: flowv1.L7FlowType_SAMPLE, LatencyNs: 42} // no DNS record
+	sample.Uuid = filtertest.UUID(90)
+	sample.Time = timestamppb.New(fs[len(fs)-1].Time.AsTime().Add(time.Second))
+	empty := proto.Clone(sample).(*flowv1.Flow)
+	empty.L7 = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{}}} // an empty DNS record
+	empty.Uuid = filtertest.UUID(91)
+	empty.Time = timestamppb.New(sample.Time.AsTime().Add(time.Second))
+	return append(fs, sample, empty)
 }
 
 func TestFlowsRoundTripFieldForField(t *testing.T) {
