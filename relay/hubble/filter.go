@@ -44,7 +44,7 @@ var supportedFields = map[protoreflect.Name]bool{
 	"destination_fqdn": true, "destination_label": true, "destination_service": true,
 	"destination_workload": true, "traffic_direction": true, "verdict": true, "drop_reason_desc": true,
 	"interface": true, "event_type": true, "protocol": true, "source_port": true, "destination_port": true,
-	"reply": true, "tcp_flags": true, "node_name": true, "ip_version": true,
+	"reply": true, "tcp_flags": true, "node_name": true, "ip_version": true, "dns_query": true,
 }
 
 // unsupportedWhy explains the fields Trawl refuses.
@@ -57,7 +57,6 @@ var unsupportedWhy = map[protoreflect.Name]string{
 	"http_path":                "Trawl records no HTTP (L7) flows",
 	"http_url":                 "Trawl records no HTTP (L7) flows",
 	"http_header":              "Trawl records no HTTP (L7) flows",
-	"dns_query":                "Trawl records no DNS (L7) flows yet",
 	"source_identity":          "Trawl's filter has no numeric identities; use source_label (e.g. reserved:world) or source_pod",
 	"destination_identity":     "Trawl's filter has no numeric identities; use destination_label (e.g. reserved:world) or destination_pod",
 	"node_labels":              "Trawl records no node labels on flows",
@@ -147,6 +146,7 @@ func translateFilter(list string, i int, ff *flowpb.FlowFilter) ([]*observerv1.F
 		SourcePort:       ff.GetSourcePort(),
 		DestinationPort:  ff.GetDestinationPort(),
 		Reply:            ff.GetReply(),
+		DnsQuery:         ff.GetDnsQuery(),
 	}
 	var err error
 	if t.SourcePod, err = namespacedNames(list, i, "source_pod", ff.GetSourcePod()); err != nil {
@@ -185,9 +185,9 @@ func translateFilter(list string, i int, ff *flowpb.FlowFilter) ([]*observerv1.F
 	}
 	for _, p := range ff.GetProtocol() {
 		switch q := strings.ToLower(strings.TrimSpace(p)); q {
-		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6":
+		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "dns":
 			t.Protocol = append(t.Protocol, q)
-		case "http", "dns", "kafka":
+		case "http", "kafka":
 			return nil, invalid(list, i, "protocol", "%q: Trawl records no %s (L7) flows", p, strings.ToUpper(q))
 		case "vrrp", "igmp":
 			return nil, invalid(list, i, "protocol", "%q: Trawl does not decode %s", p, strings.ToUpper(q))
@@ -261,10 +261,12 @@ func droppedUnknownReply(a *observerv1.FlowFilter) *observerv1.FlowFilter {
 // it is Trawl's POLICY_VERDICT record, else as a drop event when DROPPED,
 // else as a trace event (see eventType). A drop sub-type is Hubble's drop
 // reason code; a trace sub-type is an observation point, which Trawl's
-// filter cannot select (refused). Types Trawl never produces (L7, debug,
-// capture, trace-sock, agent) are refused.
+// filter cannot select (refused). L7 (access log) events are Trawl's
+// L7_EVENT records (DNS messages, sub-type 0), which are neither traces nor
+// drops, whatever their verdict. Types Trawl never produces (debug, capture,
+// trace-sock, agent) are refused.
 func eventTypeAlternatives(list string, i int, base *observerv1.FlowFilter, ets []*flowpb.EventTypeFilter) ([]*observerv1.FlowFilter, error) {
-	var trace, drop, verdicts, anyType bool
+	var trace, drop, verdicts, l7, anyType bool
 	var reasons []string // drop sub-types
 	for _, et := range ets {
 		switch et.GetType() {
@@ -293,7 +295,10 @@ func eventTypeAlternatives(list string, i int, base *observerv1.FlowFilter, ets 
 			}
 			verdicts = true
 		case msgTypeAccessLog:
-			return nil, invalid(list, i, "event_type", "type %d (l7): Trawl records no L7 events", et.GetType())
+			if et.GetMatchSubType() && et.GetSubType() != 0 {
+				continue // Trawl's L7 records all have sub-type 0
+			}
+			l7 = true
 		case msgTypeDebug, msgTypeCapture, msgTypeTraceSock, msgTypeAgent:
 			return nil, invalid(list, i, "event_type", "type %d: Trawl records no such events", et.GetType())
 		default:
@@ -353,6 +358,9 @@ func eventTypeAlternatives(list string, i int, base *observerv1.FlowFilter, ets 
 	}
 	if verdicts {
 		add(alt([]flowv1.EventKind{flowv1.EventKind_POLICY_VERDICT}, nil))
+	}
+	if l7 {
+		add(alt([]flowv1.EventKind{flowv1.EventKind_L7_EVENT}, nil))
 	}
 	return out, nil
 }

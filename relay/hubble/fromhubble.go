@@ -63,6 +63,7 @@ func FromHubble(h *flowpb.Flow) (*flowv1.Flow, error) {
 	if i := h.GetInterface(); i != nil {
 		f.Interface = &flowv1.NetworkInterface{Index: i.GetIndex(), Name: i.GetName()}
 	}
+	f.L7 = layer7From(h.GetL7())
 	if err := decodeExtensions(h.GetExtensions(), f); err != nil {
 		return nil, err
 	}
@@ -72,6 +73,8 @@ func FromHubble(h *flowpb.Flow) (*flowv1.Flow, error) {
 			f.EventKind = flowv1.EventKind_DROP
 		case msgTypePolicyVerdict:
 			f.EventKind = flowv1.EventKind_POLICY_VERDICT
+		case msgTypeAccessLog:
+			f.EventKind = flowv1.EventKind_L7_EVENT
 		}
 	}
 	if f.Verdict == flowv1.Verdict_DROPPED {
@@ -82,6 +85,22 @@ func FromHubble(h *flowpb.Flow) (*flowv1.Flow, error) {
 		}
 	}
 	return f, nil
+}
+
+// layer7From keeps Hubble's DNS records; other L7 records (HTTP, Kafka)
+// keep their type and latency only, Trawl has no field for their content.
+func layer7From(l *flowpb.Layer7) *flowv1.Layer7 {
+	if l == nil {
+		return nil
+	}
+	out := &flowv1.Layer7{Type: flowv1.L7FlowType(l.GetType()), LatencyNs: l.GetLatencyNs()}
+	if d := l.GetDns(); d != nil {
+		out.Record = &flowv1.Layer7_Dns{Dns: &flowv1.DNS{
+			Query: d.GetQuery(), Ips: d.GetIps(), Ttl: d.GetTtl(), Cnames: d.GetCnames(),
+			ObservationSource: d.GetObservationSource(), Rcode: d.GetRcode(), Qtypes: d.GetQtypes(), Rrtypes: d.GetRrtypes(),
+		}}
+	}
+	return out
 }
 
 func endpointFrom(e *flowpb.Endpoint) *flowv1.Endpoint {
