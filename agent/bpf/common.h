@@ -127,7 +127,10 @@ enum counter {
 	CNT_EVENTS = 6,        /* instant events sent */
 	CNT_NEW_CONNTRACK = 7, /* new conntrack entries seen (netfilter program) */
 	CNT_FILTERED = 8,      /* drop with a reason the agent was told to ignore */
-	CNT_MAX = 9,
+	CNT_DNS_EVENTS = 9,        /* DNS messages sent to user space (flow program) */
+	CNT_DNS_RATE_LIMITED = 10, /* DNS messages suppressed by their token bucket */
+	CNT_DNS_RINGBUF_FULL = 11, /* DNS ring buffer reserve failed */
+	CNT_MAX = 12,
 };
 
 /* Instant event kinds carried in ring buffer records. */

@@ -9,7 +9,8 @@
  * on the node to the same entry, so user space reports as FORWARDED only
  * what was delivered. The first packet of a
  * flow and TCP FIN/RST also go to a ring buffer at once, under a per-CPU token
- * bucket. Everything that cannot be recorded is counted.
+ * bucket. DNS messages go to user space through their own ring buffer
+ * (dns.h). Everything that cannot be recorded is counted.
  *
  * Counting once: a forwarded packet is counted where it enters the node
  * (the ingress hook of a watched interface). The egress hook only counts
@@ -262,6 +263,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	return CNT_NOT_IP;
 }
 
+#include "dns.h"
+
 static __always_inline void send_event(struct flow_key *key, __u32 ifindex, __u8 hook, __u64 now, __u32 bytes,
 				       __u16 flags, __u8 kind)
 {
@@ -414,6 +417,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u64 bytes = skb->len - p.l3_off + (segs - 1) * p.hdr_len;
 	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags, 1);
+	if (is_dns(&key.tuple))
+		dns_from_skb(skb, &key, p.l3_off + p.hdr_len, hook);
 	return TC_ACT_UNSPEC_;
 }
 
@@ -458,5 +463,7 @@ int trawl_flow_local_out(struct bpf_nf_ctx *ctx)
 	struct dst_entry *dst = (struct dst_entry *)(skb->_skb_refdst & ~1UL);
 	__u32 ifindex = dst ? BPF_CORE_READ(dst, dev, ifindex) : 0;
 	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags, 0);
+	if (segs == 1 && is_dns(&key.tuple))
+		dns_from_kernel_skb(skb, &m, &key, bytes, ifindex);
 	return NF_ACCEPT_;
 }

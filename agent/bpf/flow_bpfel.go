@@ -16,16 +16,19 @@ import (
 type FlowCounter uint32
 
 const (
-	FlowCounterCNT_MAP_FULL      FlowCounter = 0
-	FlowCounterCNT_RINGBUF_FULL  FlowCounter = 1
-	FlowCounterCNT_RATE_LIMITED  FlowCounter = 2
-	FlowCounterCNT_MALFORMED     FlowCounter = 3
-	FlowCounterCNT_TRUNCATED     FlowCounter = 4
-	FlowCounterCNT_NOT_IP        FlowCounter = 5
-	FlowCounterCNT_EVENTS        FlowCounter = 6
-	FlowCounterCNT_NEW_CONNTRACK FlowCounter = 7
-	FlowCounterCNT_FILTERED      FlowCounter = 8
-	FlowCounterCNT_MAX           FlowCounter = 9
+	FlowCounterCNT_MAP_FULL         FlowCounter = 0
+	FlowCounterCNT_RINGBUF_FULL     FlowCounter = 1
+	FlowCounterCNT_RATE_LIMITED     FlowCounter = 2
+	FlowCounterCNT_MALFORMED        FlowCounter = 3
+	FlowCounterCNT_TRUNCATED        FlowCounter = 4
+	FlowCounterCNT_NOT_IP           FlowCounter = 5
+	FlowCounterCNT_EVENTS           FlowCounter = 6
+	FlowCounterCNT_NEW_CONNTRACK    FlowCounter = 7
+	FlowCounterCNT_FILTERED         FlowCounter = 8
+	FlowCounterCNT_DNS_EVENTS       FlowCounter = 9
+	FlowCounterCNT_DNS_RATE_LIMITED FlowCounter = 10
+	FlowCounterCNT_DNS_RINGBUF_FULL FlowCounter = 11
+	FlowCounterCNT_MAX              FlowCounter = 12
 )
 
 type FlowCtSrcKey struct {
@@ -33,6 +36,20 @@ type FlowCtSrcKey struct {
 	Addr   [16]uint8
 	Family uint8
 	Pad    [3]uint8
+}
+
+type FlowDnsEvent struct {
+	_           structs.HostLayout
+	Tuple       FlowFlowTuple
+	TsNs        uint64
+	DropsBefore uint64
+	Ifindex     uint32
+	Len         uint16
+	MsgLen      uint16
+	Hook        uint8
+	HasFlow     uint8
+	Pad         [6]uint8
+	Data        [512]uint8
 }
 
 type FlowEventKind uint32
@@ -115,6 +132,8 @@ type FlowRateState struct {
 const (
 	FlowMapCounters           = "counters"
 	FlowMapCtSources          = "ct_sources"
+	FlowMapDnsEvents          = "dns_events"
+	FlowMapDnsRate            = "dns_rate"
 	FlowMapFlowEvents         = "flow_events"
 	FlowMapFlowRate           = "flow_rate"
 	FlowMapFlows              = "flows"
@@ -122,10 +141,17 @@ const (
 	FlowProgTrawlFlowEgress   = "trawl_flow_egress"
 	FlowProgTrawlFlowIngress  = "trawl_flow_ingress"
 	FlowProgTrawlFlowLocalOut = "trawl_flow_local_out"
+	FlowVarDnsBurst           = "dns_burst"
+	FlowVarDnsPerSec          = "dns_per_sec"
+	FlowVarDnsPort0           = "dns_port_0"
+	FlowVarDnsPort1           = "dns_port_1"
+	FlowVarDnsPort2           = "dns_port_2"
+	FlowVarDnsPort3           = "dns_port_3"
 	FlowVarEventsBurst        = "events_burst"
 	FlowVarEventsPerSec       = "events_per_sec"
 	FlowVarUnusedCounter      = "unused_counter"
 	FlowVarUnusedCtSrcKey     = "unused_ct_src_key"
+	FlowVarUnusedDnsEvent     = "unused_dns_event"
 	FlowVarUnusedEventKind    = "unused_event_kind"
 	FlowVarUnusedFlowEvent    = "unused_flow_event"
 	FlowVarUnusedHook         = "unused_hook"
@@ -184,6 +210,8 @@ type FlowProgramSpecs struct {
 type FlowMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	CtSources  *ebpf.MapSpec `ebpf:"ct_sources"`
+	DnsEvents  *ebpf.MapSpec `ebpf:"dns_events"`
+	DnsRate    *ebpf.MapSpec `ebpf:"dns_rate"`
 	FlowEvents *ebpf.MapSpec `ebpf:"flow_events"`
 	FlowRate   *ebpf.MapSpec `ebpf:"flow_rate"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
@@ -194,10 +222,17 @@ type FlowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowVariableSpecs struct {
+	DnsBurst        *ebpf.VariableSpec `ebpf:"dns_burst"`
+	DnsPerSec       *ebpf.VariableSpec `ebpf:"dns_per_sec"`
+	DnsPort0        *ebpf.VariableSpec `ebpf:"dns_port_0"`
+	DnsPort1        *ebpf.VariableSpec `ebpf:"dns_port_1"`
+	DnsPort2        *ebpf.VariableSpec `ebpf:"dns_port_2"`
+	DnsPort3        *ebpf.VariableSpec `ebpf:"dns_port_3"`
 	EventsBurst     *ebpf.VariableSpec `ebpf:"events_burst"`
 	EventsPerSec    *ebpf.VariableSpec `ebpf:"events_per_sec"`
 	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedCtSrcKey  *ebpf.VariableSpec `ebpf:"unused_ct_src_key"`
+	UnusedDnsEvent  *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 	UnusedEventKind *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedHook      *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -225,6 +260,8 @@ func (o *FlowObjects) Close() error {
 type FlowMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	CtSources  *ebpf.Map `ebpf:"ct_sources"`
+	DnsEvents  *ebpf.Map `ebpf:"dns_events"`
+	DnsRate    *ebpf.Map `ebpf:"dns_rate"`
 	FlowEvents *ebpf.Map `ebpf:"flow_events"`
 	FlowRate   *ebpf.Map `ebpf:"flow_rate"`
 	Flows      *ebpf.Map `ebpf:"flows"`
@@ -235,6 +272,8 @@ func (m *FlowMaps) Close() error {
 	return _FlowClose(
 		m.Counters,
 		m.CtSources,
+		m.DnsEvents,
+		m.DnsRate,
 		m.FlowEvents,
 		m.FlowRate,
 		m.Flows,
@@ -246,10 +285,17 @@ func (m *FlowMaps) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowVariables struct {
+	DnsBurst        *ebpf.Variable `ebpf:"dns_burst"`
+	DnsPerSec       *ebpf.Variable `ebpf:"dns_per_sec"`
+	DnsPort0        *ebpf.Variable `ebpf:"dns_port_0"`
+	DnsPort1        *ebpf.Variable `ebpf:"dns_port_1"`
+	DnsPort2        *ebpf.Variable `ebpf:"dns_port_2"`
+	DnsPort3        *ebpf.Variable `ebpf:"dns_port_3"`
 	EventsBurst     *ebpf.Variable `ebpf:"events_burst"`
 	EventsPerSec    *ebpf.Variable `ebpf:"events_per_sec"`
 	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedCtSrcKey  *ebpf.Variable `ebpf:"unused_ct_src_key"`
+	UnusedDnsEvent  *ebpf.Variable `ebpf:"unused_dns_event"`
 	UnusedEventKind *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedHook      *ebpf.Variable `ebpf:"unused_hook"`

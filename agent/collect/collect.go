@@ -63,7 +63,13 @@ type Config struct {
 	// seen that long ago as delivered unless dropped. Default 4s: a
 	// neighbour that never answers drops its queue after 3 s.
 	FateWait time.Duration
-	Log      *slog.Logger
+	// DNSMatchSize caps the queries waiting for their response. Default
+	// 65536.
+	DNSMatchSize int
+	// DNSMatchExpiry is how long a query waits for its response. Default
+	// 10s: resolvers give up and retry within 5 s.
+	DNSMatchExpiry time.Duration
+	Log            *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +87,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout < c.FateWait {
 		c.IdleTimeout = c.FateWait // an evicted flow's fate must be known
+	}
+	if c.DNSMatchSize <= 0 {
+		c.DNSMatchSize = 65536
+	}
+	if c.DNSMatchExpiry <= 0 {
+		c.DNSMatchExpiry = 10 * time.Second
 	}
 	if c.BootID == "" {
 		var b [8]byte
@@ -127,6 +139,8 @@ type Collector struct {
 
 	skew        time.Duration // added to the poll clock by tests
 	flowEntries int           // flow map entries after the last poll
+
+	dns dnsState
 }
 
 // New makes a collector; Run starts it.
@@ -150,6 +164,7 @@ func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Age
 		pending: map[bpf.FlowFlowKey][]*pendingEvent{},
 	}
 	c.refreshLocal()
+	c.initDNS()
 	return c
 }
 
@@ -160,7 +175,7 @@ func (c *Collector) BootID() string { return c.cfg.BootID }
 // last time so nothing counted is left unexported.
 func (c *Collector) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3) // one per ring buffer
 	readers := []*ringbuf.Reader{}
 	start := func(m *ebpf.Map, handle func([]byte)) error {
 		rd, err := ringbuf.NewReader(m)
@@ -184,6 +199,10 @@ func (c *Collector) Run(ctx context.Context) error {
 		wg.Wait()
 	}
 	if err := start(c.dp.Flow.FlowEvents, c.handleFlowEvent); err != nil {
+		return err
+	}
+	if err := start(c.dp.Flow.DnsEvents, c.handleDNSEvent); err != nil {
+		stopReaders()
 		return err
 	}
 	if c.dp.Drop != nil {
@@ -574,6 +593,8 @@ var lossCounters = []struct {
 	{bpf.FlowCounterCNT_RATE_LIMITED, flowv1.LostEventSource_RATE_LIMITED, metrics.CauseRateLimited},
 	{bpf.FlowCounterCNT_MALFORMED, flowv1.LostEventSource_MALFORMED_PACKET, metrics.CauseMalformed},
 	{bpf.FlowCounterCNT_TRUNCATED, flowv1.LostEventSource_MALFORMED_PACKET, metrics.CauseMalformed},
+	{bpf.FlowCounterCNT_DNS_RINGBUF_FULL, flowv1.LostEventSource_RINGBUF_RESERVE_FAILED, metrics.CauseRingbuf},
+	{bpf.FlowCounterCNT_DNS_RATE_LIMITED, flowv1.LostEventSource_RATE_LIMITED, metrics.CauseRateLimited},
 }
 
 // Counters sums a program's per-CPU counters.
@@ -644,6 +665,10 @@ func counterName(s bpf.FlowCounter) string {
 		return "malformed headers"
 	case bpf.FlowCounterCNT_TRUNCATED:
 		return "truncated headers"
+	case bpf.FlowCounterCNT_DNS_RINGBUF_FULL:
+		return "DNS ring buffer full"
+	case bpf.FlowCounterCNT_DNS_RATE_LIMITED:
+		return "DNS messages over the rate limit"
 	}
 	return fmt.Sprintf("counter %d", s)
 }

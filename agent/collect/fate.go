@@ -28,6 +28,7 @@ import (
 //     they go out when a packet in the other direction shows the first one
 //     arrived, when a drop of the flow is seen, or after FateWait. A new flow
 //     whose first packet was dropped is a DROPPED event with the reason.
+//   - L7 (DNS) records wait the same way; see dns.go.
 
 // snapshot is a flow's seen counters at one poll.
 type snapshot struct{ at, packets, bytes uint64 }
@@ -62,6 +63,11 @@ type pendingEvent struct {
 	kind     string // metric label
 	newFlow  bool   // FLOW_NEW (else FLOW_CLOSE)
 	deadline time.Time
+	// L7 records (dns.go): the flow's undelivered packets when the
+	// program saw the message, and whether the flow had an entry.
+	l7          bool
+	dropsBefore uint64
+	hasFlow     bool
 }
 
 func reverse(k bpf.FlowFlowKey) bpf.FlowFlowKey {
@@ -146,7 +152,18 @@ func (c *Collector) releaseDue(now time.Time, final bool) {
 // release decides an event's verdict from the flow's entry and publishes it.
 func (c *Collector) release(k bpf.FlowFlowKey, p *pendingEvent) {
 	var v bpf.FlowFlowAgg
-	if err := c.dp.Flow.Flows.Lookup(k, &v); err == nil {
+	err := c.dp.Flow.Flows.Lookup(k, &v)
+	if p.l7 {
+		switch {
+		case err != nil || !p.hasFlow:
+			p.f.Verdict = flowv1.Verdict_VERDICT_UNKNOWN // no entry: drops not counted
+		case v.DropPackets > p.dropsBefore:
+			c.markDropped(p.f, v.DropReason)
+		}
+		c.publishFlow(p.f, p.kind)
+		return
+	}
+	if err == nil {
 		dropped := v.FirstDropped != 0
 		if !p.newFlow {
 			dropped = v.DropPackets > 0 && v.DropPackets >= v.Packets

@@ -46,6 +46,13 @@ type Config struct {
 	// EventsPerSecond limits instant ring-buffer events per CPU (flow and
 	// drop programs each); 0 means the default, 1000.
 	EventsPerSecond uint64
+	// DNSPorts are the UDP and TCP ports whose messages the flow program
+	// copies to user space as DNS (at most MaxDNSPorts). Nil means the
+	// default, 53; empty (non-nil) turns DNS capture off.
+	DNSPorts []uint16
+	// DNSPerSecond limits DNS messages per CPU (burst 2x); 0 means the
+	// default, 5000.
+	DNSPerSecond uint64
 	// DropReasons selects the reported reasons (see dropreason.Table.Select).
 	DropReasons string
 	// Loopback reports drops of loopback traffic (127.0.0.0/8, ::1), which
@@ -86,6 +93,12 @@ func (c *Config) setDefaults() {
 	if c.EgressHook == "" {
 		c.EgressHook = "auto"
 	}
+	if c.DNSPorts == nil {
+		c.DNSPorts = []uint16{53}
+	}
+	if c.DNSPerSecond == 0 {
+		c.DNSPerSecond = 5000
+	}
 	if c.LocalOutPriority == 0 {
 		c.LocalOutPriority = -199
 	}
@@ -110,6 +123,14 @@ func (c *Config) Validate() error {
 	case "", "auto", "netfilter", "tcx":
 	default:
 		return fmt.Errorf("egress hook %q: want auto, netfilter or tcx", c.EgressHook)
+	}
+	if len(c.DNSPorts) > MaxDNSPorts {
+		return fmt.Errorf("%d DNS ports: at most %d", len(c.DNSPorts), MaxDNSPorts)
+	}
+	for _, p := range c.DNSPorts {
+		if p == 0 {
+			return errors.New("DNS port 0")
+		}
 	}
 	for _, g := range c.Interfaces {
 		if _, err := filepath.Match(g, "x"); err != nil {
@@ -229,6 +250,9 @@ func (d *Datapath) loadFlow() error {
 	if err := setRate(spec, d.cfg.EventsPerSecond); err != nil {
 		return err
 	}
+	if err := setDNS(spec, d.cfg.DNSPorts, d.cfg.DNSPerSecond); err != nil {
+		return err
+	}
 	if d.TCXEgress {
 		// The kernel may not know netfilter programs: load the rest.
 		delete(spec.Programs, bpf.FlowProgTrawlFlowLocalOut)
@@ -256,6 +280,31 @@ func setRate(spec *ebpf.CollectionSpec, perSec uint64) error {
 	}
 	if err := spec.Variables["events_burst"].Set(2 * perSec); err != nil {
 		return fmt.Errorf("set events_burst: %w", err)
+	}
+	return nil
+}
+
+// MaxDNSPorts is how many DNS ports the flow program compares with.
+const MaxDNSPorts = 4
+
+// setDNS sets the DNS ports (unused slots 0: the verifier, which knows these
+// read-only values, removes their comparisons) and rate.
+func setDNS(spec *ebpf.CollectionSpec, ports []uint16, perSec uint64) error {
+	for i := 0; i < MaxDNSPorts; i++ {
+		var p uint16
+		if i < len(ports) {
+			p = ports[i]
+		}
+		name := fmt.Sprintf("dns_port_%d", i)
+		if err := spec.Variables[name].Set(p); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if err := spec.Variables["dns_per_sec"].Set(perSec); err != nil {
+		return fmt.Errorf("set dns_per_sec: %w", err)
+	}
+	if err := spec.Variables["dns_burst"].Set(2 * perSec); err != nil {
+		return fmt.Errorf("set dns_burst: %w", err)
 	}
 	return nil
 }

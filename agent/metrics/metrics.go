@@ -25,6 +25,8 @@ type Agent struct {
 	ConntrackUtil    *prometheus.GaugeVec
 	ConntrackStat    *prometheus.CounterVec
 	ConntrackNew     *prometheus.CounterVec
+	DNSMessages      *prometheus.CounterVec
+	DNSMatching      *prometheus.CounterVec
 }
 
 // Lost-event causes (label values of trawl_agent_lost_events_total).
@@ -87,13 +89,19 @@ func New(reg prometheus.Registerer) *Agent {
 		ConntrackNew: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trawl_conntrack_new_entries_total", Help: "New conntrack entries seen by the netfilter eBPF program.",
 		}, []string{"node"}),
+		DNSMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trawl_agent_dns_messages_total", Help: "DNS messages read from the datapath, by outcome of parsing.",
+		}, []string{"outcome"}),
+		DNSMatching: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trawl_agent_dns_matching_total", Help: "DNS responses matched to their query or not, and queries expired or evicted from the matching table.",
+		}, []string{"result"}),
 	}
 	// Series with bounded labels exist from the start, so rate() and
 	// alert rules see a zero before the first event.
 	for _, c := range []string{CauseRingbuf, CauseRateLimited, CauseMapFull, CauseMalformed} {
 		m.LostEvents.WithLabelValues(c)
 	}
-	for _, t := range []string{"aggregate", "flow_new", "flow_close", "drop", "conntrack"} {
+	for _, t := range []string{"aggregate", "flow_new", "flow_close", "drop", "conntrack", "dns_request", "dns_response"} {
 		m.Events.WithLabelValues(t)
 	}
 	for _, d := range []string{"INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN"} {
@@ -103,6 +111,6 @@ func New(reg prometheus.Registerer) *Agent {
 	}
 	reg.MustRegister(m.Info, m.FeatureEnabled, m.Flows, m.Packets, m.Bytes, m.Events, m.Drops,
 		m.LostEvents, m.MapEntries, m.MapCapacity, m.PollDuration, m.ConntrackEntries,
-		m.ConntrackMax, m.ConntrackUtil, m.ConntrackStat, m.ConntrackNew)
+		m.ConntrackMax, m.ConntrackUtil, m.ConntrackStat, m.ConntrackNew, m.DNSMessages, m.DNSMatching)
 	return m
 }

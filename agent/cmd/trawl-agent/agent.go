@@ -48,6 +48,13 @@ func run(parent context.Context, o *options) error {
 	if o.nodeName == "" {
 		return errors.New("--node-name is empty and the hostname is unknown")
 	}
+	if o.dnsPorts != nil {
+		ports, err := parseDNSPorts(o.dnsPorts)
+		if err != nil {
+			return err
+		}
+		o.dp.DNSPorts = ports
+	}
 	if parent == nil {
 		parent = context.Background()
 	}

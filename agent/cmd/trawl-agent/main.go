@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,7 @@ type options struct {
 	conntrackWindow   time.Duration
 	ship              shipper.Config
 	relay             bool // --relay was given
+	dnsPorts          []string
 }
 
 func main() {
@@ -73,6 +75,8 @@ func newCommand() (*cobra.Command, *options) {
 	fs.StringVar(&o.dp.DropReasons, "drop-reasons", "", `kernel drop reasons to report: "all", a list, or "-NAME" to remove from the default (all but NOT_SPECIFIED and CONSUMED)`)
 	fs.Uint32Var(&o.dp.FlowMapSize, "flow-map-size", 131072, "capacity of the in-kernel flow map")
 	fs.Uint64Var(&o.dp.EventsPerSecond, "event-rate", 1000, "instant events (new flow, close, first drop) per second per CPU before suppression")
+	fs.StringSliceVar(&o.dnsPorts, "dns-ports", []string{"53"}, `UDP and TCP ports whose DNS messages become L7 records (at most 4; "none" turns DNS capture off)`)
+	fs.Uint64Var(&o.dp.DNSPerSecond, "dns-rate", 5000, "DNS messages per second per CPU copied to the agent before suppression (counted as lost events)")
 	fs.BoolVar(&o.dp.DisableDrops, "disable-drops", false, "do not attach the kfree_skb drop program")
 	fs.BoolVar(&o.noConntrack, "disable-conntrack", false, "do not sample conntrack pressure")
 	fs.StringVar(&o.dp.EgressHook, "egress-hook", "auto", "where what the node sends is counted: auto, netfilter (LOCAL_OUT) or tcx (egress of watched interfaces; also counts traffic forwarded from unwatched ones, at a second program run per forwarded packet)")
@@ -86,4 +90,24 @@ func newCommand() (*cobra.Command, *options) {
 	fs.DurationVar(&o.conntrackWindow, "conntrack-top-window", time.Minute, "trailing window over which top creators are ranked")
 	shipper.RegisterFlags(fs, &o.ship)
 	return cmd, o
+}
+
+// parseDNSPorts reads --dns-ports: port numbers, or "none" (or nothing) for
+// no DNS capture.
+func parseDNSPorts(in []string) ([]uint16, error) {
+	out := []uint16{}
+	for _, s := range in {
+		if s == "none" || s == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("--dns-ports: %q is not a port number", s)
+		}
+		out = append(out, uint16(n))
+	}
+	if len(out) > datapath.MaxDNSPorts {
+		return nil, fmt.Errorf("--dns-ports: %d ports, at most %d", len(out), datapath.MaxDNSPorts)
+	}
+	return out, nil
 }
