@@ -596,6 +596,9 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 			f.Type = flowv1.FlowType(v)
 		case "node_name", "nodeName":
 			f.NodeName, err = s.str()
+		case "l7":
+			f.L7 = &flowv1.Layer7{}
+			err = s.l7(f.L7)
 		case "source_names", "sourceNames":
 			err = s.strs(&f.SourceNames)
 		case "destination_names", "destinationNames":
@@ -680,6 +683,58 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 					return err
 				}
 				return s.skip()
+			})
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+}
+
+// l7 reads a Layer7 (Trawl's, or Hubble's: its HTTP and Kafka records
+// are skipped, as protojson discards fields Trawl does not have).
+func (s *scanner) l7(l *flowv1.Layer7) error {
+	return s.object(func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "type":
+			var v int32
+			v, err = s.enum(flowv1.L7FlowType_value)
+			l.Type = flowv1.L7FlowType(v)
+		case "latency_ns", "latencyNs":
+			l.LatencyNs, err = s.uint(64)
+		case "dns":
+			if l.Record != nil {
+				return errSlow // the member given twice
+			}
+			d := &flowv1.DNS{}
+			l.Record = &flowv1.Layer7_Dns{Dns: d}
+			err = s.object(func(k []byte) error {
+				var err error
+				var n uint64
+				switch string(k) {
+				case "query":
+					d.Query, err = s.unique()
+				case "ips":
+					err = s.strs(&d.Ips)
+				case "ttl":
+					n, err = s.uint(32)
+					d.Ttl = uint32(n)
+				case "cnames":
+					err = s.strs(&d.Cnames)
+				case "observation_source", "observationSource":
+					d.ObservationSource, err = s.str()
+				case "rcode":
+					n, err = s.uint(32)
+					d.Rcode = uint32(n)
+				case "qtypes":
+					err = s.strs(&d.Qtypes)
+				case "rrtypes":
+					err = s.strs(&d.Rrtypes)
+				default:
+					err = s.skip()
+				}
+				return err
 			})
 		default:
 			err = s.skip()

@@ -235,6 +235,10 @@ func (e *encoder) flow(f *flowv1.Flow) {
 	}
 	e.enum("Type", int32(f.GetType()), flowv1.FlowType_name)
 	e.str("node_name", f.GetNodeName())
+	if l7 := f.GetL7(); l7 != nil {
+		e.key("l7")
+		e.l7(l7)
+	}
 	e.strs("source_names", f.GetSourceNames())
 	e.strs("destination_names", f.GetDestinationNames())
 	if r := f.GetIsReply(); r != nil {
@@ -328,6 +332,30 @@ func (e *encoder) l4(l *flowv1.Layer4) {
 		e.u32("code", l.GetICMPv6().GetCode())
 		e.close()
 	case l.Protocol != nil:
+		e.ok = false // a oneof member set to nil: protojson's business
+	}
+	e.close()
+}
+
+func (e *encoder) l7(l *flowv1.Layer7) {
+	e.open()
+	e.enum("type", int32(l.GetType()), flowv1.L7FlowType_name)
+	e.u64("latency_ns", l.GetLatencyNs())
+	switch {
+	case l.GetDns() != nil:
+		d := l.GetDns()
+		e.key("dns")
+		e.open()
+		e.str("query", d.GetQuery())
+		e.strs("ips", d.GetIps())
+		e.u32("ttl", d.GetTtl())
+		e.strs("cnames", d.GetCnames())
+		e.str("observation_source", d.GetObservationSource())
+		e.u32("rcode", d.GetRcode())
+		e.strs("qtypes", d.GetQtypes())
+		e.strs("rrtypes", d.GetRrtypes())
+		e.close()
+	case l.Record != nil:
 		e.ok = false // a oneof member set to nil: protojson's business
 	}
 	e.close()

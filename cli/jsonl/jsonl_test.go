@@ -120,6 +120,17 @@ func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
 	if pick() {
 		f.Interface = &flowv1.NetworkInterface{Index: uint32(rng.IntN(50)), Name: str()}
 	}
+	switch rng.IntN(4) {
+	case 0:
+		f.L7 = &flowv1.Layer7{Type: flowv1.L7FlowType(rng.IntN(5)), LatencyNs: rng.Uint64N(1 << 40)}
+	case 1:
+		f.L7 = &flowv1.Layer7{Type: flowv1.L7FlowType_RESPONSE, LatencyNs: rng.Uint64N(3), Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{
+			Query: str() + ".", Ips: []string{"93.184.216.34", "2001:db8::1"}[:rng.IntN(3)], Ttl: uint32(rng.IntN(2)) * rng.Uint32(),
+			Cnames: []string{str()}, ObservationSource: str(), Rcode: uint32(rng.IntN(12)), Qtypes: []string{"A", "AAAA"}[:rng.IntN(3)],
+			Rrtypes: []string{"CNAME", "A"}[:rng.IntN(3)]}}}
+	case 2:
+		f.L7 = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{}}}
+	}
 	pol := func() []*flowv1.Policy {
 		if !pick() {
 			return nil
@@ -227,6 +238,10 @@ func TestUnmarshalOfHubbleAndOddLinesMatchesProtojson(t *testing.T) {
 		[]byte(`{"flow":{"uuid":null}}`),
 		[]byte(`{"flow":{"time":"2026-11-27T10:00:00.5+02:00"}}`),
 		[]byte(`{"flow":{"node_name":"esc\u0041ped"}}`),
+		[]byte(hubbleDNSLine),
+		[]byte(`{"flow":{"Type":"L7","l7":{"type":"REQUEST","latency_ns":"0","http":{"code":200,"method":"GET"}},"event_type":{"type":129}}}`),
+		[]byte(`{"flow":{"l7":{"dns":{"query":"a."},"dns":{"rcode":3}}}}`),
+		[]byte(`{"flow":{"l7":{"type":"RESPONSE","dns":{"rcode":"3"}}}}`),
 	)
 	for i, line := range lines {
 		want := &observerv1.GetFlowsResponse{}
@@ -238,6 +253,32 @@ func TestUnmarshalOfHubbleAndOddLinesMatchesProtojson(t *testing.T) {
 		if err == nil && !proto.Equal(got.GetFlowsResponse, want) {
 			t.Fatalf("line %d differs from protojson\n got %v\nwant %v", i+1, got.GetFlowsResponse, want)
 		}
+	}
+}
+
+// A DNS response as `hubble observe -o jsonpb` prints Cilium's proxy records.
+const hubbleDNSLine = `{"flow":{"time":"2026-11-27T10:00:00.123Z","verdict":"FORWARDED","Type":"L7","node_name":"kind-worker",` +
+	`"l7":{"type":"RESPONSE","latency_ns":"1250000","dns":{"query":"api.example.com.","ips":["93.184.216.34"],"ttl":300,` +
+	`"observation_source":"proxy","rcode":3,"qtypes":["A"],"rrtypes":["A"]}},"destination_names":["api.example.com"],` +
+	`"event_type":{"type":129},"Summary":"DNS Answer"}}`
+
+// DNS records stay on the fast path both ways: decoded without protojson
+// (the Hubble event type is known), and Append's line is Append's own.
+func TestDNSRecordsTakeTheFastPath(t *testing.T) {
+	d, err := Unmarshal([]byte(hubbleDNSLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.HubbleEventType != 129 {
+		t.Errorf("Hubble event type %d, want 129 (-1: the line went to protojson)", d.HubbleEventType)
+	}
+	dns := d.GetFlow().GetL7().GetDns()
+	if dns.GetQuery() != "api.example.com." || dns.GetRcode() != 3 || d.GetFlow().GetL7().GetLatencyNs() != 1250000 || len(dns.GetIps()) != 1 {
+		t.Errorf("decoded l7 %v", d.GetFlow().GetL7())
+	}
+	e := encoder{}
+	if !e.response(d.GetFlowsResponse) {
+		t.Errorf("the encoder's fast path refused the record: %s", e.b)
 	}
 }
 
