@@ -29,27 +29,36 @@ var wantDashboards = map[string][]string{ // title -> variables
 	"Trawl / Drops & Policy": {"node", "namespace"},
 	"Trawl / Conntrack":      {"node", "namespace"},
 	"Trawl / Pipeline":       {"node"},
+	"Trawl / DNS":            {"node", "namespace"},
 }
 
 // wantColumns are the columns each ClickHouse panel's visualization relies
 // on (time series: a DateTime "time" first, then series label and value).
 // A new panel needs an entry here, so its query gets checked too.
 var wantColumns = map[string][]string{
-	"Trawl / Flows|Flow rate by verdict":               {"time", "verdict", "flows_per_second"},
-	"Trawl / Flows|Byte rate by verdict":               {"time", "verdict", "bytes_per_second"},
-	"Trawl / Flows|Top talkers by namespace":           {"src_namespace", "dst_namespace", "bytes", "packets", "flows"},
-	"Trawl / Flows|Top talkers by workload":            {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "bytes", "packets", "flows"},
-	"Trawl / Flows|Bytes by protocol":                  {"protocol", "bytes"},
-	"Trawl / Flows|Top destination ports":              {"protocol", "port", "bytes", "flows", "workloads"},
-	"Trawl / Flows|Recent flows":                       {"time", "node", "kind", "verdict", "source", "destination", "protocol", "dst_port", "packets", "bytes", "drop_reason_desc"},
-	"Trawl / Drops & Policy|Drops by reason":           {"time", "reason", "drops_per_second"},
-	"Trawl / Drops & Policy|Policy drops by namespace": {"time", "namespace", "drops_per_second"},
-	"Trawl / Drops & Policy|Policy drops by policy":    {"policy", "drops", "records", "source_workloads"},
-	"Trawl / Drops & Policy|Top denied pairs":          {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "protocol", "port", "drops", "policies"},
-	"Trawl / Drops & Policy|Recent drops":              {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "drop_class", "denied_by"},
-	"Trawl / Conntrack|Utilization history (samples)":  {"time", "node", "utilization"},
-	"Trawl / Conntrack|Top conntrack creators":         {"creator", "ip", "node", "new_entries"},
-	"Trawl / Pipeline|Lost events reported (history)":  {"time", "node_source", "lost"},
+	"Trawl / Flows|Flow rate by verdict":                     {"time", "verdict", "flows_per_second"},
+	"Trawl / Flows|Byte rate by verdict":                     {"time", "verdict", "bytes_per_second"},
+	"Trawl / Flows|Top talkers by namespace":                 {"src_namespace", "dst_namespace", "bytes", "packets", "flows"},
+	"Trawl / Flows|Top talkers by workload":                  {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "bytes", "packets", "flows"},
+	"Trawl / Flows|Bytes by protocol":                        {"protocol", "bytes"},
+	"Trawl / Flows|Top destination ports":                    {"protocol", "port", "bytes", "flows", "workloads"},
+	"Trawl / Flows|Recent flows":                             {"time", "node", "kind", "verdict", "source", "destination", "protocol", "dst_port", "packets", "bytes", "drop_reason_desc"},
+	"Trawl / Drops & Policy|Drops by reason":                 {"time", "reason", "drops_per_second"},
+	"Trawl / Drops & Policy|Policy drops by namespace":       {"time", "namespace", "drops_per_second"},
+	"Trawl / Drops & Policy|Policy drops by policy":          {"policy", "drops", "records", "source_workloads"},
+	"Trawl / Drops & Policy|Top denied pairs":                {"src_namespace", "src_workload", "dst_namespace", "dst_workload", "protocol", "port", "drops", "policies"},
+	"Trawl / Drops & Policy|Recent drops":                    {"time", "node", "source", "destination", "protocol", "dst_port", "packets", "drop_reason_desc", "drop_reason_kernel", "drop_class", "denied_by"},
+	"Trawl / Conntrack|Utilization history (samples)":        {"time", "node", "utilization"},
+	"Trawl / Conntrack|Top conntrack creators":               {"creator", "ip", "node", "new_entries"},
+	"Trawl / Pipeline|Lost events reported (history)":        {"time", "node_source", "lost"},
+	"Trawl / DNS|DNS queries per second by client namespace": {"time", "client_namespace", "queries_per_second"},
+	"Trawl / DNS|DNS errors by rcode":                        {"time", "rcode", "responses_per_second"},
+	"Trawl / DNS|NXDOMAIN by client workload":                {"client_namespace", "client_workload", "nxdomain", "responses", "nxdomain_ratio", "names"},
+	"Trawl / DNS|DNS latency p50 and p99":                    {"time", "p50_ms", "p99_ms"},
+	"Trawl / DNS|DNS latency by client workload":             {"client_namespace", "client_workload", "responses", "p50_ms", "p99_ms"},
+	"Trawl / DNS|Top DNS names":                              {"name", "queries", "answered", "nxdomain", "other_errors", "clients"},
+	"Trawl / DNS|Slowest DNS names":                          {"name", "responses", "p50_ms", "p99_ms"},
+	"Trawl / DNS|Recent DNS errors":                          {"time", "node", "client", "server", "name", "rcode", "latency_ms"},
 }
 
 func readDashboards(t *testing.T) []*grafana.Dashboard {
@@ -61,7 +70,7 @@ func readDashboards(t *testing.T) []*grafana.Dashboard {
 	return ds
 }
 
-func TestTheFourDashboardsExistWithTheirVariables(t *testing.T) {
+func TestTheDashboardsExistWithTheirVariables(t *testing.T) {
 	got := map[string]bool{}
 	uids := map[string]bool{}
 	for _, d := range readDashboards(t) {
@@ -263,6 +272,11 @@ func schemaWithTestData(t *testing.T, ctx context.Context) (driver.Conn, time.Ti
 	conn := chtest.Open(t, dsn)
 	now := time.Now().Truncate(time.Second)
 	insertTestData(t, ctx, conn.Exec, now)
+	// The DNS columns and dns_1m are schema version 4 (docs/dns.md): without
+	// them only the DNS panels fail.
+	if err := insertDNSTestData(ctx, conn.Exec, now); err != nil {
+		t.Errorf("insert the DNS test data into flows' DNS columns (docs/dns.md): %v", err)
+	}
 	return conn, now
 }
 
@@ -337,7 +351,11 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 				if err != nil {
 					t.Fatalf("%v\n%s", err, sql)
 				}
-				want := map[string][]string{"node": {"node-a", "node-b"}, "namespace": {"db", "shop", "web"}}[v.Name]
+				want := map[string][]string{"node": {"node-a", "node-b"}, "namespace": {"db", "kube-system", "shop", "web"}}[v.Name]
+				if d.Title == "Trawl / DNS" && v.Name == "namespace" {
+					// Client namespaces: kube-system's DNS server only answers.
+					want = []string{"db", "shop", "web"}
+				}
 				if !slices.Equal(values, want) {
 					t.Errorf("values %v, want %v", values, want)
 				}
@@ -351,7 +369,8 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 	}
 }
 
-// Aggregations over time read the per-minute rollups (flows_1m, policy_1m);
+// Aggregations over time read the per-minute rollups (flows_1m, policy_1m,
+// dns_1m);
 // the raw flows table only serves "newest N" listings, which it answers
 // fast because it is sorted by time.
 func TestAggregatingPanelsReadTheRollupsNotTheFlowsTable(t *testing.T) {
