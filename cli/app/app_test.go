@@ -236,6 +236,8 @@ func TestExitCodes(t *testing.T) {
 		{"a bad duration", []string{"observe", "--since", "5 mins"}, ExitUsage, "invalid time"},
 		{"a bad drop class", []string{"observe", "--drop-class", "boring"}, ExitUsage, `unknown drop class "boring"`},
 		{"a bad drop class of top", []string{"top", "droppers", "--drop-class", "policy,boring"}, ExitUsage, `unknown drop class "boring"`},
+		{"a bad DNS response code", []string{"observe", "--dns-rcode", "NXDOMIAN"}, ExitUsage, `unknown DNS response code "NXDOMIAN"`},
+		{"a bad DNS query expression", []string{"observe", "--dns-query", "*.example.com"}, ExitUsage, "not a regular expression: missing argument to repetition operator"},
 		{"conflicting flags", []string{"observe", "--first", "1", "--follow"}, ExitUsage, "cannot set both --first and --follow"},
 		{"conflicting filters", []string{"observe", "--port", "1", "--from-port", "2"}, ExitUsage, "cannot be combined"},
 		{"a bad output format", []string{"observe", "-o", "yaml", "--server", addr}, ExitUsage, "invalid output format"},

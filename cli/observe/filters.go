@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -231,16 +233,18 @@ var filterFlagSpecs = []filterFlagSpec{
 	{name: "service", typ: "[ns/]name", help: "flows from or to this service's ClusterIP ([namespace/]service-prefix)"},
 	{name: "from-service", typ: "[ns/]name", help: "flows from this service"},
 	{name: "to-service", typ: "[ns/]name", help: "flows to this service"},
-	{name: "fqdn", typ: "name", help: `flows from or to this DNS name (e.g. "*.example.com"); Trawl fills names only where known`},
-	{name: "from-fqdn", typ: "name", help: "flows from this DNS name"},
-	{name: "to-fqdn", typ: "name", help: "flows to this DNS name"},
+	{name: "fqdn", typ: "name", help: `flows from or to this DNS name (e.g. "*.example.com", "example.com"): names a client resolved, and the name a DNS query or answer is about`},
+	{name: "from-fqdn", typ: "name", help: "flows from this DNS name, and DNS answers about it"},
+	{name: "to-fqdn", typ: "name", help: "flows to this DNS name, and DNS queries for it"},
 	{name: "ip", typ: "ip|cidr", help: "flows from or to this address or CIDR (e.g. 10.0.0.1, 10.0.0.0/24, fd00::/64)"},
 	{name: "from-ip", typ: "ip|cidr", help: "flows from this address or CIDR"},
 	{name: "to-ip", typ: "ip|cidr", help: "flows to this address or CIDR"},
 	{name: "port", typ: "port", help: "flows with this source or destination port (or range lo-hi)"},
 	{name: "from-port", typ: "port", help: "flows with this source port (or range lo-hi)"},
 	{name: "to-port", typ: "port", help: "flows with this destination port (or range lo-hi)"},
-	{name: "protocol", typ: "proto", help: "flows of this L4 protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6"},
+	{name: "protocol", typ: "proto", help: "flows of this protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6, or dns (DNS queries and answers)"},
+	{name: "dns-query", typ: "regex", help: `DNS queries and answers whose name matches this regular expression (RE2, as Hubble's; names end in a dot: "example\.com\.$")`},
+	{name: "dns-rcode", typ: "rcode", help: "DNS answers with this response code: a name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...) or a number; comma-separated or repeated"},
 	{name: "verdict", typ: "verdict", help: "flows with this verdict: FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED"},
 	{name: "drop-reason-desc", typ: "reason", help: `drops with this reason: "POLICY_DENIED" when NetworkPolicies explain it, else the kernel's name (e.g. "NO_SOCKET")`},
 	{name: "drop-reason", typ: "reason", help: `drops with this kernel drop reason (skb_drop_reason name, e.g. "NETFILTER_DROP", "NO_SOCKET")`},
@@ -254,7 +258,7 @@ var filterFlagSpecs = []filterFlagSpec{
 	{name: "ip-version", typ: "v4|v6", help: "flows of this IP version: v4 or v6"},
 	{name: "drop-class", typ: "class", help: "drops of these classes (comma-separated, repeatable): policy, no-socket, overload, malformed, routing, teardown, other, or all. " +
 		"Without it teardown drops (protocol-normal: queues purged at close, old TCP segments) are hidden"},
-	{name: "type", short: "t", typ: "type", help: "records of this type: flow (aggregate; Hubble's trace is an alias), new, close, drop, policy-verdict, conntrack, lost-events, node-status"},
+	{name: "type", short: "t", typ: "type", help: "records of this type: flow (aggregate; Hubble's trace is an alias), new, close, drop, policy-verdict, l7 (DNS queries and answers), conntrack, lost-events, node-status"},
 	{name: "uuid", typ: "uuid", help: "the flow with this id"},
 }
 
@@ -407,9 +411,9 @@ func (s *side) set(name, val string) error {
 	case "protocol":
 		p := strings.ToLower(strings.TrimSpace(val))
 		switch p {
-		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6":
+		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "dns":
 		default:
-			return errors.New("want tcp, udp, sctp, icmp, icmpv4 or icmpv6 (Trawl sees L3/L4 only)")
+			return errors.New("want tcp, udp, sctp, icmp, icmpv4, icmpv6 or dns")
 		}
 		s.both(func(ff *observerv1.FlowFilter) { ff.Protocol = append(ff.Protocol, p) })
 
@@ -508,17 +512,53 @@ func (s *side) set(name, val string) error {
 			s.records = append(s.records, t)
 			return nil
 		}
+		if t == "l7" {
+			// FlowFilter.type alone (Flow.Type L7); beside other kinds, its
+			// equal L7_EVENT, since the kinds are one OR-ed list.
+			s.both(func(ff *observerv1.FlowFilter) {
+				if len(ff.EventKind) > 0 {
+					ff.EventKind = append(ff.EventKind, flowv1.EventKind_L7_EVENT)
+				} else if !slices.Contains(ff.Type, flowv1.FlowType_L7) {
+					ff.Type = append(ff.Type, flowv1.FlowType_L7)
+				}
+			})
+			return nil
+		}
 		kinds, ok := eventKinds[t]
 		if !ok {
-			return errors.New("want flow, new, close, drop, policy-verdict, conntrack, lost-events or node-status")
+			return errors.New("want flow, new, close, drop, policy-verdict, l7, conntrack, lost-events or node-status")
 		}
 		s.both(func(ff *observerv1.FlowFilter) {
+			if i := slices.Index(ff.Type, flowv1.FlowType_L7); i >= 0 {
+				ff.Type = slices.Delete(ff.Type, i, i+1)
+				ff.EventKind = append(ff.EventKind, flowv1.EventKind_L7_EVENT)
+			}
 			for _, k := range kinds {
 				if !slices.Contains(ff.EventKind, k) {
 					ff.EventKind = append(ff.EventKind, k)
 				}
 			}
 		})
+
+	case "dns-query":
+		if _, err := regexp.Compile(val); err != nil {
+			return fmt.Errorf("not a regular expression: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+		s.both(func(ff *observerv1.FlowFilter) { ff.DnsQuery = append(ff.DnsQuery, val) })
+
+	case "dns-rcode":
+		for _, v := range strings.Split(val, ",") {
+			code, err := dnscodes.ParseRcode(v)
+			if err != nil {
+				return err
+			}
+			name := dnscodes.RcodeName(code)
+			s.both(func(ff *observerv1.FlowFilter) {
+				if !slices.Contains(ff.DnsRcode, name) {
+					ff.DnsRcode = append(ff.DnsRcode, name)
+				}
+			})
+		}
 
 	case "uuid":
 		if strings.TrimSpace(val) == "" {
