@@ -106,7 +106,7 @@ type flowProgs struct {
 // loadFlow loads the flow objects with a map capacity and event rate, and
 // pins the test to one CPU so the per-CPU token bucket and counters are
 // predictable.
-func loadFlow(t *testing.T, mapSize uint32, perSec uint64) *flowProgs {
+func loadFlow(t *testing.T, mapSize uint32, perSec uint64, edit ...func(*ebpf.CollectionSpec)) *flowProgs {
 	t.Helper()
 	roottest.Require(t, "loads BPF programs")
 	runtime.LockOSThread()
@@ -132,6 +132,9 @@ func loadFlow(t *testing.T, mapSize uint32, perSec uint64) *flowProgs {
 	}
 	if err := spec.Variables["events_burst"].Set(perSec); err != nil {
 		t.Fatal(err)
+	}
+	for _, e := range edit {
+		e(spec)
 	}
 	p := &flowProgs{}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
