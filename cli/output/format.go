@@ -3,7 +3,9 @@ package output
 import (
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
@@ -109,8 +111,13 @@ func reserved(ep *flowv1.Endpoint) string {
 }
 
 // typeName is the TYPE column: the record kind, or for drops the reason
-// (where Hubble shows its drop reason text), or the policy-verdict direction.
+// (where Hubble shows its drop reason text), or the policy-verdict direction;
+// L7 records are Hubble's "dns-request", "dns-response" (without Hubble's
+// "proxy": Trawl reads DNS in the datapath).
 func typeName(f *flowv1.Flow) string {
+	if l7 := f.GetL7(); l7 != nil {
+		return l7TypeName(l7)
+	}
 	switch f.GetEventKind() {
 	case flowv1.EventKind_AGGREGATE:
 		return "flow"
@@ -139,6 +146,31 @@ func typeName(f *flowv1.Flow) string {
 		return f.GetDropReasonDesc()
 	}
 	return "UNKNOWN"
+}
+
+func l7TypeName(l7 *flowv1.Layer7) string {
+	dns := l7.GetDns() != nil
+	switch l7.GetType() {
+	case flowv1.L7FlowType_REQUEST:
+		if dns {
+			return "dns-request"
+		}
+		return "l7-request"
+	case flowv1.L7FlowType_RESPONSE:
+		if dns {
+			return "dns-response"
+		}
+		return "l7-response"
+	case flowv1.L7FlowType_SAMPLE:
+		if dns {
+			return "dns-sample"
+		}
+		return "l7-sample"
+	}
+	if dns {
+		return "dns"
+	}
+	return "l7"
 }
 
 // classTokens are the drop classes as they appear in reason names
@@ -258,9 +290,13 @@ func appendPolicyName(b []byte, pol *flowv1.Policy) []byte {
 	return append(b, pol.GetName()...)
 }
 
-// appendSummary writes the L4 summary Hubble shows in parentheses:
-// "TCP Flags: SYN, ACK", "UDP", "ICMPv4 EchoRequest".
+// appendSummary writes the summary Hubble shows in parentheses: for L4
+// "TCP Flags: SYN, ACK", "UDP", "ICMPv4 EchoRequest"; for DNS records
+// Hubble's DNS summary (appendDNSSummary).
 func appendSummary(b []byte, f *flowv1.Flow) []byte {
+	if f.GetL7().GetDns() != nil {
+		return appendDNSSummary(b, f.GetL7())
+	}
 	l4 := f.GetL4()
 	switch {
 	case l4.GetTCP() != nil:
@@ -308,6 +344,91 @@ func appendSummary(b []byte, f *flowv1.Flow) []byte {
 		}
 	}
 	return b
+}
+
+// appendDNSSummary writes Hubble's DNS summary in Trawl's words (the
+// answer is read off the wire, so its source is "Query", never "Proxy"):
+//
+//	DNS Query example.com. A
+//	DNS Answer "93.184.216.34" TTL: 300 (Query example.com. A); latency 1.25ms
+//	DNS Answer RCode: Non-Existent Domain TTL: 0 (Query nope.example. A)
+//
+// An answer of a NOERROR response lists its addresses, then its CNAMEs;
+// the latency is shown when the response was matched to its query.
+func appendDNSSummary(b []byte, l7 *flowv1.Layer7) []byte {
+	d := l7.GetDns()
+	appendQuery := func(b []byte) []byte {
+		b = append(b, d.GetQuery()...)
+		for i, t := range d.GetQtypes() {
+			if i == 0 {
+				b = append(b, ' ')
+			} else {
+				b = append(b, ',')
+			}
+			b = append(b, t...)
+		}
+		return b
+	}
+	if l7.GetType() != flowv1.L7FlowType_RESPONSE {
+		b = append(b, "DNS Query "...)
+		return appendQuery(b)
+	}
+	b = append(b, "DNS Answer "...)
+	if rc := d.GetRcode(); rc != dnscodes.NoError {
+		b = append(b, "RCode: "...)
+		b = append(b, dnscodes.HubbleRcode(rc)...)
+		b = append(b, ' ')
+	} else {
+		if ips := d.GetIps(); len(ips) > 0 {
+			b = appendQuotedList(b, ips)
+			b = append(b, ' ')
+		}
+		if cn := d.GetCnames(); len(cn) > 0 {
+			b = append(b, "CNAMEs: "...)
+			b = appendQuotedList(b, cn)
+			b = append(b, ' ')
+		}
+	}
+	b = append(b, "TTL: "...)
+	b = strconv.AppendUint(b, uint64(d.GetTtl()), 10)
+	b = append(b, " (Query "...)
+	b = appendQuery(b)
+	b = append(b, ')')
+	if ns := l7.GetLatencyNs(); ns > 0 {
+		b = append(b, "; latency "...)
+		b = appendLatency(b, time.Duration(ns))
+	}
+	return b
+}
+
+// appendQuotedList writes values joined by commas as one quoted string.
+func appendQuotedList(b []byte, vs []string) []byte {
+	b = append(b, '"')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return append(b, '"')
+}
+
+// appendLatency writes a duration to three significant places at most:
+// "812µs", "1.25ms", "2.5s" (as time.Duration prints, without allocating).
+func appendLatency(b []byte, d time.Duration) []byte {
+	switch {
+	case d < time.Microsecond:
+		b = strconv.AppendInt(b, int64(d), 10)
+		return append(b, "ns"...)
+	case d < time.Millisecond:
+		b = strconv.AppendInt(b, int64(d.Round(time.Microsecond)/time.Microsecond), 10)
+		return append(b, "µs"...)
+	case d < time.Second:
+		b = strconv.AppendFloat(b, float64(d.Round(time.Microsecond)/time.Microsecond)/1e3, 'f', -1, 64)
+		return append(b, "ms"...)
+	}
+	b = strconv.AppendFloat(b, float64(d.Round(time.Millisecond)/time.Millisecond)/1e3, 'f', -1, 64)
+	return append(b, 's')
 }
 
 var icmpv4Names = map[uint32]string{

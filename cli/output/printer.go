@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/cli/jsonl"
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -219,6 +220,13 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 			b = dictLine(b, "DROP REASON", d)
 		}
 		b = dictLine(b, "SUMMARY", string(appendSummary(nil, f)))
+		b = dictDNS(b, f)
+		if n := f.GetSourceNames(); len(n) > 0 {
+			b = dictLine(b, "SRC NAMES", strings.Join(n, ", "))
+		}
+		if n := f.GetDestinationNames(); len(n) > 0 {
+			b = dictLine(b, "DST NAMES", strings.Join(n, ", "))
+		}
 		if f.GetPackets() != 0 || f.GetBytes() != 0 {
 			b = dictLine(b, "PACKETS", strconv.FormatUint(f.GetPackets(), 10))
 			b = dictLine(b, "BYTES", strconv.FormatUint(f.GetBytes(), 10))
@@ -258,6 +266,40 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 }
 
 const dictSeparator = "------------\n"
+
+// dictDNS writes a DNS record's fields, one per line: the query and its
+// types, the response code, the answer's addresses, CNAMEs, record types
+// and TTL, and the latency when the response was matched to its query.
+func dictDNS(b []byte, f *flowv1.Flow) []byte {
+	d := f.GetL7().GetDns()
+	if d == nil {
+		return b
+	}
+	q := d.GetQuery()
+	if t := d.GetQtypes(); len(t) > 0 {
+		q += " " + strings.Join(t, ",")
+	}
+	b = dictLine(b, "DNS QUERY", q)
+	if f.GetL7().GetType() != flowv1.L7FlowType_RESPONSE {
+		return b
+	}
+	rc := d.GetRcode()
+	b = dictLine(b, "DNS RCODE", dnscodes.RcodeName(rc)+" ("+dnscodes.HubbleRcode(rc)+")")
+	if ips := d.GetIps(); len(ips) > 0 {
+		b = dictLine(b, "DNS IPS", strings.Join(ips, ", "))
+	}
+	if cn := d.GetCnames(); len(cn) > 0 {
+		b = dictLine(b, "DNS CNAMES", strings.Join(cn, ", "))
+	}
+	if rr := d.GetRrtypes(); len(rr) > 0 {
+		b = dictLine(b, "DNS RRTYPES", strings.Join(rr, ","))
+	}
+	b = dictLine(b, "DNS TTL", strconv.FormatUint(uint64(d.GetTtl()), 10)+"s")
+	if ns := f.GetL7().GetLatencyNs(); ns > 0 {
+		b = dictLine(b, "LATENCY", string(appendLatency(nil, time.Duration(ns))))
+	}
+	return b
+}
 
 // dictLine writes "KEY: value" with keys right-aligned to the longest key.
 func dictLine(b []byte, key, val string) []byte {

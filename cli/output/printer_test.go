@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,8 +24,10 @@ var update = flag.Bool("update", false, "rewrite the golden files (then check th
 // fixture reads testdata/flows.jsonl: TCP/UDP/ICMPv4/ICMPv6, IPv4/IPv6, a
 // reply, drops explained and unexplained by policy, a teardown drop (whose
 // class compact output shows), policy verdicts both ways, endpoints with and
-// without pods, a service, reserved and unknown endpoints, lost events, a
-// conntrack sample and a node status.
+// without pods, a service, reserved and unknown endpoints, DNS queries and
+// answers (NOERROR with addresses and CNAMEs, NXDOMAIN, SERVFAIL, with and
+// without latency, a dropped query), flows carrying resolved names, lost
+// events, a conntrack sample and a node status.
 func fixture(t *testing.T) []*observerv1.GetFlowsResponse {
 	t.Helper()
 	f, err := os.Open("testdata/flows.jsonl")
@@ -172,5 +175,49 @@ func TestJSONLinesAreThePinnedEnvelopeAndRoundTrip(t *testing.T) {
 func TestUnknownFormatIsRejected(t *testing.T) {
 	if _, err := New(&bytes.Buffer{}, &bytes.Buffer{}, Options{Format: "yaml"}); err == nil {
 		t.Fatal("format yaml accepted")
+	}
+}
+
+func TestLatencyIsShownToThreeSignificantPlaces(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		640 * time.Nanosecond:     "640ns",
+		812_400 * time.Nanosecond: "812µs",
+		999_999 * time.Nanosecond: "1000µs",
+		time.Millisecond:          "1ms",
+		1_250_000:                 "1.25ms",
+		2500 * time.Millisecond:   "2.5s",
+		61 * time.Second:          "61s",
+	} {
+		if got := string(appendLatency(nil, d)); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}
+
+// The DNS summary and type add no allocation to a compact line: each DNS
+// record costs what the same record without its L7 part costs.
+func TestCompactDNSLinesAllocateNoMoreThanL4Lines(t *testing.T) {
+	p, err := New(io.Discard, io.Discard, Options{Format: Compact, IPTranslation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 0, 1024)
+	allocs := func(r *observerv1.GetFlowsResponse) float64 {
+		return testing.AllocsPerRun(50, func() { b = p.compactFlow(b[:0], r) })
+	}
+	n := 0
+	for _, r := range fixture(t) {
+		if r.GetFlow().GetL7() == nil {
+			continue
+		}
+		n++
+		l4 := proto.Clone(r).(*observerv1.GetFlowsResponse)
+		l4.GetFlow().L7 = nil
+		if got, want := allocs(r), allocs(l4); got > want {
+			t.Errorf("%s: %.0f allocations, %.0f without its L7 part", p.compactFlow(nil, r), got, want)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("%d DNS records in the fixture", n)
 	}
 }
