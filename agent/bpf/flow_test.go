@@ -419,18 +419,27 @@ func TestInstantEventsAreRateLimitedAndAFullMapIsCounted(t *testing.T) {
 
 // BenchmarkFlowProgram measures the in-kernel cost of one run with
 // BPF_PROG_TEST_RUN (bench/datapath.sh reports it): a data packet of an
-// existing flow, the common case.
+// existing flow, the common case (neither is DNS: DNS capture costs them
+// one port check).
+// TRAWL_FLOW_OBJECT=path runs another build of flow.c instead of the
+// embedded one (e.g. `git show REV:agent/bpf/flow_bpfel.o`), to compare
+// before and after a change (docs/benchmarks/dns.md).
 func BenchmarkFlowProgram(b *testing.B) {
 	roottest.Require(b, "loads BPF programs")
 	spec, err := LoadFlow()
+	if path := os.Getenv("TRAWL_FLOW_OBJECT"); path != "" {
+		spec, err = ebpf.LoadCollectionSpec(path)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	var objs FlowObjects
+	var objs struct {
+		TrawlFlowIngress *ebpf.Program `ebpf:"trawl_flow_ingress"`
+	}
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		b.Fatal(err)
 	}
-	defer objs.Close()
+	defer objs.TrawlFlowIngress.Close()
 	pkts := map[string][]byte{
 		"IPv4 TCP": frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag, 1000))),
 		"IPv6 UDP": frame(0x86DD, ipv6(17, udp(1000, 2000, 64))),
