@@ -246,6 +246,7 @@ const (
 	hubbleTrace         = 4
 	hubblePolicyVerdict = 5
 	hubbleTraceSock     = 7
+	hubbleL7            = 129 // access log: Cilium's proxy's L7 records (DNS)
 )
 
 // hubbleExtras are the Hubble fields that carry meaning Trawl keeps in other
@@ -299,6 +300,8 @@ func (dec *Decoder) Decode(line []byte) (*observerv1.GetFlowsResponse, error) {
 			f.EventKind = flowv1.EventKind_POLICY_VERDICT
 		case hubbleTrace, hubbleTraceSock:
 			f.EventKind = flowv1.EventKind_AGGREGATE
+		case hubbleL7:
+			f.EventKind = flowv1.EventKind_L7_EVENT
 		}
 		// Hubble's drop reasons are Cilium's datapath names, not the kernel's:
 		// drop_reason_kernel stays empty rather than guessed.

@@ -110,6 +110,49 @@ func TestInputFileSelectsTheSameFromHubbleAndTrawlLines(t *testing.T) {
 	}
 }
 
+// DNS records as `hubble observe -o jsonpb` prints them (event type L7,
+// from Cilium's DNS proxy) and as Trawl writes them select alike.
+func TestInputFileSelectsDNSTheSameFromHubbleAndTrawlLines(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"everything", []string{"--all"}, 5},
+		{"L7 records", []string{"--type", "l7"}, 4},
+		{"not L7 records", []string{"--not", "--type", "l7"}, 1},
+		{"DNS records", []string{"--protocol", "dns"}, 4},
+		{"a query's name and a flow's destination name", []string{"--to-fqdn", "api.example.com"}, 2},
+		{"an answer's name", []string{"--from-fqdn", "api.example.com"}, 1},
+		{"a name pattern at either end", []string{"--fqdn", "*.example.com"}, 3},
+		{"a query regex", []string{"--dns-query", `cluster\.local\.$`}, 2},
+		{"a response code", []string{"--dns-rcode", "NXDOMAIN"}, 1},
+		{"queries of one pod", []string{"--type", "l7", "--from-pod", "shop/web"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var results [2][]string
+			for i, file := range []string{"testdata/trawl-dns.jsonl", "testdata/hubble-dns.jsonl"} {
+				args := append([]string{"--input-file", file, "-o", "json"}, tt.args...)
+				out, errOut, err := runObserve(t, "", args...)
+				if err != nil {
+					t.Fatalf("%v: %v", args, err)
+				}
+				if errOut != "" {
+					t.Fatalf("%v: unexpected warnings: %s", args, errOut)
+				}
+				results[i] = selected(t, out)
+			}
+			if strings.Join(results[0], " ") != strings.Join(results[1], " ") {
+				t.Fatalf("%v selects differently\ntrawl:  %v\nhubble: %v", tt.args, results[0], results[1])
+			}
+			if len(results[0]) != tt.want {
+				t.Fatalf("%v selected %d records, want %d: %v", tt.args, len(results[0]), tt.want, results[0])
+			}
+		})
+	}
+}
+
 func TestInputFileReadsStdinAndPrintsHubbleRecordsAsSuch(t *testing.T) {
 	hubble := mustRead(t, "testdata/hubble.jsonl")
 	out, errOut, err := runObserve(t, hubble, "--input-file", "-", "--color", "never")
