@@ -63,15 +63,23 @@ func BenchmarkMarshalTrawl(b *testing.B) {
 }
 
 // BenchmarkMetrics is the cost of Hubble's default metrics per ingested
-// record, and with namespace contexts.
+// record, and with namespace contexts. The golden records include three
+// DNS records in fourteen (far more than real traffic has); "l3l4-records"
+// leaves them out, "without-dns" runs the default metrics as they were
+// before DNS (no dns handler) for comparison.
 func BenchmarkMetrics(b *testing.B) {
+	withoutDNS := DefaultMetrics[:len(DefaultMetrics)-1]
 	for _, c := range []struct {
 		name  string
 		specs []string
+		l3l4  bool
 	}{
-		{"default", DefaultMetrics},
+		{"default", DefaultMetrics, false},
+		{"default-l3l4-records", DefaultMetrics, true},
+		{"without-dns", withoutDNS, false},
+		{"without-dns-l3l4-records", withoutDNS, true},
 		{"namespace-context", []string{"flow:sourceContext=namespace;destinationContext=namespace", "drop:sourceContext=namespace;destinationContext=namespace",
-			"tcp", "port-distribution", "icmp", "policy:sourceContext=namespace;destinationContext=namespace"}},
+			"tcp", "port-distribution", "icmp", "policy:sourceContext=namespace;destinationContext=namespace"}, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			m, err := NewMetrics(MetricsConfig{Metrics: c.specs}, nil)
@@ -81,7 +89,9 @@ func BenchmarkMetrics(b *testing.B) {
 			var batch []*flowv1.Flow
 			for len(batch) < 1000 {
 				for _, r := range benchRecords(b) {
-					batch = append(batch, r.GetFlow())
+					if !c.l3l4 || r.GetFlow().GetL7() == nil {
+						batch = append(batch, r.GetFlow())
+					}
 				}
 			}
 			batch = batch[:1000]

@@ -49,6 +49,26 @@ type contextOptions struct {
 	source, sourceIngress, sourceEgress []ctxID
 	dest, destIngress, destEgress       []ctxID
 	hasSource, hasDest                  bool
+	// joined interns "namespace/name" values (pod, workload contexts), so
+	// counting a record does not allocate them again; bounded.
+	joined map[[2]string]string
+}
+
+// maxJoined bounds contextOptions.joined; a full map is started afresh.
+const maxJoined = 1 << 14
+
+// join is ns + "/" + name, interned.
+func (o *contextOptions) join(ns, name string) string {
+	k := [2]string{ns, name}
+	if v, ok := o.joined[k]; ok {
+		return v
+	}
+	if o.joined == nil || len(o.joined) >= maxJoined {
+		o.joined = make(map[[2]string]string)
+	}
+	v := ns + "/" + name
+	o.joined[k] = v
+	return v
 }
 
 // setOption applies one context option; ok is false when key is not one.
@@ -123,7 +143,7 @@ func (o *contextOptions) appendValues(vals []string, f *flowv1.Flow) []string {
 		} else if o.sourceEgress != nil && dir == flowv1.TrafficDirection_EGRESS {
 			ids = o.sourceEgress
 		}
-		vals = append(vals, firstValue(ids, f, true))
+		vals = append(vals, o.firstValue(ids, f, true))
 	}
 	if o.hasDest {
 		ids := o.dest
@@ -132,21 +152,21 @@ func (o *contextOptions) appendValues(vals []string, f *flowv1.Flow) []string {
 		} else if o.destEgress != nil && dir == flowv1.TrafficDirection_EGRESS {
 			ids = o.destEgress
 		}
-		vals = append(vals, firstValue(ids, f, false))
+		vals = append(vals, o.firstValue(ids, f, false))
 	}
 	return vals
 }
 
-func firstValue(ids []ctxID, f *flowv1.Flow, source bool) string {
+func (o *contextOptions) firstValue(ids []ctxID, f *flowv1.Flow, source bool) string {
 	for _, id := range ids {
-		if v := contextValue(id, f, source); v != "" {
+		if v := o.contextValue(id, f, source); v != "" {
 			return v
 		}
 	}
 	return ""
 }
 
-func contextValue(id ctxID, f *flowv1.Flow, source bool) string {
+func (o *contextOptions) contextValue(id ctxID, f *flowv1.Flow, source bool) string {
 	ep := f.GetDestination()
 	if source {
 		ep = f.GetSource()
@@ -158,7 +178,7 @@ func contextValue(id ctxID, f *flowv1.Flow, source bool) string {
 		return strings.Join(ep.GetLabels(), ",")
 	case ctxPod:
 		if ep.GetNamespace() != "" {
-			return ep.GetNamespace() + "/" + ep.GetPodName()
+			return o.join(ep.GetNamespace(), ep.GetPodName())
 		}
 		return ep.GetPodName()
 	case ctxPodName:
@@ -178,7 +198,7 @@ func contextValue(id ctxID, f *flowv1.Flow, source bool) string {
 	case ctxWorkload:
 		name := workloadName(ep)
 		if name != "" && ep.GetNamespace() != "" {
-			return ep.GetNamespace() + "/" + name
+			return o.join(ep.GetNamespace(), name)
 		}
 		return name
 	case ctxWorkloadName:

@@ -12,6 +12,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/ingest"
 	"github.com/trawl-dev/trawl/relay/store"
@@ -33,6 +34,10 @@ import (
 //	hubble_policy_verdicts_total    POLICY_VERDICT records (not from the host), +1
 //	hubble_flows_to_world_total     AGGREGATE records to reserved:world that are not replies and DROP records of policy (any drop with any-drop), +1; with syn-only forwarded FLOW_NEW SYNs
 //	hubble_lost_events_total        lost-events records, +lost records
+//	hubble_dns_queries_total        DNS query records (and dropped DNS records, rcode "Policy denied"), +1
+//	hubble_dns_responses_total      DNS response records, +1
+//	hubble_dns_response_types_total DNS response records, +1 per answer record type
+//	trawl_dns_response_latency_seconds  DNS responses matched to their query: the latency
 //
 // Every metric has a hard budget of series: a record that would create a
 // series beyond it is not counted there but in
@@ -55,8 +60,10 @@ type MetricsConfig struct {
 }
 
 // DefaultMetrics are enabled unless configured otherwise: Hubble's flow
-// metrics without context labels.
-var DefaultMetrics = []string{"flow", "drop", "tcp", "port-distribution", "icmp", "policy"}
+// metrics without context labels, and DNS with the client and server
+// workloads (docs/dns.md).
+var DefaultMetrics = []string{"flow", "drop", "tcp", "port-distribution", "icmp", "policy",
+	"dns:sourceContext=workload|reserved-identity;destinationContext=workload|reserved-identity"}
 
 // DefaultSeriesLimit is the default series budget per metric.
 const DefaultSeriesLimit = 5000
@@ -64,6 +71,7 @@ const DefaultSeriesLimit = 5000
 type handler struct {
 	name     string
 	vec      *prometheus.CounterVec
+	hist     *prometheus.HistogramVec // instead of vec for histograms
 	ctx      contextOptions
 	observe  func(h *handler, f *flowv1.Flow)
 	opts     map[string]bool // metric-specific options (flows-to-world)
@@ -80,6 +88,7 @@ type handler struct {
 
 type series struct {
 	c    prometheus.Counter
+	o    prometheus.Observer // histograms
 	vals []string
 	last int64
 }
@@ -89,7 +98,8 @@ type series struct {
 type Metrics struct {
 	cfg       MetricsConfig
 	mu        sync.Mutex
-	handlers  []*handler
+	handlers  []*handler // every metric
+	passes    []*handler // what Observe runs over a batch: the handlers, a family's behind one dispatcher
 	lost      *handler
 	lastSweep time.Time
 }
@@ -101,6 +111,14 @@ type metricDef struct {
 	ctxFirst bool     // context labels before the metric's own (drop)
 	options  []string // metric-specific options
 	observe  func(h *handler, f *flowv1.Flow)
+	// family: the spec enables these metrics (with the spec's options)
+	// instead of one (dns: three counters and a histogram).
+	family []metricDef
+	// histogram: a Trawl histogram (full name in name) rather than a
+	// hubble_ counter.
+	histogram bool
+	// optionLabels: option -> label appended to fixed when the option is set.
+	optionLabels map[string]string
 }
 
 var metricDefs = map[string]metricDef{
@@ -120,8 +138,24 @@ var metricDefs = map[string]metricDef{
 		fixed: []string{"protocol", "verdict"}, options: []string{"any-drop", "port", "syn-only"}, observe: observeToWorld},
 }
 
+// dnsOptions are the dns metric's options, as Hubble's: query adds the
+// query name as a label (unbounded: mind the series budget), ignoreAAAA
+// leaves out records whose only question type is AAAA.
+var dnsOptions = []string{"query", "ignoreaaaa"}
+
+func init() {
+	metricDefs["dns"] = metricDef{family: []metricDef{
+		{name: "dns_queries_total", help: "Number of DNS queries observed", ctxFirst: true,
+			fixed: []string{"rcode", "qtypes", "ips_returned"}, options: dnsOptions, optionLabels: map[string]string{"query": "query"}, observe: observeDNSQuery},
+		{name: "dns_responses_total", help: "Number of DNS queries observed", ctxFirst: true,
+			fixed: []string{"rcode", "qtypes", "ips_returned"}, options: dnsOptions, optionLabels: map[string]string{"query": "query"}, observe: observeDNSResponse},
+		{name: "dns_response_types_total", help: "Number of DNS queries observed", ctxFirst: true,
+			fixed: []string{"type", "qtypes"}, options: dnsOptions, optionLabels: map[string]string{"query": "query"}, observe: observeDNSResponseTypes},
+		{name: "trawl_dns_response_latency_seconds", histogram: true, options: dnsOptions, observe: observeDNSLatency},
+	}}
+}
+
 var unsupportedMetrics = map[string]string{
-	"dns":    "Trawl records no DNS (L7) flows yet",
 	"http":   "Trawl records no HTTP (L7) flows",
 	"httpv2": "Trawl records no HTTP (L7) flows",
 	"kafka":  "Trawl records no Kafka (L7) flows",
@@ -153,15 +187,32 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 		Help: "Series of each Hubble metric (bounded by --hubble-metrics-series-limit)."}, []string{"metric"})
 	seen := map[string]bool{}
 	for _, spec := range cfg.Metrics {
-		h, err := newHandler(spec, cfg.SeriesLimit)
+		hs, err := newHandlers(spec, cfg.SeriesLimit)
 		if err != nil {
 			return nil, err
 		}
-		if seen[h.name] {
-			return nil, fmt.Errorf("hubble metrics: %s configured twice", h.name)
+		for _, h := range hs {
+			if seen[h.name] {
+				return nil, fmt.Errorf("hubble metrics: %s configured twice", h.name)
+			}
+			seen[h.name] = true
+			m.handlers = append(m.handlers, h)
 		}
-		seen[h.name] = true
-		m.handlers = append(m.handlers, h)
+		if len(hs) == 1 {
+			m.passes = append(m.passes, hs[0])
+			continue
+		}
+		// A family (dns) looks at its records once: one pass that skips
+		// every record without a DNS layer, then its metrics.
+		m.passes = append(m.passes, &handler{name: "dispatch", observe: func(d *handler, f *flowv1.Flow) {
+			if f.GetL7().GetDns() == nil {
+				return
+			}
+			for _, h := range hs {
+				h.now = d.now
+				h.observe(h, f)
+			}
+		}})
 	}
 	// Hubble enables lost_events_total with any other metric.
 	m.lost = &handler{name: "hubble_lost_events_total", series: map[string]*series{}, limit: cfg.SeriesLimit,
@@ -174,7 +225,11 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 		h.overflow = overflow.WithLabelValues(h.name)
 		h.count = count.WithLabelValues(h.name)
 		if reg != nil {
-			if err := reg.Register(h.vec); err != nil {
+			var c prometheus.Collector = h.vec
+			if h.hist != nil {
+				c = h.hist
+			}
+			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("hubble metrics: register %s: %w", h.name, err)
 			}
 		}
@@ -182,7 +237,13 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 	return m, nil
 }
 
-func newHandler(spec string, limit int) (*handler, error) {
+// dnsLatencyBuckets are trawl_dns_response_latency_seconds' buckets: a
+// cache hit on the node (sub-millisecond) to an upstream timeout (5 s).
+var dnsLatencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// newHandlers parses one spec into the handlers of its metrics (one, or a
+// family's).
+func newHandlers(spec string, limit int) ([]*handler, error) {
 	name, optStr, _ := strings.Cut(strings.TrimSpace(spec), ":")
 	def, ok := metricDefs[name]
 	if !ok {
@@ -191,7 +252,26 @@ func newHandler(spec string, limit int) (*handler, error) {
 		}
 		return nil, fmt.Errorf("hubble metric %q: unknown (Trawl has %s)", name, strings.Join(MetricNames(), ", "))
 	}
+	defs := def.family
+	if defs == nil {
+		defs = []metricDef{def}
+	}
+	var out []*handler
+	for _, d := range defs {
+		h, err := newHandler(name, d, optStr, limit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func newHandler(name string, def metricDef, optStr string, limit int) (*handler, error) {
 	h := &handler{name: "hubble_" + def.name, observe: def.observe, series: map[string]*series{}, limit: limit, opts: map[string]bool{}}
+	if def.histogram {
+		h.name = def.name
+	}
 	if optStr != "" {
 		for _, opt := range strings.Split(optStr, ";") {
 			if opt == "" {
@@ -215,10 +295,23 @@ func newHandler(spec string, limit int) (*handler, error) {
 	if h.opts["port"] {
 		fixed = append(append([]string(nil), fixed...), "port")
 	}
+	for _, opt := range def.options {
+		if l, ok := def.optionLabels[opt]; ok && h.opts[opt] {
+			fixed = append(append([]string(nil), fixed...), l)
+		}
+	}
 	labels := append(append([]string(nil), fixed...), h.ctx.labelNames()...)
 	if def.ctxFirst {
 		labels = append(h.ctx.labelNames(), fixed...)
 		h.ctxFirst = true
+	}
+	if def.histogram {
+		// Trawl's own: the matched responses' latency with the DNS
+		// metric's context labels.
+		h.hist = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trawl_dns_response_latency_seconds",
+			Help:    "Latency of DNS responses matched to their query (same client, server, ports and message id), as seen on the node.",
+			Buckets: dnsLatencyBuckets}, labels)
+		return h, nil
 	}
 	h.vec = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hubble", Name: def.name, Help: def.help}, labels)
 	return h, nil
@@ -227,6 +320,20 @@ func newHandler(spec string, limit int) (*handler, error) {
 // add counts n for a series given by the metric's own label values
 // followed (or preceded, for drop_total) by f's context values.
 func (h *handler) add(f *flowv1.Flow, n float64, fixed ...string) {
+	if s := h.seriesOf(f, fixed); s != nil {
+		s.c.Add(n)
+	}
+}
+
+// observeValue adds v to a histogram's series, as add does for counters.
+func (h *handler) observeValue(f *flowv1.Flow, v float64, fixed ...string) {
+	if s := h.seriesOf(f, fixed); s != nil {
+		s.o.Observe(v)
+	}
+}
+
+// seriesOf finds or makes the series, nil when the budget is full.
+func (h *handler) seriesOf(f *flowv1.Flow, fixed []string) *series {
 	vals := h.vals[:0]
 	if h.ctxFirst {
 		vals = h.ctx.appendValues(vals, f)
@@ -246,22 +353,31 @@ func (h *handler) add(f *flowv1.Flow, n float64, fixed ...string) {
 	if !ok {
 		if len(h.series) >= h.limit {
 			h.overflow.Inc()
-			return
+			return nil
 		}
 		vc := append([]string(nil), vals...)
-		s = &series{c: h.vec.WithLabelValues(vc...), vals: vc}
+		s = &series{vals: vc}
+		if h.hist != nil {
+			s.o = h.hist.WithLabelValues(vc...)
+		} else {
+			s.c = h.vec.WithLabelValues(vc...)
+		}
 		h.series[string(key)] = s
 		h.count.Set(float64(len(h.series)))
 	}
-	s.c.Add(n)
 	s.last = h.now
+	return s
 }
 
 // sweep deletes series idle since before cutoff.
 func (h *handler) sweep(cutoff int64) {
 	for k, s := range h.series {
 		if s.last < cutoff {
-			h.vec.DeleteLabelValues(s.vals...)
+			if h.hist != nil {
+				h.hist.DeleteLabelValues(s.vals...)
+			} else {
+				h.vec.DeleteLabelValues(s.vals...)
+			}
 			delete(h.series, k)
 		}
 	}
@@ -285,7 +401,7 @@ func (m *Metrics) Observe(flows []*flowv1.Flow, lost []*flowv1.LostEvent) {
 		}
 		m.lost.sweep(cutoff)
 	}
-	for _, h := range m.handlers {
+	for _, h := range m.passes {
 		h.now = now.UnixNano()
 		for _, f := range flows {
 			if !m.cfg.TeardownDrops && f.GetDropClass() == "teardown" {
@@ -327,11 +443,19 @@ func packets(f *flowv1.Flow) float64 { return float64(max(f.GetPackets(), 1)) }
 
 func observeFlow(h *handler, f *flowv1.Flow) {
 	typ, _, point := eventType(f)
-	sub := ""
-	if typ == msgTypeTrace {
-		sub = traceSubtypeName(point)
+	sub, proto := "", ""
+	switch typ {
+	case msgTypeTrace:
+		sub, proto = traceSubtypeName(point), protocolName(f.GetL4())
+	case msgTypeAccessLog: // Hubble's protocol and subtype of L7 records
+		proto = "Unknown L7"
+		if f.GetL7().GetDns() != nil {
+			sub, proto = "DNS", "DNS"
+		}
+	default:
+		proto = protocolName(f.GetL4())
 	}
-	h.add(f, 1, protocolName(f.GetL4()), eventTypeName(typ), sub, flowpb.Verdict(f.GetVerdict()).String())
+	h.add(f, 1, proto, eventTypeName(typ), sub, flowpb.Verdict(f.GetVerdict()).String())
 }
 
 func observeDrop(h *handler, f *flowv1.Flow) {
@@ -493,4 +617,107 @@ func l4Ports(l4 *flowv1.Layer4) (src, dst uint32, ok bool) {
 		return l4.GetSCTP().GetSourcePort(), l4.GetSCTP().GetDestinationPort(), true
 	}
 	return 0, 0, false
+}
+
+// DNS metrics, with the behaviour of Hubble's dns handler: a DROPPED
+// record counts as a query with rcode "Policy denied" (Hubble's DNS proxy
+// drops only by policy; Trawl's drops have other reasons too, see
+// drop_reason_desc), a record that is not a reply as a query (rcode ""),
+// a reply as a response with Hubble's words for its rcode and one
+// response_types count per answer record type. ignoreAAAA skips records
+// whose only question type is AAAA; query adds the name.
+
+// dnsOf is f's DNS record, nil for others and, with ignoreAAAA, for
+// AAAA-only questions.
+func dnsOf(h *handler, f *flowv1.Flow) *flowv1.DNS {
+	d := f.GetL7().GetDns()
+	if d == nil {
+		return nil
+	}
+	if h.opts["ignoreaaaa"] && len(d.GetQtypes()) == 1 && d.GetQtypes()[0] == "AAAA" {
+		return nil
+	}
+	return d
+}
+
+var ipsReturned [64]string
+
+func ipsReturnedLabel(n int) string {
+	if n < len(ipsReturned) {
+		return ipsReturned[n]
+	}
+	return strconv.Itoa(n)
+}
+
+func init() {
+	for i := range ipsReturned {
+		ipsReturned[i] = strconv.Itoa(i)
+	}
+}
+
+// dnsAdd counts a record in queries_total or responses_total.
+func (h *handler) dnsAdd(f *flowv1.Flow, d *flowv1.DNS, rcode string) {
+	qtypes := strings.Join(d.GetQtypes(), ",")
+	if h.opts["query"] {
+		h.add(f, 1, rcode, qtypes, ipsReturnedLabel(len(d.GetIps())), d.GetQuery())
+		return
+	}
+	h.add(f, 1, rcode, qtypes, ipsReturnedLabel(len(d.GetIps())))
+}
+
+func observeDNSQuery(h *handler, f *flowv1.Flow) {
+	d := dnsOf(h, f)
+	switch {
+	case d == nil:
+	case f.GetVerdict() == flowv1.Verdict_DROPPED:
+		h.dnsAdd(f, d, "Policy denied")
+	case !f.GetIsReply().GetValue():
+		h.dnsAdd(f, d, "")
+	}
+}
+
+func observeDNSResponse(h *handler, f *flowv1.Flow) {
+	if d := dnsOf(h, f); d != nil && f.GetVerdict() != flowv1.Verdict_DROPPED && f.GetIsReply().GetValue() {
+		h.dnsAdd(f, d, hubbleRcode(d.GetRcode()))
+	}
+}
+
+func observeDNSResponseTypes(h *handler, f *flowv1.Flow) {
+	d := dnsOf(h, f)
+	if d == nil || f.GetVerdict() == flowv1.Verdict_DROPPED || !f.GetIsReply().GetValue() {
+		return
+	}
+	qtypes := strings.Join(d.GetQtypes(), ",")
+	for _, t := range d.GetRrtypes() {
+		if h.opts["query"] {
+			h.add(f, 1, t, qtypes, d.GetQuery())
+		} else {
+			h.add(f, 1, t, qtypes)
+		}
+	}
+}
+
+// observeDNSLatency observes the responses matched to their query.
+func observeDNSLatency(h *handler, f *flowv1.Flow) {
+	d := dnsOf(h, f)
+	if d == nil || f.GetVerdict() == flowv1.Verdict_DROPPED || !f.GetIsReply().GetValue() || f.GetL7().GetLatencyNs() == 0 {
+		return
+	}
+	h.observeValue(f, float64(f.GetL7().GetLatencyNs())/1e9)
+}
+
+// hubbleRcodeMore are Hubble's words for the response codes
+// internal/dnscodes has no name for (IANA's descriptions).
+var hubbleRcodeMore = map[uint32]string{
+	11: "DSO-TYPE Not Implemented", 16: "Bad OPT Version", 17: "Key not recognized", 18: "Signature out of time window",
+	19: "Bad TKEY Mode", 20: "Duplicate key name", 21: "Algorithm not supported", 22: "Bad Truncation", 23: "Bad/missing Server Cookie",
+}
+
+// hubbleRcode is the rcode label of Hubble's DNS metrics: Hubble's words,
+// "" for a code Hubble has no words for.
+func hubbleRcode(code uint32) string {
+	if !strings.HasPrefix(dnscodes.RcodeName(code), "RCODE") {
+		return dnscodes.HubbleRcode(code)
+	}
+	return hubbleRcodeMore[code]
 }

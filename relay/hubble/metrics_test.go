@@ -21,14 +21,17 @@ import (
 // context labels the options add ("source", "destination" and the
 // labelsContext names, see "Context Options").
 var hubbleDocumented = map[string][]string{
-	"hubble_flows_processed_total":   {"protocol", "type", "subtype", "verdict"},
-	"hubble_drop_total":              {"reason", "protocol"},
-	"hubble_tcp_flags_total":         {"flag", "family"},
-	"hubble_port_distribution_total": {"protocol", "port"},
-	"hubble_icmp_total":              {"family", "type"},
-	"hubble_policy_verdicts_total":   {"direction", "match", "action"},
-	"hubble_flows_to_world_total":    {"protocol", "verdict"},
-	"hubble_lost_events_total":       {"source"},
+	"hubble_flows_processed_total":    {"protocol", "type", "subtype", "verdict"},
+	"hubble_drop_total":               {"reason", "protocol"},
+	"hubble_tcp_flags_total":          {"flag", "family"},
+	"hubble_port_distribution_total":  {"protocol", "port"},
+	"hubble_icmp_total":               {"family", "type"},
+	"hubble_policy_verdicts_total":    {"direction", "match", "action"},
+	"hubble_flows_to_world_total":     {"protocol", "verdict"},
+	"hubble_lost_events_total":        {"source"},
+	"hubble_dns_queries_total":        {"rcode", "qtypes", "ips_returned"},
+	"hubble_dns_responses_total":      {"rcode", "qtypes", "ips_returned"},
+	"hubble_dns_response_types_total": {"type", "qtypes"},
 }
 
 func gather(t *testing.T, reg *prometheus.Registry) map[string]*dto.MetricFamily {
@@ -173,7 +176,8 @@ func TestMetricValues(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-endpoint", "verdict": "FORWARDED", "protocol": "TCP"}, 2},
+		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-endpoint", "verdict": "FORWARDED", "protocol": "TCP"}, 3},
+		{"hubble_flows_processed_total", map[string]string{"type": "L7", "subtype": "DNS", "verdict": "FORWARDED", "protocol": "DNS"}, 3},
 		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "to-network", "protocol": "TCP"}, 1},
 		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-network", "protocol": "ICMPv6"}, 1},
 		{"hubble_flows_processed_total", map[string]string{"type": "Drop", "subtype": "", "verdict": "DROPPED"}, 4}, // the teardown drop is left out
@@ -192,6 +196,7 @@ func TestMetricValues(t *testing.T) {
 		{"hubble_tcp_flags_total", map[string]string{"flag": "SYN-ACK"}, 0},
 		// Packets of forwarded aggregates known not to be replies.
 		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "5432"}, 42 + 10},
+		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "443"}, 12},
 		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "40000"}, 0},
 		{"hubble_icmp_total", map[string]string{"family": "IPv6", "type": "EchoRequest"}, 5},
 		{"hubble_icmp_total", map[string]string{"family": "IPv4", "type": "EchoRequest"}, 2},
@@ -254,7 +259,7 @@ func TestMetricSeriesBudget(t *testing.T) {
 }
 
 func TestMetricSpecsAreChecked(t *testing.T) {
-	for _, spec := range []string{"dns", "httpV2:exemplars=true", "flow:sourceContext=nonsense", "drop:labelsContext=source_nonsense",
+	for _, spec := range []string{"dns:nonsense", "kafka", "httpV2:exemplars=true", "flow:sourceContext=nonsense", "drop:labelsContext=source_nonsense",
 		"tcp:query", "nosuchmetric"} {
 		if _, err := NewMetrics(MetricsConfig{Metrics: []string{spec}}, nil); err == nil {
 			t.Errorf("%q accepted", spec)

@@ -1,6 +1,7 @@
 package hubble
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 
@@ -134,13 +135,17 @@ func traceSubtypeName(p flowpb.TraceObservationPoint) string {
 	return ""
 }
 
-// eventType is the Cilium event a record is shown as: Trawl's policy
+// eventType is the Cilium event a record is shown as: L7 (DNS) records as
+// Hubble's L7 events (type 129, the proxy's access log: Hubble has no other
+// source of them), whatever their verdict; Trawl's policy
 // verdicts as policy-verdict events, every other DROPPED record (drop
 // records, and new flows whose first packet was dropped) as a drop event
 // with Hubble's reason code as sub-type, the rest (aggregates, new and
 // close events) as trace events at their observation point.
 func eventType(f *flowv1.Flow) (typ, subType int32, point flowpb.TraceObservationPoint) {
 	switch {
+	case f.GetEventKind() == flowv1.EventKind_L7_EVENT || f.GetL7() != nil:
+		return msgTypeAccessLog, 0, flowpb.TraceObservationPoint_UNKNOWN_POINT
 	case f.GetEventKind() == flowv1.EventKind_POLICY_VERDICT:
 		return msgTypePolicyVerdict, 0, flowpb.TraceObservationPoint_UNKNOWN_POINT
 	case f.GetVerdict() == flowv1.Verdict_DROPPED:
@@ -210,6 +215,9 @@ func icmpTypeName(v6 bool, typ, code uint32) string {
 // (deprecated, still printed by `hubble observe`) Summary field; for drops
 // Hubble has no reason for it starts with the kernel's reason.
 func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
+	if d := f.GetL7().GetDns(); d != nil {
+		return dnsSummary(f.GetL7().GetType(), d)
+	}
 	var s string
 	layer := f.GetL4()
 	switch {
@@ -233,6 +241,40 @@ func summary(f *flowv1.Flow, reason flowpb.DropReason) string {
 		}
 	}
 	return s
+}
+
+// dnsSummary describes a DNS record as Cilium's L7 parser does: "DNS Query
+// example.com. A" for a query; for a response "DNS Answer "1.2.3.4"
+// CNAMEs: "a.example." TTL: 300 (Query example.com. A)", or "RCode:
+// Non-Existent Domain" instead of the answer when it is an error. The
+// source word is "Proxy" for Hubble's DNS proxy and "Query" for any other
+// observation source, which is what Trawl's records are.
+func dnsSummary(t flowv1.L7FlowType, d *flowv1.DNS) string {
+	qtypes := strings.Join(d.GetQtypes(), ",")
+	switch t {
+	case flowv1.L7FlowType_REQUEST:
+		return "DNS Query " + d.GetQuery() + " " + qtypes
+	case flowv1.L7FlowType_RESPONSE:
+		var answer string
+		if rc := d.GetRcode(); rc != 0 {
+			answer = "RCode: " + layers.DNSResponseCode(rc).String()
+		} else {
+			var parts []string
+			if len(d.GetIps()) > 0 {
+				parts = append(parts, strconv.Quote(strings.Join(d.GetIps(), ",")))
+			}
+			if len(d.GetCnames()) > 0 {
+				parts = append(parts, "CNAMEs: "+strconv.Quote(strings.Join(d.GetCnames(), ",")))
+			}
+			answer = strings.Join(parts, " ")
+		}
+		source := "Query"
+		if d.GetObservationSource() == "proxy" {
+			source = "Proxy"
+		}
+		return "DNS Answer " + answer + " TTL: " + strconv.FormatUint(uint64(d.GetTtl()), 10) + " (" + source + " " + d.GetQuery() + " " + qtypes + ")"
+	}
+	return ""
 }
 
 // tcpFlagNames are the flags in the order Cilium's summary lists them.
@@ -367,6 +409,9 @@ type flowParts struct {
 	iface     flowpb.NetworkInterface
 	reply     wrapperspb.BoolValue
 	ext       anypb.Any
+	l7        flowpb.Layer7
+	l7dns     flowpb.Layer7_Dns
+	dns       flowpb.DNS
 }
 
 // Flow translates a Trawl flow record to Hubble's flow.Flow. The result
@@ -419,6 +464,16 @@ func flowInto(p *flowParts, f *flowv1.Flow) *flowpb.Flow {
 		out.IP = &p.ip
 	}
 	out.L4 = layer4(p, f.GetL4())
+	if l7 := f.GetL7(); l7 != nil {
+		p.l7.Type, p.l7.LatencyNs = flowpb.L7FlowType(l7.GetType()), l7.GetLatencyNs()
+		if d := l7.GetDns(); d != nil {
+			p.dns = flowpb.DNS{Query: d.GetQuery(), Ips: d.GetIps(), Ttl: d.GetTtl(), Cnames: d.GetCnames(),
+				ObservationSource: d.GetObservationSource(), Rcode: d.GetRcode(), Qtypes: d.GetQtypes(), Rrtypes: d.GetRrtypes()}
+			p.l7dns.Dns = &p.dns
+			p.l7.Record = &p.l7dns
+		}
+		out.L7 = &p.l7
+	}
 	if i := f.GetInterface(); i != nil {
 		p.iface.Index, p.iface.Name = i.GetIndex(), i.GetName()
 		out.Interface = &p.iface

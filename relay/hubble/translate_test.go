@@ -45,6 +45,8 @@ var (
 		Workloads: []*flowv1.Workload{{Name: "db", Kind: "StatefulSet"}}}
 	worldEP = &flowv1.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
 	hostEP  = &flowv1.Endpoint{Identity: 1, Labels: []string{"reserved:host"}, NodeName: "node-a"}
+	dnsEP   = &flowv1.Endpoint{Identity: 102, Namespace: "kube-system", PodName: "coredns-5d78c-x7k2p", NodeName: "node-b",
+		Labels: []string{"k8s:k8s-app=kube-dns", "k8s:io.kubernetes.pod.namespace=kube-system"}, Workloads: []*flowv1.Workload{{Name: "coredns", Kind: "Deployment"}}}
 )
 
 func tcp(sp, dp uint32, fl *flowv1.TCPFlags) *flowv1.Layer4 {
@@ -134,6 +136,42 @@ func goldenRecords() []struct {
 			TrafficDirection: flowv1.TrafficDirection_INGRESS, Interface: &flowv1.NetworkInterface{Index: 2, Name: "eth0"},
 			EventKind: flowv1.EventKind_AGGREGATE, FirstSeen: ts(0), LastSeen: ts(5 * time.Second),
 			Packets: 5, Bytes: 520, ObservationPoint: "tcx-ingress",
+		})},
+		{"DNS query: a pod asks the cluster DNS (L7 record, Hubble's L7 event)", flowRec(&flowv1.Flow{
+			Time: ts(5500 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e600", Verdict: flowv1.Verdict_FORWARDED,
+			IP:     &flowv1.IP{Source: "10.244.1.5", Destination: "10.96.0.10", IpVersion: flowv1.IPVersion_IPv4},
+			L4:     &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: 41234, DestinationPort: 53}}},
+			Source: webEP, Destination: dnsEP, Type: flowv1.FlowType_L7, NodeName: "node-a", IsReply: wrapperspb.Bool(false),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, EventKind: flowv1.EventKind_L7_EVENT, ObservationPoint: "tcx-ingress",
+			L7: &flowv1.Layer7{Type: flowv1.L7FlowType_REQUEST, Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{
+				Query: "api.example.com.", Qtypes: []string{"A"}, ObservationSource: "tcx-ingress"}}},
+		})},
+		{"DNS response: the answer, with CNAMEs and its latency", flowRec(&flowv1.Flow{
+			Time: ts(5501 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e601", Verdict: flowv1.Verdict_FORWARDED,
+			IP:     &flowv1.IP{Source: "10.96.0.10", Destination: "10.244.1.5", IpVersion: flowv1.IPVersion_IPv4},
+			L4:     &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: 53, DestinationPort: 41234}}},
+			Source: dnsEP, Destination: webEP, Type: flowv1.FlowType_L7, NodeName: "node-a", IsReply: wrapperspb.Bool(true),
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, EventKind: flowv1.EventKind_L7_EVENT, ObservationPoint: "tcx-egress",
+			L7: &flowv1.Layer7{Type: flowv1.L7FlowType_RESPONSE, LatencyNs: 1_250_000, Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{
+				Query: "api.example.com.", Qtypes: []string{"A"}, Ips: []string{"93.184.216.34", "93.184.216.35"}, Ttl: 300,
+				Cnames: []string{"api.edge.example.net."}, Rrtypes: []string{"CNAME", "A", "A"}, ObservationSource: "tcx-egress"}}},
+		})},
+		{"DNS response: NXDOMAIN", flowRec(&flowv1.Flow{
+			Time: ts(5502 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e602", Verdict: flowv1.Verdict_FORWARDED,
+			IP:     &flowv1.IP{Source: "10.96.0.10", Destination: "10.244.1.5", IpVersion: flowv1.IPVersion_IPv4},
+			L4:     &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: 53, DestinationPort: 41235}}},
+			Source: dnsEP, Destination: webEP, Type: flowv1.FlowType_L7, NodeName: "node-a", IsReply: wrapperspb.Bool(true),
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, EventKind: flowv1.EventKind_L7_EVENT, ObservationPoint: "tcx-egress",
+			L7: &flowv1.Layer7{Type: flowv1.L7FlowType_RESPONSE, LatencyNs: 700_000, Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{
+				Query: "db.shop.svc.cluster.local.", Qtypes: []string{"AAAA"}, Rcode: 3, Rrtypes: []string{"SOA"}, ObservationSource: "tcx-egress"}}},
+		})},
+		{"aggregate: a connection to an address the pod resolved (destination_names)", flowRec(&flowv1.Flow{
+			Time: ts(5600 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e603", Verdict: flowv1.Verdict_FORWARDED,
+			IP: &flowv1.IP{Source: "10.244.1.5", Destination: "93.184.216.34", IpVersion: flowv1.IPVersion_IPv4},
+			L4: tcp(40200, 443, &flowv1.TCPFlags{SYN: true, ACK: true}), Source: webEP, Destination: worldEP,
+			Type: flowv1.FlowType_L3_L4, NodeName: "node-a", IsReply: wrapperspb.Bool(false), DestinationNames: []string{"api.example.com"},
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, EventKind: flowv1.EventKind_AGGREGATE, FirstSeen: ts(5501 * time.Millisecond),
+			LastSeen: ts(5600 * time.Millisecond), Packets: 12, Bytes: 4000, ObservationPoint: "tcx-ingress",
 		})},
 		{"lost events: the agent's ring buffer was full", &observerv1.GetFlowsResponse{
 			ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
