@@ -201,6 +201,56 @@ func TestTopDroppersLeaveTeardownOutUnlessAsked(t *testing.T) {
 	}
 }
 
+// `trawl top --dns` asks for the three DNS tables with the window and
+// namespaces of the other top tables, and prints each.
+func TestTopDNSAsksForTheDNSKindsAndPrintsTheirTables(t *testing.T) {
+	s, addr := newFake(t)
+	s.Top[observerv1.TopKind_TOP_KIND_DNS_NAMES] = &observerv1.GetTopResponse{Entries: []*observerv1.TopEntry{
+		{Source: "api.example.com.", DnsQuery: "api.example.com.", DnsQueries: 12000, DnsErrors: 3, DnsLatencyP50: durationpb.New(900 * time.Microsecond), DnsLatencyP99: durationpb.New(4 * time.Millisecond)}}}
+	s.Top[observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS] = &observerv1.GetTopResponse{Entries: []*observerv1.TopEntry{
+		{Source: "shop/web", Reason: "paymnts.shop.svc.cluster.local.", DnsNxdomain: 4500, DnsQueries: 9000}}}
+	s.Top[observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES] = &observerv1.GetTopResponse{Entries: []*observerv1.TopEntry{
+		{Source: "slow.example.net.", DnsQuery: "slow.example.net.", DnsQueries: 40, DnsLatencyP50: durationpb.New(time.Second), DnsLatencyP99: durationpb.New(2500 * time.Millisecond)}}}
+	code, out, errOut := run(context.Background(), "top", "--dns", "-n", "shop", "--since", "2h", "--limit", "5", "--server", addr)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, w := range []string{"Top DNS names (queries)", "api.example.com.", "12,000", "900µs", "4ms",
+		"Top NXDOMAIN clients", "shop/web", "4,500", "paymnts.shop.svc.cluster.local.",
+		"Slowest DNS names (p99 latency)", "slow.example.net.", "2.5s"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "Top talkers") {
+		t.Errorf("--dns also printed the traffic tables:\n%s", out)
+	}
+	var kinds []string
+	for _, r := range s.Requests() {
+		req := r.(*observerv1.GetTopRequest)
+		kinds = append(kinds, req.GetKind().String())
+		if fmt.Sprint(req.GetNamespace()) != "[shop]" || req.GetLimit() != 5 || req.GetSince() == nil || len(req.GetDropClass()) != 0 {
+			t.Errorf("request %v: want namespace shop, limit 5, a since and no drop classes", req)
+		}
+	}
+	if got := strings.Join(kinds, " "); got != "TOP_KIND_DNS_NAMES TOP_KIND_DNS_NXDOMAIN_CLIENTS TOP_KIND_DNS_SLOW_NAMES" {
+		t.Errorf("asked for %s", got)
+	}
+
+	s2, addr2 := newFake(t)
+	code, out, errOut = run(context.Background(), "top", "--dns", "slow", "-o", "json", "--server", addr2)
+	if code != ExitOK || len(s2.Requests()) != 1 || s2.Requests()[0].(*observerv1.GetTopRequest).GetKind() != observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES {
+		t.Fatalf("top --dns slow: exit %d, requests %v: %s", code, s2.Requests(), errOut)
+	}
+	if out != "" {
+		t.Errorf("no entries, yet JSON output %q", out)
+	}
+	code, _, errOut = run(context.Background(), "top", "--dns", "talkers", "--server", addr2)
+	if code != ExitUsage || !strings.Contains(errOut, `unknown DNS top kind "talkers"`) {
+		t.Errorf("top --dns talkers: exit %d, stderr %q", code, errOut)
+	}
+}
+
 func TestTokenIsSentAsBearer(t *testing.T) {
 	s, addr := newFake(t)
 	s.Token = "s3cret"

@@ -48,7 +48,8 @@ func TestConntrackRow(t *testing.T) {
 }
 
 func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
-	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", DropClass: "no-socket", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"}}}
+	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", DropClass: "no-socket", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"},
+		DnsQuery: "api.example.com.", DnsQueries: 4321, DnsErrors: 17, DnsNxdomain: 12, DnsLatencyP50: durationpb.New(812 * time.Microsecond), DnsLatencyP99: durationpb.New(2500 * time.Millisecond)}}
 	tests := []struct {
 		kind observerv1.TopKind
 		want []string
@@ -57,6 +58,9 @@ func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
 		{observerv1.TopKind_TOP_KIND_DROPPERS, []string{"REASON", "CLASS", "NO_SOCKET", "no-socket", "3"}},
 		{observerv1.TopKind_TOP_KIND_DENIED_PAIRS, []string{"POLICIES", "b/deny"}},
 		{observerv1.TopKind_TOP_KIND_CONNTRACK_CREATORS, []string{"NEW ENTRIES", "99"}},
+		{observerv1.TopKind_TOP_KIND_DNS_NAMES, []string{"NAME", "QUERIES", "ERRORS", "NXDOMAIN", "P50", "P99", "api.example.com.", "4,321", "17", "12", "812µs", "2.5s"}},
+		{observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS, []string{"CLIENT", "NXDOMAIN", "TOP NAME", "a/x", "12", "4,321", "NO_SOCKET"}},
+		{observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES, []string{"NAME", "P99", "api.example.com.", "2.5s", "812µs"}},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
@@ -73,6 +77,50 @@ func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
 	_ = WriteTop(&b, observerv1.TopKind_TOP_KIND_TALKERS, "T", nil)
 	if !strings.Contains(b.String(), "(none in this window)") {
 		t.Errorf("empty table not said: %q", b.String())
+	}
+}
+
+func TestDNSTablesSayWhenLatencyIsUnknown(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTop(&b, observerv1.TopKind_TOP_KIND_DNS_NAMES, "T", []*observerv1.TopEntry{{Source: "only.in.source.", DnsQueries: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || strings.Fields(lines[2])[0] != "only.in.source." || strings.Count(lines[2], " -") != 2 {
+		t.Errorf("want the name from source and '-' for both quantiles:\n%s", b.String())
+	}
+}
+
+func TestTopKindsFromTheCommandLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		dns  bool
+		want string // kinds asked for, or the error
+	}{
+		{nil, false, "[TOP_KIND_TALKERS TOP_KIND_DROPPERS TOP_KIND_DENIED_PAIRS TOP_KIND_CONNTRACK_CREATORS]"},
+		{nil, true, "[TOP_KIND_DNS_NAMES TOP_KIND_DNS_NXDOMAIN_CLIENTS TOP_KIND_DNS_SLOW_NAMES]"},
+		{[]string{"slow"}, true, "[TOP_KIND_DNS_SLOW_NAMES]"},
+		{[]string{"NXDOMAIN"}, true, "[TOP_KIND_DNS_NXDOMAIN_CLIENTS]"},
+		{[]string{"dns-names"}, false, "[TOP_KIND_DNS_NAMES]"},
+		{[]string{"dns-names"}, true, "[TOP_KIND_DNS_NAMES]"},
+		{[]string{"droppers"}, false, "[TOP_KIND_DROPPERS]"},
+		{[]string{"talkers"}, true, `unknown DNS top kind "talkers": want names, nxdomain or slow`},
+		{[]string{"names"}, false, `unknown top kind "names"`},
+	} {
+		ks, err := pickTopKinds(tt.args, tt.dns)
+		var got string
+		if err != nil {
+			got = err.Error()
+		} else {
+			var names []string
+			for _, k := range ks {
+				names = append(names, k.kind.String())
+			}
+			got = "[" + strings.Join(names, " ") + "]"
+		}
+		if !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%v dns=%v: %s, want %s", tt.args, tt.dns, got, tt.want)
+		}
 	}
 }
 

@@ -4,28 +4,67 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trawl-dev/trawl/cli/output"
 	"github.com/trawl-dev/trawl/cli/usage"
 	"github.com/trawl-dev/trawl/internal/dropclass"
 	"github.com/trawl-dev/trawl/internal/timeparse"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
-// topKinds maps `trawl top` arguments to the rollup the relay reads.
-var topKinds = []struct {
+type topKind struct {
 	arg   string
 	kind  observerv1.TopKind
 	title string
-}{
+}
+
+// topKinds maps `trawl top` arguments to the rollup the relay reads.
+var topKinds = []topKind{
 	{"talkers", observerv1.TopKind_TOP_KIND_TALKERS, "Top talkers (bytes)"},
 	{"droppers", observerv1.TopKind_TOP_KIND_DROPPERS, "Top droppers"},
 	{"denied", observerv1.TopKind_TOP_KIND_DENIED_PAIRS, "Top denied pairs"},
 	{"conntrack", observerv1.TopKind_TOP_KIND_CONNTRACK_CREATORS, "Top conntrack creators"},
+}
+
+// dnsTopKinds are the DNS tables of `trawl top --dns` (from the dns_1m
+// rollup); "names", "nxdomain" and "slow" name one of them after --dns.
+var dnsTopKinds = []topKind{
+	{"dns-names", observerv1.TopKind_TOP_KIND_DNS_NAMES, "Top DNS names (queries)"},
+	{"dns-nxdomain", observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS, "Top NXDOMAIN clients"},
+	{"dns-slow", observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES, "Slowest DNS names (p99 latency)"},
+}
+
+// pickTopKinds returns the tables a command line asks for: without an
+// argument the four traffic tables, or the three DNS tables with --dns;
+// with one, that table ("names", "nxdomain", "slow" also name the DNS
+// tables after --dns).
+func pickTopKinds(args []string, dns bool) ([]topKind, error) {
+	if len(args) == 0 {
+		if dns {
+			return dnsTopKinds, nil
+		}
+		return topKinds, nil
+	}
+	arg := strings.ToLower(args[0])
+	if dns && !strings.HasPrefix(arg, "dns-") {
+		arg = "dns-" + arg
+	}
+	for _, k := range slices.Concat(topKinds, dnsTopKinds) {
+		if k.arg == arg {
+			return []topKind{k}, nil
+		}
+	}
+	if dns {
+		return nil, fmt.Errorf("unknown DNS top kind %q: want names, nxdomain or slow", args[0])
+	}
+	return nil, fmt.Errorf("unknown top kind %q: want talkers, droppers, denied, conntrack, dns-names, dns-nxdomain or dns-slow (or --dns for all three)", args[0])
 }
 
 // NewTopCommand returns `trawl top`.
@@ -36,28 +75,24 @@ func NewTopCommand(d Deps) *cobra.Command {
 		namespaces   []string
 		format       string
 		dropClasses  []string
+		dns          bool
 	)
 	cmd := &cobra.Command{
-		Use:       "top [talkers|droppers|denied|conntrack]",
-		Short:     "Show top talkers, droppers, denied pairs or conntrack creators over a window",
-		Long:      "Show the top entries of the rollups over a window (default the last hour); without an argument, all four.\nDroppers rank every drop class but teardown (protocol-normal drops, counted but not worth a look) unless --drop-class says otherwise.",
-		ValidArgs: []string{"talkers", "droppers", "denied", "conntrack"},
+		Use:   "top [talkers|droppers|denied|conntrack|dns-names|dns-nxdomain|dns-slow]",
+		Short: "Show top talkers, droppers, denied pairs, conntrack creators or DNS names over a window",
+		Long: "Show the top entries of the rollups over a window (default the last hour); without an argument, the four traffic tables.\n" +
+			"Droppers rank every drop class but teardown (protocol-normal drops, counted but not worth a look) unless --drop-class says otherwise.\n" +
+			"--dns shows the three DNS tables instead: names by queries (with errors, NXDOMAIN answers and latency), client workloads by NXDOMAIN answers, and names by p99 latency; " +
+			"`trawl top --dns slow` (or `top dns-slow`) shows one.",
+		ValidArgs: []string{"talkers", "droppers", "denied", "conntrack", "dns-names", "dns-nxdomain", "dns-slow"},
 		Args:      cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			kinds := topKinds
-			if len(args) == 1 {
-				kinds = nil
-				for _, k := range topKinds {
-					if k.arg == args[0] {
-						kinds = append(kinds, k)
-					}
-				}
-				if kinds == nil {
-					return usage.Error(fmt.Errorf("unknown top kind %q: want talkers, droppers, denied or conntrack", args[0]))
-				}
+			kinds, err := pickTopKinds(args, dns)
+			if err != nil {
+				return usage.Error(err)
 			}
 			classes, err := topDropClasses(dropClasses)
 			if err != nil {
@@ -88,6 +123,7 @@ func NewTopCommand(d Deps) *cobra.Command {
 	cmd.Flags().Uint32Var(&limit, "limit", 10, "entries per table")
 	cmd.Flags().StringSliceVarP(&namespaces, "namespace", "n", nil, "only flows from or to these namespaces")
 	cmd.Flags().StringVarP(&format, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&dns, "dns", false, "the DNS tables: top names, top NXDOMAIN clients, slowest names (names, nxdomain or slow picks one)")
 	cmd.Flags().StringSliceVar(&dropClasses, "drop-class", nil, "droppers of these classes (policy, no-socket, overload, malformed, routing, teardown, other, or all; default all but teardown)")
 	return cmd
 }
@@ -113,11 +149,7 @@ func topDropClasses(vals []string) ([]string, error) {
 	return out, nil
 }
 
-func (d Deps) top(ctx context.Context, w io.Writer, base *observerv1.GetTopRequest, kinds []struct {
-	arg   string
-	kind  observerv1.TopKind
-	title string
-}, format string) error {
+func (d Deps) top(ctx context.Context, w io.Writer, base *observerv1.GetTopRequest, kinds []topKind, format string) error {
 	conn, c, err := d.dial(ctx)
 	if err != nil {
 		return err
@@ -176,6 +208,23 @@ func WriteTop(w io.Writer, kind observerv1.TopKind, title string, entries []*obs
 		for _, e := range entries {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.GetSource(), e.GetDestination(), dash(strings.Join(e.GetPolicies(), ",")), group(e.GetDrops()))
 		}
+	case observerv1.TopKind_TOP_KIND_DNS_NAMES:
+		fmt.Fprintln(tw, "NAME\tQUERIES\tERRORS\tNXDOMAIN\tP50\tP99")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dnsName(e), group(e.GetDnsQueries()), group(e.GetDnsErrors()), group(e.GetDnsNxdomain()),
+				latency(e.GetDnsLatencyP50()), latency(e.GetDnsLatencyP99()))
+		}
+	case observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS:
+		fmt.Fprintln(tw, "CLIENT\tNXDOMAIN\tQUERIES\tTOP NAME")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.GetSource(), group(e.GetDnsNxdomain()), group(e.GetDnsQueries()), dash(e.GetReason()))
+		}
+	case observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES:
+		fmt.Fprintln(tw, "NAME\tP99\tP50\tQUERIES\tERRORS")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", dnsName(e), latency(e.GetDnsLatencyP99()), latency(e.GetDnsLatencyP50()),
+				group(e.GetDnsQueries()), group(e.GetDnsErrors()))
+		}
 	default:
 		fmt.Fprintln(tw, "SOURCE\tNEW ENTRIES")
 		for _, e := range entries {
@@ -183,4 +232,20 @@ func WriteTop(w io.Writer, kind observerv1.TopKind, title string, entries []*obs
 		}
 	}
 	return tw.Flush()
+}
+
+// dnsName is a DNS entry's name: dns_query, else the source the relay put it in.
+func dnsName(e *observerv1.TopEntry) string {
+	if q := e.GetDnsQuery(); q != "" {
+		return q
+	}
+	return dash(e.GetSource())
+}
+
+// latency shows a quantile, "-" when the window had no matched response.
+func latency(d *durationpb.Duration) string {
+	if d == nil || d.AsDuration() <= 0 {
+		return "-"
+	}
+	return output.Latency(d.AsDuration())
 }

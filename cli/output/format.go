@@ -413,6 +413,9 @@ func appendQuotedList(b []byte, vs []string) []byte {
 	return append(b, '"')
 }
 
+// Latency is a DNS latency as the outputs show it ("812µs", "1.25ms", "2.5s").
+func Latency(d time.Duration) string { return string(appendLatency(nil, d)) }
+
 // appendLatency writes a duration to three significant places at most:
 // "812µs", "1.25ms", "2.5s" (as time.Duration prints, without allocating).
 func appendLatency(b []byte, d time.Duration) []byte {
