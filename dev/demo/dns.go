@@ -2,25 +2,47 @@ package demo
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/trawl-dev/trawl/internal/dnscodes"
 )
 
-// DNSServer answers A queries for cluster names (e.g.
-// "postgres.databases.svc.cluster.local.") from a fixed table, like the
-// cluster DNS of the demo. It implements only what the demo's clients ask:
-// one question per query, class IN, type A; anything else gets NXDOMAIN or
-// NOTIMP. It exists because the demo's pods have no real resolver and the
-// DNS flows are part of the story.
+// DialFunc creates a connection where its caller lives (a pod's network
+// namespace).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DNSServer is the demo cluster's DNS: it answers A queries for the names
+// of a fixed table (e.g. "postgres.databases.svc.cluster.local."),
+// NXDOMAIN for other names, and forwards the names of some zones to an
+// upstream server, like CoreDNS's `forward` plugin. The same type plays
+// the upstream resolver, with a delay before every answer (the demo's slow
+// upstream). Messages are parsed and built with
+// golang.org/x/net/dns/dnsmessage; one question per query, class IN.
 type DNSServer struct {
 	conn    net.PacketConn
 	records map[string]netip.Addr
+	zones   []forwardZone
+	delay   time.Duration
+	wg      sync.WaitGroup
 }
+
+type forwardZone struct {
+	zone     string // canonical, with the trailing dot
+	upstream string // ip:port
+	dial     DialFunc
+}
+
+// TTL of the demo DNS's answers, in seconds.
+const dnsTTL = 30
 
 // NewDNSServer serves on conn (already bound, possibly inside a pod's network
 // namespace). Names are matched case-insensitively, with or without the
@@ -33,14 +55,33 @@ func NewDNSServer(conn net.PacketConn, records map[string]netip.Addr) *DNSServer
 	return &DNSServer{conn: conn, records: r}
 }
 
-// Serve answers until ctx ends or the connection is closed.
+// Forward sends queries for names in zone (e.g. "partner.example") to the
+// server at upstream (ip:port) over dial, and relays its answer; SERVFAIL
+// when the upstream does not answer within 2 s.
+func (s *DNSServer) Forward(zone, upstream string, dial DialFunc) *DNSServer {
+	s.zones = append(s.zones, forwardZone{zone: canonical(zone), upstream: upstream, dial: dial})
+	return s
+}
+
+// Delay makes the server wait d before each answer.
+func (s *DNSServer) Delay(d time.Duration) *DNSServer {
+	s.delay = d
+	return s
+}
+
+// Serve answers until ctx ends or the connection is closed. Each query is
+// answered on its own goroutine, so a slow upstream delays only its own
+// names.
 func (s *DNSServer) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		<-ctx.Done()
 		s.conn.Close()
 	}()
-	buf := make([]byte, 512)
+	defer s.wg.Wait()
 	for {
+		buf := make([]byte, 1232)
 		n, addr, err := s.conn.ReadFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -48,126 +89,263 @@ func (s *DNSServer) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("dns read: %w", err)
 		}
-		if resp := s.answer(buf[:n]); resp != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			resp := s.respond(ctx, buf[:n])
+			if resp == nil {
+				return
+			}
+			if s.delay > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.delay):
+				}
+			}
 			_, _ = s.conn.WriteTo(resp, addr)
-		}
+		}()
 	}
 }
 
-const (
-	dnsTypeA   = 1
-	dnsClassIN = 1
-	rcodeOK    = 0
-	rcodeNX    = 3
-	rcodeNoImp = 4
-)
-
-func (s *DNSServer) answer(q []byte) []byte {
-	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:6]) != 1 {
-		return nil // not a query with exactly one question
-	}
-	name, end, err := readName(q, 12)
-	if err != nil || end+4 > len(q) {
+// respond returns the answer to the query msg, relayed from an upstream
+// for forwarded zones; nil when msg is not a query with one question.
+func (s *DNSServer) respond(ctx context.Context, msg []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(msg)
+	if err != nil || h.Response {
 		return nil
 	}
-	qtype := binary.BigEndian.Uint16(q[end:])
-	qclass := binary.BigEndian.Uint16(q[end+2:])
-	question := q[12 : end+4]
-
-	resp := make([]byte, 12, 12+len(question)+16)
-	copy(resp, q[:2])          // id
-	resp[2] = 0x84 | q[2]&0x01 // QR, AA, keep RD
-	binary.BigEndian.PutUint16(resp[4:], 1)
-	resp = append(resp, question...)
-	addr, ok := s.records[canonical(name)]
-	switch {
-	case qclass != dnsClassIN:
-		resp[3] = rcodeNoImp
-	case !ok:
-		resp[3] = rcodeNX
-	case qtype != dnsTypeA || !addr.Is4():
-		resp[3] = rcodeOK // the name exists, but has no record of that type
-	default:
-		binary.BigEndian.PutUint16(resp[6:], 1)
-		resp = append(resp, 0xc0, 12) // pointer to the question's name
-		resp = binary.BigEndian.AppendUint16(resp, dnsTypeA)
-		resp = binary.BigEndian.AppendUint16(resp, dnsClassIN)
-		resp = binary.BigEndian.AppendUint32(resp, 30) // TTL
-		resp = binary.BigEndian.AppendUint16(resp, 4)
-		a4 := addr.As4()
-		resp = append(resp, a4[:]...)
+	qs, err := p.AllQuestions()
+	if err != nil || len(qs) != 1 {
+		return nil
 	}
-	return resp
+	q := qs[0]
+	name := canonical(q.Name.String())
+	if q.Class == dnsmessage.ClassINET {
+		for _, z := range s.zones {
+			if name == z.zone || strings.HasSuffix(name, "."+z.zone) {
+				if resp, err := exchange(ctx, z.dial, z.upstream, msg, 2*time.Second); err == nil {
+					return resp
+				}
+				return s.answer(h, q, dnsmessage.RCodeServerFailure, netip.Addr{})
+			}
+		}
+	}
+	addr, ok := s.records[name]
+	switch {
+	case q.Class != dnsmessage.ClassINET:
+		return s.answer(h, q, dnsmessage.RCodeNotImplemented, netip.Addr{})
+	case !ok:
+		return s.answer(h, q, dnsmessage.RCodeNameError, netip.Addr{})
+	case q.Type != dnsmessage.TypeA || !addr.Is4():
+		// The name exists, but has no record of that type.
+		return s.answer(h, q, dnsmessage.RCodeSuccess, netip.Addr{})
+	default:
+		return s.answer(h, q, dnsmessage.RCodeSuccess, addr)
+	}
 }
 
-// LookupA asks server (ip:port) for name's A record over conn's network
-// namespace: dial must create the socket where the client lives.
-func LookupA(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), server, name string) (netip.Addr, error) {
+// answer builds the response to the query with header h and question q:
+// rcode and, when a is valid, one A record.
+func (s *DNSServer) answer(h dnsmessage.Header, q dnsmessage.Question, rcode dnsmessage.RCode, a netip.Addr) []byte {
+	b := dnsmessage.NewBuilder(make([]byte, 0, 512), dnsmessage.Header{
+		ID: h.ID, Response: true, Authoritative: rcode != dnsmessage.RCodeServerFailure,
+		RecursionDesired: h.RecursionDesired, RecursionAvailable: true, RCode: rcode,
+	})
+	b.EnableCompression()
+	if b.StartQuestions() != nil || b.Question(q) != nil {
+		return nil
+	}
+	if a.IsValid() {
+		if b.StartAnswers() != nil {
+			return nil
+		}
+		rh := dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: dnsTTL}
+		if b.AResource(rh, dnsmessage.AResource{A: a.As4()}) != nil {
+			return nil
+		}
+	}
+	out, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// exchange sends msg to server over a new UDP socket made by dial and
+// returns the first message that answers it (same id).
+func exchange(ctx context.Context, dial DialFunc, server string, msg []byte, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	c, err := dial(ctx, "udp", server)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("dns dial %s: %w", server, err)
+		return nil, fmt.Errorf("dns dial %s: %w", server, err)
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	} else {
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	if _, err := c.Write(msg); err != nil {
+		return nil, fmt.Errorf("dns query %s: %w", server, err)
 	}
-	id := uint16(time.Now().UnixNano())
-	q := make([]byte, 12)
-	binary.BigEndian.PutUint16(q, id)
-	q[2] = 0x01 // RD
-	binary.BigEndian.PutUint16(q[4:], 1)
-	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return netip.Addr{}, fmt.Errorf("dns: bad name %q", name)
+	buf := make([]byte, 1232)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("dns answer from %s: %w", server, err)
 		}
-		q = append(q, byte(len(label)))
-		q = append(q, label...)
+		if n >= 2 && len(msg) >= 2 && buf[0] == msg[0] && buf[1] == msg[1] {
+			return buf[:n], nil
+		}
 	}
-	q = append(q, 0)
-	q = binary.BigEndian.AppendUint16(q, dnsTypeA)
-	q = binary.BigEndian.AppendUint16(q, dnsClassIN)
-	if _, err := c.Write(q); err != nil {
-		return netip.Addr{}, fmt.Errorf("dns query %s: %w", server, err)
-	}
-	buf := make([]byte, 512)
-	n, err := c.Read(buf)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("dns answer from %s: %w", server, err)
-	}
-	r := buf[:n]
-	if n < 12 || binary.BigEndian.Uint16(r) != id {
-		return netip.Addr{}, fmt.Errorf("dns: malformed answer from %s", server)
-	}
-	if rc := r[3] & 0x0f; rc != rcodeOK {
-		return netip.Addr{}, fmt.Errorf("dns: %s: rcode %d", name, rc)
-	}
-	if binary.BigEndian.Uint16(r[6:]) == 0 {
-		return netip.Addr{}, fmt.Errorf("dns: %s has no A record", name)
-	}
-	// The answer is fixed-size after the echoed question; its last 4 bytes
-	// are the address.
-	return netip.AddrFrom4([4]byte(r[n-4 : n])), nil
 }
 
-func readName(b []byte, off int) (string, int, error) {
-	var labels []string
-	for {
-		if off >= len(b) {
-			return "", 0, errors.New("dns: name runs past the message")
-		}
-		l := int(b[off])
-		off++
-		if l == 0 {
-			return strings.Join(labels, ".") + ".", off, nil
-		}
-		if l > 63 || off+l > len(b) {
-			return "", 0, errors.New("dns: bad label") // compression is not used in questions
-		}
-		labels = append(labels, string(b[off:off+l]))
-		off += l
+// Lookup is one DNS exchange of a demo client, as the client measured it:
+// the name as asked (with the trailing dot), the answer's rcode
+// (internal/dnscodes' name: NOERROR, NXDOMAIN, ...), its A record, and when
+// the query left and the answer arrived.
+type Lookup struct {
+	From     string // "namespace/pod" of the client ("" outside the demo's pods)
+	Server   string // ip:port
+	Name     string
+	Rcode    string
+	Addr     netip.Addr
+	Sent     time.Time
+	Received time.Time
+	Err      error // no answer (timeout, network)
+}
+
+// Latency is the time from the query's send to the answer's receipt.
+func (l Lookup) Latency() time.Duration { return l.Received.Sub(l.Sent) }
+
+// QueryA asks server (ip:port) for name's A record once, over dial: dial
+// must create the socket where the client lives.
+func QueryA(ctx context.Context, dial DialFunc, server, name string) Lookup {
+	l := Lookup{Server: server, Name: canonical(name)}
+	qn, err := dnsmessage.NewName(l.Name)
+	if err != nil {
+		l.Err = fmt.Errorf("dns: bad name %q: %w", name, err)
+		return l
 	}
+	b := dnsmessage.NewBuilder(make([]byte, 0, 512), dnsmessage.Header{ID: uint16(rand.Uint32()), RecursionDesired: true})
+	if err := b.StartQuestions(); err == nil {
+		err = b.Question(dnsmessage.Question{Name: qn, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		l.Err = fmt.Errorf("dns: build query for %q: %w", name, err)
+		return l
+	}
+	timeout := 2 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	l.Sent = time.Now()
+	resp, err := exchange(ctx, dial, server, msg, timeout)
+	l.Received = time.Now()
+	if err != nil {
+		l.Err = err
+		return l
+	}
+	var p dnsmessage.Parser
+	h, err := p.Start(resp)
+	if err != nil {
+		l.Err = fmt.Errorf("dns: malformed answer from %s: %w", server, err)
+		return l
+	}
+	l.Rcode = dnscodes.RcodeName(uint32(h.RCode))
+	if err := p.SkipAllQuestions(); err != nil {
+		l.Err = fmt.Errorf("dns: malformed answer from %s: %w", server, err)
+		return l
+	}
+	for {
+		rh, err := p.AnswerHeader()
+		if err != nil {
+			break // dnsmessage.ErrSectionDone, or a broken record: no address
+		}
+		if rh.Type != dnsmessage.TypeA {
+			_ = p.SkipAnswer()
+			continue
+		}
+		a, err := p.AResource()
+		if err != nil {
+			break
+		}
+		l.Addr = netip.AddrFrom4(a.A)
+		break
+	}
+	return l
+}
+
+// LookupA asks server (ip:port) for name's A record over dial and returns
+// the address; an rcode other than NOERROR or an answer without an A
+// record is an error.
+func LookupA(ctx context.Context, dial DialFunc, server, name string) (netip.Addr, error) {
+	l := QueryA(ctx, dial, server, name)
+	return l.Addr, l.result()
+}
+
+func (l Lookup) result() error {
+	switch {
+	case l.Err != nil:
+		return l.Err
+	case l.Rcode != dnscodes.RcodeName(dnscodes.NoError):
+		return fmt.Errorf("dns: %s: %s", l.Name, l.Rcode)
+	case !l.Addr.IsValid():
+		return fmt.Errorf("dns: %s has no A record", l.Name)
+	}
+	return nil
+}
+
+// Resolver is a pod's stub resolver as Kubernetes configures it
+// (/etc/resolv.conf): the cluster DNS, the search list of the pod's
+// namespace and ndots:5.
+type Resolver struct {
+	Server string   // ip:port
+	Search []string // e.g. frontend.svc.cluster.local, svc.cluster.local, cluster.local
+	Ndots  int
+	Dial   DialFunc
+}
+
+// PodResolver is the resolver of a pod of namespace ns with the cluster
+// DNS at server.
+func PodResolver(server, ns string, dial DialFunc) Resolver {
+	return Resolver{Server: server, Search: []string{ns + ".svc.cluster.local", "svc.cluster.local", "cluster.local"}, Ndots: 5, Dial: dial}
+}
+
+// Names are the names the resolver asks for name, in order: a name with a
+// trailing dot as it is; one with fewer than Ndots dots through the search
+// list first, then as it is; others the other way round (glibc's rule).
+func (r Resolver) Names(name string) []string {
+	if strings.HasSuffix(name, ".") {
+		return []string{canonical(name)}
+	}
+	var searched []string
+	for _, s := range r.Search {
+		searched = append(searched, canonical(name+"."+s))
+	}
+	if strings.Count(name, ".") < r.Ndots {
+		return append(searched, canonical(name))
+	}
+	return append([]string{canonical(name)}, searched...)
+}
+
+// LookupA resolves name's A record through the search list, stopping at
+// the first answer with an address, and returns every exchange it made.
+func (r Resolver) LookupA(ctx context.Context, name string) (netip.Addr, []Lookup, error) {
+	var tried []Lookup
+	var err error
+	for _, n := range r.Names(name) {
+		l := QueryA(ctx, r.Dial, r.Server, n)
+		tried = append(tried, l)
+		if err = l.result(); err == nil {
+			return l.Addr, tried, nil
+		}
+		if l.Err != nil {
+			return netip.Addr{}, tried, err // no answer at all: the server is unreachable
+		}
+	}
+	return netip.Addr{}, tried, err
 }
 
 func canonical(name string) string {

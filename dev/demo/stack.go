@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,6 +73,8 @@ type Stack struct {
 	Pods map[string]*Pod
 
 	relayIngest string
+	dnsMu       sync.Mutex
+	dnsLog      []Lookup
 	procs       []*proc
 	cleanup     []func() error
 	tempDir     bool

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,10 +24,31 @@ const (
 	AppFrontend = "frontend"
 	AppLoadgen  = "loadgen"
 
+	// AppUpstreamDNS is the resolver the cluster DNS forwards SlowZone to.
+	AppUpstreamDNS = "upstream-dns"
+
 	// ClosedPort has no listener on the frontend pod: connections to it are
 	// refused by the kernel (drop reason NO_SOCKET).
 	ClosedPort = 7070
+
+	// StormName is a misspelt service (api-gateway.api-gateway) that the
+	// StormApp pod keeps asking for, three times a round, through its
+	// search list: with ndots:5 that is four names, all NXDOMAIN (the
+	// search-list storm).
+	StormName = "api-gatway.api-gateway"
+	StormApp  = AppFrontend
+
+	// SlowName is in SlowZone, which the cluster DNS forwards to the
+	// upstream-dns pod; that one answers SlowAddr after UpstreamDelay. The
+	// SlowApp pod asks for it in every round.
+	SlowZone      = "partner.example"
+	SlowName      = "api.partner.example."
+	SlowApp       = AppPayments
+	UpstreamDelay = 200 * time.Millisecond
 )
+
+// SlowAddr is the upstream's answer for SlowName.
+var SlowAddr = netip.MustParseAddr("198.51.100.20")
 
 // PodByApp returns the pod whose app (or k8s-app) label is app.
 func (s *Stack) PodByApp(app string) *Pod {
@@ -38,9 +60,10 @@ func (s *Stack) PodByApp(app string) *Pod {
 	return nil
 }
 
-// StartServers starts the demo's servers inside their pods: cluster DNS,
-// payment-service :8080, postgres :5432, api-gateway :80, frontend :80.
-// They stop when ctx ends.
+// StartServers starts the demo's servers inside their pods: cluster DNS
+// (forwarding SlowZone to the slow upstream-dns pod), payment-service
+// :8080, postgres :5432, api-gateway :80, frontend :80. They stop when ctx
+// ends.
 func (s *Stack) StartServers(ctx context.Context) error {
 	records := map[string]netip.Addr{}
 	for _, p := range s.Pods {
@@ -50,15 +73,20 @@ func (s *Stack) StartServers(ctx context.Context) error {
 		}
 		records[app+"."+p.Namespace+".svc.cluster.local"] = p.IP
 	}
-	dns := s.PodByApp(AppDNS)
-	if dns == nil {
-		return errors.New("demo manifests have no kube-dns pod")
+	dns, upstream := s.PodByApp(AppDNS), s.PodByApp(AppUpstreamDNS)
+	if dns == nil || upstream == nil {
+		return errors.New("demo manifests lack the kube-dns or the upstream-dns pod")
 	}
+	upc, err := upstream.Netns.ListenPacket("udp", ":53")
+	if err != nil {
+		return fmt.Errorf("dns listen in %s: %w", upstream.Name, err)
+	}
+	go NewDNSServer(upc, map[string]netip.Addr{SlowName: SlowAddr}).Delay(UpstreamDelay).Serve(ctx)
 	pc, err := dns.Netns.ListenPacket("udp", ":53")
 	if err != nil {
 		return fmt.Errorf("dns listen in %s: %w", dns.Name, err)
 	}
-	go NewDNSServer(pc, records).Serve(ctx)
+	go NewDNSServer(pc, records).Forward(SlowZone, net.JoinHostPort(upstream.IP.String(), "53"), dns.Netns.Dial).Serve(ctx)
 
 	for app, port := range map[string]int{AppPayments: 8080, AppPostgres: 5432, AppGateway: 80, AppFrontend: 80} {
 		p := s.PodByApp(app)
@@ -106,32 +134,72 @@ type Call struct {
 
 // Round runs one round of the story's calls and returns their outcomes:
 // allowed calls (api-gateway → payment-service:8080, payment-service →
-// postgres:5432, DNS lookups), denied ones (frontend → postgres:5432,
-// payment-service → frontend:80) and one to a closed port (api-gateway →
-// frontend:7070).
+// postgres:5432, DNS lookups of the story's services and of SlowName),
+// denied ones (frontend → postgres:5432, payment-service → frontend:80) and
+// one to a closed port (api-gateway → frontend:7070). The round also runs
+// the DNS storm (StormApp asking for StormName), which fails by design and
+// is not among the calls; every DNS exchange is in DNSLookups.
 func (s *Stack) Round(ctx context.Context) []Call {
 	gw, pay, pg, fe, dns := s.PodByApp(AppGateway), s.PodByApp(AppPayments), s.PodByApp(AppPostgres), s.PodByApp(AppFrontend), s.PodByApp(AppDNS)
-	if gw == nil || pay == nil || pg == nil || fe == nil || dns == nil {
+	storm, slow := s.PodByApp(StormApp), s.PodByApp(SlowApp)
+	if gw == nil || pay == nil || pg == nil || fe == nil || dns == nil || storm == nil || slow == nil {
 		return []Call{{Err: errors.New("demo manifests lack a pod of the story")}}
 	}
 	dnsAddr := net.JoinHostPort(dns.IP.String(), "53")
 	var calls []Call
+	resolve := func(from *Pod, name string) error {
+		_, tried, err := PodResolver(dnsAddr, from.Namespace, from.Netns.Dial).LookupA(ctx, name)
+		s.recordDNS(from, tried)
+		return err
+	}
 	lookup := func(from *Pod, name string) {
-		_, err := LookupA(ctx, from.Netns.Dial, dnsAddr, name)
-		calls = append(calls, Call{From: ID(from), To: ID(dns), Port: 53, Proto: "UDP", Err: err})
+		calls = append(calls, Call{From: ID(from), To: ID(dns), Port: 53, Proto: "UDP", Err: resolve(from, name)})
 	}
 	request := func(from, to *Pod, port int, timeout time.Duration) {
 		calls = append(calls, Call{From: ID(from), To: ID(to), Port: port, Proto: "TCP", Err: RequestTCP(ctx, from.Netns, to.IP, port, timeout)})
 	}
-	lookup(gw, AppPayments+"."+pay.Namespace+".svc.cluster.local")
+	// Fully qualified names (trailing dot): one query each, no search list.
+	lookup(gw, AppPayments+"."+pay.Namespace+".svc.cluster.local.")
 	request(gw, pay, 8080, 2*time.Second)
-	lookup(pay, AppPostgres+"."+pg.Namespace+".svc.cluster.local")
+	lookup(pay, AppPostgres+"."+pg.Namespace+".svc.cluster.local.")
 	request(pay, pg, 5432, 2*time.Second)
+	lookup(slow, SlowName)
+	// The storming client retries its misspelt name, as clients do.
+	for range stormRetries {
+		_ = resolve(storm, StormName)
+	}
 	// Denied by policy: their SYNs are dropped, so they time out.
 	request(fe, pg, 5432, 700*time.Millisecond)
 	request(pay, fe, 80, 700*time.Millisecond)
 	request(gw, fe, ClosedPort, 2*time.Second)
 	return calls
+}
+
+// stormRetries is how often StormApp asks for StormName per round: with
+// its four search-list names, 12 NXDOMAIN answers a round.
+const stormRetries = 3
+
+// maxDNSLog bounds the lookups a stack remembers (the newest are kept).
+const maxDNSLog = 20000
+
+func (s *Stack) recordDNS(from *Pod, tried []Lookup) {
+	s.dnsMu.Lock()
+	defer s.dnsMu.Unlock()
+	for _, l := range tried {
+		l.From = ID(from)
+		s.dnsLog = append(s.dnsLog, l)
+	}
+	if n := len(s.dnsLog) - maxDNSLog; n > 0 {
+		s.dnsLog = append(s.dnsLog[:0:0], s.dnsLog[n:]...)
+	}
+}
+
+// DNSLookups returns every DNS exchange the demo's clients made (oldest
+// first), each with the latency the client measured.
+func (s *Stack) DNSLookups() []Lookup {
+	s.dnsMu.Lock()
+	defer s.dnsMu.Unlock()
+	return slices.Clone(s.dnsLog)
 }
 
 // RequestTCP opens a TCP connection from a pod and writes one request line.

@@ -103,9 +103,11 @@ Trawl is running. In another terminal, as root:
   %[1]s observe --server %[2]s --namespace payments -o table    one namespace
   %[1]s top --server %[2]s                                      top talkers
   %[1]s conntrack --server %[2]s                                conntrack pressure (bursts every %[3]s)
+  %[1]s observe --server %[2]s --protocol dns --dns-rcode NXDOMAIN   frontend's search-list storm for a misspelt name
+  %[1]s observe --server %[2]s --to-fqdn api.partner.example    the name a slow upstream answers (about 200 ms)
   %[1]s policy check --manifests %[4]s/manifests --from frontend/%[5]s --to databases/postgres-0 --port 5432/TCP
 Metrics: relay http://%[6]s/metrics, agent http://%[7]s/metrics (node namespace)%[8]s
-Logs: %[4]s/*.log    Dashboards: deploy/grafana (ClickHouse %[9]s)
+Logs: %[4]s/*.log    Dashboards: deploy/grafana, Trawl / DNS among them (ClickHouse %[9]s)
 Ctrl-C stops everything.
 
 `, trawl, s.ObserverAddr, burstEach, workDir, podName(s, "frontend"), s.RelayMetrics, s.AgentMetrics, promLine(s), s.ClickHouseDSN)
