@@ -16,6 +16,8 @@
  * ones are cut; user space parses what fits and counts the rest. */
 #define DNS_MAX_PAYLOAD 512
 
+extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym;
+
 struct dns_event {
 	struct flow_tuple tuple;
 	__u64 ts_ns;        /* CLOCK_MONOTONIC: latency = response - query */
@@ -132,9 +134,10 @@ static __always_inline void dns_from_skb(struct __sk_buff *skb, struct flow_key 
 }
 
 /* dns_from_kernel_skb copies the DNS payload of a packet the node sends
- * (netfilter LOCAL_OUT) from the skb's linear data; payload in page
- * fragments (TCP from a local socket) is not reachable here and goes out
- * empty, so user space counts it. */
+ * (netfilter LOCAL_OUT). A local TCP socket puts its payload in page
+ * fragments, so the copy goes through an skb dynptr, which reads linear and
+ * paged data alike (offsets from skb->data, the network header here). A
+ * failed copy goes out empty; user space counts it as not captured. */
 static __always_inline void dns_from_kernel_skb(struct sk_buff *skb, struct skb_meta *m, struct flow_key *key,
 						__u32 l3_bytes, __u32 ifindex)
 {
@@ -151,18 +154,14 @@ static __always_inline void dns_from_kernel_skb(struct sk_buff *skb, struct skb_
 		return;
 	msg_len = l3_bytes - l3_hdr - hdr;
 	__u32 off = m->th + hdr; /* from head */
-	__u32 linear_end = (__u32)(m->data - m->head) + m->len - skb->data_len;
 	struct dns_event *e = dns_reserve(key, ifindex, HOOK_EGRESS, msg_len);
 	if (!e)
 		return;
-	__u32 n = 0;
-	if (linear_end > off)
-		n = linear_end - off;
-	if (n > msg_len)
-		n = msg_len;
-	if (n > DNS_MAX_PAYLOAD)
-		n = DNS_MAX_PAYLOAD;
-	if (n >= 1 && n <= DNS_MAX_PAYLOAD && bpf_probe_read_kernel(e->data, n, m->head + off) == 0)
+	__u32 n = msg_len < DNS_MAX_PAYLOAD ? msg_len : DNS_MAX_PAYLOAD;
+	struct bpf_dynptr dp;
+	__u32 from_data = off - (__u32)(m->data - m->head);
+	if (bpf_dynptr_from_skb((struct __sk_buff *)skb, 0, &dp) == 0 && n >= 1 && n <= DNS_MAX_PAYLOAD &&
+	    bpf_dynptr_read(e->data, n, &dp, from_data, 0) == 0)
 		e->len = n;
 	dns_submit(e);
 }

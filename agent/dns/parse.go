@@ -50,8 +50,8 @@ const (
 	// message's length prefix (a message split over segments, or the rest
 	// of one); no record.
 	TCPUnparsed Outcome = "tcp_unparsed"
-	// NotCaptured: the packet had a payload the program could not copy
-	// (page fragments at netfilter LOCAL_OUT); no record.
+	// NotCaptured: the packet had a payload the program could not copy;
+	// no record.
 	NotCaptured Outcome = "not_captured"
 )
 

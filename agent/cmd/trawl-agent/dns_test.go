@@ -471,3 +471,50 @@ func TestDNSPortsFlagTakesUpToFourPortsOrNone(t *testing.T) {
 		t.Errorf("error %v does not name the flag", err)
 	}
 }
+
+func TestDNSQueriesTheNodeSendsOverUDPAndTCPAreSeenAtLocalOutAndMatched(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"dns"}})
+	server := bed.Pod("dns")
+	serveDNS(t, server)
+	a := startAgent(t, bed, "--fate-wait", "1s")
+	node := &testbed.Pod{Netns: bed.Node}
+	// TCP from a local socket carries its payload in page fragments: the
+	// program reads it through a dynptr, not from the linear data.
+	lookups := []lookup{query(t, node, server.IP, "udp", slowName, 41), query(t, node, server.IP, "tcp", slowName, 42)}
+	for _, l := range lookups {
+		a.waitFor(t, 10*time.Second, "the response to the node's "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
+			_, dp := ports(r.GetFlow())
+			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && dp == l.clientPort
+		})
+	}
+	a.stop(t)
+	for _, l := range lookups {
+		t.Run(l.proto, func(t *testing.T) {
+			var req, resp *flowv1.Flow
+			for _, f := range l7Records(a) {
+				sp, dp := ports(f)
+				if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
+					continue
+				}
+				switch {
+				case sp == l.clientPort && dp == 53:
+					req = f
+				case sp == 53 && dp == l.clientPort:
+					resp = f
+				}
+			}
+			if req == nil || resp == nil {
+				t.Fatalf("request %v, response %v: want both", req, resp)
+			}
+			if req.ObservationPoint != "netfilter-local-out" || req.GetL7().GetDns().GetObservationSource() != "netfilter-local-out" ||
+				req.GetL7().GetDns().GetQuery() != slowName || req.Interface.GetName() != server.HostVeth ||
+				req.Verdict != flowv1.Verdict_FORWARDED || req.Source.GetIdentity() != 1 {
+				t.Errorf("request %v: want %s seen at netfilter-local-out toward %s, FORWARDED, from reserved:host", req, slowName, server.HostVeth)
+			}
+			lat := time.Duration(resp.GetL7().LatencyNs)
+			if resp.ObservationPoint != "tcx-ingress" || lat < slowDelay || lat > l.elapsed {
+				t.Errorf("response %v: want seen at tcx-ingress, latency %s in [%s, %s]", resp, lat, slowDelay, l.elapsed)
+			}
+		})
+	}
+}
