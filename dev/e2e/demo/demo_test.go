@@ -98,7 +98,7 @@ func buildBinaries(t *testing.T) string {
 func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.T) {
 	roottest.Require(t, "the end-to-end test loads eBPF, builds network namespaces, writes nftables rules")
 	bin := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	s, err := demo.Start(ctx, demo.Config{
 		BinDir:       bin,
@@ -294,6 +294,10 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 	})
 
 	t.Run("Hubble's API and metrics answer from the same history", func(t *testing.T) { checkHubble(t, ctx, s, demo.ID(fe), demo.ID(pg)) })
+
+	t.Run("DNS: names answered, the NXDOMAIN storm per client workload, the slow upstream at the client's latency, the alert", func(t *testing.T) {
+		checkDNS(t, ctx, s, trawl)
+	})
 
 	t.Run("ClickHouse rows agree with what observe printed", func(t *testing.T) {
 		if denied == nil || allowed == nil {
