@@ -74,6 +74,11 @@ type Config struct {
 	Kubeconfig string
 	Enricher   Enricher
 
+	// FQDNCacheEntries bounds the cache of DNS answers that names flows
+	// (destination_names, source_names; relay/enrich.Names): 0 is the
+	// default, negative turns naming off.
+	FQDNCacheEntries int
+
 	// Hubble configures Hubble's observer API and flow metrics.
 	Hubble hubble.Config
 

@@ -44,6 +44,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.PeerTLS.ServerName, "peer-tls-server-name", cfg.PeerTLS.ServerName, "name expected in peers' certificates (default: the peer's address)")
 	fs.StringVar(&cfg.Manifests, "manifests", cfg.Manifests, "directory or file of Kubernetes YAML (Pods, Services, Namespaces, NetworkPolicies) for enrichment without API access")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig for enrichment from the API server (in-cluster config when empty and running in a pod)")
+	fs.IntVar(&cfg.FQDNCacheEntries, "fqdn-cache-entries", cfg.FQDNCacheEntries, "DNS answers kept (per node, client and address) to name flows' destination_names/source_names; 0: 100000, negative: off")
 	hubble.RegisterFlags(fs, &cfg.Hubble)
 	if t := os.Getenv("TRAWL_OBSERVER_TOKEN"); t != "" && cfg.ObserverToken == "" {
 		cfg.ObserverToken = t

@@ -131,7 +131,7 @@ func (r *Relay) build() error {
 	if err != nil {
 		return err
 	}
-	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: cfg.IngestTLS.CA != "", NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, Log: cfg.Log},
+	r.ingest = ingest.New(ingest.Config{Limits: cfg.Limits, RequireClientCert: cfg.IngestTLS.CA != "", NodeNameInCert: cfg.NodeNameInCert, Enricher: enr, NameEntries: cfg.FQDNCacheEntries, Log: cfg.Log},
 		hm.Sink(back), r.hub, r.nodes, im)
 	var peers observer.Peers
 	if len(cfg.Peers) > 0 {

@@ -18,6 +18,10 @@ type Config struct {
 	NodeNameInCert bool
 	// Enricher is optional: records are stored as they come by default.
 	Enricher Enricher
+	// NameEntries bounds the FQDN cache that names flows from the DNS
+	// answers their clients received (relay/enrich.Names): 0 is
+	// enrich.DefaultNameEntries, negative turns naming off.
+	NameEntries int
 	// Log is optional: default slog.Default().
 	Log *slog.Logger
 }

@@ -27,6 +27,7 @@ import (
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
+	"github.com/trawl-dev/trawl/relay/enrich"
 	"github.com/trawl-dev/trawl/relay/hub"
 	"github.com/trawl-dev/trawl/relay/nodes"
 	"github.com/trawl-dev/trawl/relay/store"
@@ -75,6 +76,7 @@ type Server struct {
 	nodes *nodes.Registry
 	m     *Metrics
 	log   *slog.Logger
+	names *enrich.Names // nil: naming off
 
 	mu      sync.Mutex
 	pending map[string]*pendingBatch // key → waiting for the insert
@@ -98,8 +100,12 @@ func New(cfg Config, sink Sink, h *hub.Hub, reg *nodes.Registry, m *Metrics) *Se
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	var names *enrich.Names
+	if cfg.NameEntries >= 0 {
+		names = enrich.NewNames(cfg.NameEntries)
+	}
 	return &Server{
-		cfg: cfg, sink: sink, hub: h, nodes: reg, m: m, log: cfg.Log.With("component", "ingest"),
+		cfg: cfg, sink: sink, hub: h, nodes: reg, m: m, log: cfg.Log.With("component", "ingest"), names: names,
 		pending: map[string]*pendingBatch{}, acked: map[string]*window{}, bootsOf: map[string][]string{},
 	}
 }

@@ -207,6 +207,9 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observe
 	pv, _ := s.cfg.Enricher.(PolicyVerdicter)
 	var verdicts []*flowv1.Flow
 	var verdictOf []int // index of the flow each verdict derives from
+	// Names from the DNS answers of the node's clients first (this batch's
+	// included), so that policy-verdict records copy them.
+	s.names.Batch(node, b.GetFlows())
 	for i, f := range b.GetFlows() {
 		if f.Uuid == "" {
 			f.Uuid = flowid.Derive(node, b.GetBootId(), b.GetSequence(), i)
