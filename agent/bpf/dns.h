@@ -17,6 +17,10 @@
 #define DNS_MAX_PAYLOAD 512
 
 extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym;
+/* Conntrack lookups (nf_conntrack's kfuncs; weak: absent without conntrack). */
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts *opts, __u32 opts__sz) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 
 struct dns_event {
 	struct flow_tuple tuple;
@@ -27,7 +31,14 @@ struct dns_event {
 	__u16 msg_len; /* UDP payload or TCP segment data in the packet (> len: cut) */
 	__u8 hook;     /* enum hook */
 	__u8 has_flow; /* the flow map has an entry for the tuple (fate is knowable) */
-	__u8 pad[6];
+	/* Set on a packet from a DNS port whose conntrack entry was
+	 * translated (a Service's DNAT): the query's destination as the client
+	 * sent it, so user space matches the response with its query. */
+	__u8 nat;
+	__u8 pad;
+	__u16 query_dport; /* host order */
+	__u8 pad2[2];
+	__u8 query_daddr[16]; /* IPv4 in the first 4 bytes */
 	__u8 data[DNS_MAX_PAYLOAD]; /* TCP: starts with the 2-byte length prefix */
 };
 
@@ -97,7 +108,55 @@ static __always_inline struct dns_event *dns_reserve(struct flow_key *key, __u32
 	e->hook = hook;
 	e->msg_len = msg_len > 0xffff ? 0xffff : msg_len;
 	e->len = 0;
+	e->nat = 0;
+	e->pad = 0;
+	e->query_dport = 0;
+	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
+	__builtin_memset(e->query_daddr, 0, sizeof(e->query_daddr));
 	return e;
+}
+
+/* dns_nat fills the query's destination of a response whose conntrack
+ * entry was translated. tcx ingress runs before conntrack, so the response
+ * still carries the backend's address; its entry (found by the reply tuple)
+ * holds the address the client asked. Only DNS packets from a DNS port pay
+ * for the lookup. */
+static __always_inline void dns_nat(struct __sk_buff *skb, struct dns_event *e)
+{
+	if (!bpf_skb_ct_lookup || !bpf_ct_release || !dns_port(e->tuple.sport))
+		return;
+	struct bpf_sock_tuple t = {};
+	struct bpf_ct_opts opts = { .netns_id = -1, .l4proto = e->tuple.proto };
+	__u32 size;
+	if (e->tuple.family == 4) {
+		__builtin_memcpy(&t.ipv4.saddr, e->tuple.saddr, 4);
+		__builtin_memcpy(&t.ipv4.daddr, e->tuple.daddr, 4);
+		t.ipv4.sport = bpf_htons(e->tuple.sport);
+		t.ipv4.dport = bpf_htons(e->tuple.dport);
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, e->tuple.saddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, e->tuple.daddr, 16);
+		t.ipv6.sport = bpf_htons(e->tuple.sport);
+		t.ipv6.dport = bpf_htons(e->tuple.dport);
+		size = sizeof(t.ipv6);
+	}
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, size, &opts, sizeof(opts));
+	if (!ct)
+		return;
+	/* The original direction is the query's: client -> what it asked. */
+	struct nf_conntrack_tuple *orig = &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple;
+	__u16 dport = bpf_ntohs(orig->dst.u.all);
+	if (e->tuple.family == 4)
+		__builtin_memcpy(e->query_daddr, &orig->dst.u3.ip, 4);
+	else
+		__builtin_memcpy(e->query_daddr, &orig->dst.u3.in6, 16);
+	e->query_dport = dport;
+	__u64 a[2], b[2];
+	__builtin_memcpy(a, e->query_daddr, 16);
+	__builtin_memcpy(b, e->tuple.saddr, 16);
+	e->nat = dport != e->tuple.sport || a[0] != b[0] || a[1] != b[1];
+	bpf_ct_release(ct);
 }
 
 static __always_inline void dns_submit(struct dns_event *e)
@@ -130,6 +189,7 @@ static __always_inline void dns_from_skb(struct __sk_buff *skb, struct flow_key 
 	__u32 n = avail < DNS_MAX_PAYLOAD ? avail : DNS_MAX_PAYLOAD;
 	if (n >= 1 && n <= DNS_MAX_PAYLOAD && bpf_skb_load_bytes(skb, off, e->data, n) == 0)
 		e->len = n;
+	dns_nat(skb, e);
 	dns_submit(e);
 }
 

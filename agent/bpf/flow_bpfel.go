@@ -48,7 +48,11 @@ type FlowDnsEvent struct {
 	MsgLen      uint16
 	Hook        uint8
 	HasFlow     uint8
-	Pad         [6]uint8
+	Nat         uint8
+	Pad         uint8
+	QueryDport  uint16
+	Pad2        [2]uint8
+	QueryDaddr  [16]uint8
 	Data        [512]uint8
 }
 

@@ -518,3 +518,58 @@ func TestDNSQueriesTheNodeSendsOverUDPAndTCPAreSeenAtLocalOutAndMatched(t *testi
 		})
 	}
 }
+
+func TestAResponseFromBehindAServiceDNATIsMatchedWithItsQuery(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client", "dns"}})
+	client, server := bed.Pod("client"), bed.Pod("dns")
+	serveDNS(t, server)
+	// kube-proxy's way: the Service address is translated to the pod's in
+	// the node's PREROUTING, after the tcx hooks saw the packet.
+	const service = "10.96.0.10"
+	for _, proto := range []string{"udp", "tcp"} {
+		if _, err := bed.Node.Run(context.Background(), "iptables", "-t", "nat", "-A", "PREROUTING", "-d", service, "-p", proto, "--dport", "53",
+			"-j", "DNAT", "--to-destination", server.IP.String()+":53"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := startAgent(t, bed, "--fate-wait", "1s")
+	lookups := []lookup{
+		query(t, client, netip.MustParseAddr(service), "udp", slowName, 51),
+		query(t, client, netip.MustParseAddr(service), "tcp", slowName, 52),
+	}
+	for _, l := range lookups {
+		a.waitFor(t, 10*time.Second, "the response of the "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
+			_, dp := ports(r.GetFlow())
+			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && dp == l.clientPort
+		})
+	}
+	a.stop(t)
+	for _, l := range lookups {
+		t.Run(l.proto, func(t *testing.T) {
+			var req, resp *flowv1.Flow
+			for _, f := range l7Records(a) {
+				sp, dp := ports(f)
+				if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
+					continue
+				}
+				switch {
+				case sp == l.clientPort && dp == 53:
+					req = f
+				case sp == 53 && dp == l.clientPort:
+					resp = f
+				}
+			}
+			if req == nil || resp == nil {
+				t.Fatalf("request %v, response %v: want both", req, resp)
+			}
+			// Each record keeps its packet's addresses.
+			if req.IP.Destination != service || resp.IP.Source != server.IP.String() {
+				t.Errorf("request to %s, response from %s: want %s and %s", req.IP.Destination, resp.IP.Source, service, server.IP)
+			}
+			lat := time.Duration(resp.GetL7().LatencyNs)
+			if lat < slowDelay || lat > l.elapsed {
+				t.Errorf("response %v: latency %s, want in [%s, %s]", resp, lat, slowDelay, l.elapsed)
+			}
+		})
+	}
+}
