@@ -3,6 +3,7 @@ package demo_test
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -257,7 +258,7 @@ func checkDNS(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 		}
 		var matched int
 		var upstreamSeen bool
-		for _, r := range observe(t, "--protocol", "dns", "--to-fqdn", strings.TrimSuffix(demo.SlowName, "."), "--since", "10m", "--last", "500") {
+		for _, r := range observe(t, "--protocol", "dns", "--dns-query", "^" + regexp.QuoteMeta(strings.TrimSuffix(demo.SlowName, ".")) + `\.?$`, "--since", "10m", "--last", "1000") {
 			q, _, ok := r.dns()
 			if !ok || q != demo.SlowName || !r.response() {
 				continue
@@ -280,6 +281,9 @@ func checkDNS(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 			}
 			matched++
 			within10(t, "observe "+r.Flow.Time.Format(time.StampMilli), lat, l)
+			if matched == 1 {
+				t.Logf("%s: Trawl recorded %s, the client measured %s", demo.SlowName, lat, l.Latency())
+			}
 		}
 		if matched == 0 {
 			t.Errorf("no answer of %s to %s in observe matches a lookup the client measured (%d lookups)", demo.SlowName, demo.ID(slow), len(measured))
