@@ -90,3 +90,30 @@ func TestFromHubbleKeepsDNSRecords(t *testing.T) {
 		t.Errorf("an HTTP record: got %v (%v), want its L7 type without a record", got.GetL7(), err)
 	}
 }
+
+// An event_type filter selects exactly the records Trawl serves with that
+// event type (eventType), on both data sets: the filter translation and the
+// flow translation agree about what an L7 record is.
+func TestEventTypeFiltersSelectTheRecordsServedWithThatType(t *testing.T) {
+	flows := append(filtertest.Flows(), filtertest.DNSFlows()...)
+	for _, typ := range []int32{msgTypeTrace, msgTypeDrop, msgTypePolicyVerdict, msgTypeAccessLog} {
+		allow, deny, err := TranslateFilters(ff(&flowpb.FlowFilter{EventType: []*flowpb.EventTypeFilter{{Type: typ}}}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filter.MustCompile(allow, deny)
+		n := 0
+		for i, fl := range flows {
+			served, _, _ := eventType(fl)
+			if f.MatchFlow(fl) != (served == typ) {
+				t.Errorf("type %d, record %d (served as %d): filter says %v", typ, i, served, f.MatchFlow(fl))
+			}
+			if served == typ {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("no record of type %d in the data sets", typ)
+		}
+	}
+}
