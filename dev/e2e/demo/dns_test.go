@@ -258,7 +258,7 @@ func checkDNS(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 		}
 		var matched int
 		var upstreamSeen bool
-		for _, r := range observe(t, "--protocol", "dns", "--dns-query", "^" + regexp.QuoteMeta(strings.TrimSuffix(demo.SlowName, ".")) + `\.?$`, "--since", "10m", "--last", "1000") {
+		for _, r := range observe(t, "--protocol", "dns", "--dns-query", "^"+regexp.QuoteMeta(strings.TrimSuffix(demo.SlowName, "."))+`\.?$`, "--since", "10m", "--last", "1000") {
 			q, _, ok := r.dns()
 			if !ok || q != demo.SlowName || !r.response() {
 				continue
