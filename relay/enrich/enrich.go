@@ -348,7 +348,7 @@ func PolicyDrops(f *flowv1.Flow, fn func(namespace, policy string, packets uint6
 func (e *Enricher) PolicyVerdicts(f *flowv1.Flow) []*flowv1.Flow { return PolicyVerdictRecords(f) }
 
 // PolicyVerdictRecords derives the policy-verdict events of an enriched
-// flow, like Hubble's PolicyVerdict events: for the first packet of a
+// flow (never of an L7 record), like Hubble's PolicyVerdict events: for the first packet of a
 // connection (FLOW_NEW) that policies allowed, and for a drop the policies
 // explain (POLICY_DENIED), one record per side that decided — EGRESS for
 // the source pod's egress policies, INGRESS for the destination's ingress
@@ -359,6 +359,8 @@ func (e *Enricher) PolicyVerdicts(f *flowv1.Flow) []*flowv1.Flow { return Policy
 func PolicyVerdictRecords(f *flowv1.Flow) []*flowv1.Flow {
 	var egress, ingress []*flowv1.Policy
 	switch {
+	case f.EventKind == flowv1.EventKind_L7_EVENT:
+		return nil // a DNS message's packet is in its flow's records, which carry the verdict
 	case f.EventKind == flowv1.EventKind_FLOW_NEW && f.Verdict == flowv1.Verdict_FORWARDED:
 		egress, ingress = f.EgressAllowedBy, f.IngressAllowedBy
 	case f.Verdict == flowv1.Verdict_DROPPED && f.DropReasonDesc == ReasonPolicyDenied:

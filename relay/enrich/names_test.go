@@ -151,3 +151,18 @@ func BenchmarkNamesFlowsWithoutAnswers(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(flows)), "ns/record")
 }
+
+// A DNS message dropped by policy derives no policy-verdict record: the
+// drop record of the same packet does.
+func TestL7RecordsDeriveNoPolicyVerdicts(t *testing.T) {
+	f := answer("node-a", "10.0.1.5", 0, "x.example.", 30, nil)
+	f.Verdict, f.DropReasonDesc = flowv1.Verdict_DROPPED, ReasonPolicyDenied
+	f.IngressDeniedBy = []*flowv1.Policy{{Namespace: "shop", Name: "deny"}}
+	if pv := PolicyVerdictRecords(f); pv != nil {
+		t.Errorf("an L7 record derived %d policy verdicts", len(pv))
+	}
+	f.EventKind = flowv1.EventKind_DROP
+	if pv := PolicyVerdictRecords(f); len(pv) != 1 {
+		t.Errorf("the drop record derived %d policy verdicts, want 1", len(pv))
+	}
+}

@@ -144,7 +144,7 @@ func traceSubtypeName(p flowpb.TraceObservationPoint) string {
 // close events) as trace events at their observation point.
 func eventType(f *flowv1.Flow) (typ, subType int32, point flowpb.TraceObservationPoint) {
 	switch {
-	case f.GetEventKind() == flowv1.EventKind_L7_EVENT || f.GetL7() != nil:
+	case f.GetEventKind() == flowv1.EventKind_L7_EVENT || f.GetEventKind() == flowv1.EventKind_EVENT_KIND_UNSPECIFIED && f.GetL7() != nil:
 		return msgTypeAccessLog, 0, flowpb.TraceObservationPoint_UNKNOWN_POINT
 	case f.GetEventKind() == flowv1.EventKind_POLICY_VERDICT:
 		return msgTypePolicyVerdict, 0, flowpb.TraceObservationPoint_UNKNOWN_POINT

@@ -68,8 +68,8 @@ func dnsStorageRecords(n int, start time.Time) []*flowv1.Flow {
 		rec := func(src, dst *flowv1.Endpoint, sa, da string, sp, dp uint32, typ flowv1.L7FlowType, d *flowv1.DNS, t time.Time, l time.Duration, op string) *flowv1.Flow {
 			return &flowv1.Flow{Time: timestamppb.New(t), Uuid: store.FormatUUID(0x1234_5678_9abc_def0, uint64(len(out)+1)), NodeName: fmt.Sprintf("node-%d", pod%4),
 				Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_L7_EVENT, Type: flowv1.FlowType_L7,
-				IP: &flowv1.IP{Source: sa, Destination: da, IpVersion: flowv1.IPVersion_IPv4},
-				L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}},
+				IP:     &flowv1.IP{Source: sa, Destination: da, IpVersion: flowv1.IPVersion_IPv4},
+				L4:     &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: sp, DestinationPort: dp}}},
 				Source: src, Destination: dst, IsReply: wrapperspb.Bool(typ == flowv1.L7FlowType_RESPONSE), ObservationPoint: op,
 				TrafficDirection: flowv1.TrafficDirection_EGRESS, Interface: &flowv1.NetworkInterface{Index: uint32(10 + pod%50), Name: fmt.Sprintf("lxc%04x", pod)},
 				L7: &flowv1.Layer7{Type: typ, LatencyNs: uint64(l), Record: &flowv1.Layer7_Dns{Dns: d}}}
@@ -133,8 +133,8 @@ func BenchmarkStorageDNS(b *testing.B) {
 		for i := range 2 * exchanges {
 			f := &flowv1.Flow{Time: timestamppb.New(start.Add(time.Duration(i) * time.Millisecond)), Uuid: store.FormatUUID(0x2234_5678_9abc_def0, uint64(i+1)),
 				NodeName: fmt.Sprintf("node-%d", i%4), Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4,
-				IP: &flowv1.IP{Source: fmt.Sprintf("10.244.%d.%d", i%3, i%200+2), Destination: fmt.Sprintf("10.244.5.%d", i%50+2), IpVersion: flowv1.IPVersion_IPv4},
-				L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(32768 + i%20000), DestinationPort: 8080, Flags: &flowv1.TCPFlags{ACK: true}}}},
+				IP:      &flowv1.IP{Source: fmt.Sprintf("10.244.%d.%d", i%3, i%200+2), Destination: fmt.Sprintf("10.244.5.%d", i%50+2), IpVersion: flowv1.IPVersion_IPv4},
+				L4:      &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(32768 + i%20000), DestinationPort: 8080, Flags: &flowv1.TCPFlags{ACK: true}}}},
 				Packets: uint64(1 + i%40), Bytes: uint64(100 + i%40*1400), ObservationPoint: "tcx-ingress", IsReply: wrapperspb.Bool(false)}
 			plain = append(plain, f)
 		}
