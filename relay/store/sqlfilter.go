@@ -328,7 +328,9 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 	if len(c.DNSQuery) > 0 {
 		var alts []string
 		for _, r := range c.DNSQuery {
-			alts = append(alts, "match(dns_query, "+b.str(r.Pattern)+")")
+			// ClickHouse's match() lets '.' match a newline unless told
+			// otherwise; Go's regexp (Hubble's) does not.
+			alts = append(alts, "match(dns_query, "+b.str("(?-s)"+r.Pattern)+")")
 		}
 		p = append(p, isDNS, or(alts))
 	}

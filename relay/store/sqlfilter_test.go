@@ -24,13 +24,18 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnDNSRecords(t *testing.T) {
 	s := openStore(t, chtest.Database(t))
 	w := runWriter(t, s)
 	dns := filtertest.DNSFlows()
-	flows := slices.Concat(dns, filtertest.Flows(), mixedDNSFlows(300))
+	flows := slices.Concat(dns, filtertest.Flows(), mixedDNSFlows(300), oddQueries())
 	write(t, w, &store.Batch{Key: "k/dns", Flows: flows})
 	index := map[string]int{}
 	for i, f := range flows {
 		index[f.Uuid] = i
 	}
-	for _, tc := range filtertest.DNSCases() {
+	cases := append(filtertest.DNSCases(),
+		filtertest.Case{Name: "dns_query: a dot does not match a newline, as in Go", Allow: []*observerv1.FlowFilter{{DnsQuery: []string{`^a.b\.$`}}}},
+		filtertest.Case{Name: "dns_query: unless the expression says so", Allow: []*observerv1.FlowFilter{{DnsQuery: []string{`(?s)^a.b\.$`}}}},
+		filtertest.Case{Name: "fqdn: capitals in a query", Allow: []*observerv1.FlowFilter{{DestinationFqdn: []string{"cafe.example.com"}}}},
+	)
+	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			flt, err := filter.Compile(tc.Allow, tc.Deny)
 			if err != nil {
@@ -58,6 +63,20 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnDNSRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oddQueries are DNS records whose names hold what DNS allows and names
+// rarely do: a newline, capitals. (Not bytes that are not UTF-8: a proto
+// string cannot carry them, so no such name reaches the relay.)
+func oddQueries() []*flowv1.Flow {
+	var out []*flowv1.Flow
+	for i, q := range []string{"a\nb.", "CAFE.example.COM."} {
+		f := filtertest.DNSFlows()[0]
+		f.L7.GetDns().Query = q
+		f.Uuid = store.FormatUUID(0x0dd, uint64(i+1))
+		out = append(out, f)
+	}
+	return out
 }
 
 // mixedDNSFlows builds n records whose fields come from different records
