@@ -32,13 +32,15 @@ struct dns_event {
 	__u8 hook;     /* enum hook */
 	__u8 has_flow; /* the flow map has an entry for the tuple (fate is knowable) */
 	/* Set on a packet from a DNS port whose conntrack entry was
-	 * translated (a Service's DNAT): the query's destination as the client
-	 * sent it, so user space matches the response with its query. */
+	 * translated (a Service's DNAT, a masquerade): the query's tuple as the
+	 * client sent it, so user space matches the response with its query. */
 	__u8 nat;
 	__u8 pad;
-	__u16 query_dport; /* host order */
+	__u16 query_sport; /* host order */
+	__u16 query_dport;
 	__u8 pad2[2];
-	__u8 query_daddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 query_saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 query_daddr[16];
 	__u8 data[DNS_MAX_PAYLOAD]; /* TCP: starts with the 2-byte length prefix */
 };
 
@@ -110,17 +112,19 @@ static __always_inline struct dns_event *dns_reserve(struct flow_key *key, __u32
 	e->len = 0;
 	e->nat = 0;
 	e->pad = 0;
+	e->query_sport = 0;
 	e->query_dport = 0;
 	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
+	__builtin_memset(e->query_saddr, 0, sizeof(e->query_saddr));
 	__builtin_memset(e->query_daddr, 0, sizeof(e->query_daddr));
 	return e;
 }
 
-/* dns_nat fills the query's destination of a response whose conntrack
- * entry was translated. tcx ingress runs before conntrack, so the response
- * still carries the backend's address; its entry (found by the reply tuple)
- * holds the address the client asked. Only DNS packets from a DNS port pay
- * for the lookup. */
+/* dns_nat fills the query's tuple of a response whose conntrack entry was
+ * translated. tcx ingress runs before conntrack, so the response still
+ * carries the backend's address (DNAT) or the node's (masquerade); its entry
+ * (found by the reply tuple) holds the query as the client sent it. Only DNS
+ * packets from a DNS port pay for the lookup. */
 static __always_inline void dns_nat(struct __sk_buff *skb, struct dns_event *e)
 {
 	if (!bpf_skb_ct_lookup || !bpf_ct_release || !dns_port(e->tuple.sport))
@@ -144,18 +148,27 @@ static __always_inline void dns_nat(struct __sk_buff *skb, struct dns_event *e)
 	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, size, &opts, sizeof(opts));
 	if (!ct)
 		return;
-	/* The original direction is the query's: client -> what it asked. */
+	/* The original direction is the query's: the client as it sent the
+	 * query (before a masquerade) -> what it asked (before a DNAT). The
+	 * response, seen before conntrack, is the reply direction. */
 	struct nf_conntrack_tuple *orig = &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple;
-	__u16 dport = bpf_ntohs(orig->dst.u.all);
-	if (e->tuple.family == 4)
+	e->query_sport = bpf_ntohs(orig->src.u.all);
+	e->query_dport = bpf_ntohs(orig->dst.u.all);
+	if (e->tuple.family == 4) {
+		__builtin_memcpy(e->query_saddr, &orig->src.u3.ip, 4);
 		__builtin_memcpy(e->query_daddr, &orig->dst.u3.ip, 4);
-	else
+	} else {
+		__builtin_memcpy(e->query_saddr, &orig->src.u3.in6, 16);
 		__builtin_memcpy(e->query_daddr, &orig->dst.u3.in6, 16);
-	e->query_dport = dport;
-	__u64 a[2], b[2];
-	__builtin_memcpy(a, e->query_daddr, 16);
-	__builtin_memcpy(b, e->tuple.saddr, 16);
-	e->nat = dport != e->tuple.sport || a[0] != b[0] || a[1] != b[1];
+	}
+	/* Translated when the query's tuple is not this packet's reversed. */
+	__u64 qs[2], qd[2], ps[2], pd[2];
+	__builtin_memcpy(qs, e->query_saddr, 16);
+	__builtin_memcpy(qd, e->query_daddr, 16);
+	__builtin_memcpy(ps, e->tuple.saddr, 16);
+	__builtin_memcpy(pd, e->tuple.daddr, 16);
+	e->nat = e->query_dport != e->tuple.sport || e->query_sport != e->tuple.dport || qd[0] != ps[0] ||
+		 qd[1] != ps[1] || qs[0] != pd[0] || qs[1] != pd[1];
 	bpf_ct_release(ct);
 }
 

@@ -50,10 +50,13 @@ type FlowDnsEvent struct {
 	HasFlow     uint8
 	Nat         uint8
 	Pad         uint8
+	QuerySport  uint16
 	QueryDport  uint16
 	Pad2        [2]uint8
+	QuerySaddr  [16]uint8
 	QueryDaddr  [16]uint8
 	Data        [512]uint8
+	_           [6]byte
 }
 
 type FlowEventKind uint32

@@ -99,8 +99,10 @@ func (c *Collector) dnsRecord(ev *bpf.FlowDnsEvent, m *dns.Message, ifaces map[i
 	l7 := &flowv1.Layer7{Type: flowv1.L7FlowType_REQUEST, Record: &flowv1.Layer7_Dns{Dns: d}}
 	k := dnsKey(&ev.Tuple, m.ID, m.Response)
 	if m.Response && ev.Nat != 0 {
-		// Conntrack translated the query (a Service's DNAT): the client
-		// asked the original address, which the query was seen with.
+		// Conntrack translated the query (a Service's DNAT, a
+		// masquerade): match with the query as the client sent it, which
+		// is how the program saw it.
+		k.Client, k.ClientPort = ev.QuerySaddr, ev.QuerySport
 		k.Server, k.ServerPort = ev.QueryDaddr, ev.QueryDport
 	}
 	if m.Response {

@@ -75,12 +75,19 @@ func answer(q []byte) []byte {
 // serveDNS answers on UDP and TCP port 53 of the pod until the test ends.
 func serveDNS(t *testing.T, pod *testbed.Pod) {
 	t.Helper()
-	addr := net.JoinHostPort(pod.IP.String(), "53")
-	pc, err := pod.ListenPacket("udp", addr)
+	serveDNSOn(t, pod.ListenPacket, pod.Listen, pod.IP)
+}
+
+// serveDNSOn answers on UDP and TCP port 53 of ip, with listeners of a
+// namespace (a pod's, or net's for the test's own).
+func serveDNSOn(t *testing.T, listenPacket func(string, string) (net.PacketConn, error), listen func(string, string) (net.Listener, error), ip netip.Addr) {
+	t.Helper()
+	addr := net.JoinHostPort(ip.String(), "53")
+	pc, err := listenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := pod.Listen("tcp", addr)
+	ln, err := listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,6 +572,58 @@ func TestAResponseFromBehindAServiceDNATIsMatchedWithItsQuery(t *testing.T) {
 			// Each record keeps its packet's addresses.
 			if req.IP.Destination != service || resp.IP.Source != server.IP.String() {
 				t.Errorf("request to %s, response from %s: want %s and %s", req.IP.Destination, resp.IP.Source, service, server.IP)
+			}
+			lat := time.Duration(resp.GetL7().LatencyNs)
+			if lat < slowDelay || lat > l.elapsed {
+				t.Errorf("response %v: latency %s, want in [%s, %s]", resp, lat, slowDelay, l.elapsed)
+			}
+		})
+	}
+}
+
+func TestAResponseToAMasqueradedQueryIsMatchedWithItsQuery(t *testing.T) {
+	bed := testbed.NewT(t, testbed.Config{Pods: []string{"client"}})
+	client := bed.Pod("client")
+	// An upstream resolver outside the node (in the test's own namespace,
+	// behind the node's uplink); the node masquerades what pods send there.
+	serveDNSOn(t, net.ListenPacket, net.Listen, bed.RootAddr)
+	if _, err := bed.Node.Run(context.Background(), "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", bed.NodeLink, "-j", "MASQUERADE"); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, bed, "--fate-wait", "1s")
+	lookups := []lookup{
+		query(t, client, bed.RootAddr, "udp", slowName, 61),
+		query(t, client, bed.RootAddr, "tcp", slowName, 62),
+	}
+	for _, l := range lookups {
+		a.waitFor(t, 10*time.Second, "the response of the "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
+			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && r.GetFlow().GetL7().GetDns().GetQuery() == slowName &&
+				(l.proto == "udp") == (r.GetFlow().GetL4().GetUDP() != nil)
+		})
+	}
+	a.stop(t)
+	for _, l := range lookups {
+		t.Run(l.proto, func(t *testing.T) {
+			var req, resp *flowv1.Flow
+			for _, f := range l7Records(a) {
+				if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
+					continue
+				}
+				sp, dp := ports(f)
+				switch {
+				case f.L7.Type == flowv1.L7FlowType_REQUEST && sp == l.clientPort && dp == 53:
+					req = f
+				case f.L7.Type == flowv1.L7FlowType_RESPONSE && sp == 53:
+					resp = f
+				}
+			}
+			if req == nil || resp == nil {
+				t.Fatalf("request %v, response %v: want both", req, resp)
+			}
+			// The response was seen on the uplink, to the node's address.
+			if req.IP.Source != client.IP.String() || resp.IP.Destination != bed.NodeAddr.String() || resp.Interface.GetName() != bed.NodeLink {
+				t.Errorf("request from %s, response to %s on %s: want %s, and %s on %s", req.IP.Source, resp.IP.Destination,
+					resp.Interface.GetName(), client.IP, bed.NodeAddr, bed.NodeLink)
 			}
 			lat := time.Duration(resp.GetL7().LatencyNs)
 			if lat < slowDelay || lat > l.elapsed {
