@@ -228,10 +228,13 @@ func QueryA(ctx context.Context, dial DialFunc, server, name string) Lookup {
 		return l
 	}
 	b := dnsmessage.NewBuilder(make([]byte, 0, 512), dnsmessage.Header{ID: uint16(rand.Uint32()), RecursionDesired: true})
-	if err := b.StartQuestions(); err == nil {
+	var msg []byte
+	if err = b.StartQuestions(); err == nil {
 		err = b.Question(dnsmessage.Question{Name: qn, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
 	}
-	msg, err := b.Finish()
+	if err == nil {
+		msg, err = b.Finish()
+	}
 	if err != nil {
 		l.Err = fmt.Errorf("dns: build query for %q: %w", name, err)
 		return l

@@ -50,6 +50,7 @@ func TestDNSServerAnswersClusterNamesAndRefusesOthers(t *testing.T) {
 		{"postgres.databases.svc.cluster.local", "10.96.0.20", ""},
 		{"POSTGRES.databases.svc.cluster.local.", "10.96.0.20", ""},
 		{"missing.databases.svc.cluster.local", "", "NXDOMAIN"},
+		{strings.Repeat("x", 64) + ".svc.cluster.local", "", "build query"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
