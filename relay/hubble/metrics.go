@@ -72,6 +72,7 @@ type handler struct {
 	name     string
 	vec      *prometheus.CounterVec
 	hist     *prometheus.HistogramVec // instead of vec for histograms
+	memo     *ctxMemo                 // shared by a family's handlers
 	ctx      contextOptions
 	observe  func(h *handler, f *flowv1.Flow)
 	opts     map[string]bool // metric-specific options (flows-to-world)
@@ -204,10 +205,15 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 		}
 		// A family (dns) looks at its records once: one pass that skips
 		// every record without a DNS layer, then its metrics.
+		memo := &ctxMemo{}
+		for _, h := range hs {
+			h.memo = memo
+		}
 		m.passes = append(m.passes, &handler{name: "dispatch", observe: func(d *handler, f *flowv1.Flow) {
 			if f.GetL7().GetDns() == nil {
 				return
 			}
+			memo.f = nil // a record at a reused address is a new record
 			for _, h := range hs {
 				h.now = d.now
 				h.observe(h, f)
@@ -332,15 +338,36 @@ func (h *handler) observeValue(f *flowv1.Flow, v float64, fixed ...string) {
 	}
 }
 
+// ctxMemo holds the context values of the record a family's metrics are
+// counting, so that its metrics (same options) work them out once.
+type ctxMemo struct {
+	f    *flowv1.Flow // nil: not computed for the current record
+	vals []string
+}
+
+// appendContext appends f's context values (from the family's memo when
+// the handler has one).
+func (h *handler) appendContext(vals []string, f *flowv1.Flow) []string {
+	m := h.memo
+	if m == nil {
+		return h.ctx.appendValues(vals, f)
+	}
+	if m.f != f {
+		m.vals = h.ctx.appendValues(m.vals[:0], f)
+		m.f = f
+	}
+	return append(vals, m.vals...)
+}
+
 // seriesOf finds or makes the series, nil when the budget is full.
 func (h *handler) seriesOf(f *flowv1.Flow, fixed []string) *series {
 	vals := h.vals[:0]
 	if h.ctxFirst {
-		vals = h.ctx.appendValues(vals, f)
+		vals = h.appendContext(vals, f)
 		vals = append(vals, fixed...)
 	} else {
 		vals = append(vals, fixed...)
-		vals = h.ctx.appendValues(vals, f)
+		vals = h.appendContext(vals, f)
 	}
 	h.vals = vals
 	key := h.key[:0]
