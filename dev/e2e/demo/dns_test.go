@@ -224,6 +224,27 @@ func checkDNS(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 		}
 	})
 
+	t.Run("trawl top ranks the storming workload first by NXDOMAIN and the slow name first by p99", func(t *testing.T) {
+		for _, c := range []struct{ table, header, first string }{
+			{"dns-nxdomain", "CLIENT", storm.Namespace + "/" + demo.StormApp},
+			{"dns-slow", "NAME", demo.SlowName},
+		} {
+			out, err := trawl("top", c.table, "--since", "10m")
+			if err != nil {
+				t.Fatalf("trawl top %s: %v", c.table, err)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, c.header+" ") })
+			var first []string
+			if i >= 0 && i+1 < len(lines) {
+				first = strings.Fields(lines[i+1])
+			}
+			if len(first) == 0 || first[0] != c.first {
+				t.Errorf("trawl top %s: want %s in the first row:\n%s", c.table, c.first, out)
+			}
+		}
+	})
+
 	// The client's own measurements of the slow name, by when the answer
 	// arrived.
 	var measured []demo.Lookup
