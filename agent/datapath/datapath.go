@@ -451,6 +451,10 @@ func (d *Datapath) attachLocalOut() error {
 	return nil
 }
 
+// DNSPorts are the ports whose DNS messages the flow program copies (empty:
+// DNS capture is off).
+func (d *Datapath) DNSPorts() []uint16 { return d.cfg.DNSPorts }
+
 // Run follows link events and attaches to matching interfaces that appear,
 // until ctx is done.
 func (d *Datapath) Run(ctx context.Context) error {

@@ -171,7 +171,8 @@ func run(parent context.Context, o *options) error {
 		}
 		actor("metrics", serve)
 	}
-	log.Info("trawl-agent running", "node", o.nodeName, "version", version.Version, "output", o.output, "relay", o.relay)
+	log.Info("trawl-agent running", "node", o.nodeName, "version", version.Version, "output", o.output, "relay", o.relay,
+		"dns_ports", fmt.Sprint(dp.DNSPorts()))
 	err = g.Wait()
 	if ship != nil {
 		drainShipper(ship, 3*time.Second)
