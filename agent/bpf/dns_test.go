@@ -139,3 +139,32 @@ func TestDNSMessagesOverTheRateAreCountedAsLost(t *testing.T) {
 		t.Errorf("%d new-flow events, want 10", n)
 	}
 }
+
+func TestADNSMessageCarriesTheDropsItsFlowHadBeforeIt(t *testing.T) {
+	p := loadFlow(t, 64, 1000, dnsSettings(t, 1000, 53))
+	key := FlowFlowKey{Tuple: tuple4(17, 40000, 53)}
+	// The drop program counted 5 undelivered packets of the flow so far.
+	if err := p.objs.Flows.Put(key, FlowFlowAgg{Packets: 5, DropPackets: 5}); err != nil {
+		t.Fatal(err)
+	}
+	p.run(t, p.objs.TrawlFlowIngress, frame(0x0800, ipv4(17, withPayload(udp(40000, 53, 0), 8, payload(30)))), nil)
+	evs := p.dnsEvents(t)
+	if len(evs) != 1 || evs[0].DropsBefore != 5 || evs[0].HasFlow != 1 {
+		t.Fatalf("events %+v, want one with 5 drops before it", evs)
+	}
+}
+
+func TestAFullDNSRingBufferIsCounted(t *testing.T) {
+	// No rate limit and nobody reading: the 512 KiB ring fills up.
+	p := loadFlow(t, 4096, 1000, dnsSettings(t, 0, 53))
+	const n = 1500
+	pkt := frame(0x0800, ipv4(17, withPayload(udp(40000, 53, 0), 8, payload(30))))
+	for i := 0; i < n; i++ {
+		p.run(t, p.objs.TrawlFlowIngress, pkt, nil)
+	}
+	c := p.counters(t)
+	if c[FlowCounterCNT_DNS_RINGBUF_FULL] == 0 || c[FlowCounterCNT_DNS_EVENTS]+c[FlowCounterCNT_DNS_RINGBUF_FULL] != n || c[FlowCounterCNT_DNS_RATE_LIMITED] != 0 {
+		t.Errorf("%d sent, %d ring-full, %d rate-limited; want every one of %d sent or counted full, some full",
+			c[FlowCounterCNT_DNS_EVENTS], c[FlowCounterCNT_DNS_RINGBUF_FULL], c[FlowCounterCNT_DNS_RATE_LIMITED], n)
+	}
+}
