@@ -23,7 +23,6 @@ import (
 // start, with ids of its own.
 type dnsGen struct {
 	start time.Time
-	n     int
 	out   []*flowv1.Flow
 }
 
