@@ -224,3 +224,18 @@ func TestMigrateAddsDNSToADatabaseAtVersion3(t *testing.T) {
 		t.Errorf("read %d L7 records after the migration (want %d); second:\n%v\nwant\n%v", len(back), len(dns)-1, back[1].GetFlow(), dns[1])
 	}
 }
+
+// A kind the schema does not know (a newer agent or proto) is stored as 0
+// rather than failing the insert of its whole batch.
+func TestAnEventKindTheSchemaLacksIsStoredAsUnspecified(t *testing.T) {
+	s := openStore(t, chtest.Database(t))
+	fs := filtertest.Flows()[:2]
+	fs[1].EventKind = flowv1.EventKind(99)
+	if err := store.WriteGroupForTest(context.Background(), s, []*store.Batch{{Key: "n/b/1", Flows: fs}}); err != nil {
+		t.Fatalf("insert with an unknown kind: %v", err)
+	}
+	got := query(t, s, &observerv1.GetFlowsRequest{})
+	if len(got) != 2 || got[1].GetFlow().GetEventKind() != flowv1.EventKind_EVENT_KIND_UNSPECIFIED || got[0].GetFlow().GetEventKind() != flowv1.EventKind_AGGREGATE {
+		t.Errorf("kinds read back: %v", got)
+	}
+}

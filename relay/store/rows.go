@@ -350,7 +350,7 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	}
 	c.node = append(c.node, f.GetNodeName())
 	c.verdict = append(c.verdict, enumValue(int32(f.GetVerdict()), flowv1.Verdict_name))
-	c.kind = append(c.kind, enumValue(int32(f.GetEventKind()), flowv1.EventKind_name))
+	c.kind = append(c.kind, enumValue(int32(f.GetEventKind()), eventKinds))
 	c.direction = append(c.direction, enumValue(int32(f.GetTrafficDirection()), flowv1.TrafficDirection_name))
 	c.flowType = append(c.flowType, uint8(f.GetType()))
 	c.dropDesc, c.dropKernel = append(c.dropDesc, f.GetDropReasonDesc()), append(c.dropKernel, f.GetDropReasonKernel())
