@@ -31,6 +31,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TCPSide names a side of a connection: the client sent the first SYN.
+type TCPSide int32
+
+const (
+	TCPSide_TCP_SIDE_UNKNOWN TCPSide = 0
+	TCPSide_CLIENT           TCPSide = 1
+	TCPSide_SERVER           TCPSide = 2
+)
+
+// Enum value maps for TCPSide.
+var (
+	TCPSide_name = map[int32]string{
+		0: "TCP_SIDE_UNKNOWN",
+		1: "CLIENT",
+		2: "SERVER",
+	}
+	TCPSide_value = map[string]int32{
+		"TCP_SIDE_UNKNOWN": 0,
+		"CLIENT":           1,
+		"SERVER":           2,
+	}
+)
+
+func (x TCPSide) Enum() *TCPSide {
+	p := new(TCPSide)
+	*p = x
+	return p
+}
+
+func (x TCPSide) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TCPSide) Descriptor() protoreflect.EnumDescriptor {
+	return file_trawl_flow_v1_flow_proto_enumTypes[0].Descriptor()
+}
+
+func (TCPSide) Type() protoreflect.EnumType {
+	return &file_trawl_flow_v1_flow_proto_enumTypes[0]
+}
+
+func (x TCPSide) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TCPSide.Descriptor instead.
+func (TCPSide) EnumDescriptor() ([]byte, []int) {
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{0}
+}
+
 // EventKind tells what a Flow record is. Byte and packet totals come only from
 // AGGREGATE records and drop counts only from DROP records; instant events are
 // shown and stored but never added to totals.
@@ -51,6 +101,9 @@ const (
 	// A layer 7 message (a DNS query or response), Type L7. Never added to
 	// totals: its packets are in the flow's AGGREGATE records.
 	EventKind_L7_EVENT EventKind = 6
+	// A TCP connection attempt (SYN) that had no answer within the agent's
+	// --syn-timeout: a record of its own, at the timeout.
+	EventKind_CONNECT_TIMEOUT EventKind = 7
 )
 
 // Enum value maps for EventKind.
@@ -63,6 +116,7 @@ var (
 		4: "DROP",
 		5: "POLICY_VERDICT",
 		6: "L7_EVENT",
+		7: "CONNECT_TIMEOUT",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
@@ -72,6 +126,7 @@ var (
 		"DROP":                   4,
 		"POLICY_VERDICT":         5,
 		"L7_EVENT":               6,
+		"CONNECT_TIMEOUT":        7,
 	}
 )
 
@@ -86,11 +141,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[0].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[1].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[0]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[1]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -99,7 +154,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{0}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
 }
 
 type FlowType int32
@@ -138,11 +193,11 @@ func (x FlowType) String() string {
 }
 
 func (FlowType) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[1].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[2].Descriptor()
 }
 
 func (FlowType) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[1]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[2]
 }
 
 func (x FlowType) Number() protoreflect.EnumNumber {
@@ -151,7 +206,7 @@ func (x FlowType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FlowType.Descriptor instead.
 func (FlowType) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
 }
 
 type Verdict int32
@@ -202,11 +257,11 @@ func (x Verdict) String() string {
 }
 
 func (Verdict) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[2].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[3].Descriptor()
 }
 
 func (Verdict) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[2]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[3]
 }
 
 func (x Verdict) Number() protoreflect.EnumNumber {
@@ -215,7 +270,7 @@ func (x Verdict) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Verdict.Descriptor instead.
 func (Verdict) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
 }
 
 type TrafficDirection int32
@@ -251,11 +306,11 @@ func (x TrafficDirection) String() string {
 }
 
 func (TrafficDirection) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[3].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[4].Descriptor()
 }
 
 func (TrafficDirection) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[3]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[4]
 }
 
 func (x TrafficDirection) Number() protoreflect.EnumNumber {
@@ -264,7 +319,7 @@ func (x TrafficDirection) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TrafficDirection.Descriptor instead.
 func (TrafficDirection) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
 type IPVersion int32
@@ -300,11 +355,11 @@ func (x IPVersion) String() string {
 }
 
 func (IPVersion) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[4].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[5].Descriptor()
 }
 
 func (IPVersion) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[4]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[5]
 }
 
 func (x IPVersion) Number() protoreflect.EnumNumber {
@@ -313,7 +368,7 @@ func (x IPVersion) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IPVersion.Descriptor instead.
 func (IPVersion) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
 }
 
 type L7FlowType int32
@@ -352,11 +407,11 @@ func (x L7FlowType) String() string {
 }
 
 func (L7FlowType) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[5].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[6].Descriptor()
 }
 
 func (L7FlowType) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[5]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[6]
 }
 
 func (x L7FlowType) Number() protoreflect.EnumNumber {
@@ -365,7 +420,7 @@ func (x L7FlowType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use L7FlowType.Descriptor instead.
 func (L7FlowType) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
 }
 
 type ConntrackTrigger int32
@@ -406,11 +461,11 @@ func (x ConntrackTrigger) String() string {
 }
 
 func (ConntrackTrigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[6].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[7].Descriptor()
 }
 
 func (ConntrackTrigger) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[6]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[7]
 }
 
 func (x ConntrackTrigger) Number() protoreflect.EnumNumber {
@@ -419,7 +474,7 @@ func (x ConntrackTrigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConntrackTrigger.Descriptor instead.
 func (ConntrackTrigger) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
 }
 
 type LostEventSource int32
@@ -477,11 +532,11 @@ func (x LostEventSource) String() string {
 }
 
 func (LostEventSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[7].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[8].Descriptor()
 }
 
 func (LostEventSource) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[7]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[8]
 }
 
 func (x LostEventSource) Number() protoreflect.EnumNumber {
@@ -490,7 +545,7 @@ func (x LostEventSource) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LostEventSource.Descriptor instead.
 func (LostEventSource) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 type NodeState int32
@@ -532,11 +587,11 @@ func (x NodeState) String() string {
 }
 
 func (NodeState) Descriptor() protoreflect.EnumDescriptor {
-	return file_trawl_flow_v1_flow_proto_enumTypes[8].Descriptor()
+	return file_trawl_flow_v1_flow_proto_enumTypes[9].Descriptor()
 }
 
 func (NodeState) Type() protoreflect.EnumType {
-	return &file_trawl_flow_v1_flow_proto_enumTypes[8]
+	return &file_trawl_flow_v1_flow_proto_enumTypes[9]
 }
 
 func (x NodeState) Number() protoreflect.EnumNumber {
@@ -545,7 +600,7 @@ func (x NodeState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeState.Descriptor instead.
 func (NodeState) EnumDescriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{9}
 }
 
 type Flow struct {
@@ -605,7 +660,9 @@ type Flow struct {
 	// "other". Teardown (protocol-normal) drops are counted but hidden from the
 	// default DROPPED view, the dashboards' drop panels and the drop alerts.
 	// Empty on non-drop records.
-	DropClass     string `protobuf:"bytes,1009,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	DropClass string `protobuf:"bytes,1009,opt,name=drop_class,json=dropClass,proto3" json:"drop_class,omitempty"`
+	// TCP health of the connection (issue 14), where the agent measured it.
+	TcpHealth     *TCPHealth `protobuf:"bytes,1010,opt,name=tcp_health,json=tcpHealth,proto3" json:"tcp_health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -871,6 +928,101 @@ func (x *Flow) GetDropClass() string {
 	return ""
 }
 
+func (x *Flow) GetTcpHealth() *TCPHealth {
+	if x != nil {
+		return x.TcpHealth
+	}
+	return nil
+}
+
+// TCPHealth: what the node saw of a TCP connection's health, without kprobes
+// or fentry: from the flow program's view of both directions at tcx and the
+// tcp:tcp_retransmit_skb tracepoint. docs/flow-records.md says which side each
+// figure covers.
+type TCPHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SYN -> SYN-ACK as seen on the node: the server's side of the handshake
+	// (the path to the server and back when the client is on this node).
+	HandshakeSynAck *durationpb.Duration `protobuf:"bytes,1,opt,name=handshake_syn_ack,json=handshakeSynAck,proto3" json:"handshake_syn_ack,omitempty"`
+	// SYN-ACK -> ACK as seen on the node: the client's side (the path to the
+	// client and back when the server is on this node).
+	HandshakeAck *durationpb.Duration `protobuf:"bytes,2,opt,name=handshake_ack,json=handshakeAck,proto3" json:"handshake_ack,omitempty"`
+	// Segments retransmitted by this node's own sockets in this record's
+	// window (tcp:tcp_retransmit_skb sees local sockets only).
+	Retransmits uint32 `protobuf:"varint,3,opt,name=retransmits,proto3" json:"retransmits,omitempty"`
+	// Which side of the connection sent a RST in this record's window.
+	ResetBy TCPSide `protobuf:"varint,4,opt,name=reset_by,json=resetBy,proto3,enum=trawl.flow.v1.TCPSide" json:"reset_by,omitempty"`
+	// Zero-window advertisements in this record's direction.
+	ZeroWindows   uint32 `protobuf:"varint,5,opt,name=zero_windows,json=zeroWindows,proto3" json:"zero_windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPHealth) Reset() {
+	*x = TCPHealth{}
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPHealth) ProtoMessage() {}
+
+func (x *TCPHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPHealth.ProtoReflect.Descriptor instead.
+func (*TCPHealth) Descriptor() ([]byte, []int) {
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TCPHealth) GetHandshakeSynAck() *durationpb.Duration {
+	if x != nil {
+		return x.HandshakeSynAck
+	}
+	return nil
+}
+
+func (x *TCPHealth) GetHandshakeAck() *durationpb.Duration {
+	if x != nil {
+		return x.HandshakeAck
+	}
+	return nil
+}
+
+func (x *TCPHealth) GetRetransmits() uint32 {
+	if x != nil {
+		return x.Retransmits
+	}
+	return 0
+}
+
+func (x *TCPHealth) GetResetBy() TCPSide {
+	if x != nil {
+		return x.ResetBy
+	}
+	return TCPSide_TCP_SIDE_UNKNOWN
+}
+
+func (x *TCPHealth) GetZeroWindows() uint32 {
+	if x != nil {
+		return x.ZeroWindows
+	}
+	return 0
+}
+
 // Layer7 is Hubble's flow.Layer7: one request or response.
 type Layer7 struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -888,7 +1040,7 @@ type Layer7 struct {
 
 func (x *Layer7) Reset() {
 	*x = Layer7{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1052,7 @@ func (x *Layer7) String() string {
 func (*Layer7) ProtoMessage() {}
 
 func (x *Layer7) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[1]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1065,7 @@ func (x *Layer7) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer7.ProtoReflect.Descriptor instead.
 func (*Layer7) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{1}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Layer7) GetType() L7FlowType {
@@ -980,7 +1132,7 @@ type DNS struct {
 
 func (x *DNS) Reset() {
 	*x = DNS{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1144,7 @@ func (x *DNS) String() string {
 func (*DNS) ProtoMessage() {}
 
 func (x *DNS) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[2]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1157,7 @@ func (x *DNS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNS.ProtoReflect.Descriptor instead.
 func (*DNS) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{2}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DNS) GetQuery() string {
@@ -1074,7 +1226,7 @@ type Ethernet struct {
 
 func (x *Ethernet) Reset() {
 	*x = Ethernet{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1238,7 @@ func (x *Ethernet) String() string {
 func (*Ethernet) ProtoMessage() {}
 
 func (x *Ethernet) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1251,7 @@ func (x *Ethernet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ethernet.ProtoReflect.Descriptor instead.
 func (*Ethernet) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{3}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ethernet) GetSource() string {
@@ -1128,7 +1280,7 @@ type IP struct {
 
 func (x *IP) Reset() {
 	*x = IP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1292,7 @@ func (x *IP) String() string {
 func (*IP) ProtoMessage() {}
 
 func (x *IP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[4]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1305,7 @@ func (x *IP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IP.ProtoReflect.Descriptor instead.
 func (*IP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{4}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IP) GetSource() string {
@@ -1200,7 +1352,7 @@ type Layer4 struct {
 
 func (x *Layer4) Reset() {
 	*x = Layer4{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1364,7 @@ func (x *Layer4) String() string {
 func (*Layer4) ProtoMessage() {}
 
 func (x *Layer4) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[5]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1377,7 @@ func (x *Layer4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Layer4.ProtoReflect.Descriptor instead.
 func (*Layer4) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{5}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Layer4) GetProtocol() isLayer4_Protocol {
@@ -1325,7 +1477,7 @@ type TCP struct {
 
 func (x *TCP) Reset() {
 	*x = TCP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1489,7 @@ func (x *TCP) String() string {
 func (*TCP) ProtoMessage() {}
 
 func (x *TCP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[6]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1502,7 @@ func (x *TCP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCP.ProtoReflect.Descriptor instead.
 func (*TCP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{6}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TCP) GetSourcePort() uint32 {
@@ -1391,7 +1543,7 @@ type TCPFlags struct {
 
 func (x *TCPFlags) Reset() {
 	*x = TCPFlags{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1555,7 @@ func (x *TCPFlags) String() string {
 func (*TCPFlags) ProtoMessage() {}
 
 func (x *TCPFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[7]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1568,7 @@ func (x *TCPFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPFlags.ProtoReflect.Descriptor instead.
 func (*TCPFlags) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TCPFlags) GetFIN() bool {
@@ -1492,7 +1644,7 @@ type UDP struct {
 
 func (x *UDP) Reset() {
 	*x = UDP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1656,7 @@ func (x *UDP) String() string {
 func (*UDP) ProtoMessage() {}
 
 func (x *UDP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[8]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1669,7 @@ func (x *UDP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UDP.ProtoReflect.Descriptor instead.
 func (*UDP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{8}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UDP) GetSourcePort() uint32 {
@@ -1544,7 +1696,7 @@ type SCTP struct {
 
 func (x *SCTP) Reset() {
 	*x = SCTP{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1708,7 @@ func (x *SCTP) String() string {
 func (*SCTP) ProtoMessage() {}
 
 func (x *SCTP) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[9]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1721,7 @@ func (x *SCTP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SCTP.ProtoReflect.Descriptor instead.
 func (*SCTP) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{9}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SCTP) GetSourcePort() uint32 {
@@ -1596,7 +1748,7 @@ type ICMPv4 struct {
 
 func (x *ICMPv4) Reset() {
 	*x = ICMPv4{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1760,7 @@ func (x *ICMPv4) String() string {
 func (*ICMPv4) ProtoMessage() {}
 
 func (x *ICMPv4) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[10]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1773,7 @@ func (x *ICMPv4) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ICMPv4.ProtoReflect.Descriptor instead.
 func (*ICMPv4) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{10}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ICMPv4) GetType() uint32 {
@@ -1648,7 +1800,7 @@ type ICMPv6 struct {
 
 func (x *ICMPv6) Reset() {
 	*x = ICMPv6{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +1812,7 @@ func (x *ICMPv6) String() string {
 func (*ICMPv6) ProtoMessage() {}
 
 func (x *ICMPv6) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[11]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +1825,7 @@ func (x *ICMPv6) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ICMPv6.ProtoReflect.Descriptor instead.
 func (*ICMPv6) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{11}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ICMPv6) GetType() uint32 {
@@ -1709,7 +1861,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1873,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[12]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1886,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{12}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Endpoint) GetID() uint32 {
@@ -1803,7 +1955,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1967,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[13]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1980,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{13}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Workload) GetName() string {
@@ -1855,7 +2007,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2019,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[14]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2032,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{14}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Service) GetName() string {
@@ -1907,7 +2059,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2071,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[15]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2084,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{15}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NetworkInterface) GetIndex() uint32 {
@@ -1963,7 +2115,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2127,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[16]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2140,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{16}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Policy) GetName() string {
@@ -2036,7 +2188,7 @@ type ConntrackInfo struct {
 
 func (x *ConntrackInfo) Reset() {
 	*x = ConntrackInfo{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2200,7 @@ func (x *ConntrackInfo) String() string {
 func (*ConntrackInfo) ProtoMessage() {}
 
 func (x *ConntrackInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[17]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2213,7 @@ func (x *ConntrackInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackInfo.ProtoReflect.Descriptor instead.
 func (*ConntrackInfo) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{17}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConntrackInfo) GetNewEntry() bool {
@@ -2100,7 +2252,7 @@ type ConntrackSample struct {
 
 func (x *ConntrackSample) Reset() {
 	*x = ConntrackSample{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2264,7 @@ func (x *ConntrackSample) String() string {
 func (*ConntrackSample) ProtoMessage() {}
 
 func (x *ConntrackSample) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[18]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2277,7 @@ func (x *ConntrackSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackSample.ProtoReflect.Descriptor instead.
 func (*ConntrackSample) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{18}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConntrackSample) GetNodeName() string {
@@ -2215,7 +2367,7 @@ type ConntrackStats struct {
 
 func (x *ConntrackStats) Reset() {
 	*x = ConntrackStats{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2379,7 @@ func (x *ConntrackStats) String() string {
 func (*ConntrackStats) ProtoMessage() {}
 
 func (x *ConntrackStats) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[19]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2392,7 @@ func (x *ConntrackStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackStats.ProtoReflect.Descriptor instead.
 func (*ConntrackStats) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{19}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConntrackStats) GetNew() uint64 {
@@ -2318,7 +2470,7 @@ type ConntrackCreator struct {
 
 func (x *ConntrackCreator) Reset() {
 	*x = ConntrackCreator{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2482,7 @@ func (x *ConntrackCreator) String() string {
 func (*ConntrackCreator) ProtoMessage() {}
 
 func (x *ConntrackCreator) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[20]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2495,7 @@ func (x *ConntrackCreator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConntrackCreator.ProtoReflect.Descriptor instead.
 func (*ConntrackCreator) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{20}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConntrackCreator) GetIp() string {
@@ -2383,7 +2535,7 @@ type LostEvent struct {
 
 func (x *LostEvent) Reset() {
 	*x = LostEvent{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2547,7 @@ func (x *LostEvent) String() string {
 func (*LostEvent) ProtoMessage() {}
 
 func (x *LostEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[21]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2560,7 @@ func (x *LostEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LostEvent.ProtoReflect.Descriptor instead.
 func (*LostEvent) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{21}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LostEvent) GetSource() LostEventSource {
@@ -2474,7 +2626,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2638,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[22]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2651,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{22}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeStatus) GetNodeName() string {
@@ -2592,7 +2744,7 @@ type KernelFeature struct {
 
 func (x *KernelFeature) Reset() {
 	*x = KernelFeature{}
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2756,7 @@ func (x *KernelFeature) String() string {
 func (*KernelFeature) ProtoMessage() {}
 
 func (x *KernelFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_trawl_flow_v1_flow_proto_msgTypes[23]
+	mi := &file_trawl_flow_v1_flow_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2769,7 @@ func (x *KernelFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelFeature.ProtoReflect.Descriptor instead.
 func (*KernelFeature) Descriptor() ([]byte, []int) {
-	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{23}
+	return file_trawl_flow_v1_flow_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KernelFeature) GetName() string {
@@ -2645,7 +2797,7 @@ var File_trawl_flow_v1_flow_proto protoreflect.FileDescriptor
 
 const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\n" +
-	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xe6\f\n" +
+	"\x18trawl/flow/v1/flow.proto\x12\rtrawl.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xa0\r\n" +
 	"\x04Flow\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04uuid\x18\" \x01(\tR\x04uuid\x120\n" +
@@ -2683,7 +2835,15 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\x11observation_point\x18\xef\a \x01(\tR\x10observationPoint\x12;\n" +
 	"\tconntrack\x18\xf0\a \x01(\v2\x1c.trawl.flow.v1.ConntrackInfoR\tconntrack\x12\x1e\n" +
 	"\n" +
-	"drop_class\x18\xf1\a \x01(\tR\tdropClass\"\x88\x01\n" +
+	"drop_class\x18\xf1\a \x01(\tR\tdropClass\x128\n" +
+	"\n" +
+	"tcp_health\x18\xf2\a \x01(\v2\x18.trawl.flow.v1.TCPHealthR\ttcpHealth\"\x8a\x02\n" +
+	"\tTCPHealth\x12E\n" +
+	"\x11handshake_syn_ack\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0fhandshakeSynAck\x12>\n" +
+	"\rhandshake_ack\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fhandshakeAck\x12 \n" +
+	"\vretransmits\x18\x03 \x01(\rR\vretransmits\x121\n" +
+	"\breset_by\x18\x04 \x01(\x0e2\x16.trawl.flow.v1.TCPSideR\aresetBy\x12!\n" +
+	"\fzero_windows\x18\x05 \x01(\rR\vzeroWindows\"\x88\x01\n" +
 	"\x06Layer7\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.trawl.flow.v1.L7FlowTypeR\x04type\x12\x1d\n" +
 	"\n" +
@@ -2826,7 +2986,13 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"\rKernelFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail*\x80\x01\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail*7\n" +
+	"\aTCPSide\x12\x14\n" +
+	"\x10TCP_SIDE_UNKNOWN\x10\x00\x12\n" +
+	"\n" +
+	"\x06CLIENT\x10\x01\x12\n" +
+	"\n" +
+	"\x06SERVER\x10\x02*\x95\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tAGGREGATE\x10\x01\x12\f\n" +
@@ -2835,7 +3001,8 @@ const file_trawl_flow_v1_flow_proto_rawDesc = "" +
 	"FLOW_CLOSE\x10\x03\x12\b\n" +
 	"\x04DROP\x10\x04\x12\x12\n" +
 	"\x0ePOLICY_VERDICT\x10\x05\x12\f\n" +
-	"\bL7_EVENT\x10\x06*9\n" +
+	"\bL7_EVENT\x10\x06\x12\x13\n" +
+	"\x0fCONNECT_TIMEOUT\x10\a*9\n" +
 	"\bFlowType\x12\x10\n" +
 	"\fUNKNOWN_TYPE\x10\x00\x12\t\n" +
 	"\x05L3_L4\x10\x01\x12\x06\n" +
@@ -2903,100 +3070,106 @@ func file_trawl_flow_v1_flow_proto_rawDescGZIP() []byte {
 	return file_trawl_flow_v1_flow_proto_rawDescData
 }
 
-var file_trawl_flow_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_trawl_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_trawl_flow_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_trawl_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_trawl_flow_v1_flow_proto_goTypes = []any{
-	(EventKind)(0),                // 0: trawl.flow.v1.EventKind
-	(FlowType)(0),                 // 1: trawl.flow.v1.FlowType
-	(Verdict)(0),                  // 2: trawl.flow.v1.Verdict
-	(TrafficDirection)(0),         // 3: trawl.flow.v1.TrafficDirection
-	(IPVersion)(0),                // 4: trawl.flow.v1.IPVersion
-	(L7FlowType)(0),               // 5: trawl.flow.v1.L7FlowType
-	(ConntrackTrigger)(0),         // 6: trawl.flow.v1.ConntrackTrigger
-	(LostEventSource)(0),          // 7: trawl.flow.v1.LostEventSource
-	(NodeState)(0),                // 8: trawl.flow.v1.NodeState
-	(*Flow)(nil),                  // 9: trawl.flow.v1.Flow
-	(*Layer7)(nil),                // 10: trawl.flow.v1.Layer7
-	(*DNS)(nil),                   // 11: trawl.flow.v1.DNS
-	(*Ethernet)(nil),              // 12: trawl.flow.v1.Ethernet
-	(*IP)(nil),                    // 13: trawl.flow.v1.IP
-	(*Layer4)(nil),                // 14: trawl.flow.v1.Layer4
-	(*TCP)(nil),                   // 15: trawl.flow.v1.TCP
-	(*TCPFlags)(nil),              // 16: trawl.flow.v1.TCPFlags
-	(*UDP)(nil),                   // 17: trawl.flow.v1.UDP
-	(*SCTP)(nil),                  // 18: trawl.flow.v1.SCTP
-	(*ICMPv4)(nil),                // 19: trawl.flow.v1.ICMPv4
-	(*ICMPv6)(nil),                // 20: trawl.flow.v1.ICMPv6
-	(*Endpoint)(nil),              // 21: trawl.flow.v1.Endpoint
-	(*Workload)(nil),              // 22: trawl.flow.v1.Workload
-	(*Service)(nil),               // 23: trawl.flow.v1.Service
-	(*NetworkInterface)(nil),      // 24: trawl.flow.v1.NetworkInterface
-	(*Policy)(nil),                // 25: trawl.flow.v1.Policy
-	(*ConntrackInfo)(nil),         // 26: trawl.flow.v1.ConntrackInfo
-	(*ConntrackSample)(nil),       // 27: trawl.flow.v1.ConntrackSample
-	(*ConntrackStats)(nil),        // 28: trawl.flow.v1.ConntrackStats
-	(*ConntrackCreator)(nil),      // 29: trawl.flow.v1.ConntrackCreator
-	(*LostEvent)(nil),             // 30: trawl.flow.v1.LostEvent
-	(*NodeStatus)(nil),            // 31: trawl.flow.v1.NodeStatus
-	(*KernelFeature)(nil),         // 32: trawl.flow.v1.KernelFeature
-	nil,                           // 33: trawl.flow.v1.NodeStatus.CountersEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*wrapperspb.BoolValue)(nil),  // 35: google.protobuf.BoolValue
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*wrapperspb.Int32Value)(nil), // 37: google.protobuf.Int32Value
+	(TCPSide)(0),                  // 0: trawl.flow.v1.TCPSide
+	(EventKind)(0),                // 1: trawl.flow.v1.EventKind
+	(FlowType)(0),                 // 2: trawl.flow.v1.FlowType
+	(Verdict)(0),                  // 3: trawl.flow.v1.Verdict
+	(TrafficDirection)(0),         // 4: trawl.flow.v1.TrafficDirection
+	(IPVersion)(0),                // 5: trawl.flow.v1.IPVersion
+	(L7FlowType)(0),               // 6: trawl.flow.v1.L7FlowType
+	(ConntrackTrigger)(0),         // 7: trawl.flow.v1.ConntrackTrigger
+	(LostEventSource)(0),          // 8: trawl.flow.v1.LostEventSource
+	(NodeState)(0),                // 9: trawl.flow.v1.NodeState
+	(*Flow)(nil),                  // 10: trawl.flow.v1.Flow
+	(*TCPHealth)(nil),             // 11: trawl.flow.v1.TCPHealth
+	(*Layer7)(nil),                // 12: trawl.flow.v1.Layer7
+	(*DNS)(nil),                   // 13: trawl.flow.v1.DNS
+	(*Ethernet)(nil),              // 14: trawl.flow.v1.Ethernet
+	(*IP)(nil),                    // 15: trawl.flow.v1.IP
+	(*Layer4)(nil),                // 16: trawl.flow.v1.Layer4
+	(*TCP)(nil),                   // 17: trawl.flow.v1.TCP
+	(*TCPFlags)(nil),              // 18: trawl.flow.v1.TCPFlags
+	(*UDP)(nil),                   // 19: trawl.flow.v1.UDP
+	(*SCTP)(nil),                  // 20: trawl.flow.v1.SCTP
+	(*ICMPv4)(nil),                // 21: trawl.flow.v1.ICMPv4
+	(*ICMPv6)(nil),                // 22: trawl.flow.v1.ICMPv6
+	(*Endpoint)(nil),              // 23: trawl.flow.v1.Endpoint
+	(*Workload)(nil),              // 24: trawl.flow.v1.Workload
+	(*Service)(nil),               // 25: trawl.flow.v1.Service
+	(*NetworkInterface)(nil),      // 26: trawl.flow.v1.NetworkInterface
+	(*Policy)(nil),                // 27: trawl.flow.v1.Policy
+	(*ConntrackInfo)(nil),         // 28: trawl.flow.v1.ConntrackInfo
+	(*ConntrackSample)(nil),       // 29: trawl.flow.v1.ConntrackSample
+	(*ConntrackStats)(nil),        // 30: trawl.flow.v1.ConntrackStats
+	(*ConntrackCreator)(nil),      // 31: trawl.flow.v1.ConntrackCreator
+	(*LostEvent)(nil),             // 32: trawl.flow.v1.LostEvent
+	(*NodeStatus)(nil),            // 33: trawl.flow.v1.NodeStatus
+	(*KernelFeature)(nil),         // 34: trawl.flow.v1.KernelFeature
+	nil,                           // 35: trawl.flow.v1.NodeStatus.CountersEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*wrapperspb.BoolValue)(nil),  // 37: google.protobuf.BoolValue
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*wrapperspb.Int32Value)(nil), // 39: google.protobuf.Int32Value
 }
 var file_trawl_flow_v1_flow_proto_depIdxs = []int32{
-	34, // 0: trawl.flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
-	2,  // 1: trawl.flow.v1.Flow.verdict:type_name -> trawl.flow.v1.Verdict
-	12, // 2: trawl.flow.v1.Flow.ethernet:type_name -> trawl.flow.v1.Ethernet
-	13, // 3: trawl.flow.v1.Flow.IP:type_name -> trawl.flow.v1.IP
-	14, // 4: trawl.flow.v1.Flow.l4:type_name -> trawl.flow.v1.Layer4
-	21, // 5: trawl.flow.v1.Flow.source:type_name -> trawl.flow.v1.Endpoint
-	21, // 6: trawl.flow.v1.Flow.destination:type_name -> trawl.flow.v1.Endpoint
-	1,  // 7: trawl.flow.v1.Flow.Type:type_name -> trawl.flow.v1.FlowType
-	10, // 8: trawl.flow.v1.Flow.l7:type_name -> trawl.flow.v1.Layer7
-	35, // 9: trawl.flow.v1.Flow.is_reply:type_name -> google.protobuf.BoolValue
-	23, // 10: trawl.flow.v1.Flow.source_service:type_name -> trawl.flow.v1.Service
-	23, // 11: trawl.flow.v1.Flow.destination_service:type_name -> trawl.flow.v1.Service
-	3,  // 12: trawl.flow.v1.Flow.traffic_direction:type_name -> trawl.flow.v1.TrafficDirection
-	24, // 13: trawl.flow.v1.Flow.interface:type_name -> trawl.flow.v1.NetworkInterface
-	25, // 14: trawl.flow.v1.Flow.egress_allowed_by:type_name -> trawl.flow.v1.Policy
-	25, // 15: trawl.flow.v1.Flow.ingress_allowed_by:type_name -> trawl.flow.v1.Policy
-	25, // 16: trawl.flow.v1.Flow.egress_denied_by:type_name -> trawl.flow.v1.Policy
-	25, // 17: trawl.flow.v1.Flow.ingress_denied_by:type_name -> trawl.flow.v1.Policy
-	0,  // 18: trawl.flow.v1.Flow.event_kind:type_name -> trawl.flow.v1.EventKind
-	34, // 19: trawl.flow.v1.Flow.first_seen:type_name -> google.protobuf.Timestamp
-	34, // 20: trawl.flow.v1.Flow.last_seen:type_name -> google.protobuf.Timestamp
-	26, // 21: trawl.flow.v1.Flow.conntrack:type_name -> trawl.flow.v1.ConntrackInfo
-	5,  // 22: trawl.flow.v1.Layer7.type:type_name -> trawl.flow.v1.L7FlowType
-	11, // 23: trawl.flow.v1.Layer7.dns:type_name -> trawl.flow.v1.DNS
-	4,  // 24: trawl.flow.v1.IP.ipVersion:type_name -> trawl.flow.v1.IPVersion
-	15, // 25: trawl.flow.v1.Layer4.TCP:type_name -> trawl.flow.v1.TCP
-	17, // 26: trawl.flow.v1.Layer4.UDP:type_name -> trawl.flow.v1.UDP
-	19, // 27: trawl.flow.v1.Layer4.ICMPv4:type_name -> trawl.flow.v1.ICMPv4
-	20, // 28: trawl.flow.v1.Layer4.ICMPv6:type_name -> trawl.flow.v1.ICMPv6
-	18, // 29: trawl.flow.v1.Layer4.SCTP:type_name -> trawl.flow.v1.SCTP
-	16, // 30: trawl.flow.v1.TCP.flags:type_name -> trawl.flow.v1.TCPFlags
-	22, // 31: trawl.flow.v1.Endpoint.workloads:type_name -> trawl.flow.v1.Workload
-	34, // 32: trawl.flow.v1.ConntrackSample.time:type_name -> google.protobuf.Timestamp
-	36, // 33: trawl.flow.v1.ConntrackSample.interval:type_name -> google.protobuf.Duration
-	28, // 34: trawl.flow.v1.ConntrackSample.deltas:type_name -> trawl.flow.v1.ConntrackStats
-	29, // 35: trawl.flow.v1.ConntrackSample.top_creators:type_name -> trawl.flow.v1.ConntrackCreator
-	6,  // 36: trawl.flow.v1.ConntrackSample.trigger:type_name -> trawl.flow.v1.ConntrackTrigger
-	21, // 37: trawl.flow.v1.ConntrackCreator.endpoint:type_name -> trawl.flow.v1.Endpoint
-	7,  // 38: trawl.flow.v1.LostEvent.source:type_name -> trawl.flow.v1.LostEventSource
-	37, // 39: trawl.flow.v1.LostEvent.cpu:type_name -> google.protobuf.Int32Value
-	34, // 40: trawl.flow.v1.LostEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 41: trawl.flow.v1.NodeStatus.state:type_name -> trawl.flow.v1.NodeState
-	34, // 42: trawl.flow.v1.NodeStatus.last_seen:type_name -> google.protobuf.Timestamp
-	32, // 43: trawl.flow.v1.NodeStatus.features:type_name -> trawl.flow.v1.KernelFeature
-	33, // 44: trawl.flow.v1.NodeStatus.counters:type_name -> trawl.flow.v1.NodeStatus.CountersEntry
-	34, // 45: trawl.flow.v1.NodeStatus.started_at:type_name -> google.protobuf.Timestamp
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	36, // 0: trawl.flow.v1.Flow.time:type_name -> google.protobuf.Timestamp
+	3,  // 1: trawl.flow.v1.Flow.verdict:type_name -> trawl.flow.v1.Verdict
+	14, // 2: trawl.flow.v1.Flow.ethernet:type_name -> trawl.flow.v1.Ethernet
+	15, // 3: trawl.flow.v1.Flow.IP:type_name -> trawl.flow.v1.IP
+	16, // 4: trawl.flow.v1.Flow.l4:type_name -> trawl.flow.v1.Layer4
+	23, // 5: trawl.flow.v1.Flow.source:type_name -> trawl.flow.v1.Endpoint
+	23, // 6: trawl.flow.v1.Flow.destination:type_name -> trawl.flow.v1.Endpoint
+	2,  // 7: trawl.flow.v1.Flow.Type:type_name -> trawl.flow.v1.FlowType
+	12, // 8: trawl.flow.v1.Flow.l7:type_name -> trawl.flow.v1.Layer7
+	37, // 9: trawl.flow.v1.Flow.is_reply:type_name -> google.protobuf.BoolValue
+	25, // 10: trawl.flow.v1.Flow.source_service:type_name -> trawl.flow.v1.Service
+	25, // 11: trawl.flow.v1.Flow.destination_service:type_name -> trawl.flow.v1.Service
+	4,  // 12: trawl.flow.v1.Flow.traffic_direction:type_name -> trawl.flow.v1.TrafficDirection
+	26, // 13: trawl.flow.v1.Flow.interface:type_name -> trawl.flow.v1.NetworkInterface
+	27, // 14: trawl.flow.v1.Flow.egress_allowed_by:type_name -> trawl.flow.v1.Policy
+	27, // 15: trawl.flow.v1.Flow.ingress_allowed_by:type_name -> trawl.flow.v1.Policy
+	27, // 16: trawl.flow.v1.Flow.egress_denied_by:type_name -> trawl.flow.v1.Policy
+	27, // 17: trawl.flow.v1.Flow.ingress_denied_by:type_name -> trawl.flow.v1.Policy
+	1,  // 18: trawl.flow.v1.Flow.event_kind:type_name -> trawl.flow.v1.EventKind
+	36, // 19: trawl.flow.v1.Flow.first_seen:type_name -> google.protobuf.Timestamp
+	36, // 20: trawl.flow.v1.Flow.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 21: trawl.flow.v1.Flow.conntrack:type_name -> trawl.flow.v1.ConntrackInfo
+	11, // 22: trawl.flow.v1.Flow.tcp_health:type_name -> trawl.flow.v1.TCPHealth
+	38, // 23: trawl.flow.v1.TCPHealth.handshake_syn_ack:type_name -> google.protobuf.Duration
+	38, // 24: trawl.flow.v1.TCPHealth.handshake_ack:type_name -> google.protobuf.Duration
+	0,  // 25: trawl.flow.v1.TCPHealth.reset_by:type_name -> trawl.flow.v1.TCPSide
+	6,  // 26: trawl.flow.v1.Layer7.type:type_name -> trawl.flow.v1.L7FlowType
+	13, // 27: trawl.flow.v1.Layer7.dns:type_name -> trawl.flow.v1.DNS
+	5,  // 28: trawl.flow.v1.IP.ipVersion:type_name -> trawl.flow.v1.IPVersion
+	17, // 29: trawl.flow.v1.Layer4.TCP:type_name -> trawl.flow.v1.TCP
+	19, // 30: trawl.flow.v1.Layer4.UDP:type_name -> trawl.flow.v1.UDP
+	21, // 31: trawl.flow.v1.Layer4.ICMPv4:type_name -> trawl.flow.v1.ICMPv4
+	22, // 32: trawl.flow.v1.Layer4.ICMPv6:type_name -> trawl.flow.v1.ICMPv6
+	20, // 33: trawl.flow.v1.Layer4.SCTP:type_name -> trawl.flow.v1.SCTP
+	18, // 34: trawl.flow.v1.TCP.flags:type_name -> trawl.flow.v1.TCPFlags
+	24, // 35: trawl.flow.v1.Endpoint.workloads:type_name -> trawl.flow.v1.Workload
+	36, // 36: trawl.flow.v1.ConntrackSample.time:type_name -> google.protobuf.Timestamp
+	38, // 37: trawl.flow.v1.ConntrackSample.interval:type_name -> google.protobuf.Duration
+	30, // 38: trawl.flow.v1.ConntrackSample.deltas:type_name -> trawl.flow.v1.ConntrackStats
+	31, // 39: trawl.flow.v1.ConntrackSample.top_creators:type_name -> trawl.flow.v1.ConntrackCreator
+	7,  // 40: trawl.flow.v1.ConntrackSample.trigger:type_name -> trawl.flow.v1.ConntrackTrigger
+	23, // 41: trawl.flow.v1.ConntrackCreator.endpoint:type_name -> trawl.flow.v1.Endpoint
+	8,  // 42: trawl.flow.v1.LostEvent.source:type_name -> trawl.flow.v1.LostEventSource
+	39, // 43: trawl.flow.v1.LostEvent.cpu:type_name -> google.protobuf.Int32Value
+	36, // 44: trawl.flow.v1.LostEvent.time:type_name -> google.protobuf.Timestamp
+	9,  // 45: trawl.flow.v1.NodeStatus.state:type_name -> trawl.flow.v1.NodeState
+	36, // 46: trawl.flow.v1.NodeStatus.last_seen:type_name -> google.protobuf.Timestamp
+	34, // 47: trawl.flow.v1.NodeStatus.features:type_name -> trawl.flow.v1.KernelFeature
+	35, // 48: trawl.flow.v1.NodeStatus.counters:type_name -> trawl.flow.v1.NodeStatus.CountersEntry
+	36, // 49: trawl.flow.v1.NodeStatus.started_at:type_name -> google.protobuf.Timestamp
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_trawl_flow_v1_flow_proto_init() }
@@ -3004,10 +3177,10 @@ func file_trawl_flow_v1_flow_proto_init() {
 	if File_trawl_flow_v1_flow_proto != nil {
 		return
 	}
-	file_trawl_flow_v1_flow_proto_msgTypes[1].OneofWrappers = []any{
+	file_trawl_flow_v1_flow_proto_msgTypes[2].OneofWrappers = []any{
 		(*Layer7_Dns)(nil),
 	}
-	file_trawl_flow_v1_flow_proto_msgTypes[5].OneofWrappers = []any{
+	file_trawl_flow_v1_flow_proto_msgTypes[6].OneofWrappers = []any{
 		(*Layer4_TCP)(nil),
 		(*Layer4_UDP)(nil),
 		(*Layer4_ICMPv4)(nil),
@@ -3019,8 +3192,8 @@ func file_trawl_flow_v1_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trawl_flow_v1_flow_proto_rawDesc), len(file_trawl_flow_v1_flow_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   25,
+			NumEnums:      10,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

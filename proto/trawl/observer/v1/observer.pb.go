@@ -45,6 +45,10 @@ const (
 	TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS TopKind = 6
 	// DNS names by p99 response latency.
 	TopKind_TOP_KIND_DNS_SLOW_NAMES TopKind = 7
+	// Workload pairs by p99 handshake RTT.
+	TopKind_TOP_KIND_TCP_SLOWEST TopKind = 8
+	// Workload pairs by retransmitted segments.
+	TopKind_TOP_KIND_TCP_RETRANSMITS TopKind = 9
 )
 
 // Enum value maps for TopKind.
@@ -58,6 +62,8 @@ var (
 		5: "TOP_KIND_DNS_NAMES",
 		6: "TOP_KIND_DNS_NXDOMAIN_CLIENTS",
 		7: "TOP_KIND_DNS_SLOW_NAMES",
+		8: "TOP_KIND_TCP_SLOWEST",
+		9: "TOP_KIND_TCP_RETRANSMITS",
 	}
 	TopKind_value = map[string]int32{
 		"TOP_KIND_UNSPECIFIED":          0,
@@ -68,6 +74,8 @@ var (
 		"TOP_KIND_DNS_NAMES":            5,
 		"TOP_KIND_DNS_NXDOMAIN_CLIENTS": 6,
 		"TOP_KIND_DNS_SLOW_NAMES":       7,
+		"TOP_KIND_TCP_SLOWEST":          8,
+		"TOP_KIND_TCP_RETRANSMITS":      9,
 	}
 )
 
@@ -373,7 +381,16 @@ type FlowFilter struct {
 	Type []v1.FlowType `protobuf:"varint,1004,rep,packed,name=type,proto3,enum=trawl.flow.v1.FlowType" json:"type,omitempty"`
 	// Matches l7.dns.rcode of DNS responses: a name ("NXDOMAIN", "SERVFAIL",
 	// Hubble's "Non-Existent Domain") or a number.
-	DnsRcode      []string `protobuf:"bytes,1005,rep,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
+	DnsRcode []string `protobuf:"bytes,1005,rep,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
+	// Records whose handshake RTT (tcp_health.handshake_syn_ack +
+	// handshake_ack) is at least this long.
+	MinHandshakeRtt *durationpb.Duration `protobuf:"bytes,1006,opt,name=min_handshake_rtt,json=minHandshakeRtt,proto3" json:"min_handshake_rtt,omitempty"`
+	// Records with at least one retransmitted segment.
+	TcpRetransmits bool `protobuf:"varint,1007,opt,name=tcp_retransmits,json=tcpRetransmits,proto3" json:"tcp_retransmits,omitempty"`
+	// Records of a connection reset (tcp_health.reset_by set).
+	TcpReset bool `protobuf:"varint,1008,opt,name=tcp_reset,json=tcpReset,proto3" json:"tcp_reset,omitempty"`
+	// CONNECT_TIMEOUT records.
+	TcpTimeout    bool `protobuf:"varint,1009,opt,name=tcp_timeout,json=tcpTimeout,proto3" json:"tcp_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,6 +640,34 @@ func (x *FlowFilter) GetDnsRcode() []string {
 		return x.DnsRcode
 	}
 	return nil
+}
+
+func (x *FlowFilter) GetMinHandshakeRtt() *durationpb.Duration {
+	if x != nil {
+		return x.MinHandshakeRtt
+	}
+	return nil
+}
+
+func (x *FlowFilter) GetTcpRetransmits() bool {
+	if x != nil {
+		return x.TcpRetransmits
+	}
+	return false
+}
+
+func (x *FlowFilter) GetTcpReset() bool {
+	if x != nil {
+		return x.TcpReset
+	}
+	return false
+}
+
+func (x *FlowFilter) GetTcpTimeout() bool {
+	if x != nil {
+		return x.TcpTimeout
+	}
+	return false
 }
 
 type GetNodesRequest struct {
@@ -1179,8 +1224,16 @@ type TopEntry struct {
 	DnsNxdomain   uint64               `protobuf:"varint,14,opt,name=dns_nxdomain,json=dnsNxdomain,proto3" json:"dns_nxdomain,omitempty"`
 	DnsLatencyP50 *durationpb.Duration `protobuf:"bytes,15,opt,name=dns_latency_p50,json=dnsLatencyP50,proto3" json:"dns_latency_p50,omitempty"`
 	DnsLatencyP99 *durationpb.Duration `protobuf:"bytes,16,opt,name=dns_latency_p99,json=dnsLatencyP99,proto3" json:"dns_latency_p99,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// TOP_KIND_TCP_*: handshake RTT quantiles, retransmitted segments, resets,
+	// connection timeouts and connections (handshakes measured) of the pair.
+	TcpRttP50      *durationpb.Duration `protobuf:"bytes,17,opt,name=tcp_rtt_p50,json=tcpRttP50,proto3" json:"tcp_rtt_p50,omitempty"`
+	TcpRttP99      *durationpb.Duration `protobuf:"bytes,18,opt,name=tcp_rtt_p99,json=tcpRttP99,proto3" json:"tcp_rtt_p99,omitempty"`
+	TcpRetransmits uint64               `protobuf:"varint,19,opt,name=tcp_retransmits,json=tcpRetransmits,proto3" json:"tcp_retransmits,omitempty"`
+	TcpResets      uint64               `protobuf:"varint,20,opt,name=tcp_resets,json=tcpResets,proto3" json:"tcp_resets,omitempty"`
+	TcpTimeouts    uint64               `protobuf:"varint,21,opt,name=tcp_timeouts,json=tcpTimeouts,proto3" json:"tcp_timeouts,omitempty"`
+	TcpConnections uint64               `protobuf:"varint,22,opt,name=tcp_connections,json=tcpConnections,proto3" json:"tcp_connections,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TopEntry) Reset() {
@@ -1325,6 +1378,48 @@ func (x *TopEntry) GetDnsLatencyP99() *durationpb.Duration {
 	return nil
 }
 
+func (x *TopEntry) GetTcpRttP50() *durationpb.Duration {
+	if x != nil {
+		return x.TcpRttP50
+	}
+	return nil
+}
+
+func (x *TopEntry) GetTcpRttP99() *durationpb.Duration {
+	if x != nil {
+		return x.TcpRttP99
+	}
+	return nil
+}
+
+func (x *TopEntry) GetTcpRetransmits() uint64 {
+	if x != nil {
+		return x.TcpRetransmits
+	}
+	return 0
+}
+
+func (x *TopEntry) GetTcpResets() uint64 {
+	if x != nil {
+		return x.TcpResets
+	}
+	return 0
+}
+
+func (x *TopEntry) GetTcpTimeouts() uint64 {
+	if x != nil {
+		return x.TcpTimeouts
+	}
+	return 0
+}
+
+func (x *TopEntry) GetTcpConnections() uint64 {
+	if x != nil {
+		return x.TcpConnections
+	}
+	return 0
+}
+
 var File_trawl_observer_v1_observer_proto protoreflect.FileDescriptor
 
 const file_trawl_observer_v1_observer_proto_rawDesc = "" +
@@ -1347,8 +1442,7 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\tconntrack\x18\xe8\a \x01(\v2\x1e.trawl.flow.v1.ConntrackSampleH\x00R\tconntrack\x12\x1d\n" +
 	"\tnode_name\x18\xc1\x84= \x01(\tR\bnodeName\x120\n" +
 	"\x04time\x18\u0084= \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x10\n" +
-	"\x0eresponse_types\"\xac\n" +
-	"\n" +
+	"\x0eresponse_types\"\xde\v\n" +
 	"\n" +
 	"FlowFilter\x12\x12\n" +
 	"\x04uuid\x18\x1d \x03(\tR\x04uuid\x12\x1b\n" +
@@ -1388,7 +1482,12 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\n" +
 	"drop_class\x18\xeb\a \x03(\tR\tdropClass\x12,\n" +
 	"\x04type\x18\xec\a \x03(\x0e2\x17.trawl.flow.v1.FlowTypeR\x04type\x12\x1c\n" +
-	"\tdns_rcode\x18\xed\a \x03(\tR\bdnsRcode\"\x11\n" +
+	"\tdns_rcode\x18\xed\a \x03(\tR\bdnsRcode\x12F\n" +
+	"\x11min_handshake_rtt\x18\xee\a \x01(\v2\x19.google.protobuf.DurationR\x0fminHandshakeRtt\x12(\n" +
+	"\x0ftcp_retransmits\x18\xef\a \x01(\bR\x0etcpRetransmits\x12\x1c\n" +
+	"\ttcp_reset\x18\xf0\a \x01(\bR\btcpReset\x12 \n" +
+	"\vtcp_timeout\x18\xf1\a \x01(\bR\n" +
+	"tcpTimeout\"\x11\n" +
 	"\x0fGetNodesRequest\"C\n" +
 	"\x10GetNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.trawl.flow.v1.NodeStatusR\x05nodes\"\x15\n" +
@@ -1428,7 +1527,7 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\n" +
 	"drop_class\x18\x06 \x03(\tR\tdropClass\"G\n" +
 	"\x0eGetTopResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\xa6\x04\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.trawl.observer.v1.TopEntryR\aentries\"\xb0\x06\n" +
 	"\bTopEntry\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x16\n" +
@@ -1449,7 +1548,14 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"dns_errors\x18\r \x01(\x04R\tdnsErrors\x12!\n" +
 	"\fdns_nxdomain\x18\x0e \x01(\x04R\vdnsNxdomain\x12A\n" +
 	"\x0fdns_latency_p50\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\rdnsLatencyP50\x12A\n" +
-	"\x0fdns_latency_p99\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\rdnsLatencyP99*\xe4\x01\n" +
+	"\x0fdns_latency_p99\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\rdnsLatencyP99\x129\n" +
+	"\vtcp_rtt_p50\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\ttcpRttP50\x129\n" +
+	"\vtcp_rtt_p99\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\ttcpRttP99\x12'\n" +
+	"\x0ftcp_retransmits\x18\x13 \x01(\x04R\x0etcpRetransmits\x12\x1d\n" +
+	"\n" +
+	"tcp_resets\x18\x14 \x01(\x04R\ttcpResets\x12!\n" +
+	"\ftcp_timeouts\x18\x15 \x01(\x04R\vtcpTimeouts\x12'\n" +
+	"\x0ftcp_connections\x18\x16 \x01(\x04R\x0etcpConnections*\x9c\x02\n" +
 	"\aTopKind\x12\x18\n" +
 	"\x14TOP_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOP_KIND_TALKERS\x10\x01\x12\x15\n" +
@@ -1458,7 +1564,9 @@ const file_trawl_observer_v1_observer_proto_rawDesc = "" +
 	"\x1bTOP_KIND_CONNTRACK_CREATORS\x10\x04\x12\x16\n" +
 	"\x12TOP_KIND_DNS_NAMES\x10\x05\x12!\n" +
 	"\x1dTOP_KIND_DNS_NXDOMAIN_CLIENTS\x10\x06\x12\x1b\n" +
-	"\x17TOP_KIND_DNS_SLOW_NAMES\x10\a2\xc9\x03\n" +
+	"\x17TOP_KIND_DNS_SLOW_NAMES\x10\a\x12\x18\n" +
+	"\x14TOP_KIND_TCP_SLOWEST\x10\b\x12\x1c\n" +
+	"\x18TOP_KIND_TCP_RETRANSMITS\x10\t2\xc9\x03\n" +
 	"\bObserver\x12U\n" +
 	"\bGetFlows\x12\".trawl.observer.v1.GetFlowsRequest\x1a#.trawl.observer.v1.GetFlowsResponse0\x01\x12S\n" +
 	"\bGetNodes\x12\".trawl.observer.v1.GetNodesRequest\x1a#.trawl.observer.v1.GetNodesResponse\x12_\n" +
@@ -1529,31 +1637,34 @@ var file_trawl_observer_v1_observer_proto_depIdxs = []int32{
 	24, // 15: trawl.observer.v1.FlowFilter.ip_version:type_name -> trawl.flow.v1.IPVersion
 	25, // 16: trawl.observer.v1.FlowFilter.event_kind:type_name -> trawl.flow.v1.EventKind
 	26, // 17: trawl.observer.v1.FlowFilter.type:type_name -> trawl.flow.v1.FlowType
-	16, // 18: trawl.observer.v1.GetNodesResponse.nodes:type_name -> trawl.flow.v1.NodeStatus
-	8,  // 19: trawl.observer.v1.ServerStatusResponse.clickhouse:type_name -> trawl.observer.v1.ClickHouseStatus
-	14, // 20: trawl.observer.v1.ClickHouseStatus.last_insert:type_name -> google.protobuf.Timestamp
-	18, // 21: trawl.observer.v1.GetConntrackResponse.sample:type_name -> trawl.flow.v1.ConntrackSample
-	0,  // 22: trawl.observer.v1.GetTopRequest.kind:type_name -> trawl.observer.v1.TopKind
-	14, // 23: trawl.observer.v1.GetTopRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 24: trawl.observer.v1.GetTopRequest.until:type_name -> google.protobuf.Timestamp
-	13, // 25: trawl.observer.v1.GetTopResponse.entries:type_name -> trawl.observer.v1.TopEntry
-	27, // 26: trawl.observer.v1.TopEntry.dns_latency_p50:type_name -> google.protobuf.Duration
-	27, // 27: trawl.observer.v1.TopEntry.dns_latency_p99:type_name -> google.protobuf.Duration
-	1,  // 28: trawl.observer.v1.Observer.GetFlows:input_type -> trawl.observer.v1.GetFlowsRequest
-	4,  // 29: trawl.observer.v1.Observer.GetNodes:input_type -> trawl.observer.v1.GetNodesRequest
-	6,  // 30: trawl.observer.v1.Observer.ServerStatus:input_type -> trawl.observer.v1.ServerStatusRequest
-	9,  // 31: trawl.observer.v1.Observer.GetConntrack:input_type -> trawl.observer.v1.GetConntrackRequest
-	11, // 32: trawl.observer.v1.Observer.GetTop:input_type -> trawl.observer.v1.GetTopRequest
-	2,  // 33: trawl.observer.v1.Observer.GetFlows:output_type -> trawl.observer.v1.GetFlowsResponse
-	5,  // 34: trawl.observer.v1.Observer.GetNodes:output_type -> trawl.observer.v1.GetNodesResponse
-	7,  // 35: trawl.observer.v1.Observer.ServerStatus:output_type -> trawl.observer.v1.ServerStatusResponse
-	10, // 36: trawl.observer.v1.Observer.GetConntrack:output_type -> trawl.observer.v1.GetConntrackResponse
-	12, // 37: trawl.observer.v1.Observer.GetTop:output_type -> trawl.observer.v1.GetTopResponse
-	33, // [33:38] is the sub-list for method output_type
-	28, // [28:33] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	27, // 18: trawl.observer.v1.FlowFilter.min_handshake_rtt:type_name -> google.protobuf.Duration
+	16, // 19: trawl.observer.v1.GetNodesResponse.nodes:type_name -> trawl.flow.v1.NodeStatus
+	8,  // 20: trawl.observer.v1.ServerStatusResponse.clickhouse:type_name -> trawl.observer.v1.ClickHouseStatus
+	14, // 21: trawl.observer.v1.ClickHouseStatus.last_insert:type_name -> google.protobuf.Timestamp
+	18, // 22: trawl.observer.v1.GetConntrackResponse.sample:type_name -> trawl.flow.v1.ConntrackSample
+	0,  // 23: trawl.observer.v1.GetTopRequest.kind:type_name -> trawl.observer.v1.TopKind
+	14, // 24: trawl.observer.v1.GetTopRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 25: trawl.observer.v1.GetTopRequest.until:type_name -> google.protobuf.Timestamp
+	13, // 26: trawl.observer.v1.GetTopResponse.entries:type_name -> trawl.observer.v1.TopEntry
+	27, // 27: trawl.observer.v1.TopEntry.dns_latency_p50:type_name -> google.protobuf.Duration
+	27, // 28: trawl.observer.v1.TopEntry.dns_latency_p99:type_name -> google.protobuf.Duration
+	27, // 29: trawl.observer.v1.TopEntry.tcp_rtt_p50:type_name -> google.protobuf.Duration
+	27, // 30: trawl.observer.v1.TopEntry.tcp_rtt_p99:type_name -> google.protobuf.Duration
+	1,  // 31: trawl.observer.v1.Observer.GetFlows:input_type -> trawl.observer.v1.GetFlowsRequest
+	4,  // 32: trawl.observer.v1.Observer.GetNodes:input_type -> trawl.observer.v1.GetNodesRequest
+	6,  // 33: trawl.observer.v1.Observer.ServerStatus:input_type -> trawl.observer.v1.ServerStatusRequest
+	9,  // 34: trawl.observer.v1.Observer.GetConntrack:input_type -> trawl.observer.v1.GetConntrackRequest
+	11, // 35: trawl.observer.v1.Observer.GetTop:input_type -> trawl.observer.v1.GetTopRequest
+	2,  // 36: trawl.observer.v1.Observer.GetFlows:output_type -> trawl.observer.v1.GetFlowsResponse
+	5,  // 37: trawl.observer.v1.Observer.GetNodes:output_type -> trawl.observer.v1.GetNodesResponse
+	7,  // 38: trawl.observer.v1.Observer.ServerStatus:output_type -> trawl.observer.v1.ServerStatusResponse
+	10, // 39: trawl.observer.v1.Observer.GetConntrack:output_type -> trawl.observer.v1.GetConntrackResponse
+	12, // 40: trawl.observer.v1.Observer.GetTop:output_type -> trawl.observer.v1.GetTopResponse
+	36, // [36:41] is the sub-list for method output_type
+	31, // [31:36] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_trawl_observer_v1_observer_proto_init() }
