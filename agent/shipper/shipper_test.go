@@ -3,7 +3,6 @@ package shipper_test
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -92,6 +92,21 @@ func (f *fakeRelay) Stream(st ingestv1.IngestService_StreamServer) error {
 	}
 }
 
+// startFakeRelay serves a fakeRelay on a loopback port until the test ends.
+func startFakeRelay(t *testing.T, opts ...grpc.ServerOption) (*fakeRelay, string) {
+	t.Helper()
+	relay := &fakeRelay{batches: make(chan *ingestv1.Batch, 4)}
+	g := grpc.NewServer(opts...)
+	ingestv1.RegisterIngestServiceServer(g, relay)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return relay, lis.Addr().String()
+}
+
 // compressionSeen records the grpc-encoding of the streams a server gets.
 type compressionSeen struct {
 	mu   sync.Mutex
@@ -121,25 +136,9 @@ func TestEveryCompressionDeliversTheBatchAndSaysWhichItUses(t *testing.T) {
 		{"none", ""},
 	} {
 		t.Run("compression "+tc.flag, func(t *testing.T) {
-			relay := &fakeRelay{batches: make(chan *ingestv1.Batch, 4)}
 			seen := &compressionSeen{}
-			g := grpc.NewServer(grpc.StatsHandler(seen))
-			ingestv1.RegisterIngestServiceServer(g, relay)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go g.Serve(lis)
-			t.Cleanup(g.Stop)
-			s, err := shipper.New(shipper.Config{Addr: lis.Addr().String(), NodeName: "node-a", Insecure: true, Compression: tc.flag,
-				BatchRecords: 1, Log: slog.New(slog.DiscardHandler)}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = s.Run(ctx); close(done) }()
-			t.Cleanup(func() { cancel(); <-done })
+			relay, addr := startFakeRelay(t, grpc.StatsHandler(seen))
+			s := shippertest.Start(t, addr, shipper.Config{Compression: tc.flag, BatchRecords: 1}, nil)
 			s.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{DropReasonKernel: "NO_SOCKET"}}, NodeName: "node-a"})
 			select {
 			case b := <-relay.batches:
@@ -163,25 +162,8 @@ func TestEveryCompressionDeliversTheBatchAndSaysWhichItUses(t *testing.T) {
 // that id unchanged, so jsonl, ClickHouse and observe show one id. Only a
 // record without an id gets one derived from its batch.
 func TestShipperKeepsTheCollectorsIDAndDerivesOnlyMissingOnes(t *testing.T) {
-	relay := &fakeRelay{batches: make(chan *ingestv1.Batch, 4)}
-	g := grpc.NewServer()
-	ingestv1.RegisterIngestServiceServer(g, relay)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(lis)
-	t.Cleanup(g.Stop)
-
-	s, err := shipper.New(shipper.Config{Addr: lis.Addr().String(), NodeName: "node-a", Insecure: true,
-		BatchRecords: 2, FlushInterval: time.Hour, Log: slog.New(slog.DiscardHandler)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	relay, addr := startFakeRelay(t)
+	s := shippertest.Start(t, addr, shipper.Config{BatchRecords: 2, FlushInterval: time.Hour}, nil)
 
 	// What the collector publishes: an id derived from (node, boot, its
 	// record sequence, 0), written as-is by --output jsonl.
