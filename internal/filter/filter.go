@@ -18,6 +18,15 @@
 // a destination name of a query and a source name of a response. FQDN
 // patterns and names are compared canonical (see CanonicalName).
 //
+// TCP health (docs/tcp-health.md): min_handshake_rtt selects records whose
+// handshake RTT (tcp_health.handshake_syn_ack + handshake_ack) is at least
+// the value; a record has a handshake when that sum is positive, and records
+// without one never match (so a zero minimum selects the records that carry a
+// handshake). tcp_retransmits selects records with retransmitted segments,
+// tcp_reset records whose reset_by names a side (CLIENT or SERVER),
+// tcp_timeout CONNECT_TIMEOUT records. False booleans select nothing extra:
+// `--not` (the deny list) expresses "without".
+//
 // Records that are not flows (lost_events, node_status, conntrack) carry no
 // endpoints, ports or verdicts, so flow-specific fields cannot be judged on
 // them. The rule:
@@ -37,6 +46,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
@@ -83,8 +93,14 @@ type Clause struct {
 	// Hubble's dns_query (unanchored, the name as recorded: "example.com.").
 	DNSQuery []Regexp
 	// DNSRcode are response codes of DNS responses (dnscodes numbers).
-	DNSRcode     []uint32
-	flowSpecific bool
+	DNSRcode []uint32
+	// MinHandshakeRTT: records with a handshake RTT of at least this many
+	// nanoseconds (see HandshakeRTT); -1 when not set.
+	MinHandshakeRTT int64
+	// TCPRetransmits, TCPReset, TCPTimeout: records with retransmitted
+	// segments, with a reset, CONNECT_TIMEOUT records.
+	TCPRetransmits, TCPReset, TCPTimeout bool
+	flowSpecific                         bool
 }
 
 // Regexp is a compiled dns_query expression with its source text (for SQL).
@@ -152,7 +168,7 @@ func MustCompile(allow, deny []*observerv1.FlowFilter) *Filter {
 }
 
 func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
-	c := &Clause{}
+	c := &Clause{MinHandshakeRTT: -1}
 	if ff == nil {
 		return c, nil
 	}
@@ -268,6 +284,16 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		}
 		c.DNSRcode = append(c.DNSRcode, code)
 	}
+	if d := ff.GetMinHandshakeRtt(); d != nil {
+		if d.CheckValid() != nil {
+			return nil, fmt.Errorf("min_handshake_rtt: invalid duration (seconds %d, nanos %d)", d.GetSeconds(), d.GetNanos())
+		}
+		if d.AsDuration() < 0 {
+			return nil, fmt.Errorf("min_handshake_rtt: negative duration %s", d.AsDuration())
+		}
+		c.MinHandshakeRTT = int64(d.AsDuration())
+	}
+	c.TCPRetransmits, c.TCPReset, c.TCPTimeout = ff.GetTcpRetransmits(), ff.GetTcpReset(), ff.GetTcpTimeout()
 	for _, p := range ff.GetProtocol() {
 		switch strings.ToLower(strings.TrimSpace(p)) {
 		case "dns":
@@ -311,7 +337,8 @@ func compileClause(ff *observerv1.FlowFilter) (*Clause, error) {
 		len(c.TrafficDirection)+len(c.Verdict)+len(c.DropReasonDesc)+len(c.Interface)+len(c.Protocol)+
 		len(c.SourcePort)+len(c.DestinationPort)+len(c.Reply)+len(c.TCPFlags)+len(c.IPVersion)+
 		len(c.DropReasonKernel)+len(c.Policy)+len(c.EventKind)+len(c.DropClass)+
-		len(c.Type)+len(c.DNSQuery)+len(c.DNSRcode) > 0 || c.ProtocolDNS
+		len(c.Type)+len(c.DNSQuery)+len(c.DNSRcode) > 0 || c.ProtocolDNS ||
+		c.MinHandshakeRTT >= 0 || c.TCPRetransmits || c.TCPReset || c.TCPTimeout
 	if c.NodeName, err = compileGlobs("node_name", ff.GetNodeName()); err != nil {
 		return nil, err
 	}
@@ -544,6 +571,21 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 	if len(c.DNSRcode) > 0 && !(IsDNS(fl) && fl.GetL7().GetType() == flowv1.L7FlowType_RESPONSE && slices.Contains(c.DNSRcode, fl.GetL7().GetDns().GetRcode())) {
 		return false
 	}
+	if c.MinHandshakeRTT >= 0 {
+		rtt := HandshakeRTT(fl.GetTcpHealth())
+		if rtt <= 0 || int64(rtt) < c.MinHandshakeRTT {
+			return false
+		}
+	}
+	if c.TCPRetransmits && fl.GetTcpHealth().GetRetransmits() == 0 {
+		return false
+	}
+	if c.TCPReset && !IsReset(fl.GetTcpHealth().GetResetBy()) {
+		return false
+	}
+	if c.TCPTimeout && fl.GetEventKind() != flowv1.EventKind_CONNECT_TIMEOUT {
+		return false
+	}
 	if len(c.SourceLabel) > 0 && !matchSelectors(c.SourceLabel, fl.GetSource().GetLabels()) {
 		return false
 	}
@@ -720,6 +762,29 @@ func matchPolicies(refs []PolicyRef, ps []*flowv1.Policy) bool {
 		}
 	}
 	return false
+}
+
+// HandshakeRTT is a record's handshake RTT: the SYN -> SYN-ACK and SYN-ACK ->
+// ACK halves added (docs/tcp-health.md); 0 or less means the record carries
+// no handshake. relay/store's twin is tcp_syn_ack_ns + tcp_ack_ns.
+func HandshakeRTT(h *flowv1.TCPHealth) time.Duration {
+	if h == nil {
+		return 0
+	}
+	var rtt time.Duration
+	if d := h.GetHandshakeSynAck(); d != nil {
+		rtt += d.AsDuration()
+	}
+	if d := h.GetHandshakeAck(); d != nil {
+		rtt += d.AsDuration()
+	}
+	return rtt
+}
+
+// IsReset reports whether a reset_by value names a side: CLIENT or SERVER
+// (relay/store's twin: tcp_reset_by IN ('CLIENT', 'SERVER')).
+func IsReset(s flowv1.TCPSide) bool {
+	return s == flowv1.TCPSide_CLIENT || s == flowv1.TCPSide_SERVER
 }
 
 // IsDNS reports whether a record is a DNS message (an L7 record with a DNS

@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
@@ -17,6 +20,36 @@ func TestEveryFieldSelectsTheExpectedFlows(t *testing.T) {
 
 func TestDNSFiltersSelectTheExpectedRecords(t *testing.T) {
 	checkCases(t, filtertest.DNSFlows(), filtertest.DNSCases())
+}
+
+func TestTCPFiltersSelectTheExpectedRecords(t *testing.T) {
+	checkCases(t, filtertest.TCPFlows(), filtertest.TCPCases())
+}
+
+// The TCP filters judge flows only: a connection's health says nothing
+// about lost events, node status or conntrack samples.
+func TestTCPFiltersAreFlowSpecific(t *testing.T) {
+	for _, ff := range []*observerv1.FlowFilter{{MinHandshakeRtt: durationpb.New(0)}, {TcpRetransmits: true}, {TcpReset: true}, {TcpTimeout: true}} {
+		f := filter.MustCompile([]*observerv1.FlowFilter{ff}, nil)
+		if f.MatchOther(false, "node-a") {
+			t.Errorf("%v selects a node-status record", ff)
+		}
+		if !f.MatchOther(true, "node-a") {
+			t.Errorf("%v hides lost events", ff)
+		}
+	}
+	if f := filter.MustCompile([]*observerv1.FlowFilter{{TcpReset: false}}, nil); !f.MatchOther(false, "node-a") {
+		t.Error("a filter with the TCP booleans false is flow-specific")
+	}
+}
+
+func TestHandshakeRTTAddsBothHalves(t *testing.T) {
+	fs := filtertest.TCPFlows()
+	for i, want := range map[int]time.Duration{0: 400 * time.Microsecond, 1: 0, 2: 21 * time.Millisecond, 4: 0, 6: 5 * time.Millisecond, 8: 0} {
+		if got := filter.HandshakeRTT(fs[i].GetTcpHealth()); got != want {
+			t.Errorf("flow %d: HandshakeRTT %v, want %v", i, got, want)
+		}
+	}
 }
 
 func checkCases(t *testing.T, flows []*flowv1.Flow, cases []filtertest.Case) {
@@ -74,6 +107,8 @@ func TestCompileRejectsBadValuesNamingFieldAndValue(t *testing.T) {
 		{"unknown dns response code", &observerv1.FlowFilter{DnsRcode: []string{"NXDOMIAN"}}, []string{"dns_rcode", "NXDOMIAN"}},
 		{"dns response code out of range", &observerv1.FlowFilter{DnsRcode: []string{"5000"}}, []string{"dns_rcode", "5000"}},
 		{"unknown flow type", &observerv1.FlowFilter{Type: []flowv1.FlowType{17}}, []string{"type", "17"}},
+		{"negative min_handshake_rtt", &observerv1.FlowFilter{MinHandshakeRtt: durationpb.New(-time.Millisecond)}, []string{"min_handshake_rtt", "negative duration -1ms"}},
+		{"invalid min_handshake_rtt", &observerv1.FlowFilter{MinHandshakeRtt: &durationpb.Duration{Seconds: 1, Nanos: -5}}, []string{"min_handshake_rtt", "invalid"}},
 		{"fqdn pattern that is only a dot", &observerv1.FlowFilter{DestinationFqdn: []string{"."}}, []string{"destination_fqdn", `"."`}},
 		{"fqdn pattern with two trailing dots", &observerv1.FlowFilter{SourceFqdn: []string{"example.com.."}}, []string{"source_fqdn", "example.com.."}},
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -312,5 +313,98 @@ func DNSCases() []Case {
 		{Name: "errors: every response but NOERROR", Allow: ff(&observerv1.FlowFilter{Protocol: []string{"dns"}, Reply: []bool{true}}),
 			Deny: ff(&observerv1.FlowFilter{DnsRcode: []string{"NOERROR"}}), Want: []int{3, 4}},
 		{Name: "DNS filters AND with the others", Allow: ff(&observerv1.FlowFilter{SourcePod: []string{"shop/"}, Protocol: []string{"dns"}, DestinationFqdn: []string{"*.com"}}), Want: []int{0, 8}},
+	}
+}
+
+func health(synAck, ack time.Duration, retrans uint32, reset flowv1.TCPSide, zeroWindows uint32) *flowv1.TCPHealth {
+	h := &flowv1.TCPHealth{Retransmits: retrans, ResetBy: reset, ZeroWindows: zeroWindows}
+	if synAck > 0 {
+		h.HandshakeSynAck = durationpb.New(synAck)
+	}
+	if ack > 0 {
+		h.HandshakeAck = durationpb.New(ack)
+	}
+	return h
+}
+
+// TCPFlows returns the TCP health data set (fresh copies each call): records
+// carrying a handshake (on the client -> server direction), retransmits,
+// resets by either side, zero windows, a connection attempt that timed out,
+// a SYN the kernel dropped (a drop, not a timeout) and records without TCP
+// health. Its times follow DNSFlows' (flow i at Base + 200 s + i s) and its
+// ids are UUID(128 + i), so the three sets can be stored together.
+func TCPFlows() []*flowv1.Flow {
+	web := ep("shop", "web-7d9f-abcde", []string{"k8s:app=web"}, &flowv1.Workload{Name: "web", Kind: "Deployment"})
+	db := ep("shop", "db-0", []string{"k8s:app=db"}, &flowv1.Workload{Name: "db", Kind: "StatefulSet"})
+	api := ep("telco", "api-1", []string{"k8s:app=api"}, &flowv1.Workload{Name: "api", Kind: "Deployment"})
+	rec := func(kind flowv1.EventKind, reply bool, src, dst *flowv1.Endpoint, sip, dip string, sp, dp uint32, flags *flowv1.TCPFlags, h *flowv1.TCPHealth) *flowv1.Flow {
+		return &flowv1.Flow{Verdict: flowv1.Verdict_FORWARDED, EventKind: kind, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			IP: ip4(sip, dip), L4: tcp(sp, dp, flags), Source: src, Destination: dst, IsReply: wrapperspb.Bool(reply),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, Packets: 4, Bytes: 400, TcpHealth: h}
+	}
+	fs := []*flowv1.Flow{
+		// web -> db: the handshake (0.3 ms + 0.1 ms), then the reply
+		// direction with the server's retransmits and zero windows.
+		0: rec(flowv1.EventKind_AGGREGATE, false, web, db, "10.0.1.5", "10.0.2.7", 40000, 5432, &flowv1.TCPFlags{SYN: true, ACK: true},
+			health(300*time.Microsecond, 100*time.Microsecond, 0, 0, 0)),
+		1: rec(flowv1.EventKind_AGGREGATE, true, db, web, "10.0.2.7", "10.0.1.5", 5432, 40000, &flowv1.TCPFlags{ACK: true, PSH: true},
+			health(0, 0, 3, 0, 2)),
+		// web -> api across a slow path: 20 ms + 1 ms, one retransmit.
+		2: rec(flowv1.EventKind_AGGREGATE, false, web, api, "10.0.1.5", "10.0.4.1", 40100, 8080, &flowv1.TCPFlags{SYN: true, ACK: true, PSH: true},
+			health(20*time.Millisecond, time.Millisecond, 1, 0, 0)),
+		// A closed port: the server answers the SYN with a RST.
+		3: rec(flowv1.EventKind_FLOW_CLOSE, true, api, web, "10.0.4.1", "10.0.1.5", 9999, 40200, &flowv1.TCPFlags{RST: true, ACK: true},
+			health(0, 0, 0, flowv1.TCPSide_SERVER, 0)),
+		// A SYN to a blackholed address: no answer within the timeout.
+		4: rec(flowv1.EventKind_CONNECT_TIMEOUT, false, web, ep("", "", []string{"reserved:world"}), "10.0.1.5", "10.0.9.9", 40300, 5432,
+			&flowv1.TCPFlags{SYN: true}, nil),
+		// The client resets.
+		5: rec(flowv1.EventKind_AGGREGATE, false, web, db, "10.0.1.5", "10.0.2.7", 40400, 5432, &flowv1.TCPFlags{RST: true, ACK: true},
+			health(0, 0, 0, flowv1.TCPSide_CLIENT, 0)),
+		// Only the server's half of the handshake was seen.
+		6: rec(flowv1.EventKind_AGGREGATE, false, api, db, "10.0.4.1", "10.0.2.7", 40500, 5432, &flowv1.TCPFlags{SYN: true, ACK: true},
+			health(5*time.Millisecond, 0, 0, 0, 0)),
+		// TCP health without a handshake: a zero window only.
+		7: rec(flowv1.EventKind_AGGREGATE, false, web, db, "10.0.1.5", "10.0.2.7", 40000, 5432, &flowv1.TCPFlags{ACK: true},
+			health(0, 0, 0, 0, 1)),
+		8: {Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			IP: ip4("10.0.1.5", "10.96.0.10"), L4: udp(41234, 53), Source: web, Packets: 2, Bytes: 150},
+		// A handshake of exactly 10 ms.
+		9: rec(flowv1.EventKind_AGGREGATE, false, api, web, "10.0.4.1", "10.0.1.5", 40600, 80, &flowv1.TCPFlags{SYN: true, ACK: true},
+			health(9*time.Millisecond, time.Millisecond, 0, 0, 0)),
+		// A SYN the kernel dropped: a drop record, never a timeout.
+		10: {Verdict: flowv1.Verdict_DROPPED, EventKind: flowv1.EventKind_DROP, Type: flowv1.FlowType_L3_L4, NodeName: "node-a",
+			DropReasonDesc: "NO_SOCKET", DropReasonKernel: "NO_SOCKET", DropClass: "no-socket",
+			IP: ip4("10.0.1.5", "10.0.2.8"), L4: tcp(40700, 6000, &flowv1.TCPFlags{SYN: true}), Source: web, Packets: 1, Bytes: 60},
+	}
+	for i, f := range fs {
+		f.Time = timestamppb.New(Base.Add(200*time.Second + time.Duration(i)*time.Second))
+		f.Uuid = UUID(128 + i)
+	}
+	return fs
+}
+
+// TCPCases are the TCP health filters (min_handshake_rtt, tcp_retransmits,
+// tcp_reset, tcp_timeout, event_kind CONNECT_TIMEOUT) with the flows of
+// TCPFlows they select.
+func TCPCases() []Case {
+	rtt := func(d time.Duration) *observerv1.FlowFilter {
+		return &observerv1.FlowFilter{MinHandshakeRtt: durationpb.New(d)}
+	}
+	return []Case{
+		{Name: "min_handshake_rtt compares the sum of both halves", Allow: ff(rtt(10 * time.Millisecond)), Want: []int{2, 9}},
+		{Name: "min_handshake_rtt is inclusive", Allow: ff(rtt(400 * time.Microsecond)), Want: []int{0, 2, 6, 9}},
+		{Name: "min_handshake_rtt just above a handshake leaves it out", Allow: ff(rtt(400*time.Microsecond + time.Nanosecond)), Want: []int{2, 6, 9}},
+		{Name: "min_handshake_rtt zero selects the records with a handshake", Allow: ff(rtt(0)), Want: []int{0, 2, 6, 9}},
+		{Name: "not min_handshake_rtt keeps the records without a handshake", Deny: ff(rtt(10 * time.Millisecond)), Want: []int{0, 1, 3, 4, 5, 6, 7, 8, 10}},
+		{Name: "tcp_retransmits selects records with any", Allow: ff(&observerv1.FlowFilter{TcpRetransmits: true}), Want: []int{1, 2}},
+		{Name: "tcp_reset selects resets by either side", Allow: ff(&observerv1.FlowFilter{TcpReset: true}), Want: []int{3, 5}},
+		{Name: "tcp_timeout selects connection attempts that timed out", Allow: ff(&observerv1.FlowFilter{TcpTimeout: true}), Want: []int{4}},
+		{Name: "event_kind CONNECT_TIMEOUT is the same", Allow: ff(&observerv1.FlowFilter{EventKind: []flowv1.EventKind{flowv1.EventKind_CONNECT_TIMEOUT}}), Want: []int{4}},
+		{Name: "not tcp_timeout leaves the timeout out", Deny: ff(&observerv1.FlowFilter{TcpTimeout: true}), Want: []int{0, 1, 2, 3, 5, 6, 7, 8, 9, 10}},
+		{Name: "TCP filters AND in one filter", Allow: ff(&observerv1.FlowFilter{TcpRetransmits: true, MinHandshakeRtt: durationpb.New(time.Millisecond)}), Want: []int{2}},
+		{Name: "TCP filters OR across filters", Allow: []*observerv1.FlowFilter{{TcpReset: true}, {TcpTimeout: true}}, Want: []int{3, 4, 5}},
+		{Name: "TCP filters AND with the others", Allow: ff(&observerv1.FlowFilter{TcpRetransmits: true, SourcePod: []string{"shop/web"}}), Want: []int{2}},
+		{Name: "false TCP booleans select everything", Allow: ff(&observerv1.FlowFilter{TcpRetransmits: false, TcpReset: false, TcpTimeout: false}), Want: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
 	}
 }
