@@ -11,6 +11,7 @@ import (
 	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/l4"
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
 // sqlBuilder collects bound parameters. Every value that came from a user
@@ -151,6 +152,9 @@ func (b *sqlBuilder) fqdnGlobs(x string, gs []filter.Glob) string {
 func (b *sqlBuilder) fqdns(namesCol, l7Type string, gs []filter.Glob) string {
 	return "(arrayExists(x -> " + b.fqdnGlobs("x", gs) + ", " + namesCol + ") OR (l7_type = '" + l7Type + "' AND " + b.fqdnGlobs("dns_query", gs) + "))"
 }
+
+// handshakeRTT is the SQL twin of filter.HandshakeRTT, in nanoseconds.
+const handshakeRTT = "(tcp_syn_ack_ns + tcp_ack_ns)"
 
 // isDNS is the SQL twin of filter.IsDNS.
 const isDNS = "l7_type != ''"
@@ -340,6 +344,20 @@ func (b *sqlBuilder) clause(c *filter.Clause) string {
 			names[i] = dnscodes.RcodeName(code)
 		}
 		p = append(p, "l7_type = 'RESPONSE'", b.inStrings("dns_rcode", names))
+	}
+	if c.MinHandshakeRTT >= 0 {
+		// The twin of filter.HandshakeRTT: a record without a handshake
+		// (both halves 0) never matches, whatever the minimum.
+		p = append(p, handshakeRTT+" >= "+b.bind("UInt64", strconv.FormatInt(max(c.MinHandshakeRTT, 1), 10)))
+	}
+	if c.TCPRetransmits {
+		p = append(p, "tcp_retransmits > 0")
+	}
+	if c.TCPReset {
+		p = append(p, "tcp_reset_by IN ('CLIENT', 'SERVER')")
+	}
+	if c.TCPTimeout {
+		p = append(p, fmt.Sprintf("toInt8(event_kind) = %d", flowv1.EventKind_CONNECT_TIMEOUT))
 	}
 	if len(c.SourceLabel) > 0 {
 		p = append(p, b.labels("src_labels", c.SourceLabel))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/dev/chtest"
@@ -105,6 +106,84 @@ func mixedDNSFlows(n int) []*flowv1.Flow {
 		}
 		f.Time = timestamppb.New(filtertest.Base.Add(3*time.Minute + time.Duration(i)*time.Millisecond))
 		f.Uuid = store.FormatUUID(0xd25, uint64(i+1))
+		out = append(out, f)
+	}
+	return out
+}
+
+// Every TCP health filter case selects in ClickHouse exactly what the
+// in-memory filter selects, on the TCP data set stored beside the others
+// and on records mixing the TCP set's fields at random.
+func TestSQLSelectsExactlyWhatTheFilterSelectsOnTCPRecords(t *testing.T) {
+	s := openStore(t, chtest.Database(t))
+	w := runWriter(t, s)
+	tcp := filtertest.TCPFlows()
+	flows := slices.Concat(tcp, filtertest.Flows(), filtertest.DNSFlows(), mixedTCPFlows(300))
+	write(t, w, &store.Batch{Key: "k/tcp", Flows: flows})
+	index := map[string]int{}
+	for i, f := range flows {
+		index[f.Uuid] = i
+	}
+	rtt := func(d time.Duration) []*observerv1.FlowFilter {
+		return []*observerv1.FlowFilter{{MinHandshakeRtt: durationpb.New(d)}}
+	}
+	cases := append(filtertest.TCPCases(),
+		filtertest.Case{Name: "min_handshake_rtt of one nanosecond", Allow: rtt(time.Nanosecond), Want: []int{0, 2, 6, 9}},
+		filtertest.Case{Name: "min_handshake_rtt of an hour", Allow: rtt(time.Hour)},
+		filtertest.Case{Name: "reset or retransmits, not a timeout", Allow: []*observerv1.FlowFilter{{TcpReset: true}, {TcpRetransmits: true}},
+			Deny: []*observerv1.FlowFilter{{TcpTimeout: true}}, Want: []int{1, 2, 3, 5}},
+	)
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			flt, err := filter.Compile(tc.Allow, tc.Deny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, wantFixed []int
+			for i, f := range flows {
+				if flt.MatchFlow(f) {
+					want = append(want, i)
+					if i < len(tcp) {
+						wantFixed = append(wantFixed, i)
+					}
+				}
+			}
+			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
+				t.Fatalf("filter selects %v of the TCP set, the case expects %v", wantFixed, tc.Want)
+			}
+			var got []int
+			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
+				got = append(got, index[r.GetFlow().GetUuid()])
+			}
+			slices.Sort(got)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ClickHouse selected %d records, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
+			}
+		})
+	}
+}
+
+// mixedTCPFlows builds n records whose fields come from different records
+// of the TCP data set: TCP health on records of any kind and direction,
+// handshake halves, retransmits and resets from different records.
+func mixedTCPFlows(n int) []*flowv1.Flow {
+	r := rand.New(rand.NewPCG(14, 2))
+	set := filtertest.TCPFlows
+	var out []*flowv1.Flow
+	for i := range n {
+		pick := func() *flowv1.Flow { return set()[r.IntN(len(set()))] }
+		f := pick()
+		f.EventKind, f.IsReply, f.Source, f.L4 = pick().EventKind, pick().IsReply, pick().Source, pick().L4
+		if h := pick().GetTcpHealth(); h != nil {
+			h.HandshakeAck = pick().GetTcpHealth().GetHandshakeAck()
+			h.Retransmits = pick().GetTcpHealth().GetRetransmits()
+			h.ResetBy = pick().GetTcpHealth().GetResetBy()
+			f.TcpHealth = h
+		} else {
+			f.TcpHealth = nil
+		}
+		f.Time = timestamppb.New(filtertest.Base.Add(5*time.Minute + time.Duration(i)*time.Millisecond))
+		f.Uuid = store.FormatUUID(0x7c9, uint64(i+1))
 		out = append(out, f)
 	}
 	return out
