@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -674,6 +675,12 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 				}
 				return err
 			})
+		case "tcp_health", "tcpHealth":
+			if f.TcpHealth != nil {
+				return errSlow // given twice: protojson's error
+			}
+			f.TcpHealth = &flowv1.TCPHealth{}
+			err = s.tcpHealth(f.TcpHealth)
 		case "event_type":
 			// Hubble's monitor event type; kept aside for the caller.
 			err = s.object(func(k []byte) error {
@@ -689,6 +696,96 @@ func (s *scanner) flow(f *flowv1.Flow) error {
 		}
 		return err
 	})
+}
+
+func (s *scanner) tcpHealth(h *flowv1.TCPHealth) error {
+	return s.object(func(k []byte) error {
+		var err error
+		var n uint64
+		switch string(k) {
+		case "handshake_syn_ack", "handshakeSynAck":
+			if h.HandshakeSynAck != nil {
+				return errSlow
+			}
+			h.HandshakeSynAck, err = s.duration()
+		case "handshake_ack", "handshakeAck":
+			if h.HandshakeAck != nil {
+				return errSlow
+			}
+			h.HandshakeAck, err = s.duration()
+		case "retransmits":
+			n, err = s.uint(32)
+			h.Retransmits = uint32(n)
+		case "reset_by", "resetBy":
+			var v int32
+			v, err = s.enum(flowv1.TCPSide_value)
+			h.ResetBy = flowv1.TCPSide(v)
+		case "zero_windows", "zeroWindows":
+			n, err = s.uint(32)
+			h.ZeroWindows = uint32(n)
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+}
+
+// duration reads the form protojson writes: an optional minus, whole
+// seconds without leading zeros, up to nine fraction digits, "s" ("3s",
+// "0.000400s", "-1.500s"); other forms go to protojson.
+func (s *scanner) duration() (*durationpb.Duration, error) {
+	b, err := s.rawString()
+	if err != nil {
+		return nil, err
+	}
+	secs, nanos, ok := parseDuration(b)
+	if !ok {
+		return nil, errSlow
+	}
+	return &durationpb.Duration{Seconds: secs, Nanos: nanos}, nil
+}
+
+func parseDuration(b []byte) (secs int64, nanos int32, ok bool) {
+	if len(b) < 2 || b[len(b)-1] != 's' {
+		return 0, 0, false
+	}
+	b = b[:len(b)-1]
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		secs = secs*10 + int64(b[i]-'0')
+		i++
+		if secs > maxDurationSeconds {
+			return 0, 0, false
+		}
+	}
+	if i == 0 || i > 1 && b[0] == '0' {
+		return 0, 0, false
+	}
+	if i < len(b) {
+		frac := b[i:]
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return 0, 0, false
+		}
+		var n int32
+		for _, c := range frac[1:] {
+			if c < '0' || c > '9' {
+				return 0, 0, false
+			}
+			n = n*10 + int32(c-'0')
+		}
+		for range 10 - len(frac) {
+			n *= 10
+		}
+		nanos = n
+	}
+	if neg {
+		secs, nanos = -secs, -nanos
+	}
+	return secs, nanos, true
 }
 
 // l7 reads a Layer7 (Trawl's, or Hubble's: its HTTP and Kafka records

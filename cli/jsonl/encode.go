@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -151,19 +152,53 @@ func (e *encoder) timestamp(k string, t *timestamppb.Timestamp) {
 	e.key(k)
 	e.b = append(e.b, '"')
 	e.b = t.AsTime().AppendFormat(e.b, "2006-01-02T15:04:05")
-	if n := t.GetNanos(); n != 0 {
-		var frac [10]byte
-		digits := strconv.AppendInt(frac[:0], int64(n)+1e9, 10)[1:] // nine digits
-		switch {
-		case n%1e6 == 0:
-			digits = digits[:3]
-		case n%1e3 == 0:
-			digits = digits[:6]
-		}
-		e.b = append(e.b, '.')
-		e.b = append(e.b, digits...)
-	}
+	e.b = appendFraction(e.b, t.GetNanos())
 	e.b = append(e.b, 'Z', '"')
+}
+
+// maxDurationSeconds is the largest Duration protojson writes (10,000 years).
+const maxDurationSeconds = 315576000000
+
+// duration writes seconds with 0, 3, 6 or 9 fraction digits and an "s", as
+// protojson ("0.000400s", "-1.500s", "3s"); it leaves durations protojson
+// refuses (out of range, mixed signs) to protojson.
+func (e *encoder) duration(k string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	secs, nanos := d.GetSeconds(), d.GetNanos()
+	if secs < -maxDurationSeconds || secs > maxDurationSeconds || nanos <= -1e9 || nanos >= 1e9 ||
+		secs > 0 && nanos < 0 || secs < 0 && nanos > 0 {
+		e.ok = false
+		return
+	}
+	e.key(k)
+	e.b = append(e.b, '"')
+	if secs < 0 || nanos < 0 {
+		e.b = append(e.b, '-')
+		secs, nanos = -secs, -nanos
+	}
+	e.b = strconv.AppendInt(e.b, secs, 10)
+	e.b = appendFraction(e.b, nanos)
+	e.b = append(e.b, 's', '"')
+}
+
+// appendFraction writes ".ddd", ".dddddd" or ".ddddddddd" for non-zero
+// nanoseconds (the fewest groups of three that hold them), nothing for 0.
+func appendFraction(b []byte, n int32) []byte {
+	if n == 0 {
+		return b
+	}
+	var frac [10]byte
+	digits := strconv.AppendInt(frac[:0], int64(n)+1e9, 10)[1:] // nine digits
+	switch {
+	case n%1e6 == 0:
+		digits = digits[:3]
+	case n%1e3 == 0:
+		digits = digits[:6]
+	}
+	b = append(b, '.')
+	return append(b, digits...)
 }
 
 func (e *encoder) response(r *observerv1.GetFlowsResponse) bool {
@@ -280,6 +315,16 @@ func (e *encoder) flow(f *flowv1.Flow) {
 		e.close()
 	}
 	e.str("drop_class", f.GetDropClass())
+	if h := f.GetTcpHealth(); h != nil {
+		e.key("tcp_health")
+		e.open()
+		e.duration("handshake_syn_ack", h.GetHandshakeSynAck())
+		e.duration("handshake_ack", h.GetHandshakeAck())
+		e.u32("retransmits", h.GetRetransmits())
+		e.enum("reset_by", int32(h.GetResetBy()), flowv1.TCPSide_name)
+		e.u32("zero_windows", h.GetZeroWindows())
+		e.close()
+	}
 	e.close()
 }
 

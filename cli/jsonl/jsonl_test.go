@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -79,7 +80,7 @@ func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
 	f := &flowv1.Flow{
 		Time: ts(), Uuid: str(), Verdict: flowv1.Verdict(rng.IntN(10)), DropReasonDesc: str(),
 		Source: ep(), Destination: ep(), Type: flowv1.FlowType(rng.IntN(4)), NodeName: str(),
-		TrafficDirection: flowv1.TrafficDirection(rng.IntN(3)), EventKind: flowv1.EventKind(rng.IntN(7)),
+		TrafficDirection: flowv1.TrafficDirection(rng.IntN(3)), EventKind: flowv1.EventKind(rng.IntN(9)),
 		FirstSeen: ts(), LastSeen: ts(), Packets: rng.Uint64N(1 << 40), Bytes: rng.Uint64(), DropReasonKernel: str(),
 		Netns: rng.Uint64N(5e9), ObservationPoint: str(), DropClass: str(),
 	}
@@ -140,6 +141,21 @@ func randomRecord(rng *rand.Rand) *observerv1.GetFlowsResponse {
 	f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy = pol(), pol(), pol(), pol()
 	if pick() {
 		f.Conntrack = &flowv1.ConntrackInfo{NewEntry: pick()}
+	}
+	if pick() {
+		dur := func() *durationpb.Duration {
+			if !pick() {
+				return nil
+			}
+			nanos := []int32{0, 400000, 123456000, 123456789, 1}[rng.IntN(5)]
+			secs := []int64{0, 0, 3, 86400}[rng.IntN(4)]
+			if rng.IntN(5) == 0 {
+				secs, nanos = -secs, -nanos
+			}
+			return &durationpb.Duration{Seconds: secs, Nanos: nanos}
+		}
+		f.TcpHealth = &flowv1.TCPHealth{HandshakeSynAck: dur(), HandshakeAck: dur(), Retransmits: uint32(rng.IntN(3)) * rng.Uint32(),
+			ResetBy: flowv1.TCPSide(rng.IntN(4)), ZeroWindows: uint32(rng.IntN(3))}
 	}
 	return &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}, NodeName: str(), Time: ts()}
 }
@@ -242,6 +258,12 @@ func TestUnmarshalOfHubbleAndOddLinesMatchesProtojson(t *testing.T) {
 		[]byte(`{"flow":{"Type":"L7","l7":{"type":"REQUEST","latency_ns":"0","http":{"code":200,"method":"GET"}},"event_type":{"type":129}}}`),
 		[]byte(`{"flow":{"l7":{"dns":{"query":"a."},"dns":{"rcode":3}}}}`),
 		[]byte(`{"flow":{"l7":{"type":"RESPONSE","dns":{"rcode":"3"}}}}`),
+		[]byte(`{"flow":{"tcp_health":{"handshake_syn_ack":"1.s","handshake_ack":".5s","retransmits":"3","reset_by":"CLIENT"}}}`),
+		[]byte(`{"flow":{"tcpHealth":{"handshakeSynAck":"+0.000400s","resetBy":2,"zeroWindows":1}}}`),
+		[]byte(`{"flow":{"tcp_health":{"handshake_ack":"0.0004000000s"}}}`),
+		[]byte(`{"flow":{"tcp_health":{"handshake_ack":"315576000001s"}}}`),
+		[]byte(`{"flow":{"tcp_health":{"retransmits":1},"tcp_health":{"zero_windows":1}}}`),
+		[]byte(`{"flow":{"tcp_health":{"reset_by":"SOMEONE"},"event_kind":"CONNECT_TIMEOUT"}}`),
 	)
 	for i, line := range lines {
 		want := &observerv1.GetFlowsResponse{}
@@ -279,6 +301,62 @@ func TestDNSRecordsTakeTheFastPath(t *testing.T) {
 	e := encoder{}
 	if !e.response(d.GetFlowsResponse) {
 		t.Errorf("the encoder's fast path refused the record: %s", e.b)
+	}
+}
+
+// A connection's TCP health and a connection timeout stay on the fast path
+// both ways.
+func TestTCPHealthTakesTheFastPath(t *testing.T) {
+	line := `{"flow":{"event_kind":"AGGREGATE","tcp_health":{"handshake_syn_ack":"0.000300s","handshake_ack":"0.000100s",` +
+		`"retransmits":3,"reset_by":"SERVER","zero_windows":2}}}`
+	d, err := Unmarshal([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.HubbleEventType == -1 {
+		t.Error("the line went to protojson")
+	}
+	h := d.GetFlow().GetTcpHealth()
+	if h.GetHandshakeSynAck().AsDuration() != 300*time.Microsecond || h.GetHandshakeAck().AsDuration() != 100*time.Microsecond ||
+		h.GetRetransmits() != 3 || h.GetResetBy() != flowv1.TCPSide_SERVER || h.GetZeroWindows() != 2 {
+		t.Errorf("decoded tcp_health %v", h)
+	}
+	e := encoder{}
+	if !e.response(d.GetFlowsResponse) || string(e.b) != line {
+		t.Errorf("the encoder's fast path wrote %s (ok %v), want %s", e.b, e.ok, line)
+	}
+	timeout := &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{EventKind: flowv1.EventKind_CONNECT_TIMEOUT}}}
+	if b, _ := Append(nil, timeout); string(b) != `{"flow":{"event_kind":"CONNECT_TIMEOUT"}}` {
+		t.Errorf("a timeout is written %s", b)
+	}
+}
+
+// Durations the encoder cannot write the way protojson does go to
+// protojson, which reports them.
+func TestInvalidDurationsAreProtojsonsErrors(t *testing.T) {
+	for _, d := range []*durationpb.Duration{{Seconds: 1, Nanos: -1}, {Seconds: maxDurationSeconds + 1}, {Nanos: 1e9}} {
+		r := &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{TcpHealth: &flowv1.TCPHealth{HandshakeAck: d}}}}
+		if _, err := Append(nil, r); err == nil {
+			t.Errorf("%v: no error", d)
+		}
+	}
+}
+
+func TestParseDurationAgreesWithProtojson(t *testing.T) {
+	for _, s := range []string{"0s", "3s", "-3s", "0.5s", "-0.5s", "1.000000001s", "0.000400s", "315576000000s", "315576000000.999999999s",
+		"315576000001s", "00s", "01s", "1.s", ".5s", "1.0000000001s", "s", "-s", "1", "1e3s", "1.5", "+1s", "1.-5s", "--1s"} {
+		want := &durationpb.Duration{}
+		wantErr := protojson.Unmarshal([]byte(`"`+s+`"`), want)
+		secs, nanos, ok := parseDuration([]byte(s))
+		if !ok {
+			continue // protojson decides
+		}
+		if wantErr != nil || secs != want.GetSeconds() || nanos != want.GetNanos() {
+			t.Errorf("%q: parseDuration %d s %d ns, protojson %v (%v)", s, secs, nanos, want, wantErr)
+		}
+	}
+	if _, _, ok := parseDuration([]byte("0.000400s")); !ok {
+		t.Error("protojson's own form left the fast path")
 	}
 }
 
