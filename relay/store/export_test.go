@@ -70,15 +70,21 @@ func RerunMigrationForTest(ctx context.Context, s *Store, version int) error {
 }
 
 // WriteColumnsForTest inserts flows with the columns a relay of the given
-// schema version wrote (version 3: no DNS columns), as that relay would.
+// schema version wrote (version 3: no DNS columns; version 4: no TCP health
+// columns), as that relay would.
 func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, version int) error {
-	if version != 3 {
-		return fmt.Errorf("WriteColumnsForTest knows version 3 only")
+	n := len(flowColumnNames)
+	switch version {
+	case 3:
+		n -= 9 + 5 // the DNS columns of version 4, then the TCP ones of version 5, are last
+	case 4:
+		n -= 5
+	default:
+		return fmt.Errorf("WriteColumnsForTest knows versions 3 and 4 only")
 	}
 	var c flowColumns
 	for _, f := range flows {
 		c.add(f)
 	}
-	n := len(flowColumnNames) - 9 // the DNS columns of version 4 are last
-	return s.insertColumns(ctx, "flows", fmt.Sprintf("v3/%p", flows), flowColumnNames[:n], c.columns()[:n])
+	return s.insertColumns(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), flowColumnNames[:n], c.columns()[:n])
 }

@@ -325,6 +325,12 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 			ns = b.inStrings("client_namespace", req.GetNamespace())
 		}
 		return s.topDNS(ctx, b, req.GetKind(), window("minute")+" AND "+ns, lim)
+	case observerv1.TopKind_TOP_KIND_TCP_SLOWEST, observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS:
+		ns := "1"
+		if len(req.GetNamespace()) > 0 {
+			ns = "(" + b.inStrings("client_namespace", req.GetNamespace()) + " OR " + b.inStrings("server_namespace", req.GetNamespace()) + ")"
+		}
+		return s.topTCP(ctx, b, req.GetKind(), window("minute")+" AND "+ns, lim)
 	case observerv1.TopKind_TOP_KIND_TALKERS, observerv1.TopKind_TOP_KIND_UNSPECIFIED:
 		q = "SELECT " + entity("src") + " AS s, " + entity("dst") + " AS d, '' AS reason, '' AS class, sum(bytes) AS by, sum(packets), sum(flows), sum(drops), toUInt64(0), CAST([], 'Array(String)') AS pol" +
 			" FROM " + s.d.table("flows_1m") + " WHERE " + window("minute") + " AND " + nsFilter() +
@@ -366,6 +372,51 @@ func (s *Store) Top(ctx context.Context, req *observerv1.GetTopRequest) (*observ
 		}
 		if len(pol) > 0 {
 			e.Policies = pol
+		}
+		resp.Entries = append(resp.Entries, e)
+	}
+	return resp, rows.Err()
+}
+
+// tcpEndpoint renders a tcp_1m client or server (p) as dnsClient does.
+func tcpEndpoint(p string) string {
+	return fmt.Sprintf("if(%[1]s_namespace = '', if(%[1]s_workload = '', 'world', %[1]s_workload), "+
+		"if(%[1]s_workload = '', %[1]s_namespace, concat(%[1]s_namespace, '/', %[1]s_workload)))", p)
+}
+
+// TCPPairCounts are the per-group sums of tcp_1m a TCP ranking reads (and
+// dev/cmd/bench-relay's pair query): connections with a handshake,
+// retransmitted segments, resets, connect timeouts and the merged handshake
+// RTT quantiles (0.5, 0.9, 0.99 in ns; NaN when no handshake was measured).
+const TCPPairCounts = "sum(connections) AS conns, sum(retransmits) AS rtx, sum(resets) AS rst, sum(timeouts) AS tmo, " +
+	"CAST(quantilesTDigestMerge(0.5, 0.9, 0.99)(rtt), 'Array(Float64)') AS q"
+
+// topTCP ranks client/server workload pairs of the tcp_1m rollup by p99
+// handshake RTT (pairs with a measured handshake) or by retransmitted
+// segments (pairs with any). Source is the client, destination the server.
+func (s *Store) topTCP(ctx context.Context, b *sqlBuilder, kind observerv1.TopKind, where, lim string) (*observerv1.GetTopResponse, error) {
+	q := "SELECT " + tcpEndpoint("client") + " AS c, " + tcpEndpoint("server") + " AS sv, " + TCPPairCounts +
+		" FROM " + s.d.table("tcp_1m") + " WHERE " + where + " GROUP BY c, sv"
+	if kind == observerv1.TopKind_TOP_KIND_TCP_SLOWEST {
+		q += " HAVING conns > 0 AND isFinite(q[3]) ORDER BY q[3] DESC, c, sv LIMIT " + lim
+	} else {
+		q += " HAVING rtx > 0 ORDER BY rtx DESC, c, sv LIMIT " + lim
+	}
+	rows, err := s.conn.Query(s.query(ctx, b), q)
+	if err != nil {
+		return nil, fmt.Errorf("query top %s: %w", kind, err)
+	}
+	defer rows.Close()
+	resp := &observerv1.GetTopResponse{}
+	for rows.Next() {
+		e := &observerv1.TopEntry{}
+		var lat []float64
+		if err := rows.Scan(&e.Source, &e.Destination, &e.TcpConnections, &e.TcpRetransmits, &e.TcpResets, &e.TcpTimeouts, &lat); err != nil {
+			return nil, fmt.Errorf("read top %s: %w", kind, err)
+		}
+		if len(lat) == 3 && !math.IsNaN(lat[0]) && !math.IsNaN(lat[2]) {
+			e.TcpRttP50 = durationpb.New(time.Duration(lat[0]))
+			e.TcpRttP99 = durationpb.New(time.Duration(lat[2]))
 		}
 		resp.Entries = append(resp.Entries, e)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -36,6 +37,11 @@ const (
 	// dnsSourceIsPoint: l7.dns.observation_source equals the flow's
 	// observation_point (the usual case), so it needs no storage of its own.
 	dnsSourceIsPoint
+	// hasTCPHealth: the flow had a TCPHealth message (schema version 5).
+	hasTCPHealth
+	// tcpHandshakeSet: both handshake halves were set (a zero half is then
+	// still a set Duration); without it a half is set when its column is not 0.
+	tcpHandshakeSet
 )
 
 // flowColumnNames is the column order of inserts and of flow reads.
@@ -49,6 +55,7 @@ var flowColumnNames = []string{
 	"is_reply", "iface_index", "iface_name", "allowed_by", "denied_by", "packets", "bytes",
 	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra", "drop_class",
 	"l7_type", "l7_latency_ns", "dns_query", "dns_rcode", "dns_qtypes", "dns_rrtypes", "dns_ips", "dns_cnames", "dns_ttl",
+	"tcp_syn_ack_ns", "tcp_ack_ns", "tcp_retransmits", "tcp_reset_by", "tcp_zero_windows",
 }
 
 type endpointColumns struct {
@@ -79,6 +86,7 @@ type flowColumns struct {
 	obsPoint, extra, dropClass []string
 	present                    []uint16
 	dns                        dnsColumnsOf
+	tcp                        tcpColumnsOf
 	batch                      []uint64 // BatchID per row; inserted, never read back
 
 	// Per-insert cache: the enrichment hands many flows the same policy
@@ -142,6 +150,53 @@ func (d *dnsColumnsOf) add(f *flowv1.Flow) (present uint16) {
 	return present
 }
 
+// tcpColumnsOf are the TCP health columns (schema version 5).
+type tcpColumnsOf struct {
+	synAck, ack              []uint64
+	retransmits, zeroWindows []uint32
+	resetBy                  []string
+}
+
+func (t *tcpColumnsOf) reset() {
+	t.synAck, t.ack, t.retransmits, t.zeroWindows, t.resetBy = t.synAck[:0], t.ack[:0], t.retransmits[:0], t.zeroWindows[:0], t.resetBy[:0]
+}
+
+// durationNs is a Duration in nanoseconds, 0 for nil or negative.
+func durationNs(d interface{ AsDuration() time.Duration }, set bool) uint64 {
+	if !set {
+		return 0
+	}
+	if v := d.AsDuration(); v > 0 {
+		return uint64(v)
+	}
+	return 0
+}
+
+// tcpSideName is the tcp_reset_by column of a side: ” for none or unknown.
+func tcpSideName(s flowv1.TCPSide) string {
+	if s == flowv1.TCPSide_CLIENT || s == flowv1.TCPSide_SERVER {
+		return s.String()
+	}
+	return ""
+}
+
+// add appends the TCP health columns of f and returns its presence bits.
+func (t *tcpColumnsOf) add(f *flowv1.Flow) (present uint16) {
+	h := f.GetTcpHealth()
+	if h != nil {
+		present |= hasTCPHealth
+		if h.HandshakeSynAck != nil && h.HandshakeAck != nil {
+			present |= tcpHandshakeSet
+		}
+	}
+	t.synAck = append(t.synAck, durationNs(h.GetHandshakeSynAck(), h.GetHandshakeSynAck() != nil))
+	t.ack = append(t.ack, durationNs(h.GetHandshakeAck(), h.GetHandshakeAck() != nil))
+	t.retransmits = append(t.retransmits, h.GetRetransmits())
+	t.resetBy = append(t.resetBy, tcpSideName(h.GetResetBy()))
+	t.zeroWindows = append(t.zeroWindows, h.GetZeroWindows())
+	return present
+}
+
 type policyKey struct {
 	p [4]*flowv1.Policy
 	n [4]int
@@ -189,6 +244,7 @@ func (c *flowColumns) reset() {
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
 	c.dropClass = c.dropClass[:0]
 	c.dns.reset()
+	c.tcp.reset()
 	c.batch = c.batch[:0]
 	clear(c.policyCache)
 }
@@ -240,6 +296,7 @@ func (c *flowColumns) columns() []any {
 		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
 		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
 		c.dns.l7Type, c.dns.latency, c.dns.query, c.dns.rcode, c.dns.qtypes, c.dns.rrtypes, c.dns.ips, c.dns.cnames, c.dns.ttl,
+		c.tcp.synAck, c.tcp.ack, c.tcp.retransmits, c.tcp.resetBy, c.tcp.zeroWindows,
 	}
 }
 
@@ -425,6 +482,7 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	c.firstOff, c.lastOff = append(c.firstOff, fo), append(c.lastOff, lo)
 	c.netns, c.obsPoint = append(c.netns, f.GetNetns()), append(c.obsPoint, f.GetObservationPoint())
 	present |= c.dns.add(f)
+	present |= c.tcp.add(f)
 	c.present = append(c.present, present)
 	if ex := extraOf(f, false); ex != "" {
 		c.extra = append(c.extra, ex)
@@ -502,6 +560,32 @@ type flowRow struct {
 	obsPoint, extra, dropClass string
 	present                    uint16
 	dns                        dnsRow
+	tcp                        tcpRow
+}
+
+type tcpRow struct {
+	synAck, ack              uint64
+	retransmits, zeroWindows uint32
+	resetBy                  string
+}
+
+// tcpHealth rebuilds the TCPHealth message of a row with hasTCPHealth (nil
+// without).
+func (r *flowRow) tcpHealth() *flowv1.TCPHealth {
+	if r.present&hasTCPHealth == 0 {
+		return nil
+	}
+	t := &r.tcp
+	h := &flowv1.TCPHealth{Retransmits: t.retransmits, ZeroWindows: t.zeroWindows,
+		ResetBy: flowv1.TCPSide(flowv1.TCPSide_value[t.resetBy])}
+	both := r.present&tcpHandshakeSet != 0
+	if both || t.synAck > 0 {
+		h.HandshakeSynAck = durationpb.New(time.Duration(t.synAck))
+	}
+	if both || t.ack > 0 {
+		h.HandshakeAck = durationpb.New(time.Duration(t.ack))
+	}
+	return h
 }
 
 type dnsRow struct {
@@ -563,6 +647,7 @@ func (r *flowRow) targets() []any {
 		&r.isReply, &r.ifIndex, &r.ifName, &r.allowedBy, &r.deniedBy, &r.packets, &r.bytes,
 		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra, &r.dropClass,
 		&r.dns.l7Type, &r.dns.latency, &r.dns.query, &r.dns.rcode, &r.dns.qtypes, &r.dns.rrtypes, &r.dns.ips, &r.dns.cnames, &r.dns.ttl,
+		&r.tcp.synAck, &r.tcp.ack, &r.tcp.retransmits, &r.tcp.resetBy, &r.tcp.zeroWindows,
 	}
 }
 
@@ -669,6 +754,7 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 		f.LastSeen = timestamppb.New(r.time.Add(-time.Duration(r.lastOff)))
 	}
 	f.L7 = r.layer7()
+	f.TcpHealth = r.tcpHealth()
 	if r.extra != "" {
 		var x flowv1.Flow
 		if err := proto.Unmarshal([]byte(r.extra), &x); err != nil {

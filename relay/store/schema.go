@@ -26,6 +26,7 @@ var migrations = []migration{
 	{2, "batch keys on records and the batches table", schemaV2},
 	{3, "drop classes on flows and in the flows_1m rollup", schemaV3},
 	{4, "DNS (L7) columns on flows, L7_EVENT, the dns_1m rollup", schemaV4},
+	{5, "TCP health columns on flows, CONNECT_TIMEOUT, the tcp_1m rollup", schemaV5},
 }
 
 // ddl renders names and engines for a single server or a cluster. With a
@@ -115,10 +116,19 @@ var eventKindsV4 = func() map[int32]string {
 	return m
 }()
 
+// eventKindsV5 adds CONNECT_TIMEOUT (TCP health).
+var eventKindsV5 = func() map[int32]string {
+	m := map[int32]string{7: "CONNECT_TIMEOUT"}
+	for k, v := range eventKindsV4 {
+		m[k] = v
+	}
+	return m
+}()
+
 // eventKinds are the event kinds of the latest schema: what the writer can
 // store (a kind the proto has and no migration added yet is stored as 0,
 // never failing an insert; TestEventKindEnumHasEveryKindOfTheProto flags it).
-var eventKinds = eventKindsV4
+var eventKinds = eventKindsV5
 
 func schemaV1(d ddl) []string {
 	retention := int64(d.retention / time.Second)
@@ -453,21 +463,7 @@ func schemaV4(d ddl) []string {
 	retention := int64(d.retention / time.Second)
 	kinds := enum8(eventKindsV4)
 	var s []string
-	codec := regexp.MustCompile(` CODEC\([^)]*\)\)?`)
-	alter := func(table string, distributed bool) string {
-		var cols []string
-		for _, c := range strings.Split(dnsColumns, ",\n") {
-			if distributed { // a Distributed table stores nothing: no codecs
-				c = codec.ReplaceAllString(c, "")
-			}
-			cols = append(cols, "ADD COLUMN IF NOT EXISTS "+strings.TrimSpace(c))
-		}
-		return fmt.Sprintf("ALTER TABLE %s%s %s,\n  MODIFY COLUMN event_kind %s", table, d.on(), strings.Join(cols, ",\n  "), kinds)
-	}
-	s = append(s, alter(d.local("flows"), false))
-	if d.cluster != "" { // the Distributed table clients insert into and read
-		s = append(s, alter(d.table("flows"), true))
-	}
+	s = append(s, d.addFlowColumns(dnsColumns, kinds)...)
 	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
   minute DateTime,
   node LowCardinality(String),
@@ -499,6 +495,101 @@ SELECT toStartOfMinute(time) AS minute, node,
 FROM %s AS f
 WHERE event_kind = 'L7_EVENT' AND l7_type IN ('REQUEST', 'RESPONSE')
 GROUP BY %s`, d.local("dns_1m_mv"), d.on(), d.local("dns_1m"), client("dst"), client("src"), d.local("flows"), dnsRollupKey))
+	return s
+}
+
+// addFlowColumns renders the ALTERs that add columns (one per line of cols,
+// comma-separated) to flows and set event_kind to kinds: on the local table
+// with their codecs, on the Distributed table (cluster) without (it stores
+// nothing).
+func (d ddl) addFlowColumns(cols, kinds string) []string {
+	codec := regexp.MustCompile(` CODEC\([^)]*\)\)?`)
+	alter := func(table string, distributed bool) string {
+		var add []string
+		for _, c := range strings.Split(cols, ",\n") {
+			if distributed {
+				c = codec.ReplaceAllString(c, "")
+			}
+			add = append(add, "ADD COLUMN IF NOT EXISTS "+strings.TrimSpace(c))
+		}
+		return fmt.Sprintf("ALTER TABLE %s%s %s,\n  MODIFY COLUMN event_kind %s", table, d.on(), strings.Join(add, ",\n  "), kinds)
+	}
+	s := []string{alter(d.local("flows"), false)}
+	if d.cluster != "" { // the Distributed table clients insert into and read
+		s = append(s, alter(d.table("flows"), true))
+	}
+	return s
+}
+
+// tcpColumns are the flows columns of TCP health (docs/tcp-health.md, "The
+// contract"). Most rows hold zeros and empty strings; ClickHouse stores such columns
+// sparse (only the non-default values and their positions), so rows
+// without TCP health cost next to nothing (docs/benchmarks/tcp-health.md).
+const tcpColumns = `tcp_syn_ack_ns UInt64 CODEC(T64, ZSTD(1)) AFTER dns_ttl,
+  tcp_ack_ns UInt64 CODEC(T64, ZSTD(1)) AFTER tcp_syn_ack_ns,
+  tcp_retransmits UInt32 CODEC(T64, ZSTD(1)) AFTER tcp_ack_ns,
+  tcp_reset_by LowCardinality(String) AFTER tcp_retransmits,
+  tcp_zero_windows UInt32 CODEC(T64, ZSTD(1)) AFTER tcp_reset_by`
+
+// tcpRollupKey is the key of tcp_1m.
+const tcpRollupKey = `minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port`
+
+// schemaV5 adds TCP health: the tcp_ columns of flows, CONNECT_TIMEOUT in
+// event_kind, and the tcp_1m rollup with its materialized view.
+//
+// tcp_1m keeps, per minute, node, client (namespace and workload), server
+// (namespace and workload) and server port: connections (AGGREGATE records
+// that carry a handshake), a t-digest of their handshake RTT (SYN-ACK half
+// plus ACK half, ns), retransmitted segments and resets (both from
+// AGGREGATE records only: a FLOW_CLOSE event repeats its connection's RST),
+// and connect timeouts (CONNECT_TIMEOUT records). The client is the
+// record's source unless it is a reply (is_reply), whatever direction the
+// record has; endpoints without a namespace go by their reserved identity
+// (reserved:world, reserved:host), as in dns_1m. Only TCP records with any
+// of these figures are read, so the view costs nothing on other rows. Rows
+// written before this version have zeros and roll up nothing.
+func schemaV5(d ddl) []string {
+	retention := int64(d.retention / time.Second)
+	var s []string
+	s = append(s, d.addFlowColumns(tcpColumns, enum8(eventKindsV5))...)
+	s = append(s, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s%s (
+  minute DateTime,
+  node LowCardinality(String),
+  client_namespace LowCardinality(String),
+  client_workload LowCardinality(String),
+  server_namespace LowCardinality(String),
+  server_workload LowCardinality(String),
+  server_port UInt16,
+  connections SimpleAggregateFunction(sum, UInt64),
+  rtt AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64),
+  retransmits SimpleAggregateFunction(sum, UInt64),
+  resets SimpleAggregateFunction(sum, UInt64),
+  timeouts SimpleAggregateFunction(sum, UInt64)
+) ENGINE = %s
+PARTITION BY toDate(minute)
+ORDER BY (%s)
+TTL minute + toIntervalSecond(%d)
+SETTINGS ttl_only_drop_parts = 1, %s`,
+		d.local("tcp_1m"), d.on(), d.engine("tcp_1m", "Aggregating", ""), tcpRollupKey, retention, dedupSettings))
+	s = append(s, d.distributed("tcp_1m", "rand()")...)
+	ident := func(p string) string {
+		return fmt.Sprintf("toString(if(%[1]s_namespace = '', arrayFirst(l -> startsWith(l, 'reserved:'), %[1]s_labels), %[1]s_workload))", p)
+	}
+	s = append(s, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT toStartOfMinute(time) AS minute, node,
+  if(is_reply = 2, dst_namespace, src_namespace) AS client_namespace,
+  if(is_reply = 2, %[4]s, %[5]s) AS client_workload,
+  if(is_reply = 2, src_namespace, dst_namespace) AS server_namespace,
+  if(is_reply = 2, %[5]s, %[4]s) AS server_workload,
+  if(is_reply = 2, src_port, dst_port) AS server_port,
+  countIf(event_kind = 'AGGREGATE' AND tcp_syn_ack_ns + tcp_ack_ns > 0) AS connections,
+  quantilesTDigestStateIf(0.5, 0.9, 0.99)(tcp_syn_ack_ns + tcp_ack_ns, event_kind = 'AGGREGATE' AND tcp_syn_ack_ns + tcp_ack_ns > 0) AS rtt,
+  sumIf(toUInt64(tcp_retransmits), event_kind = 'AGGREGATE') AS retransmits,
+  countIf(event_kind = 'AGGREGATE' AND tcp_reset_by != '') AS resets,
+  countIf(event_kind = 'CONNECT_TIMEOUT') AS timeouts
+FROM %[6]s AS f
+WHERE proto = 6 AND (event_kind = 'CONNECT_TIMEOUT' OR (event_kind = 'AGGREGATE' AND (tcp_syn_ack_ns + tcp_ack_ns > 0 OR tcp_retransmits > 0 OR tcp_reset_by != '')))
+GROUP BY %[7]s`, d.local("tcp_1m_mv"), d.on(), d.local("tcp_1m"), ident("dst"), ident("src"), d.local("flows"), tcpRollupKey))
 	return s
 }
 

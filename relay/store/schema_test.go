@@ -37,12 +37,23 @@ func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
 		"ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/trawl/dns_1m_local', '{replica}')",
 		"latency AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)",
 		"CREATE MATERIALIZED VIEW IF NOT EXISTS `trawl`.`dns_1m_mv_local` ON CLUSTER `prod` TO `trawl`.`dns_1m_local` AS",
+		// version 5: TCP health
+		"ALTER TABLE `trawl`.`flows_local` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS tcp_syn_ack_ns UInt64 CODEC(T64, ZSTD(1)) AFTER dns_ttl,\n  ADD COLUMN IF NOT EXISTS tcp_ack_ns UInt64 CODEC(T64, ZSTD(1)) AFTER tcp_syn_ack_ns",
+		"ALTER TABLE `trawl`.`flows` ON CLUSTER `prod` ADD COLUMN IF NOT EXISTS tcp_syn_ack_ns UInt64 AFTER dns_ttl,\n  ADD COLUMN IF NOT EXISTS tcp_ack_ns UInt64 AFTER tcp_syn_ack_ns",
+		"ADD COLUMN IF NOT EXISTS tcp_reset_by LowCardinality(String) AFTER tcp_retransmits",
+		"ADD COLUMN IF NOT EXISTS tcp_zero_windows UInt32 AFTER tcp_reset_by,\n  MODIFY COLUMN event_kind Enum8(",
+		"'L7_EVENT' = 6, 'CONNECT_TIMEOUT' = 7)",
+		"CREATE TABLE IF NOT EXISTS `trawl`.`tcp_1m_local` ON CLUSTER `prod`",
+		"ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/trawl/tcp_1m_local', '{replica}')",
+		"rtt AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)",
+		"ORDER BY (minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port)",
+		"CREATE MATERIALIZED VIEW IF NOT EXISTS `trawl`.`tcp_1m_mv_local` ON CLUSTER `prod` TO `trawl`.`tcp_1m_local` AS",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)
 		}
 	}
-	for _, table := range []string{"flows", "flows_1m", "policy_1m", "dns_1m", "conntrack", "lost_events", "nodes", "schema_migrations"} {
+	for _, table := range []string{"flows", "flows_1m", "policy_1m", "dns_1m", "tcp_1m", "conntrack", "lost_events", "nodes", "schema_migrations"} {
 		if !strings.Contains(all, "`trawl`.`"+table+"` ON CLUSTER `prod` AS `trawl`.`"+table+"_local` ENGINE = Distributed(") {
 			t.Errorf("no Distributed table for %s", table)
 		}

@@ -187,7 +187,7 @@ func TestMigrateTwiceIsANoOpAndRecordsTheVersion(t *testing.T) {
 	if n != uint64(store.SchemaVersion()) {
 		t.Errorf("schema_migrations has %d rows, want %d", n, store.SchemaVersion())
 	}
-	for _, table := range []string{"flows", "flows_1m", "policy_1m", "conntrack", "lost_events", "nodes"} {
+	for _, table := range []string{"flows", "flows_1m", "policy_1m", "dns_1m", "tcp_1m", "conntrack", "lost_events", "nodes"} {
 		var c uint64
 		if err := conn.QueryRow(context.Background(), "SELECT count() FROM system.tables WHERE database = ? AND name = ?", s.Database(), table).Scan(&c); err != nil || c != 1 {
 			t.Errorf("table %s: count %d, err %v", table, c, err)

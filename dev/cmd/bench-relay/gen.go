@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -69,6 +70,7 @@ type batch struct {
 // batchSize per node, with ids derived as the agent derives them.
 func generate(n int, end time.Time) []batch {
 	r := rand.New(rand.NewPCG(1, 2))
+	hr := rand.New(rand.NewPCG(3, 4)) // TCP health: its own stream, the other fields stay as before
 	ps, ts := world(r)
 	start := end.Add(-time.Hour)
 	step := time.Hour / time.Duration(n)
@@ -80,6 +82,7 @@ func generate(n int, end time.Time) []batch {
 		b := batch{node: fmt.Sprintf("node-%d", nodeIdx), boot: fmt.Sprintf("boot-%d", nodeIdx), seq: seqs[nodeIdx]}
 		for j := 0; j < batchSize && i < n; j, i = j+1, i+1 {
 			f := record(r, ps, ts, start.Add(time.Duration(i)*step))
+			tcpHealth(hr, f)
 			f.NodeName = b.node
 			f.Uuid = flowid.Derive(b.node, b.boot, b.seq, j)
 			b.flows = append(b.flows, f)
@@ -140,6 +143,26 @@ func record(r *rand.Rand, ps []pod, ts []tuple, at time.Time) *flowv1.Flow {
 		f.L4 = &flowv1.Layer4{Protocol: &flowv1.Layer4_UDP{UDP: &flowv1.UDP{SourcePort: t.sport, DestinationPort: t.dport}}}
 	}
 	return f
+}
+
+// tcpHealth gives TCP aggregates what fillSQL gives them: 10 % a handshake
+// RTT (SYN-ACK half 30-730 us, ACK half 10-110 us), 5 % 1-4 retransmits,
+// 1 % a reset, 1 % zero windows.
+func tcpHealth(r *rand.Rand, f *flowv1.Flow) {
+	if f.GetEventKind() != flowv1.EventKind_AGGREGATE || f.GetL4().GetTCP() == nil {
+		return
+	}
+	switch x := r.IntN(100); {
+	case x < 10:
+		f.TcpHealth = &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(time.Duration(30000 + r.IntN(10)*50000 + r.IntN(200000))),
+			HandshakeAck: durationpb.New(time.Duration(10000 + r.IntN(100000)))}
+	case x < 15:
+		f.TcpHealth = &flowv1.TCPHealth{Retransmits: uint32(1 + r.IntN(4))}
+	case x == 15:
+		f.TcpHealth = &flowv1.TCPHealth{ResetBy: flowv1.TCPSide(1 + r.IntN(2))}
+	case x == 16:
+		f.TcpHealth = &flowv1.TCPHealth{ZeroWindows: 1}
+	}
 }
 
 func (b batch) storeBatch() *store.Batch {
