@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
@@ -245,6 +247,10 @@ var filterFlagSpecs = []filterFlagSpec{
 	{name: "protocol", typ: "proto", help: "flows of this protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6, or dns (DNS queries and answers)"},
 	{name: "dns-query", typ: "regex", help: `DNS queries and answers whose name matches this regular expression (RE2, as Hubble's; names end in a dot: "example\.com\.$")`},
 	{name: "dns-rcode", typ: "rcode", help: "DNS answers with this response code: a name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...) or a number; comma-separated or repeated"},
+	{name: "min-rtt", typ: "duration", help: "TCP records whose handshake RTT (SYN to SYN-ACK plus SYN-ACK to ACK, as seen on the node) is at least this long (e.g. 10ms, 500us, 1.5s); records without a handshake never match"},
+	{name: "retransmits", typ: "", noOpt: "true", help: "TCP records with retransmitted segments (sent again by this node's own sockets)"},
+	{name: "tcp-reset", typ: "", noOpt: "true", help: "TCP records of a connection reset (a RST from the client or the server)"},
+	{name: "tcp-timeout", typ: "", noOpt: "true", help: "connection attempts that timed out: a SYN without an answer (the records of --type connect-timeout)"},
 	{name: "verdict", typ: "verdict", help: "flows with this verdict: FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED"},
 	{name: "drop-reason-desc", typ: "reason", help: `drops with this reason: "POLICY_DENIED" when NetworkPolicies explain it, else the kernel's name (e.g. "NO_SOCKET")`},
 	{name: "drop-reason", typ: "reason", help: `drops with this kernel drop reason (skb_drop_reason name, e.g. "NETFILTER_DROP", "NO_SOCKET")`},
@@ -258,7 +264,8 @@ var filterFlagSpecs = []filterFlagSpec{
 	{name: "ip-version", typ: "v4|v6", help: "flows of this IP version: v4 or v6"},
 	{name: "drop-class", typ: "class", help: "drops of these classes (comma-separated, repeatable): policy, no-socket, overload, malformed, routing, teardown, other, or all. " +
 		"Without it teardown drops (protocol-normal: queues purged at close, old TCP segments) are hidden"},
-	{name: "type", short: "t", typ: "type", help: "records of this type: flow (aggregate; Hubble's trace is an alias), new, close, drop, policy-verdict, l7 (DNS queries and answers), conntrack, lost-events, node-status"},
+	{name: "type", short: "t", typ: "type", help: "records of this type: flow (aggregate), new, close, drop, policy-verdict, l7 (DNS queries and answers), connect-timeout (a SYN without an answer), " +
+		"conntrack, lost-events, node-status; Hubble's trace is every flow kind but drops, policy verdicts and l7"},
 	{name: "uuid", typ: "uuid", help: "the flow with this id"},
 }
 
@@ -300,13 +307,14 @@ func (f *Filters) Set(name, val string) error {
 
 // EventKinds maps --type names to the record kinds they select.
 var eventKinds = map[string][]flowv1.EventKind{
-	"flow":           {flowv1.EventKind_AGGREGATE},
-	"aggregate":      {flowv1.EventKind_AGGREGATE},
-	"trace":          {flowv1.EventKind_AGGREGATE, flowv1.EventKind_FLOW_NEW, flowv1.EventKind_FLOW_CLOSE},
-	"new":            {flowv1.EventKind_FLOW_NEW},
-	"close":          {flowv1.EventKind_FLOW_CLOSE},
-	"drop":           {flowv1.EventKind_DROP},
-	"policy-verdict": {flowv1.EventKind_POLICY_VERDICT},
+	"flow":            {flowv1.EventKind_AGGREGATE},
+	"aggregate":       {flowv1.EventKind_AGGREGATE},
+	"trace":           {flowv1.EventKind_AGGREGATE, flowv1.EventKind_FLOW_NEW, flowv1.EventKind_FLOW_CLOSE, flowv1.EventKind_CONNECT_TIMEOUT},
+	"connect-timeout": {flowv1.EventKind_CONNECT_TIMEOUT},
+	"new":             {flowv1.EventKind_FLOW_NEW},
+	"close":           {flowv1.EventKind_FLOW_CLOSE},
+	"drop":            {flowv1.EventKind_DROP},
+	"policy-verdict":  {flowv1.EventKind_POLICY_VERDICT},
 }
 
 // recordTypes are --type names of records that are not flows.
@@ -526,7 +534,7 @@ func (s *side) set(name, val string) error {
 		}
 		kinds, ok := eventKinds[t]
 		if !ok {
-			return errors.New("want flow, new, close, drop, policy-verdict, l7, conntrack, lost-events or node-status")
+			return errors.New("want flow, new, close, drop, policy-verdict, l7, connect-timeout, conntrack, lost-events or node-status")
 		}
 		s.both(func(ff *observerv1.FlowFilter) {
 			if i := slices.Index(ff.Type, flowv1.FlowType_L7); i >= 0 {
@@ -559,6 +567,40 @@ func (s *side) set(name, val string) error {
 				}
 			})
 		}
+
+	case "min-rtt":
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		if err != nil {
+			return errors.New("want a duration such as 10ms, 500us or 1.5s")
+		}
+		if d < 0 {
+			return errors.New("a round-trip time is not negative")
+		}
+		// Repeated, the values OR: the smallest minimum decides.
+		s.both(func(ff *observerv1.FlowFilter) {
+			if cur := ff.GetMinHandshakeRtt(); cur == nil || d < cur.AsDuration() {
+				ff.MinHandshakeRtt = durationpb.New(d)
+			}
+		})
+
+	case "retransmits", "tcp-reset", "tcp-timeout":
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		if !b {
+			return nil
+		}
+		s.both(func(ff *observerv1.FlowFilter) {
+			switch name {
+			case "retransmits":
+				ff.TcpRetransmits = true
+			case "tcp-reset":
+				ff.TcpReset = true
+			default:
+				ff.TcpTimeout = true
+			}
+		})
 
 	case "uuid":
 		if strings.TrimSpace(val) == "" {

@@ -122,7 +122,16 @@ func TestFlagsMapToFlowFilters(t *testing.T) {
 		{"--ip-version", []string{"--ip-version", "v6"}, `{"ip_version":["IPv6"]}`},
 		{"--type drop", []string{"--type", "drop"}, `{"event_kind":["DROP"]}`},
 		{"--type flow and new", []string{"-t", "flow", "-t", "new"}, `{"event_kind":["AGGREGATE","FLOW_NEW"]}`},
-		{"--type trace is Hubble's alias for every flow kind", []string{"--type", "trace"}, `{"event_kind":["AGGREGATE","FLOW_NEW","FLOW_CLOSE"]}`},
+		{"--type trace is Hubble's alias for every flow kind", []string{"--type", "trace"}, `{"event_kind":["AGGREGATE","FLOW_NEW","FLOW_CLOSE","CONNECT_TIMEOUT"]}`},
+		{"--type connect-timeout", []string{"--type", "connect-timeout"}, `{"event_kind":["CONNECT_TIMEOUT"]}`},
+		{"--min-rtt", []string{"--min-rtt", "10ms"}, `{"min_handshake_rtt":"0.010s"}`},
+		{"--min-rtt takes Go's units", []string{"--min-rtt", "1.5s"}, `{"min_handshake_rtt":"1.500s"}`},
+		{"--min-rtt repeated keeps the smallest minimum (values OR)", []string{"--min-rtt", "10ms", "--min-rtt", "500us", "--min-rtt", "2s"}, `{"min_handshake_rtt":"0.000500s"}`},
+		{"--retransmits", []string{"--retransmits"}, `{"tcp_retransmits":true}`},
+		{"--tcp-reset", []string{"--tcp-reset"}, `{"tcp_reset":true}`},
+		{"--tcp-timeout", []string{"--tcp-timeout"}, `{"tcp_timeout":true}`},
+		{"TCP filters AND on each side", []string{"--pod", "shop/web", "--retransmits"},
+			`{"source_pod":["shop/web"],"tcp_retransmits":true} | {"destination_pod":["shop/web"],"tcp_retransmits":true}`},
 		{"--type policy-verdict", []string{"--type", "policy-verdict"}, `{"event_kind":["POLICY_VERDICT"]}`},
 		{"--type close", []string{"--type", "close"}, `{"event_kind":["FLOW_CLOSE"]}`},
 		{"--uuid", []string{"--uuid", "0a1b"}, `{"uuid":["0a1b"]}`},
@@ -240,6 +249,17 @@ func TestNotAppliesToTheNextFilterOnly(t *testing.T) {
 	}
 }
 
+// A TCP boolean set to false asks for nothing (and so adds no filter).
+func TestFalseTCPFlagsAddNoFilter(t *testing.T) {
+	req, _, err := parse(t, "--retransmits=false", "--tcp-reset=false", "--tcp-timeout=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(req.GetAllowlist()) != 0 {
+		t.Errorf("allowlist = %s, want empty", show(req.GetAllowlist()))
+	}
+}
+
 func TestTypeOfRecordsIsSelectedByTheCLI(t *testing.T) {
 	req, records, err := parse(t, "--type", "conntrack", "--type", "lost-events")
 	if err != nil {
@@ -268,7 +288,11 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"an FQDN pattern that is only a dot", []string{"--to-fqdn", "."}, "destination_fqdn: empty pattern"},
 		{"an unknown direction", []string{"--traffic-direction", "up"}, "ingress or egress"},
 		{"an unknown TCP flag", []string{"--tcp-flags", "syn,foo"}, "unknown TCP flag"},
-		{"an unknown type", []string{"--type", "http"}, "policy-verdict, l7"},
+		{"an unknown type", []string{"--type", "http"}, "policy-verdict, l7, connect-timeout"},
+		{"a round-trip time without a unit", []string{"--min-rtt", "10"}, "want a duration such as 10ms, 500us or 1.5s"},
+		{"a round-trip time that is not one", []string{"--min-rtt", "fast"}, "want a duration"},
+		{"a negative round-trip time", []string{"--min-rtt", "-1ms"}, "not negative"},
+		{"--retransmits with a value it does not take", []string{"--retransmits=3"}, "want true or false"},
 		{"a policy without namespace", []string{"--policy", "deny-all"}, "namespace/name"},
 		{"a workload with two slashes", []string{"--workload", "a/b/c"}, "kind/name"},
 		{"a bad duration", []string{"--since", "3x"}, "unknown unit"},

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/trawl-dev/trawl/cli/client"
+	"github.com/trawl-dev/trawl/cli/jsonl"
+	"github.com/trawl-dev/trawl/internal/filter/filtertest"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
 // runObserve runs `trawl observe args...` in-process and returns stdout and stderr.
@@ -204,3 +207,56 @@ func mustRead(t *testing.T, path string) string {
 }
 
 var osReadFile = os.ReadFile
+
+// The TCP filters select from a file what they select from the relay:
+// filtertest's TCP records written as JSON lines and read back.
+func TestInputFileSelectsTCPHealthLikeTheFilter(t *testing.T) {
+	var in []byte
+	for _, f := range filtertest.TCPFlows() {
+		line, err := jsonl.Append(nil, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = append(append(in, line...), '\n')
+	}
+	at := func(is ...int) []string {
+		var out []string
+		for _, i := range is {
+			out = append(out, filtertest.TCPFlows()[i].GetTime().AsTime().Format(time.RFC3339))
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"--min-rtt", []string{"--min-rtt", "10ms"}, at(2, 9)},
+		{"--min-rtt 0 selects the handshakes", []string{"--min-rtt", "0s"}, at(0, 2, 6, 9)},
+		{"--retransmits", []string{"--retransmits"}, at(1, 2)},
+		{"--tcp-reset", []string{"--tcp-reset"}, at(3, 5)},
+		{"--tcp-timeout", []string{"--tcp-timeout"}, at(4)},
+		{"--type connect-timeout", []string{"--type", "connect-timeout"}, at(4)},
+		{"--not --tcp-timeout with --to-port", []string{"--to-port", "5432", "--not", "--tcp-timeout"}, at(0, 5, 6, 7)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--input-file", "-", "-o", "json"}, tt.args...)
+			out, errOut, err := runObserve(t, string(in), args...)
+			if err != nil || errOut != "" {
+				t.Fatalf("%v: %v %s", args, err, errOut)
+			}
+			var got []string
+			for _, ts := range selected(t, out) {
+				p, err := time.Parse(time.RFC3339Nano, ts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, p.Format(time.RFC3339))
+			}
+			if strings.Join(got, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("%v selected %v, want %v", tt.args, got, tt.want)
+			}
+		})
+	}
+}

@@ -123,9 +123,9 @@ dates (2026-11-27, "2026-11-27 10:00"); times without a zone are UTC.`,
 	_ = cmd.RegisterFlagCompletionFunc("time-format", fixed(timeparse.FormatNames...))
 	_ = cmd.RegisterFlagCompletionFunc("verdict", fixed("FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED"))
 	_ = cmd.RegisterFlagCompletionFunc("traffic-direction", fixed("ingress", "egress"))
-	_ = cmd.RegisterFlagCompletionFunc("protocol", fixed("tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6"))
+	_ = cmd.RegisterFlagCompletionFunc("protocol", fixed("tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "dns"))
 	_ = cmd.RegisterFlagCompletionFunc("drop-class", fixed(append([]string{"all"}, strings.Split(classNames(), ", ")...)...))
-	_ = cmd.RegisterFlagCompletionFunc("type", fixed("flow", "new", "close", "drop", "policy-verdict", "conntrack", "lost-events", "node-status", "trace"))
+	_ = cmd.RegisterFlagCompletionFunc("type", fixed("flow", "new", "close", "drop", "policy-verdict", "l7", "connect-timeout", "conntrack", "lost-events", "node-status", "trace"))
 	return c, cmd
 }
 
