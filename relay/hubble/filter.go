@@ -308,8 +308,16 @@ func eventTypeAlternatives(list string, i int, base *observerv1.FlowFilter, ets 
 	if anyType {
 		return []*observerv1.FlowFilter{base}, nil // every record has an event type
 	}
-	notPolicyVerdict := []flowv1.EventKind{flowv1.EventKind_EVENT_KIND_UNSPECIFIED, flowv1.EventKind_AGGREGATE,
-		flowv1.EventKind_FLOW_NEW, flowv1.EventKind_FLOW_CLOSE, flowv1.EventKind_DROP}
+	// Every kind but policy verdicts and L7 records (eventType's rule): the
+	// aggregates, new, close, drop and connect-timeout records, and kinds
+	// added later.
+	var notPolicyVerdict []flowv1.EventKind
+	for k := range flowv1.EventKind_name {
+		if k := flowv1.EventKind(k); k != flowv1.EventKind_POLICY_VERDICT && k != flowv1.EventKind_L7_EVENT {
+			notPolicyVerdict = append(notPolicyVerdict, k)
+		}
+	}
+	slices.Sort(notPolicyVerdict)
 	var notDropped []flowv1.Verdict
 	for v := range flowv1.Verdict_name {
 		if flowv1.Verdict(v) != flowv1.Verdict_DROPPED {
