@@ -73,7 +73,10 @@ struct flow_agg {
 	__u32 first_tcp_flags; /* of the first packet: tells SYN from SYN-ACK */
 	__u32 ifindex;         /* where the first packet was counted */
 	__u8 hook;             /* enum hook */
-	__u8 pad[3];
+	__u8 hs_wait;          /* SYN-ACK seen, this client entry's first ACK is next (tcp.h) */
+	__u8 answered;         /* a SYN-ACK or RST came back for this client entry (tcp.h) */
+	__u8 pad;
+	__u32 zero_windows;    /* zero-window advertisements (tcp.h) */
 	/* 64 bytes between the two parts keep them on separate cache lines
 	 * wherever the value starts: a flood of drops on one
 	 * CPU must not bounce the line the forwarding CPU counts in. */
@@ -97,6 +100,15 @@ struct flow_agg {
 	__u8 drop_has_sk;
 	__u8 first_dropped; /* the first packet was dropped: its new-flow event is DROPPED */
 	__u8 pad2[2];
+
+	/* TCP health, written rarely: on handshake packets (flow.c, tcp.h)
+	 * and by tcp_retrans.c when a local socket retransmits. The handshake
+	 * times live in the client's (SYN) entry only; CLOCK_MONOTONIC. */
+	__u64 syn_ns;    /* the latest SYN */
+	__u64 synack_ns; /* the latest SYN-ACK answering it (the reverse entry's packet) */
+	__u64 ack_ns;    /* the first ACK after it: the handshake is complete */
+	__u32 retransmits; /* segments a local socket retransmitted in this direction */
+	__u32 pad3;
 };
 
 #define FLOWS_MAP                                                      \
@@ -130,7 +142,10 @@ enum counter {
 	CNT_DNS_EVENTS = 9,        /* DNS messages sent to user space (flow program) */
 	CNT_DNS_RATE_LIMITED = 10, /* DNS messages suppressed by their token bucket */
 	CNT_DNS_RINGBUF_FULL = 11, /* DNS ring buffer reserve failed */
-	CNT_MAX = 12,
+	CNT_HANDSHAKES = 12,       /* TCP handshakes timed (first ACK after a SYN-ACK) */
+	CNT_RETRANS = 13,         /* retransmitted segments seen (tcp_retrans.c) */
+	CNT_RETRANS_NO_FLOW = 14, /* ... of a socket whose flow has no entry (not watched) */
+	CNT_MAX = 15,
 };
 
 /* Instant event kinds carried in ring buffer records. */

@@ -59,8 +59,12 @@ type DropFlowAgg struct {
 	FirstTcpFlags uint32
 	Ifindex       uint32
 	Hook          uint8
-	Pad           [3]uint8
+	HsWait        uint8
+	Answered      uint8
+	Pad           uint8
+	ZeroWindows   uint32
 	PadLine       [64]uint8
+	_             [4]byte
 	DropPackets   uint64
 	DropBytes     uint64
 	SamePackets   uint64
@@ -71,6 +75,11 @@ type DropFlowAgg struct {
 	DropHasSk     uint8
 	FirstDropped  uint8
 	Pad2          [2]uint8
+	SynNs         uint64
+	SynackNs      uint64
+	AckNs         uint64
+	Retransmits   uint32
+	Pad3          uint32
 }
 
 type DropFlowKey struct {

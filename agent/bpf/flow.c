@@ -10,7 +10,9 @@
  * what was delivered. The first packet of a
  * flow and TCP FIN/RST also go to a ring buffer at once, under a per-CPU token
  * bucket. DNS messages go to user space through their own ring buffer
- * (dns.h). Everything that cannot be recorded is counted.
+ * (dns.h). TCP packets also keep their connection's handshake times and
+ * zero-window count in the entry (tcp.h). Everything that cannot be
+ * recorded is counted.
  *
  * Counting once: a forwarded packet is counted where it enters the node
  * (the ingress hook of a watched interface). The egress hook only counts
@@ -105,6 +107,7 @@ struct parsed {
 	__u32 l3_off;  /* offset of the IP header */
 	__u32 hdr_len; /* IP + L4 header bytes, to account GSO segments */
 	__u16 tcp_flags;
+	__u16 win; /* TCP window field (unscaled): 0 is a zero-window advertisement */
 };
 
 /* load copies n header bytes at off: straight from the linear packet data
@@ -144,6 +147,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct parsed *p, __u
 		p->t.sport = (h[0] << 8) | h[1];
 		p->t.dport = (h[2] << 8) | h[3];
 		p->tcp_flags = h[13] | ((h[12] & 1) << 8);
+		p->win = (h[14] << 8) | h[15];
 		p->hdr_len += (h[12] >> 4) * 4;
 		break;
 	case IPPROTO_UDP_:
@@ -264,6 +268,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 }
 
 #include "dns.h"
+#include "tcp.h"
 
 static __always_inline void send_event(struct flow_key *key, __u32 ifindex, __u8 hook, __u64 now, __u32 bytes,
 				       __u16 flags, __u8 kind)
@@ -346,11 +351,15 @@ static __always_inline void count_creator(struct flow_key *key, __u16 tcp_flags)
 }
 
 /* account adds one packet (or GSO super-packet) to its flow, creating the
- * entry and sending the new-flow event for the first one. */
+ * entry and sending the new-flow event for the first one. TCP packets also
+ * update the entry's TCP health (tcp.h); ctskb, where not NULL, lets a
+ * SYN-ACK find its client's entry through conntrack. */
 static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifindex, __u8 hook, __u64 segs,
-				    __u64 bytes, __u16 tcp_flags, const int coarse)
+				    __u64 bytes, __u16 tcp_flags, __u16 win, struct __sk_buff *ctskb, const int coarse)
 {
 	int closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
+	int tcp = key->tuple.proto == IPPROTO_TCP_;
+	int synack = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK);
 
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, key);
 	if (st) {
@@ -362,6 +371,11 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		if (st->first_skb == kskb)
 			st->first_skb = 0; /* reused: the first packet is gone */
 		add(st, now, segs, bytes, tcp_flags);
+		if (tcp) {
+			tcp_seen(st, tcp_flags, win);
+			if (synack)
+				tcp_answer(ctskb, key, tcp_flags, bpf_ktime_get_ns());
+		}
 		if (closing)
 			send_event(key, ifindex, hook, bpf_ktime_get_ns(), bytes, tcp_flags, EV_FLOW_CLOSE);
 		return;
@@ -379,12 +393,17 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		.ifindex = ifindex,
 		.hook = hook,
 	};
+	if (tcp)
+		tcp_new(&fresh, tcp_flags, win, now);
 	long err = bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST);
 	if (err == -EEXIST_) {
 		/* Another CPU created it first: add to its entry. */
 		st = bpf_map_lookup_elem(&flows, key);
-		if (st)
+		if (st) {
 			add(st, now, segs, bytes, tcp_flags);
+			if (tcp)
+				tcp_seen(st, tcp_flags, win);
+		}
 		return;
 	}
 	if (err) {
@@ -393,6 +412,8 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		count(CNT_MAP_FULL);
 		return;
 	}
+	if (tcp && (synack || (tcp_flags & TCP_FLAG_RST)))
+		tcp_answer(ctskb, key, tcp_flags, now); /* the other side's first packet */
 	count_creator(key, tcp_flags);
 	send_event(key, ifindex, hook, now, bytes, tcp_flags, closing ? EV_FLOW_CLOSE : EV_FLOW_NEW);
 }
@@ -416,7 +437,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 hook)
 	key.tuple = p.t;
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u64 bytes = skb->len - p.l3_off + (segs - 1) * p.hdr_len;
-	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags, 1);
+	account(&key, (__u64)bpf_cast_to_kern_ctx(skb), skb->ifindex, hook, segs, bytes, p.tcp_flags, p.win, skb, 1);
 	if (is_dns(&key.tuple))
 		dns_from_skb(skb, &key, p.l3_off + p.hdr_len, hook);
 	return TC_ACT_UNSPEC_;
@@ -453,16 +474,18 @@ int trawl_flow_local_out(struct bpf_nf_ctx *ctx)
 		count(r);
 		return NF_ACCEPT_;
 	}
-	__u16 flags = 0;
+	__u16 flags = 0, win = 1;
 	if (key.tuple.proto == IPPROTO_TCP_) {
-		__u8 f[2];
-		if (bpf_probe_read_kernel(f, 2, m.head + m.th + 12) == 0)
+		__u8 f[4]; /* data offset and flags, window */
+		if (bpf_probe_read_kernel(f, 4, m.head + m.th + 12) == 0) {
 			flags = f[1] | ((f[0] & 1) << 8);
+			win = (f[2] << 8) | f[3];
+		}
 	}
 	__u32 segs = segments(&m, key.tuple.proto, &bytes);
 	struct dst_entry *dst = (struct dst_entry *)(skb->_skb_refdst & ~1UL);
 	__u32 ifindex = dst ? BPF_CORE_READ(dst, dev, ifindex) : 0;
-	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags, 0);
+	account(&key, (__u64)skb, ifindex, HOOK_EGRESS, segs, bytes, flags, win, 0, 0);
 	if (segs == 1 && is_dns(&key.tuple))
 		dns_from_kernel_skb(skb, &m, &key, bytes, ifindex);
 	return NF_ACCEPT_;

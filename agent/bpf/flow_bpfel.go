@@ -28,7 +28,10 @@ const (
 	FlowCounterCNT_DNS_EVENTS       FlowCounter = 9
 	FlowCounterCNT_DNS_RATE_LIMITED FlowCounter = 10
 	FlowCounterCNT_DNS_RINGBUF_FULL FlowCounter = 11
-	FlowCounterCNT_MAX              FlowCounter = 12
+	FlowCounterCNT_HANDSHAKES       FlowCounter = 12
+	FlowCounterCNT_RETRANS          FlowCounter = 13
+	FlowCounterCNT_RETRANS_NO_FLOW  FlowCounter = 14
+	FlowCounterCNT_MAX              FlowCounter = 15
 )
 
 type FlowCtSrcKey struct {
@@ -78,8 +81,12 @@ type FlowFlowAgg struct {
 	FirstTcpFlags uint32
 	Ifindex       uint32
 	Hook          uint8
-	Pad           [3]uint8
+	HsWait        uint8
+	Answered      uint8
+	Pad           uint8
+	ZeroWindows   uint32
 	PadLine       [64]uint8
+	_             [4]byte
 	DropPackets   uint64
 	DropBytes     uint64
 	SamePackets   uint64
@@ -90,6 +97,11 @@ type FlowFlowAgg struct {
 	DropHasSk     uint8
 	FirstDropped  uint8
 	Pad2          [2]uint8
+	SynNs         uint64
+	SynackNs      uint64
+	AckNs         uint64
+	Retransmits   uint32
+	Pad3          uint32
 }
 
 type FlowFlowEvent struct {

@@ -62,6 +62,7 @@ func tcp(sport, dport uint16, flags uint8, data int) []byte {
 	binary.BigEndian.PutUint16(h[2:], dport)
 	h[12] = 5 << 4
 	h[13] = flags
+	binary.BigEndian.PutUint16(h[14:], 502) // an open window (0 would be a zero-window advertisement)
 	return h
 }
 
@@ -420,7 +421,7 @@ func TestInstantEventsAreRateLimitedAndAFullMapIsCounted(t *testing.T) {
 // BenchmarkFlowProgram measures the in-kernel cost of one run with
 // BPF_PROG_TEST_RUN (bench/datapath.sh reports it): a data packet of an
 // existing flow, the common case (neither is DNS: DNS capture costs them
-// one port check).
+// one port check), and TCP handshake packets.
 // TRAWL_FLOW_OBJECT=path runs another build of flow.c instead of the
 // embedded one (e.g. `git show REV:agent/bpf/flow_bpfel.o`), to compare
 // before and after a change (docs/benchmarks/dns.md).
@@ -443,6 +444,11 @@ func BenchmarkFlowProgram(b *testing.B) {
 	pkts := map[string][]byte{
 		"IPv4 TCP": frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag, 1000))),
 		"IPv6 UDP": frame(0x86DD, ipv6(17, udp(1000, 2000, 64))),
+		// Handshake packets, the TCP health's costliest (tcp.h): a SYN
+		// sent again (the precise clock) and a SYN-ACK sent again (the
+		// reverse entry's lookup, then conntrack's, both missing here).
+		"IPv4 TCP SYN":     frame(0x0800, ipv4(6, tcp(40000, 80, synFlag, 0))),
+		"IPv4 TCP SYN-ACK": frame(0x0800, ipv4(6, tcp(40000, 80, synFlag|ackFlag, 0))),
 	}
 	for name, pkt := range pkts {
 		b.Run(name, func(b *testing.B) {

@@ -158,7 +158,10 @@ type Datapath struct {
 	TCXEgress bool
 
 	dropProg *ebpf.Program
-	links    []link.Link // drop and netfilter links
+	links    []link.Link // drop, retransmit and netfilter links
+	// Retrans counts retransmitted segments (tcp_retrans.c); nil when its
+	// tracepoints could not be attached (Features.Detail says why).
+	Retrans *bpf.TcpRetransObjects
 
 	mu     sync.Mutex
 	ifaces map[int]*attachment
@@ -235,10 +238,51 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		return nil, err
 	}
 
+	if err := d.loadRetrans(); err != nil {
+		// Optional: the rest of TCP health works without it.
+		d.Features.Detail["tcp_retransmit"] = "off: " + err.Error()
+		d.log.Warn("TCP retransmits are not counted", "err", err)
+	}
+
 	if err := d.Sync(); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// loadRetrans loads tcp_retrans.c and attaches it to the
+// tcp:tcp_retransmit_skb and tcp:tcp_retransmit_synack tracepoints (tp_btf),
+// sharing the flow program's map.
+func (d *Datapath) loadRetrans() error {
+	spec, err := bpf.LoadTcpRetrans()
+	if err != nil {
+		return fmt.Errorf("load tcp_retrans program spec: %w", err)
+	}
+	spec.Maps[bpf.TcpRetransMapFlows].MaxEntries = d.cfg.FlowMapSize
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.TcpRetransMapFlows: d.Flow.Flows}}
+	var objs bpf.TcpRetransObjects
+	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+		return fmt.Errorf("load tp_btf/tcp_retransmit_skb (the kernel needs the tcp:tcp_retransmit_skb tracepoint with its err argument, Linux 6.13+): %w", err)
+	}
+	var links []link.Link
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"tcp:tcp_retransmit_skb", objs.TrawlTcpRetransmit}, {"tcp:tcp_retransmit_synack", objs.TrawlTcpRetransmitSynack}} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			objs.Close()
+			return fmt.Errorf("attach tp_btf to the %s tracepoint: %w", p.name, err)
+		}
+		links = append(links, l)
+	}
+	d.links = append(d.links, links...)
+	d.Retrans = &objs
+	d.Features.TCPRetransmit = true
+	return nil
 }
 
 func (d *Datapath) loadFlow() error {
@@ -482,6 +526,10 @@ func (d *Datapath) Close() error {
 		d.dropProg.Close()
 		d.Drop.Close()
 		d.dropProg = nil
+	}
+	if d.Retrans != nil {
+		d.Retrans.Close()
+		d.Retrans = nil
 	}
 	d.Flow.Close()
 	return errors.Join(errs...)

@@ -27,6 +27,9 @@ type Features struct {
 	Drops bool
 	// NetfilterLink is true when the conntrack program is attached.
 	NetfilterLink bool
+	// TCPRetransmit is true when retransmitted segments are counted
+	// (tp_btf on tcp:tcp_retransmit_skb and tcp:tcp_retransmit_synack).
+	TCPRetransmit bool
 	// Why a feature is off or which fallback is used, by feature name.
 	Detail map[string]string
 }
@@ -41,6 +44,7 @@ func (f Features) Proto() []*flowv1.KernelFeature {
 		{Name: "tp_btf", Enabled: f.Drops && f.TPBTF, Detail: d("tp_btf")},
 		{Name: "tracepoint", Enabled: f.Drops && !f.TPBTF, Detail: d("tracepoint")},
 		{Name: "netfilter_link", Enabled: f.NetfilterLink, Detail: d("netfilter_link")},
+		{Name: "tcp_retransmit", Enabled: f.TCPRetransmit, Detail: d("tcp_retransmit")},
 	}
 }
 
