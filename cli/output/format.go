@@ -7,6 +7,7 @@ import (
 
 	"github.com/trawl-dev/trawl/internal/dnscodes"
 	"github.com/trawl-dev/trawl/internal/dropclass"
+	"github.com/trawl-dev/trawl/internal/filter"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
 
@@ -125,6 +126,8 @@ func typeName(f *flowv1.Flow) string {
 		return "new"
 	case flowv1.EventKind_FLOW_CLOSE:
 		return "close"
+	case flowv1.EventKind_CONNECT_TIMEOUT:
+		return "connect-timeout"
 	case flowv1.EventKind_DROP:
 		if r := f.GetDropReasonDesc(); r != "" {
 			return r
@@ -411,6 +414,87 @@ func appendQuotedList(b []byte, vs []string) []byte {
 		b = append(b, v...)
 	}
 	return append(b, '"')
+}
+
+// appendTCPHealth writes what the record says about its connection's
+// health as a group after the summary: " (RTT 0.4ms, retrans 3, RST by
+// server, zero-window 2)" with the parts it has, for a connection attempt
+// that timed out " (no answer in 3s)"; nothing when it says nothing.
+func appendTCPHealth(b []byte, f *flowv1.Flow) []byte {
+	n := 0
+	if f.GetEventKind() == flowv1.EventKind_CONNECT_TIMEOUT {
+		b, n = groupSep(b, n), n+1
+		b = append(b, "no answer"...)
+		if d := waited(f); d > 0 {
+			b = append(b, " in "...)
+			b = appendLatency(b, d)
+		}
+	}
+	h := f.GetTcpHealth()
+	if rtt := filter.HandshakeRTT(h); rtt > 0 {
+		b, n = groupSep(b, n), n+1
+		b = append(b, "RTT "...)
+		b = appendRTT(b, rtt)
+	}
+	if r := h.GetRetransmits(); r > 0 {
+		b, n = groupSep(b, n), n+1
+		b = append(b, "retrans "...)
+		b = strconv.AppendUint(b, uint64(r), 10)
+	}
+	if side := h.GetResetBy(); filter.IsReset(side) {
+		b, n = groupSep(b, n), n+1
+		b = append(b, "RST by "...)
+		b = append(b, sideName(side)...)
+	}
+	if z := h.GetZeroWindows(); z > 0 {
+		b, n = groupSep(b, n), n+1
+		b = append(b, "zero-window "...)
+		b = strconv.AppendUint(b, uint64(z), 10)
+	}
+	if n > 0 {
+		b = append(b, ')')
+	}
+	return b
+}
+
+func groupSep(b []byte, n int) []byte {
+	if n == 0 {
+		return append(b, " ("...)
+	}
+	return append(b, ", "...)
+}
+
+// sideName is a side of a connection in the outputs' words.
+func sideName(s flowv1.TCPSide) string {
+	switch s {
+	case flowv1.TCPSide_CLIENT:
+		return "client"
+	case flowv1.TCPSide_SERVER:
+		return "server"
+	}
+	return "unknown"
+}
+
+// waited is how long a connection attempt went unanswered: from its first
+// SYN (first_seen) to the record (time, at the timeout); 0 when unknown.
+func waited(f *flowv1.Flow) time.Duration {
+	first, at := f.GetFirstSeen(), f.GetTime()
+	if !first.IsValid() || !at.IsValid() {
+		return 0
+	}
+	return at.AsTime().Sub(first.AsTime())
+}
+
+// RTT is a round-trip time as the outputs show it: milliseconds under a
+// second, as ping does ("0.4ms", "21ms", "1.25ms"), else seconds ("1.5s").
+func RTT(d time.Duration) string { return string(appendRTT(nil, d)) }
+
+func appendRTT(b []byte, d time.Duration) []byte {
+	if d < time.Microsecond || d >= time.Second {
+		return appendLatency(b, d)
+	}
+	b = strconv.AppendFloat(b, float64(d.Round(time.Microsecond)/time.Microsecond)/1e3, 'f', -1, 64)
+	return append(b, "ms"...)
 }
 
 // Latency is a DNS latency as the outputs show it ("812µs", "1.25ms", "2.5s").

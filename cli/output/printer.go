@@ -16,6 +16,7 @@ import (
 
 	"github.com/trawl-dev/trawl/cli/jsonl"
 	"github.com/trawl-dev/trawl/internal/dnscodes"
+	"github.com/trawl-dev/trawl/internal/filter"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
@@ -188,6 +189,7 @@ func (p *Printer) compactFlow(b []byte, r *observerv1.GetFlowsResponse) []byte {
 	b = append(b, " ("...)
 	b = appendSummary(b, f)
 	b = append(b, ')')
+	b = appendTCPHealth(b, f)
 	if f.GetPackets() != 0 || f.GetBytes() != 0 {
 		b = append(b, ' ')
 		b = appendCounts(b, f)
@@ -221,6 +223,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 		}
 		b = dictLine(b, "SUMMARY", string(appendSummary(nil, f)))
 		b = dictDNS(b, f)
+		b = dictTCP(b, f)
 		if n := f.GetSourceNames(); len(n) > 0 {
 			b = dictLine(b, "SRC NAMES", strings.Join(n, ", "))
 		}
@@ -256,6 +259,7 @@ func (p *Printer) writeFlow(r *observerv1.GetFlowsResponse) error {
 		b = p.appendVerdict(b, f)
 		b = append(b, '\t')
 		b = appendSummary(b, f)
+		b = appendTCPHealth(b, f)
 		b = append(b, '\t')
 		b = appendCounts(b, f)
 		b = append(b, '\n')
@@ -297,6 +301,43 @@ func dictDNS(b []byte, f *flowv1.Flow) []byte {
 	b = dictLine(b, "DNS TTL", strconv.FormatUint(uint64(d.GetTtl()), 10)+"s")
 	if ns := f.GetL7().GetLatencyNs(); ns > 0 {
 		b = dictLine(b, "LATENCY", string(appendLatency(nil, time.Duration(ns))))
+	}
+	return b
+}
+
+// dictTCP writes a record's TCP health, one field per line: how long a
+// connection attempt that timed out waited, the handshake RTT with its two
+// halves, retransmits, the side that reset, zero-window advertisements.
+func dictTCP(b []byte, f *flowv1.Flow) []byte {
+	if f.GetEventKind() == flowv1.EventKind_CONNECT_TIMEOUT {
+		v := "no answer"
+		if d := waited(f); d > 0 {
+			v += " in " + Latency(d)
+		}
+		b = dictLine(b, "TIMEOUT", v)
+	}
+	h := f.GetTcpHealth()
+	if h == nil {
+		return b
+	}
+	if rtt := filter.HandshakeRTT(h); rtt > 0 {
+		half := func(d time.Duration) string {
+			if d <= 0 {
+				return "-"
+			}
+			return RTT(d)
+		}
+		b = dictLine(b, "RTT", RTT(rtt)+" (SYN to SYN-ACK "+half(h.GetHandshakeSynAck().AsDuration())+
+			", SYN-ACK to ACK "+half(h.GetHandshakeAck().AsDuration())+")")
+	}
+	if r := h.GetRetransmits(); r > 0 {
+		b = dictLine(b, "RETRANSMITS", strconv.FormatUint(uint64(r), 10))
+	}
+	if side := h.GetResetBy(); filter.IsReset(side) {
+		b = dictLine(b, "RESET BY", sideName(side))
+	}
+	if z := h.GetZeroWindows(); z > 0 {
+		b = dictLine(b, "ZERO WINDOW", strconv.FormatUint(uint64(z), 10))
 	}
 	return b
 }

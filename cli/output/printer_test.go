@@ -15,7 +15,9 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
@@ -26,7 +28,9 @@ var update = flag.Bool("update", false, "rewrite the golden files (then check th
 // class compact output shows), policy verdicts both ways, endpoints with and
 // without pods, a service, reserved and unknown endpoints, DNS queries and
 // answers (NOERROR with addresses and CNAMEs, NXDOMAIN, SERVFAIL, with and
-// without latency, a dropped query), flows carrying resolved names, lost
+// without latency, a dropped query), flows carrying resolved names, TCP
+// health (a handshake RTT, retransmits and zero windows on the reply, resets
+// by the server and by the client, a connection attempt that timed out), lost
 // events, a conntrack sample and a node status.
 func fixture(t *testing.T) []*observerv1.GetFlowsResponse {
 	t.Helper()
@@ -219,5 +223,72 @@ func TestCompactDNSLinesAllocateNoMoreThanL4Lines(t *testing.T) {
 	}
 	if n < 5 {
 		t.Fatalf("%d DNS records in the fixture", n)
+	}
+}
+
+func TestRTTIsShownInMillisecondsUnderASecond(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		400 * time.Microsecond:     "0.4ms",
+		12 * time.Microsecond:      "0.012ms",
+		1_234_567:                  "1.235ms",
+		21 * time.Millisecond:      "21ms",
+		999_999_499:                "999.999ms",
+		1250 * time.Millisecond:    "1.25s",
+		640 * time.Nanosecond:      "640ns",
+		3*time.Second + 1_000_000:  "3.001s",
+		100*time.Second + 400_000:  "100s",
+		50*time.Millisecond + 1000: "50.001ms",
+	} {
+		if got := RTT(d); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}
+
+// TCP health adds no allocation to a compact line either, and a record
+// says nothing about it when it has none to say.
+func TestCompactTCPHealthAllocatesNothing(t *testing.T) {
+	p, err := New(io.Discard, io.Discard, Options{Format: Compact, IPTranslation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 0, 1024)
+	n := 0
+	for _, r := range fixture(t) {
+		f := r.GetFlow()
+		if f.GetTcpHealth() == nil && f.GetEventKind() != flowv1.EventKind_CONNECT_TIMEOUT {
+			if f != nil && strings.Contains(string(p.compactFlow(nil, r)), ") (") && f.GetL7() == nil {
+				t.Errorf("a record without TCP health has a second group: %s", p.compactFlow(nil, r))
+			}
+			continue
+		}
+		n++
+		plain := proto.Clone(r).(*observerv1.GetFlowsResponse)
+		plain.GetFlow().TcpHealth = nil
+		plain.GetFlow().EventKind = flowv1.EventKind_AGGREGATE
+		got := testing.AllocsPerRun(50, func() { b = p.compactFlow(b[:0], r) })
+		want := testing.AllocsPerRun(50, func() { b = p.compactFlow(b[:0], plain) })
+		if got > want {
+			t.Errorf("%s: %.0f allocations, %.0f without TCP health", p.compactFlow(nil, r), got, want)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("%d records with TCP health in the fixture", n)
+	}
+}
+
+// A connection attempt whose first SYN is unknown still reads as one that
+// timed out; a handshake seen in half shows what was seen.
+func TestTCPHealthWithoutSomeParts(t *testing.T) {
+	p, _ := New(io.Discard, io.Discard, Options{Format: Compact, IPTranslation: true})
+	timeout := &flowv1.Flow{EventKind: flowv1.EventKind_CONNECT_TIMEOUT, Verdict: flowv1.Verdict_FORWARDED,
+		IP: &flowv1.IP{Source: "10.0.0.1", Destination: "10.0.0.2"}, L4: &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: 1, DestinationPort: 5432, Flags: &flowv1.TCPFlags{SYN: true}}}}}
+	line := string(p.compactFlow(nil, &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: timeout}}))
+	if !strings.HasSuffix(line, "10.0.0.1:1 -> 10.0.0.2:5432 connect-timeout FORWARDED (TCP Flags: SYN) (no answer)\n") {
+		t.Errorf("timeout without first_seen: %q", line)
+	}
+	half := &flowv1.Flow{TcpHealth: &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(5 * time.Millisecond), ResetBy: flowv1.TCPSide(9)}}
+	if got := string(dictTCP(nil, half)); got != "        RTT: 5ms (SYN to SYN-ACK 5ms, SYN-ACK to ACK -)\n" {
+		t.Errorf("half a handshake (and a reset side not known) in dict: %q", got)
 	}
 }
