@@ -251,6 +251,66 @@ func TestTopDNSAsksForTheDNSKindsAndPrintsTheirTables(t *testing.T) {
 	}
 }
 
+// `trawl top --tcp` asks for the two TCP tables with the window and
+// namespaces of the other top tables, and prints each; --tcp slowest or
+// retransmits asks for one, -o json prints its entries as JSON lines.
+func TestTopTCPAsksForTheTCPKindsAndPrintsTheirTables(t *testing.T) {
+	s, addr := newFake(t)
+	s.Top[observerv1.TopKind_TOP_KIND_TCP_SLOWEST] = &observerv1.GetTopResponse{Entries: []*observerv1.TopEntry{
+		{Source: "shop/web", Destination: "telco/api", TcpRttP50: durationpb.New(18 * time.Millisecond), TcpRttP99: durationpb.New(21 * time.Millisecond), TcpConnections: 1200, TcpRetransmits: 30},
+		{Source: "shop/web", Destination: "shop/db", TcpRttP50: durationpb.New(300 * time.Microsecond), TcpRttP99: durationpb.New(400 * time.Microsecond), TcpConnections: 56000, TcpResets: 4}}}
+	s.Top[observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS] = &observerv1.GetTopResponse{Entries: []*observerv1.TopEntry{
+		{Source: "shop/web", Destination: "telco/api", TcpRetransmits: 4500, TcpConnections: 1200, TcpRttP99: durationpb.New(21 * time.Millisecond), TcpTimeouts: 3}}}
+	code, out, errOut := run(context.Background(), "top", "--tcp", "-n", "shop", "--since", "2h", "--limit", "5", "--server", addr)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	tables := strings.Split(out, "\n\n")
+	if len(tables) != 2 {
+		t.Fatalf("want two tables:\n%s", out)
+	}
+	for i, want := range [][]string{
+		{"Slowest TCP pairs (p99 handshake RTT)", "CLIENT SERVER P99 RTT P50 RTT CONNECTIONS RETRANS RESETS TIMEOUTS", "shop/web telco/api 21ms 18ms 1,200 30 0 0", "shop/web shop/db 0.4ms 0.3ms 56,000 0 4 0"},
+		{"Most retransmitting TCP pairs", "CLIENT SERVER RETRANS CONNECTIONS P99 RTT RESETS TIMEOUTS", "shop/web telco/api 4,500 1,200 21ms 0 3"},
+	} {
+		lines := strings.Split(strings.TrimSpace(tables[i]), "\n")
+		if lines[0] != want[0] || strings.Join(strings.Fields(lines[1]), " ") != want[1] || len(lines) != len(want) {
+			t.Errorf("table %d:\n%s", i, tables[i])
+			continue
+		}
+		for j, row := range want[2:] {
+			if got := strings.Join(strings.Fields(lines[2+j]), " "); got != row {
+				t.Errorf("table %d row %d: %q, want %q", i, j, got, row)
+			}
+		}
+	}
+	var kinds []string
+	for _, r := range s.Requests() {
+		req := r.(*observerv1.GetTopRequest)
+		kinds = append(kinds, req.GetKind().String())
+		if fmt.Sprint(req.GetNamespace()) != "[shop]" || req.GetLimit() != 5 || req.GetSince() == nil || len(req.GetDropClass()) != 0 {
+			t.Errorf("request %v: want namespace shop, limit 5, a since and no drop classes", req)
+		}
+	}
+	if got := strings.Join(kinds, " "); got != "TOP_KIND_TCP_SLOWEST TOP_KIND_TCP_RETRANSMITS" {
+		t.Errorf("asked for %s", got)
+	}
+
+	s2, addr2 := newFake(t)
+	s2.Top[observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS] = s.Top[observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS]
+	code, out, errOut = run(context.Background(), "top", "--tcp", "retransmits", "-o", "json", "--server", addr2)
+	if code != ExitOK || len(s2.Requests()) != 1 || s2.Requests()[0].(*observerv1.GetTopRequest).GetKind() != observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS {
+		t.Fatalf("top --tcp retransmits: exit %d, requests %v: %s", code, s2.Requests(), errOut)
+	}
+	if want := `{"destination":"telco/api","source":"shop/web","tcp_connections":"1200","tcp_retransmits":"4500","tcp_rtt_p99":"0.021s","tcp_timeouts":"3"}` + "\n"; out != want {
+		t.Errorf("JSON output\n%s\nwant\n%s", out, want)
+	}
+	code, _, errOut = run(context.Background(), "top", "--tcp", "--dns", "--server", addr2)
+	if code != ExitUsage || !strings.Contains(errOut, "--dns and --tcp cannot be combined") {
+		t.Errorf("top --tcp --dns: exit %d, stderr %q", code, errOut)
+	}
+}
+
 func TestTokenIsSentAsBearer(t *testing.T) {
 	s, addr := newFake(t)
 	s.Token = "s3cret"
@@ -288,6 +348,11 @@ func TestExitCodes(t *testing.T) {
 		{"a bad drop class of top", []string{"top", "droppers", "--drop-class", "policy,boring"}, ExitUsage, `unknown drop class "boring"`},
 		{"a bad DNS response code", []string{"observe", "--dns-rcode", "NXDOMIAN"}, ExitUsage, `unknown DNS response code "NXDOMIAN"`},
 		{"a bad DNS query expression", []string{"observe", "--dns-query", "*.example.com"}, ExitUsage, "not a regular expression: missing argument to repetition operator"},
+		{"a round-trip time without a unit", []string{"observe", "--min-rtt", "10"}, ExitUsage,
+			`invalid argument "10" for "--min-rtt" flag: want a duration such as 10ms, 500us or 1.5s`},
+		{"a negative round-trip time", []string{"observe", "--min-rtt=-1ms"}, ExitUsage, `invalid argument "-1ms" for "--min-rtt" flag: a round-trip time is not negative`},
+		{"a TCP filter with a value it does not take", []string{"observe", "--tcp-reset=server"}, ExitUsage, `invalid argument "server" for "--tcp-reset" flag: want true or false`},
+		{"a bad TCP top kind", []string{"top", "--tcp", "dns-names"}, ExitUsage, `unknown TCP top kind "dns-names": want slowest or retransmits`},
 		{"conflicting flags", []string{"observe", "--first", "1", "--follow"}, ExitUsage, "cannot set both --first and --follow"},
 		{"conflicting filters", []string{"observe", "--port", "1", "--from-port", "2"}, ExitUsage, "cannot be combined"},
 		{"a bad output format", []string{"observe", "-o", "yaml", "--server", addr}, ExitUsage, "invalid output format"},

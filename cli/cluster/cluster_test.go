@@ -49,7 +49,8 @@ func TestConntrackRow(t *testing.T) {
 
 func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
 	e := []*observerv1.TopEntry{{Source: "a/x", Destination: "b/y", Reason: "NO_SOCKET", DropClass: "no-socket", Bytes: 1234567, Packets: 10, Flows: 2, Drops: 3, ConntrackEntries: 99, Policies: []string{"b/deny"},
-		DnsQuery: "api.example.com.", DnsQueries: 4321, DnsErrors: 17, DnsNxdomain: 12, DnsLatencyP50: durationpb.New(812 * time.Microsecond), DnsLatencyP99: durationpb.New(2500 * time.Millisecond)}}
+		DnsQuery: "api.example.com.", DnsQueries: 4321, DnsErrors: 17, DnsNxdomain: 12, DnsLatencyP50: durationpb.New(812 * time.Microsecond), DnsLatencyP99: durationpb.New(2500 * time.Millisecond),
+		TcpRttP50: durationpb.New(400 * time.Microsecond), TcpRttP99: durationpb.New(21 * time.Millisecond), TcpRetransmits: 54321, TcpResets: 7, TcpTimeouts: 5, TcpConnections: 8765}}
 	tests := []struct {
 		kind observerv1.TopKind
 		want []string
@@ -61,6 +62,8 @@ func TestWriteTopShowsTheColumnsOfEachKind(t *testing.T) {
 		{observerv1.TopKind_TOP_KIND_DNS_NAMES, []string{"NAME", "QUERIES", "ERRORS", "NXDOMAIN", "P50", "P99", "api.example.com.", "4,321", "17", "12", "812µs", "2.5s"}},
 		{observerv1.TopKind_TOP_KIND_DNS_NXDOMAIN_CLIENTS, []string{"CLIENT", "NXDOMAIN", "TOP NAME", "a/x", "12", "4,321", "NO_SOCKET"}},
 		{observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES, []string{"NAME", "P99", "api.example.com.", "2.5s", "812µs"}},
+		{observerv1.TopKind_TOP_KIND_TCP_SLOWEST, []string{"CLIENT", "SERVER", "P99 RTT", "P50 RTT", "CONNECTIONS", "RETRANS", "RESETS", "TIMEOUTS", "a/x", "b/y", "21ms", "0.4ms", "8,765", "54,321"}},
+		{observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS, []string{"CLIENT", "SERVER", "RETRANS", "CONNECTIONS", "P99 RTT", "a/x", "b/y", "54,321", "8,765", "21ms"}},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
@@ -91,23 +94,54 @@ func TestDNSTablesSayWhenLatencyIsUnknown(t *testing.T) {
 	}
 }
 
+// The TCP tables rank pairs, client first: the slowest by p99 (then p50),
+// the retransmitting ones by segments; a pair whose window measured no
+// handshake shows "-" for its RTTs.
+func TestTCPTablesPutTheRankingColumnFirst(t *testing.T) {
+	e := []*observerv1.TopEntry{{Source: "shop/web", Destination: "shop/db", TcpRetransmits: 12, TcpResets: 1, TcpTimeouts: 2}}
+	for kind, want := range map[observerv1.TopKind][]string{
+		observerv1.TopKind_TOP_KIND_TCP_SLOWEST:     {"shop/web", "shop/db", "-", "-", "0", "12", "1", "2"},
+		observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS: {"shop/web", "shop/db", "12", "0", "-", "1", "2"},
+	} {
+		var b bytes.Buffer
+		if err := WriteTop(&b, kind, "T", e); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+		if len(lines) != 3 || strings.Join(strings.Fields(lines[2]), " ") != strings.Join(want, " ") {
+			t.Errorf("%s: row %q, want %q:\n%s", kind, lines[len(lines)-1], strings.Join(want, " "), b.String())
+		}
+	}
+}
+
 func TestTopKindsFromTheCommandLine(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		dns  bool
+		tcp  bool
 		want string // kinds asked for, or the error
 	}{
-		{nil, false, "[TOP_KIND_TALKERS TOP_KIND_DROPPERS TOP_KIND_DENIED_PAIRS TOP_KIND_CONNTRACK_CREATORS]"},
-		{nil, true, "[TOP_KIND_DNS_NAMES TOP_KIND_DNS_NXDOMAIN_CLIENTS TOP_KIND_DNS_SLOW_NAMES]"},
-		{[]string{"slow"}, true, "[TOP_KIND_DNS_SLOW_NAMES]"},
-		{[]string{"NXDOMAIN"}, true, "[TOP_KIND_DNS_NXDOMAIN_CLIENTS]"},
-		{[]string{"dns-names"}, false, "[TOP_KIND_DNS_NAMES]"},
-		{[]string{"dns-names"}, true, "[TOP_KIND_DNS_NAMES]"},
-		{[]string{"droppers"}, false, "[TOP_KIND_DROPPERS]"},
-		{[]string{"talkers"}, true, `unknown DNS top kind "talkers": want names, nxdomain or slow`},
-		{[]string{"names"}, false, `unknown top kind "names"`},
+		{nil, false, false, "[TOP_KIND_TALKERS TOP_KIND_DROPPERS TOP_KIND_DENIED_PAIRS TOP_KIND_CONNTRACK_CREATORS]"},
+		{nil, true, false, "[TOP_KIND_DNS_NAMES TOP_KIND_DNS_NXDOMAIN_CLIENTS TOP_KIND_DNS_SLOW_NAMES]"},
+		{[]string{"slow"}, true, false, "[TOP_KIND_DNS_SLOW_NAMES]"},
+		{[]string{"NXDOMAIN"}, true, false, "[TOP_KIND_DNS_NXDOMAIN_CLIENTS]"},
+		{[]string{"dns-names"}, false, false, "[TOP_KIND_DNS_NAMES]"},
+		{[]string{"dns-names"}, true, false, "[TOP_KIND_DNS_NAMES]"},
+		{[]string{"droppers"}, false, false, "[TOP_KIND_DROPPERS]"},
+		{[]string{"talkers"}, true, false, `unknown DNS top kind "talkers": want names, nxdomain or slow`},
+		{[]string{"names"}, false, false, `unknown top kind "names"`},
+		{nil, false, true, "[TOP_KIND_TCP_SLOWEST TOP_KIND_TCP_RETRANSMITS]"},
+		{[]string{"retransmits"}, false, true, "[TOP_KIND_TCP_RETRANSMITS]"},
+		{[]string{"Slowest"}, false, true, "[TOP_KIND_TCP_SLOWEST]"},
+		{[]string{"tcp-slowest"}, false, false, "[TOP_KIND_TCP_SLOWEST]"},
+		{[]string{"tcp-retransmits"}, false, true, "[TOP_KIND_TCP_RETRANSMITS]"},
+		{[]string{"slowest"}, false, false, `unknown top kind "slowest": want talkers, droppers, denied, conntrack, dns-names, dns-nxdomain, dns-slow, tcp-slowest or tcp-retransmits`},
+		{[]string{"slow"}, false, true, `unknown TCP top kind "slow": want slowest or retransmits`},
+		{[]string{"dns-names"}, false, true, `unknown TCP top kind "dns-names"`},
+		{[]string{"tcp-slowest"}, true, false, `unknown DNS top kind "tcp-slowest"`},
+		{nil, true, true, "--dns and --tcp cannot be combined"},
 	} {
-		ks, err := pickTopKinds(tt.args, tt.dns)
+		ks, err := pickTopKinds(tt.args, tt.dns, tt.tcp)
 		var got string
 		if err != nil {
 			got = err.Error()
@@ -119,7 +153,7 @@ func TestTopKindsFromTheCommandLine(t *testing.T) {
 			got = "[" + strings.Join(names, " ") + "]"
 		}
 		if !strings.HasPrefix(got, tt.want) {
-			t.Errorf("%v dns=%v: %s, want %s", tt.args, tt.dns, got, tt.want)
+			t.Errorf("%v dns=%v tcp=%v: %s, want %s", tt.args, tt.dns, tt.tcp, got, tt.want)
 		}
 	}
 }

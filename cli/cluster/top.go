@@ -41,14 +41,28 @@ var dnsTopKinds = []topKind{
 	{"dns-slow", observerv1.TopKind_TOP_KIND_DNS_SLOW_NAMES, "Slowest DNS names (p99 latency)"},
 }
 
+// tcpTopKinds are the TCP health tables of `trawl top --tcp` (from the
+// tcp_1m rollup); "slowest" and "retransmits" name one of them after --tcp.
+var tcpTopKinds = []topKind{
+	{"tcp-slowest", observerv1.TopKind_TOP_KIND_TCP_SLOWEST, "Slowest TCP pairs (p99 handshake RTT)"},
+	{"tcp-retransmits", observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS, "Most retransmitting TCP pairs"},
+}
+
 // pickTopKinds returns the tables a command line asks for: without an
-// argument the four traffic tables, or the three DNS tables with --dns;
-// with one, that table ("names", "nxdomain", "slow" also name the DNS
-// tables after --dns).
-func pickTopKinds(args []string, dns bool) ([]topKind, error) {
+// argument the four traffic tables, the three DNS tables with --dns or the
+// two TCP tables with --tcp; with one, that table ("names", "nxdomain",
+// "slow" also name the DNS tables after --dns, "slowest", "retransmits"
+// the TCP tables after --tcp).
+func pickTopKinds(args []string, dns, tcp bool) ([]topKind, error) {
+	if dns && tcp {
+		return nil, fmt.Errorf("--dns and --tcp cannot be combined")
+	}
 	if len(args) == 0 {
-		if dns {
+		switch {
+		case dns:
 			return dnsTopKinds, nil
+		case tcp:
+			return tcpTopKinds, nil
 		}
 		return topKinds, nil
 	}
@@ -56,15 +70,22 @@ func pickTopKinds(args []string, dns bool) ([]topKind, error) {
 	if dns && !strings.HasPrefix(arg, "dns-") {
 		arg = "dns-" + arg
 	}
-	for _, k := range slices.Concat(topKinds, dnsTopKinds) {
-		if k.arg == arg {
+	if tcp && !strings.HasPrefix(arg, "tcp-") {
+		arg = "tcp-" + arg
+	}
+	for _, k := range slices.Concat(topKinds, dnsTopKinds, tcpTopKinds) {
+		if k.arg == arg && (!dns || slices.Contains(dnsTopKinds, k)) && (!tcp || slices.Contains(tcpTopKinds, k)) {
 			return []topKind{k}, nil
 		}
 	}
-	if dns {
+	switch {
+	case dns:
 		return nil, fmt.Errorf("unknown DNS top kind %q: want names, nxdomain or slow", args[0])
+	case tcp:
+		return nil, fmt.Errorf("unknown TCP top kind %q: want slowest or retransmits", args[0])
 	}
-	return nil, fmt.Errorf("unknown top kind %q: want talkers, droppers, denied, conntrack, dns-names, dns-nxdomain or dns-slow (or --dns for all three)", args[0])
+	return nil, fmt.Errorf("unknown top kind %q: want talkers, droppers, denied, conntrack, dns-names, dns-nxdomain, dns-slow, tcp-slowest or tcp-retransmits "+
+		"(or --dns, --tcp for all of a kind)", args[0])
 }
 
 // NewTopCommand returns `trawl top`.
@@ -75,22 +96,24 @@ func NewTopCommand(d Deps) *cobra.Command {
 		namespaces   []string
 		format       string
 		dropClasses  []string
-		dns          bool
+		dns, tcp     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "top [talkers|droppers|denied|conntrack|dns-names|dns-nxdomain|dns-slow]",
-		Short: "Show top talkers, droppers, denied pairs, conntrack creators or DNS names over a window",
+		Use:   "top [talkers|droppers|denied|conntrack|dns-names|dns-nxdomain|dns-slow|tcp-slowest|tcp-retransmits]",
+		Short: "Show top talkers, droppers, denied pairs, conntrack creators, DNS names or TCP pairs over a window",
 		Long: "Show the top entries of the rollups over a window (default the last hour); without an argument, the four traffic tables.\n" +
 			"Droppers rank every drop class but teardown (protocol-normal drops, counted but not worth a look) unless --drop-class says otherwise.\n" +
 			"--dns shows the three DNS tables instead: names by queries (with errors, NXDOMAIN answers and latency), client workloads by NXDOMAIN answers, and names by p99 latency; " +
-			"`trawl top --dns slow` (or `top dns-slow`) shows one.",
-		ValidArgs: []string{"talkers", "droppers", "denied", "conntrack", "dns-names", "dns-nxdomain", "dns-slow"},
+			"`trawl top --dns slow` (or `top dns-slow`) shows one.\n" +
+			"--tcp shows the two TCP health tables instead: client/server workload pairs by p99 handshake RTT, and by retransmitted segments; " +
+			"`trawl top --tcp retransmits` (or `top tcp-retransmits`) shows one.",
+		ValidArgs: []string{"talkers", "droppers", "denied", "conntrack", "dns-names", "dns-nxdomain", "dns-slow", "tcp-slowest", "tcp-retransmits"},
 		Args:      cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			kinds, err := pickTopKinds(args, dns)
+			kinds, err := pickTopKinds(args, dns, tcp)
 			if err != nil {
 				return usage.Error(err)
 			}
@@ -124,6 +147,7 @@ func NewTopCommand(d Deps) *cobra.Command {
 	cmd.Flags().StringSliceVarP(&namespaces, "namespace", "n", nil, "only flows from or to these namespaces")
 	cmd.Flags().StringVarP(&format, "output", "o", "table", "output format: table or json")
 	cmd.Flags().BoolVar(&dns, "dns", false, "the DNS tables: top names, top NXDOMAIN clients, slowest names (names, nxdomain or slow picks one)")
+	cmd.Flags().BoolVar(&tcp, "tcp", false, "the TCP health tables: slowest client/server pairs by p99 handshake RTT, most retransmitting pairs (slowest or retransmits picks one)")
 	cmd.Flags().StringSliceVar(&dropClasses, "drop-class", nil, "droppers of these classes (policy, no-socket, overload, malformed, routing, teardown, other, or all; default all but teardown)")
 	return cmd
 }
@@ -225,6 +249,18 @@ func WriteTop(w io.Writer, kind observerv1.TopKind, title string, entries []*obs
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", dnsName(e), latency(e.GetDnsLatencyP99()), latency(e.GetDnsLatencyP50()),
 				group(e.GetDnsQueries()), group(e.GetDnsErrors()))
 		}
+	case observerv1.TopKind_TOP_KIND_TCP_SLOWEST:
+		fmt.Fprintln(tw, "CLIENT\tSERVER\tP99 RTT\tP50 RTT\tCONNECTIONS\tRETRANS\tRESETS\tTIMEOUTS")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSource(), dash(e.GetDestination()), rtt(e.GetTcpRttP99()), rtt(e.GetTcpRttP50()),
+				group(e.GetTcpConnections()), group(e.GetTcpRetransmits()), group(e.GetTcpResets()), group(e.GetTcpTimeouts()))
+		}
+	case observerv1.TopKind_TOP_KIND_TCP_RETRANSMITS:
+		fmt.Fprintln(tw, "CLIENT\tSERVER\tRETRANS\tCONNECTIONS\tP99 RTT\tRESETS\tTIMEOUTS")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSource(), dash(e.GetDestination()), group(e.GetTcpRetransmits()),
+				group(e.GetTcpConnections()), rtt(e.GetTcpRttP99()), group(e.GetTcpResets()), group(e.GetTcpTimeouts()))
+		}
 	default:
 		fmt.Fprintln(tw, "SOURCE\tNEW ENTRIES")
 		for _, e := range entries {
@@ -240,6 +276,15 @@ func dnsName(e *observerv1.TopEntry) string {
 		return q
 	}
 	return dash(e.GetSource())
+}
+
+// rtt shows a handshake RTT quantile as observe does ("0.4ms"), "-" when
+// the window measured no handshake of the pair.
+func rtt(d *durationpb.Duration) string {
+	if d == nil || d.AsDuration() <= 0 {
+		return "-"
+	}
+	return output.RTT(d.AsDuration())
 }
 
 // latency shows a quantile, "-" when the window had no matched response.
