@@ -38,6 +38,15 @@ import (
 //	hubble_dns_responses_total      DNS response records, +1
 //	hubble_dns_response_types_total DNS response records, +1 per answer record type
 //	trawl_dns_response_latency_seconds  DNS responses matched to their query: the latency
+//	trawl_tcp_handshake_rtt_seconds     forwarded TCP AGGREGATE records with a handshake: its RTT (both halves)
+//	trawl_tcp_retransmits_total         forwarded TCP AGGREGATE records, +retransmitted segments
+//	trawl_tcp_packets_total             forwarded TCP AGGREGATE records, +packets
+//	trawl_tcp_resets_total              forwarded TCP AGGREGATE records with a reset, +1 (reset_by client or server)
+//	trawl_tcp_connect_timeouts_total    CONNECT_TIMEOUT records, +1
+//
+// The trawl_tcp_* metrics (spec tcp-health, docs/tcp-health.md) label the
+// connection's client as source and its server as destination whatever
+// the record's direction: a reply's endpoints are swapped for the context.
 //
 // Every metric has a hard budget of series: a record that would create a
 // series beyond it is not counted there but in
@@ -63,7 +72,8 @@ type MetricsConfig struct {
 // metrics without context labels, and DNS with the client and server
 // workloads (docs/dns.md).
 var DefaultMetrics = []string{"flow", "drop", "tcp", "port-distribution", "icmp", "policy",
-	"dns:sourceContext=workload|reserved-identity;destinationContext=workload|reserved-identity"}
+	"dns:sourceContext=workload|reserved-identity;destinationContext=workload|reserved-identity",
+	"tcp-health:sourceContext=workload|reserved-identity;destinationContext=workload|reserved-identity"}
 
 // DefaultSeriesLimit is the default series budget per metric.
 const DefaultSeriesLimit = 5000
@@ -116,8 +126,13 @@ type metricDef struct {
 	// instead of one (dns: three counters and a histogram).
 	family []metricDef
 	// histogram: a Trawl histogram (full name in name) rather than a
-	// hubble_ counter.
-	histogram bool
+	// hubble_ counter; trawl: a Trawl counter (full name in name).
+	histogram, trawl bool
+	// accept: a family's records (the others skip all of its metrics).
+	accept func(f *flowv1.Flow) bool
+	// clientServer: a family whose context labels the connection's client
+	// as source and its server as destination (a reply's are swapped).
+	clientServer bool
 	// optionLabels: option -> label appended to fixed when the option is set.
 	optionLabels map[string]string
 }
@@ -153,7 +168,14 @@ func init() {
 		{name: "dns_response_types_total", help: "Number of DNS queries observed", ctxFirst: true,
 			fixed: []string{"type", "qtypes"}, options: dnsOptions, optionLabels: map[string]string{"query": "query"}, observe: observeDNSResponseTypes},
 		{name: "trawl_dns_response_latency_seconds", histogram: true, options: dnsOptions, observe: observeDNSLatency},
-	}}
+	}, accept: func(f *flowv1.Flow) bool { return f.GetL7().GetDns() != nil }}
+	metricDefs["tcp-health"] = metricDef{family: []metricDef{
+		{name: "trawl_tcp_handshake_rtt_seconds", histogram: true, observe: observeTCPHandshake},
+		{name: "trawl_tcp_retransmits_total", trawl: true, observe: observeTCPRetransmits},
+		{name: "trawl_tcp_packets_total", trawl: true, observe: observeTCPPackets},
+		{name: "trawl_tcp_resets_total", trawl: true, fixed: []string{"reset_by"}, observe: observeTCPResets},
+		{name: "trawl_tcp_connect_timeouts_total", trawl: true, observe: observeTCPTimeouts},
+	}, accept: tcpHealthRecord, clientServer: true}
 }
 
 var unsupportedMetrics = map[string]string{
@@ -203,15 +225,20 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 			m.passes = append(m.passes, hs[0])
 			continue
 		}
-		// A family (dns) looks at its records once: one pass that skips
-		// every record without a DNS layer, then its metrics.
+		// A family (dns, tcp-health) looks at its records once: one pass
+		// that skips every record it does not accept, then its metrics.
 		memo := &ctxMemo{}
 		for _, h := range hs {
 			h.memo = memo
 		}
+		def := metricDefs[familyName(spec)]
+		var view clientView
 		m.passes = append(m.passes, &handler{name: "dispatch", observe: func(d *handler, f *flowv1.Flow) {
-			if f.GetL7().GetDns() == nil {
+			if !def.accept(f) {
 				return
+			}
+			if def.clientServer {
+				f = view.of(f)
 			}
 			memo.f = nil // a record at a reused address is a new record
 			for _, h := range hs {
@@ -242,6 +269,17 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 	}
 	return m, nil
 }
+
+// familyName is the metric name of a spec.
+func familyName(spec string) string {
+	name, _, _ := strings.Cut(strings.TrimSpace(spec), ":")
+	return name
+}
+
+// tcpHandshakeBuckets are trawl_tcp_handshake_rtt_seconds' buckets: a
+// handshake within the node (tens of microseconds) to one that needed a
+// retransmitted SYN (1 s and more).
+var tcpHandshakeBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 
 // dnsLatencyBuckets are trawl_dns_response_latency_seconds' buckets: a
 // cache hit on the node (sub-millisecond) to an upstream timeout (5 s).
@@ -275,7 +313,7 @@ func newHandlers(spec string, limit int) ([]*handler, error) {
 
 func newHandler(name string, def metricDef, optStr string, limit int) (*handler, error) {
 	h := &handler{name: "hubble_" + def.name, observe: def.observe, series: map[string]*series{}, limit: limit, opts: map[string]bool{}}
-	if def.histogram {
+	if def.histogram || def.trawl {
 		h.name = def.name
 	}
 	if optStr != "" {
@@ -311,16 +349,41 @@ func newHandler(name string, def metricDef, optStr string, limit int) (*handler,
 		labels = append(h.ctx.labelNames(), fixed...)
 		h.ctxFirst = true
 	}
-	if def.histogram {
-		// Trawl's own: the matched responses' latency with the DNS
-		// metric's context labels.
-		h.hist = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trawl_dns_response_latency_seconds",
-			Help:    "Latency of DNS responses matched to their query (same client, server, ports and message id), as seen on the node.",
-			Buckets: dnsLatencyBuckets}, labels)
+	if def.histogram || def.trawl {
+		h.vec, h.hist = trawlMetric(def.name, labels)
 		return h, nil
 	}
 	h.vec = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hubble", Name: def.name, Help: def.help}, labels)
 	return h, nil
+}
+
+// trawlMetric makes Trawl's own metric of a family (each name once, with
+// its options written out, so the metrics contract test finds it).
+func trawlMetric(name string, labels []string) (*prometheus.CounterVec, *prometheus.HistogramVec) {
+	switch name {
+	case "trawl_dns_response_latency_seconds":
+		// The matched responses' latency with the DNS metric's context labels.
+		return nil, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trawl_dns_response_latency_seconds",
+			Help:    "Latency of DNS responses matched to their query (same client, server, ports and message id), as seen on the node.",
+			Buckets: dnsLatencyBuckets}, labels)
+	case "trawl_tcp_handshake_rtt_seconds":
+		return nil, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trawl_tcp_handshake_rtt_seconds",
+			Help:    "Handshake RTT of TCP connections (SYN to SYN-ACK plus SYN-ACK to ACK, as seen on the node), by client (source) and server (destination).",
+			Buckets: tcpHandshakeBuckets}, labels)
+	case "trawl_tcp_retransmits_total":
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_tcp_retransmits_total",
+			Help: "TCP segments the node's own sockets retransmitted, by connection client (source) and server (destination)."}, labels), nil
+	case "trawl_tcp_packets_total":
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_tcp_packets_total",
+			Help: "Packets of forwarded TCP aggregate records (the retransmit ratio's denominator), by connection client (source) and server (destination)."}, labels), nil
+	case "trawl_tcp_resets_total":
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_tcp_resets_total",
+			Help: "TCP connections reset, by the side that sent the RST (reset_by), client (source) and server (destination)."}, labels), nil
+	case "trawl_tcp_connect_timeouts_total":
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_tcp_connect_timeouts_total",
+			Help: "TCP connection attempts whose SYN had no answer within the agent's --syn-timeout, by client (source) and server (destination)."}, labels), nil
+	}
+	panic("hubble metrics: no Trawl metric " + name)
 }
 
 // add counts n for a series given by the metric's own label values
@@ -747,4 +810,86 @@ func hubbleRcode(code uint32) string {
 		return dnscodes.HubbleRcode(code)
 	}
 	return hubbleRcodeMore[code]
+}
+
+// TCP health (docs/tcp-health.md): the records of forwarded TCP connections
+// that carry it, and connection attempts that timed out.
+
+// tcpHealthRecord: a record the tcp-health metrics look at.
+func tcpHealthRecord(f *flowv1.Flow) bool {
+	if f.GetL4().GetTCP() == nil {
+		return false
+	}
+	k := f.GetEventKind()
+	return k == flowv1.EventKind_AGGREGATE && forwarded(f.GetVerdict()) || k == flowv1.EventKind_CONNECT_TIMEOUT
+}
+
+// clientView shows a record with its connection's client as source and
+// its server as destination: the record itself unless it is a reply, else
+// a reused copy with endpoints, addresses and names swapped (the fields the
+// metrics and their context labels read). Only for the duration of one
+// record's count.
+type clientView struct {
+	f  flowv1.Flow
+	ip flowv1.IP
+}
+
+func (v *clientView) of(f *flowv1.Flow) *flowv1.Flow {
+	if !f.GetIsReply().GetValue() {
+		return f
+	}
+	v.f.Source, v.f.Destination = f.Destination, f.Source
+	v.f.SourceNames, v.f.DestinationNames = f.DestinationNames, f.SourceNames
+	v.f.IP = nil
+	if f.IP != nil {
+		v.ip.Source, v.ip.Destination, v.ip.IpVersion = f.IP.Destination, f.IP.Source, f.IP.IpVersion
+		v.f.IP = &v.ip
+	}
+	v.f.TrafficDirection, v.f.EventKind, v.f.Verdict, v.f.Packets = f.TrafficDirection, f.EventKind, f.Verdict, f.Packets
+	v.f.L4, v.f.TcpHealth, v.f.IsReply = f.L4, f.TcpHealth, f.IsReply
+	return &v.f
+}
+
+// observeTCPHandshake observes a connection's handshake RTT, once per
+// connection (the agent carries it on one record).
+func observeTCPHandshake(h *handler, f *flowv1.Flow) {
+	t := f.GetTcpHealth()
+	if t == nil || f.GetEventKind() != flowv1.EventKind_AGGREGATE {
+		return
+	}
+	rtt := t.GetHandshakeSynAck().AsDuration() + t.GetHandshakeAck().AsDuration()
+	if t.GetHandshakeSynAck() == nil && t.GetHandshakeAck() == nil || rtt <= 0 {
+		return
+	}
+	h.observeValue(f, rtt.Seconds())
+}
+
+func observeTCPRetransmits(h *handler, f *flowv1.Flow) {
+	if n := f.GetTcpHealth().GetRetransmits(); n > 0 && f.GetEventKind() == flowv1.EventKind_AGGREGATE {
+		h.add(f, float64(n))
+	}
+}
+
+func observeTCPPackets(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() == flowv1.EventKind_AGGREGATE && f.GetPackets() > 0 {
+		h.add(f, float64(f.GetPackets()))
+	}
+}
+
+func observeTCPResets(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() != flowv1.EventKind_AGGREGATE {
+		return
+	}
+	switch f.GetTcpHealth().GetResetBy() {
+	case flowv1.TCPSide_CLIENT:
+		h.add(f, 1, "client")
+	case flowv1.TCPSide_SERVER:
+		h.add(f, 1, "server")
+	}
+}
+
+func observeTCPTimeouts(h *handler, f *flowv1.Flow) {
+	if f.GetEventKind() == flowv1.EventKind_CONNECT_TIMEOUT {
+		h.add(f, 1)
+	}
 }

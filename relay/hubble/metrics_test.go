@@ -176,7 +176,8 @@ func TestMetricValues(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-endpoint", "verdict": "FORWARDED", "protocol": "TCP"}, 3},
+		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-endpoint", "verdict": "FORWARDED", "protocol": "TCP"}, 3 + 2}, // + the TCP health aggregate and the connect timeout
+		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "to-endpoint", "verdict": "FORWARDED", "protocol": "TCP"}, 2},
 		{"hubble_flows_processed_total", map[string]string{"type": "L7", "subtype": "DNS", "verdict": "FORWARDED", "protocol": "DNS"}, 3},
 		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "to-network", "protocol": "TCP"}, 1},
 		{"hubble_flows_processed_total", map[string]string{"type": "Trace", "subtype": "from-network", "protocol": "ICMPv6"}, 1},
@@ -195,7 +196,8 @@ func TestMetricValues(t *testing.T) {
 		{"hubble_tcp_flags_total", map[string]string{"flag": "FIN", "family": "IPv4"}, 2},
 		{"hubble_tcp_flags_total", map[string]string{"flag": "SYN-ACK"}, 0},
 		// Packets of forwarded aggregates known not to be replies.
-		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "5432"}, 42 + 10},
+		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "5432"}, 42 + 10 + 9}, // not the connect timeout's SYNs
+		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "9999"}, 0},           // a reply
 		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "443"}, 12},
 		{"hubble_port_distribution_total", map[string]string{"protocol": "TCP", "port": "40000"}, 0},
 		{"hubble_icmp_total", map[string]string{"family": "IPv6", "type": "EchoRequest"}, 5},

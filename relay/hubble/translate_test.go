@@ -173,6 +173,33 @@ func goldenRecords() []struct {
 			TrafficDirection: flowv1.TrafficDirection_EGRESS, EventKind: flowv1.EventKind_AGGREGATE, FirstSeen: ts(5501 * time.Millisecond),
 			LastSeen: ts(5600 * time.Millisecond), Packets: 12, Bytes: 4000, ObservationPoint: "tcx-ingress",
 		})},
+		{"aggregate: TCP health of a connection (handshake halves, retransmits, zero windows: a Trawl extension)", flowRec(&flowv1.Flow{
+			Time: ts(5700 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e604", Verdict: flowv1.Verdict_FORWARDED,
+			IP: &flowv1.IP{Source: "10.244.1.5", Destination: "10.244.2.9", IpVersion: flowv1.IPVersion_IPv4},
+			L4: tcp(40400, 5432, &flowv1.TCPFlags{SYN: true, ACK: true, PSH: true}), Source: webEP, Destination: dbEP,
+			Type: flowv1.FlowType_L3_L4, NodeName: "node-a", IsReply: wrapperspb.Bool(false),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, EventKind: flowv1.EventKind_AGGREGATE, FirstSeen: ts(5600 * time.Millisecond),
+			LastSeen: ts(5700 * time.Millisecond), Packets: 9, Bytes: 2100, ObservationPoint: "tcx-ingress",
+			TcpHealth: &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(310 * time.Microsecond), HandshakeAck: durationpb.New(95 * time.Microsecond),
+				Retransmits: 2, ZeroWindows: 1},
+		})},
+		{"aggregate: the server's reset on the reply direction", flowRec(&flowv1.Flow{
+			Time: ts(5800 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e605", Verdict: flowv1.Verdict_FORWARDED,
+			IP: &flowv1.IP{Source: "10.244.2.9", Destination: "10.244.1.5", IpVersion: flowv1.IPVersion_IPv4},
+			L4: tcp(9999, 40500, &flowv1.TCPFlags{RST: true, ACK: true}), Source: dbEP, Destination: webEP,
+			Type: flowv1.FlowType_L3_L4, NodeName: "node-a", IsReply: wrapperspb.Bool(true),
+			TrafficDirection: flowv1.TrafficDirection_INGRESS, EventKind: flowv1.EventKind_AGGREGATE, FirstSeen: ts(5800 * time.Millisecond),
+			LastSeen: ts(5800 * time.Millisecond), Packets: 1, Bytes: 40, ObservationPoint: "tcx-egress",
+			TcpHealth: &flowv1.TCPHealth{ResetBy: flowv1.TCPSide_SERVER},
+		})},
+		{"connect timeout: a SYN without an answer (a trace event; the kind is in the extensions)", flowRec(&flowv1.Flow{
+			Time: ts(5900 * time.Millisecond), Uuid: "0192c3a4-5b6c-8d7e-8f90-a1b2c3d4e606", Verdict: flowv1.Verdict_FORWARDED,
+			IP: &flowv1.IP{Source: "10.244.1.5", Destination: "192.0.2.1", IpVersion: flowv1.IPVersion_IPv4},
+			L4: tcp(40600, 443, &flowv1.TCPFlags{SYN: true}), Source: webEP, Destination: worldEP,
+			Type: flowv1.FlowType_L3_L4, NodeName: "node-a", IsReply: wrapperspb.Bool(false),
+			TrafficDirection: flowv1.TrafficDirection_EGRESS, EventKind: flowv1.EventKind_CONNECT_TIMEOUT, FirstSeen: ts(2900 * time.Millisecond),
+			LastSeen: ts(4900 * time.Millisecond), Packets: 3, Bytes: 180, ObservationPoint: "tcx-ingress",
+		})},
 		{"lost events: the agent's ring buffer was full", &observerv1.GetFlowsResponse{
 			ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
 				Source: flowv1.LostEventSource_RINGBUF_RESERVE_FAILED, NumEventsLost: 17, Cpu: wrapperspb.Int32(1),
