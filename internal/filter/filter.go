@@ -41,6 +41,7 @@ package filter
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -573,7 +574,7 @@ func (c *Clause) MatchFlow(fl *flowv1.Flow) bool {
 	}
 	if c.MinHandshakeRTT >= 0 {
 		rtt := HandshakeRTT(fl.GetTcpHealth())
-		if rtt <= 0 || int64(rtt) < c.MinHandshakeRTT {
+		if rtt == 0 || int64(rtt) < c.MinHandshakeRTT {
 			return false
 		}
 	}
@@ -765,20 +766,25 @@ func matchPolicies(refs []PolicyRef, ps []*flowv1.Policy) bool {
 }
 
 // HandshakeRTT is a record's handshake RTT: the SYN -> SYN-ACK and SYN-ACK ->
-// ACK halves added (docs/tcp-health.md); 0 or less means the record carries
-// no handshake. relay/store's twin is tcp_syn_ack_ns + tcp_ack_ns.
+// ACK halves added (docs/tcp-health.md), a missing or negative half counting
+// as 0 as relay/store stores it, the sum saturating; 0 means the record
+// carries no handshake. relay/store's twin is tcp_syn_ack_ns + tcp_ack_ns.
 func HandshakeRTT(h *flowv1.TCPHealth) time.Duration {
 	if h == nil {
 		return 0
 	}
-	var rtt time.Duration
-	if d := h.GetHandshakeSynAck(); d != nil {
-		rtt += d.AsDuration()
+	half := func(d interface{ AsDuration() time.Duration }, set bool) time.Duration {
+		if v := d.AsDuration(); set && v > 0 {
+			return v
+		}
+		return 0
 	}
-	if d := h.GetHandshakeAck(); d != nil {
-		rtt += d.AsDuration()
+	a := half(h.GetHandshakeSynAck(), h.GetHandshakeSynAck() != nil)
+	b := half(h.GetHandshakeAck(), h.GetHandshakeAck() != nil)
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
 	}
-	return rtt
+	return a + b
 }
 
 // IsReset reports whether a reset_by value names a side: CLIENT or SERVER

@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -48,6 +49,19 @@ func TestHandshakeRTTAddsBothHalves(t *testing.T) {
 	for i, want := range map[int]time.Duration{0: 400 * time.Microsecond, 1: 0, 2: 21 * time.Millisecond, 4: 0, 6: 5 * time.Millisecond, 8: 0} {
 		if got := filter.HandshakeRTT(fs[i].GetTcpHealth()); got != want {
 			t.Errorf("flow %d: HandshakeRTT %v, want %v", i, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		h    *flowv1.TCPHealth
+		want time.Duration
+	}{
+		{"a negative half counts as 0, as stored", &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(5 * time.Millisecond), HandshakeAck: durationpb.New(-time.Millisecond)}, 5 * time.Millisecond},
+		{"two negative halves are no handshake", &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(-time.Millisecond), HandshakeAck: durationpb.New(-time.Millisecond)}, 0},
+		{"the sum saturates", &flowv1.TCPHealth{HandshakeSynAck: &durationpb.Duration{Seconds: 315576000000}, HandshakeAck: &durationpb.Duration{Seconds: 315576000000}}, math.MaxInt64},
+	} {
+		if got := filter.HandshakeRTT(tc.h); got != tc.want {
+			t.Errorf("%s: HandshakeRTT %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

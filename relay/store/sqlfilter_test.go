@@ -118,7 +118,7 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnTCPRecords(t *testing.T) {
 	s := openStore(t, chtest.Database(t))
 	w := runWriter(t, s)
 	tcp := filtertest.TCPFlows()
-	flows := slices.Concat(tcp, filtertest.Flows(), filtertest.DNSFlows(), mixedTCPFlows(300))
+	flows := slices.Concat(tcp, filtertest.Flows(), filtertest.DNSFlows(), mixedTCPFlows(300), oddHandshakes())
 	write(t, w, &store.Batch{Key: "k/tcp", Flows: flows})
 	index := map[string]int{}
 	for i, f := range flows {
@@ -161,6 +161,25 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnTCPRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oddHandshakes are records whose handshake halves are what a proto can
+// carry and a handshake never is: a negative half (stored as 0), halves of
+// 10,000 years (a sum past time.Duration's range), one half alone.
+func oddHandshakes() []*flowv1.Flow {
+	var out []*flowv1.Flow
+	for i, h := range []*flowv1.TCPHealth{
+		{HandshakeSynAck: durationpb.New(30 * time.Millisecond), HandshakeAck: durationpb.New(-20 * time.Millisecond)},
+		{HandshakeSynAck: durationpb.New(-time.Millisecond), HandshakeAck: durationpb.New(-time.Millisecond)},
+		{HandshakeSynAck: &durationpb.Duration{Seconds: 315576000000}, HandshakeAck: &durationpb.Duration{Seconds: 315576000000}},
+		{HandshakeAck: durationpb.New(12 * time.Millisecond)},
+	} {
+		f := filtertest.TCPFlows()[0]
+		f.TcpHealth = h
+		f.Uuid = store.FormatUUID(0x0dd7c9, uint64(i+1))
+		out = append(out, f)
+	}
+	return out
 }
 
 // mixedTCPFlows builds n records whose fields come from different records
