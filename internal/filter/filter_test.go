@@ -66,6 +66,24 @@ func TestHandshakeRTTAddsBothHalves(t *testing.T) {
 	}
 }
 
+func TestTCPMatchDoesNotAllocate(t *testing.T) {
+	f := filter.MustCompile([]*observerv1.FlowFilter{
+		{MinHandshakeRtt: durationpb.New(time.Millisecond), TcpRetransmits: true},
+		{TcpReset: true}, {TcpTimeout: true},
+	}, []*observerv1.FlowFilter{{MinHandshakeRtt: durationpb.New(time.Hour)}})
+	flows := filtertest.TCPFlows()
+	if !f.MatchFlow(flows[2]) || !f.MatchFlow(flows[4]) || f.MatchFlow(flows[0]) {
+		t.Fatal("flows 2 and 4 should match, 0 not")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, fl := range flows {
+			f.MatchFlow(fl)
+		}
+	}); n != 0 {
+		t.Errorf("MatchFlow allocates %.1f times per run", n)
+	}
+}
+
 func checkCases(t *testing.T, flows []*flowv1.Flow, cases []filtertest.Case) {
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
