@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -142,5 +143,86 @@ func BenchmarkStorageDNS(b *testing.B) {
 		prows, pall, pdns := columnBytes(b, plainDSN)
 		b.ReportMetric(pdns, "B/plain-row(l7-columns)")
 		b.Logf("%d rows without DNS: %.2f B each compressed, of which %.3f B in the 9 l7_/dns_ columns", prows, pall, pdns)
+	}
+}
+
+// tcpColumnBytes are the compressed bytes per row of the flows table's
+// TCP health columns (schema version 5) after OPTIMIZE FINAL (columnBytes
+// runs it).
+func tcpColumnBytes(b *testing.B, dsn string) float64 {
+	rows, _, _ := columnBytes(b, dsn)
+	var comp uint64
+	if err := chtest.Open(b, dsn).QueryRow(context.Background(), "SELECT sum(data_compressed_bytes) FROM system.columns WHERE database = currentDatabase() AND table = 'flows' AND name LIKE 'tcp\\_%' AND name != 'tcp_flags'").Scan(&comp); err != nil {
+		b.Fatal(err)
+	}
+	return float64(comp) / float64(rows)
+}
+
+// BenchmarkStorageTCP measures storage, not time (run it once:
+// -benchtime 1x): what the TCP health columns cost on rows without TCP
+// health (sparse columns: next to nothing), on a mix where a tenth of the
+// rows carry a handshake and a twentieth retransmits (dev/cmd/bench-relay's
+// shape), and on rows that all carry a handshake; and tcp_1m's bytes per
+// such row (docs/benchmarks/tcp-health.md, Storage and queries).
+func BenchmarkStorageTCP(b *testing.B) {
+	const n = 500_000
+	start := time.Now().Add(-2 * time.Hour).Truncate(time.Minute)
+	rows := func(health func(r *rand.Rand, i int) *flowv1.TCPHealth) []*flowv1.Flow {
+		r := rand.New(rand.NewPCG(14, 14))
+		out := make([]*flowv1.Flow, 0, n)
+		for i := range n {
+			pod, srv := i%200, r.IntN(50)
+			out = append(out, &flowv1.Flow{Time: timestamppb.New(start.Add(time.Duration(i) * time.Millisecond)), Uuid: store.FormatUUID(0x3234_5678_9abc_def0, uint64(i+1)),
+				NodeName: fmt.Sprintf("node-%d", i%4), Verdict: flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Type: flowv1.FlowType_L3_L4,
+				IP:          &flowv1.IP{Source: fmt.Sprintf("10.244.%d.%d", pod/100, pod%100+2), Destination: fmt.Sprintf("10.244.5.%d", srv+2), IpVersion: flowv1.IPVersion_IPv4},
+				L4:          &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(32768 + i%20000), DestinationPort: 8080, Flags: &flowv1.TCPFlags{ACK: true}}}},
+				Source:      &flowv1.Endpoint{Namespace: fmt.Sprintf("ns-%d", pod%10), PodName: fmt.Sprintf("app-%d-7d9f-%05d", pod%20, pod), Workloads: []*flowv1.Workload{{Name: fmt.Sprintf("app-%d", pod%20), Kind: "Deployment"}}},
+				Destination: &flowv1.Endpoint{Namespace: "shop", PodName: fmt.Sprintf("db-%d", srv), Workloads: []*flowv1.Workload{{Name: fmt.Sprintf("db-%d", srv%5), Kind: "StatefulSet"}}},
+				Packets:     uint64(1 + i%40), Bytes: uint64(100 + i%40*1400), ObservationPoint: "tcx-ingress", IsReply: wrapperspb.Bool(false),
+				TcpHealth: health(r, i)})
+		}
+		return out
+	}
+	handshake := func(r *rand.Rand) *flowv1.TCPHealth {
+		return &flowv1.TCPHealth{HandshakeSynAck: durationpb.New(time.Duration(30_000 + r.IntN(500_000))), HandshakeAck: durationpb.New(time.Duration(10_000 + r.IntN(100_000)))}
+	}
+	for b.Loop() {
+		for _, c := range []struct {
+			name   string
+			health func(r *rand.Rand, i int) *flowv1.TCPHealth
+		}{
+			{"none", func(*rand.Rand, int) *flowv1.TCPHealth { return nil }},
+			{"mix", func(r *rand.Rand, _ int) *flowv1.TCPHealth {
+				switch x := r.IntN(100); {
+				case x < 10:
+					return handshake(r)
+				case x < 15:
+					return &flowv1.TCPHealth{Retransmits: uint32(1 + r.IntN(4))}
+				case x == 15:
+					return &flowv1.TCPHealth{ResetBy: flowv1.TCPSide_SERVER}
+				}
+				return nil
+			}},
+			{"all", func(r *rand.Rand, _ int) *flowv1.TCPHealth { return handshake(r) }},
+		} {
+			dsn := chtest.Database(b)
+			s := openStore(b, dsn)
+			fs := rows(c.health)
+			for i := 0; i < len(fs); i += 50_000 {
+				if err := store.WriteGroupForTest(context.Background(), s, []*store.Batch{{Key: fmt.Sprintf("n/b/%d", i), Flows: fs[i:min(i+50_000, len(fs))]}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tcp := tcpColumnBytes(b, dsn)
+			_, all, _ := columnBytes(b, dsn)
+			conn := chtest.Open(b, dsn)
+			_ = conn.Exec(context.Background(), "OPTIMIZE TABLE tcp_1m FINAL")
+			var rollupRows, rollupComp uint64
+			if err := conn.QueryRow(context.Background(), "SELECT sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE active AND database = currentDatabase() AND table = 'tcp_1m'").Scan(&rollupRows, &rollupComp); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(tcp, "B/row(tcp-columns,"+c.name+")")
+			b.Logf("%s: %d rows, %.2f B each compressed, %.3f B in the 5 tcp_ columns; tcp_1m %d rows, %.3f B per flows row", c.name, n, all, tcp, rollupRows, float64(rollupComp)/n)
+		}
 	}
 }
