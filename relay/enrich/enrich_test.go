@@ -252,6 +252,9 @@ func TestPolicyVerdictRecordsAreDerivedForDecidedConnections(t *testing.T) {
 	drop := tcpFlow(frontend, postgres, 5432, flowv1.Verdict_DROPPED, "NETFILTER_DROP")
 	drop.EventKind = flowv1.EventKind_DROP
 	unexplained := tcpFlow(gateway, frontend, 80, flowv1.Verdict_DROPPED, "NETFILTER_DROP")
+	// A SYN without an answer: its FLOW_NEW carries the verdict already.
+	timeout := newConn(payments, postgres, 5432)
+	timeout.EventKind = flowv1.EventKind_CONNECT_TIMEOUT
 	for _, tc := range []struct {
 		name string
 		f    *flowv1.Flow
@@ -263,6 +266,7 @@ func TestPolicyVerdictRecordsAreDerivedForDecidedConnections(t *testing.T) {
 		{"an aggregate record", agg, 0},
 		{"a policy drop", drop, 1},
 		{"a netfilter drop the policies do not explain", unexplained, 0},
+		{"a connect timeout both sides' policies allowed", timeout, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.Enrich(tc.f)
