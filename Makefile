@@ -54,6 +54,17 @@ bench-cli: build
 bench-policy:
 	bash bench/policy.sh
 
+# Two relays behind one address and ClickHouse as two shards vs one relay,
+# and a relay killed mid-load (docs/benchmarks/relay.md).
+.PHONY: bench-scale soak
+bench-scale:
+	bash bench/scale.sh
+
+# SOAK_MINUTES (30) at half the measured maximum with a relay kill, a
+# ClickHouse stop and an agent restart: flows sent vs stored, RSS per minute.
+soak:
+	bash bench/soak.sh
+
 proto:
 	$(BUF) lint
 	$(BUF) generate
