@@ -59,10 +59,19 @@ func runScale(args []string) error {
 	}
 	fmt.Printf("## Scale-out: one relay vs two behind one address, ClickHouse as 2 shards\n\n")
 	fmt.Printf("%d flows per run, %d synthetic agents, runs interleaved (one/pair alternating first)\n\n", *flows, *agents)
-	fmt.Println("| run | setup | flows/s | relay CPU s per 1M flows (both relays) | connections per relay | rows | distinct | follow: nodes seen via relay 0 / relay 1 |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| run | setup | flows/s | relay CPU s per 1M flows (both relays) | ClickHouse CPU s per 1M flows (both shards) | connections per relay | rows | distinct | follow: nodes seen via relay 0 / relay 1 |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	rates := map[string][]float64{}
 	cpus := map[string][]float64{}
+	chCPUs := map[string][]float64{}
+	chCPU := func() float64 {
+		var t float64
+		for _, srv := range b.shards.Servers {
+			c, _, _ := scale.ProcStat(srv.PID())
+			t += c
+		}
+		return t
+	}
 	for run := 1; run <= *runs; run++ {
 		order := []string{"one", "pair"}
 		if run%2 == 0 {
@@ -83,6 +92,7 @@ func runScale(args []string) error {
 				fol = append(fol, f)
 			}
 			time.Sleep(500 * time.Millisecond)
+			ch0 := chCPU()
 			var cpu0 float64
 			for _, r := range b.relays {
 				c, _, _ := scale.ProcStat(r.PID())
@@ -93,6 +103,7 @@ func runScale(args []string) error {
 			if err != nil {
 				return err
 			}
+			ch1 := chCPU()
 			var cpu1 float64
 			for _, r := range b.relays {
 				c, _, _ := scale.ProcStat(r.PID())
@@ -124,14 +135,16 @@ func runScale(args []string) error {
 			cpu := (cpu1 - cpu0) / (float64(sent) / 1e6)
 			rates[setup] = append(rates[setup], rate)
 			cpus[setup] = append(cpus[setup], cpu)
-			fmt.Printf("| %d | %s | %.0f | %.2f | %s | %d | %d | %d/%d of %d |\n", run, setup, rate, cpu, strings.Join(conns, "/"), c.Rows, c.Distinct, seen[0], seen[1], len(ags))
+			chc := (ch1 - ch0) / (float64(sent) / 1e6)
+			chCPUs[setup] = append(chCPUs[setup], chc)
+			fmt.Printf("| %d | %s | %.0f | %.2f | %.2f | %s | %d | %d | %d/%d of %d |\n", run, setup, rate, cpu, chc, strings.Join(conns, "/"), c.Rows, c.Distinct, seen[0], seen[1], len(ags))
 			if c.Distinct != sent || c.Duplicates() != 0 {
 				return fmt.Errorf("run %d %s: sent and acked %d, stored %d distinct, %d duplicates", run, setup, sent, c.Distinct, c.Duplicates())
 			}
 		}
 	}
-	fmt.Printf("| **median** | one | %.0f | %.2f | | | | |\n", median(rates["one"]), median(cpus["one"]))
-	fmt.Printf("| **median** | pair | %.0f | %.2f | | | | |\n\n", median(rates["pair"]), median(cpus["pair"]))
+	fmt.Printf("| **median** | one | %.0f | %.2f | %.2f | | | | |\n", median(rates["one"]), median(cpus["one"]), median(chCPUs["one"]))
+	fmt.Printf("| **median** | pair | %.0f | %.2f | %.2f | | | | |\n\n", median(rates["pair"]), median(cpus["pair"]), median(chCPUs["pair"]))
 	fmt.Printf("**pair / one: %.2f** (median flows/s)\n\n", median(rates["pair"])/median(rates["one"]))
 
 	if *killFlows > 0 {
