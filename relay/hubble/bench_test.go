@@ -1,6 +1,7 @@
 package hubble
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -64,11 +65,21 @@ func BenchmarkMarshalTrawl(b *testing.B) {
 
 // BenchmarkMetrics is the cost of Hubble's default metrics per ingested
 // record, and with namespace contexts. The golden records include three
-// DNS records in fourteen (far more than real traffic has); "l3l4-records"
-// leaves them out, "without-dns" runs the default metrics as they were
-// before DNS (no dns handler) for comparison.
+// DNS records and three of TCP health (two with tcp_health, a connect
+// timeout) in fourteen (far more than real traffic has); "l3l4-records" leaves the DNS
+// ones out; "without-tcp-health" runs the default metrics as they were
+// before TCP health, "without-dns" as they were before DNS (neither
+// handler) for comparison.
 func BenchmarkMetrics(b *testing.B) {
-	withoutDNS := DefaultMetrics[:len(DefaultMetrics)-1]
+	without := func(names ...string) []string {
+		var out []string
+		for _, spec := range DefaultMetrics {
+			if !slices.Contains(names, familyName(spec)) {
+				out = append(out, spec)
+			}
+		}
+		return out
+	}
 	for _, c := range []struct {
 		name  string
 		specs []string
@@ -76,8 +87,10 @@ func BenchmarkMetrics(b *testing.B) {
 	}{
 		{"default", DefaultMetrics, false},
 		{"default-l3l4-records", DefaultMetrics, true},
-		{"without-dns", withoutDNS, false},
-		{"without-dns-l3l4-records", withoutDNS, true},
+		{"without-tcp-health", without("tcp-health"), false},
+		{"without-tcp-health-l3l4-records", without("tcp-health"), true},
+		{"without-dns", without("dns", "tcp-health"), false},
+		{"without-dns-l3l4-records", without("dns", "tcp-health"), true},
 		{"namespace-context", []string{"flow:sourceContext=namespace;destinationContext=namespace", "drop:sourceContext=namespace;destinationContext=namespace",
 			"tcp", "port-distribution", "icmp", "policy:sourceContext=namespace;destinationContext=namespace"}, false},
 	} {
