@@ -63,6 +63,9 @@ type Config struct {
 	// seen that long ago as delivered unless dropped. Default 4s: a
 	// neighbour that never answers drops its queue after 3 s.
 	FateWait time.Duration
+	// SYNTimeout is how long a TCP connection attempt (SYNs only) may go
+	// unanswered before it is reported as CONNECT_TIMEOUT. Default 3s.
+	SYNTimeout time.Duration
 	// DNSMatchSize caps the queries waiting for their response. Default
 	// 65536.
 	DNSMatchSize int
@@ -88,6 +91,9 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout < c.FateWait {
 		c.IdleTimeout = c.FateWait // an evicted flow's fate must be known
 	}
+	if c.SYNTimeout <= 0 {
+		c.SYNTimeout = 3 * time.Second
+	}
 	if c.DNSMatchSize <= 0 {
 		c.DNSMatchSize = 65536
 	}
@@ -110,6 +116,7 @@ type flowState struct {
 	exported         bool
 	settled, pending snapshot  // see age
 	same             dropState // drops reported from the entry (like its first, see drop.c)
+	tcp              tcpState  // TCP health already carried (tcp.go)
 }
 
 type dropState struct {
@@ -443,6 +450,7 @@ func (c *Collector) pollFlows(final bool) {
 		}
 		st.age(&v, now, wait)
 		st = c.exportSameDrops(k, &v, st, clk, ifaces)
+		st = c.connectTimeout(k, &v, st, clk, now)
 		isIdle := now > v.LastNs && now-v.LastNs >= idle
 		if final || isIdle || now-st.windowStart >= active {
 			st = c.exportFlow(k, &v, st, clk, ifaces, now, final)
@@ -479,9 +487,15 @@ func (c *Collector) pollFlows(final bool) {
 // export, if any; exact when the caller knows every packet's fate.
 func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface, now uint64, exact bool) flowState {
 	pkts, bytes := deliveredTarget(v, &st, now, uint64(c.cfg.FateWait), exact)
-	if pkts <= st.packets {
+	tcp := k.Tuple.Proto == l4.TCP
+	// A flow's last record also carries TCP health that came after its
+	// last delivered packet (a retransmission lost before the hook), with
+	// no packet of its own; a flow with no delivered packet has no
+	// AGGREGATE record (its DROP records count its packets).
+	if pkts <= st.packets && !(exact && tcp && st.exported && st.tcp.pending(v)) {
 		return st // nothing newly known delivered; a late drop is not un-sent
 	}
+	pkts = max(pkts, st.packets)
 	f := c.flowRecord(k, v.Ifindex, v.Hook, ifaces, v.TcpFlags)
 	f.EventKind = flowv1.EventKind_AGGREGATE
 	f.IsReply = isReply(k.Tuple.Proto, v.FirstTcpFlags)
@@ -496,6 +510,9 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 	f.Packets = pkts - st.packets
 	if bytes > st.bytes {
 		f.Bytes = bytes - st.bytes
+	}
+	if tcp {
+		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp)
 	}
 	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
 	c.m.Flows.WithLabelValues(dir, verdict).Inc()

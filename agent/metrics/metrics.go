@@ -101,7 +101,7 @@ func New(reg prometheus.Registerer) *Agent {
 	for _, c := range []string{CauseRingbuf, CauseRateLimited, CauseMapFull, CauseMalformed} {
 		m.LostEvents.WithLabelValues(c)
 	}
-	for _, t := range []string{"aggregate", "flow_new", "flow_close", "drop", "conntrack", "dns_request", "dns_response"} {
+	for _, t := range []string{"aggregate", "flow_new", "flow_close", "drop", "conntrack", "dns_request", "dns_response", "connect_timeout"} {
 		m.Events.WithLabelValues(t)
 	}
 	for _, d := range []string{"INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN"} {

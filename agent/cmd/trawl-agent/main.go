@@ -83,6 +83,7 @@ func newCommand() (*cobra.Command, *options) {
 	fs.DurationVar(&o.collect.FlushInterval, "flush-interval", 5*time.Second, "how often the flow and drop maps are polled")
 	fs.DurationVar(&o.collect.ActiveTimeout, "active-timeout", 0, "longest span of one aggregate record (default: --flush-interval)")
 	fs.DurationVar(&o.collect.IdleTimeout, "idle-timeout", 30*time.Second, "flows idle this long are evicted from the map")
+	fs.DurationVar(&o.collect.SYNTimeout, "syn-timeout", 3*time.Second, "a TCP connection attempt (SYNs only) with no packet back and no drop for this long is reported as CONNECT_TIMEOUT (once its SYNs' fate is known, --fate-wait)")
 	fs.DurationVar(&o.collect.FateWait, "fate-wait", 4*time.Second, "how long a packet's fate may take to be known: new-flow events wait up to this long for it, aggregates report packets this old as delivered unless dropped")
 	fs.BoolVar(&o.dp.Loopback, "loopback", false, "report drops of loopback traffic (127.0.0.0/8, ::1)")
 	fs.DurationVar(&o.conntrackInterval, "conntrack-interval", 10*time.Second, "period of conntrack samples")

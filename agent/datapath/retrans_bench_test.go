@@ -1,0 +1,104 @@
+package datapath
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/trawl-dev/trawl/agent/bpf"
+	"github.com/trawl-dev/trawl/internal/testbed"
+)
+
+// BenchmarkRetransmitTracepoint measures the in-kernel cost of one run of
+// the retransmit program (tp_btf/tcp_retransmit_skb) during lossy TCP
+// transfers between two pods of a test bed, with the flow program attached
+// in the node so the program finds its flow's entry as in production. One
+// iteration is a 1 MB transfer through 5 % loss; kernel-ns/event is the
+// kernel's run_time_ns / run_cnt (BPF run-time stats, enabled for the
+// benchmark only through BPF_ENABLE_STATS, which the kernel turns off again
+// when its file descriptor closes: kernel.bpf_stats_enabled reads 1
+// meanwhile).
+func BenchmarkRetransmitTracepoint(b *testing.B) {
+	bed := testbed.NewT(b, testbed.Config{Pods: []string{"client", "server"}})
+	client, server := bed.Pod("client"), bed.Pod("server")
+	var dp *Datapath
+	if err := bed.Node.Do(func() (err error) {
+		dp, err = Open(Config{DisableDrops: true})
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer dp.Close()
+	if dp.Retrans == nil {
+		b.Fatalf("retransmit program not attached: %s", dp.Features.Detail["tcp_retransmit"])
+	}
+	ctx := context.Background()
+	remove, err := bed.Loss(ctx, client, 5)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer remove()
+	ln, err := server.Listen("tcp", net.JoinHostPort(server.IP.String(), "0"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stats.Close()
+	before := runStats(b, dp.Retrans.TrawlTcpRetransmit)
+	buf := make([]byte, 1<<20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := client.Dial(ctx, "tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	b.StopTimer()
+	after := runStats(b, dp.Retrans.TrawlTcpRetransmit)
+	runs, ns := after.runs-before.runs, after.ns-before.ns
+	if runs == 0 {
+		b.Fatal("no retransmission during the lossy transfers")
+	}
+	var per []uint64
+	if err := dp.Retrans.Counters.Lookup(uint32(bpf.FlowCounterCNT_RETRANS_NO_FLOW), &per); err == nil {
+		var miss uint64
+		for _, v := range per {
+			miss += v
+		}
+		b.ReportMetric(float64(miss), "no-flow")
+	}
+	b.ReportMetric(float64(runs)/float64(b.N), "events/op")
+	b.ReportMetric(float64(ns)/float64(runs), "kernel-ns/event")
+}
+
+type progStats struct{ runs, ns uint64 }
+
+func runStats(b *testing.B, p *ebpf.Program) progStats {
+	st, err := p.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return progStats{st.RunCount, uint64(st.Runtime)}
+}
