@@ -10,6 +10,7 @@
 //	                   a ClickHouse stop of 30 s and an agent restart; flows
 //	                   sent vs stored, RSS every minute, lost-event records
 //	trawl-load agent   one synthetic agent process (the soak starts these)
+//	trawl-load bufmem  live heap of a full shipper buffer vs its counted bytes
 package main
 
 import (
@@ -19,7 +20,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: trawl-load scale|soak|agent [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: trawl-load scale|soak|agent|bufmem [flags] (-h for each)")
 		os.Exit(2)
 	}
 	var err error
@@ -30,8 +31,10 @@ func main() {
 		err = runSoak(os.Args[2:])
 	case "agent":
 		err = runAgent(os.Args[2:])
+	case "bufmem":
+		err = runBufMem(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: want scale, soak or agent", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want scale, soak, agent or bufmem", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trawl-load:", err)

@@ -231,9 +231,10 @@ func runSoak(args []string) error {
 			sent += s.Published
 			lost += s.Lost
 		}
-		stored := "?"
-		if c, err := scale.Count(ctx, b.conn, nodes); err == nil {
-			stored = fmt.Sprint(c.Rows)
+		stored := "?" // count() only: the exact distinct count is for the end
+		var n uint64
+		if err := b.conn.QueryRow(ctx, "SELECT count() FROM "+scale.Database+".flows WHERE node IN ?", nodes).Scan(&n); err == nil {
+			stored = fmt.Sprint(n)
 		}
 		row := fmt.Sprintf("| %d | %s | %s | %s | %d | %s | %d |\n", m, cols[0], cols[1], strings.Join(ar, " "), sent, stored, lost)
 		table.WriteString(row)

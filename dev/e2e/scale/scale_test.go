@@ -127,13 +127,17 @@ func TestTwoRelaysTwoShards(t *testing.T) {
 	relays[0].Kill()
 	wg.Wait()
 	var sent, lost uint64
+	var sentBatches, ackedBatches float64
 	for _, a := range ags {
 		if n := a.Drain(120 * time.Second); n != 0 {
 			t.Fatalf("agent %s: %d batches unacknowledged after the kill", a.Node, n)
 		}
 		sent += a.Published()
 		lost += a.Lost()
+		sentBatches += a.Metric("trawl_agent_batches_sent_total")
+		ackedBatches += a.Metric("trawl_agent_batches_acked_total")
 	}
+	t.Logf("batches acked %.0f, sent %.0f (resends included)", ackedBatches, sentBatches)
 	if lost != 0 {
 		t.Fatalf("shippers counted %d records lost, want 0 (buffers are large enough)", lost)
 	}
