@@ -125,7 +125,7 @@ func (s *DNSServer) respond(ctx context.Context, msg []byte) []byte {
 	if q.Class == dnsmessage.ClassINET {
 		for _, z := range s.zones {
 			if name == z.zone || strings.HasSuffix(name, "."+z.zone) {
-				if resp, err := exchange(ctx, z.dial, z.upstream, msg, 2*time.Second); err == nil {
+				if resp, err := exchange(ctx, z.dial, z.upstream, msg, 2*time.Second, nil, nil); err == nil {
 					return resp
 				}
 				return s.answer(h, q, dnsmessage.RCodeServerFailure, netip.Addr{})
@@ -174,8 +174,12 @@ func (s *DNSServer) answer(h dnsmessage.Header, q dnsmessage.Question, rcode dns
 }
 
 // exchange sends msg to server over a new UDP socket made by dial and
-// returns the first message that answers it (same id).
-func exchange(ctx context.Context, dial DialFunc, server string, msg []byte, timeout time.Duration) ([]byte, error) {
+// returns the first message that answers it (same id). sent and received,
+// when not nil, get the times the query left and the answer arrived: the
+// socket's creation (a switch into the client's namespace, which a loaded
+// machine can delay by hundreds of milliseconds) is not part of the
+// exchange the node sees.
+func exchange(ctx context.Context, dial DialFunc, server string, msg []byte, timeout time.Duration, sent, received *time.Time) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := dial(ctx, "udp", server)
@@ -185,12 +189,18 @@ func exchange(ctx context.Context, dial DialFunc, server string, msg []byte, tim
 	defer c.Close()
 	dl, _ := ctx.Deadline()
 	_ = c.SetDeadline(dl)
+	if sent != nil {
+		*sent = time.Now()
+	}
 	if _, err := c.Write(msg); err != nil {
 		return nil, fmt.Errorf("dns query %s: %w", server, err)
 	}
 	buf := make([]byte, 1232)
 	for {
 		n, err := c.Read(buf)
+		if received != nil {
+			*received = time.Now()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("dns answer from %s: %w", server, err)
 		}
@@ -243,9 +253,7 @@ func QueryA(ctx context.Context, dial DialFunc, server, name string) Lookup {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	l.Sent = time.Now()
-	resp, err := exchange(ctx, dial, server, msg, timeout)
-	l.Received = time.Now()
+	resp, err := exchange(ctx, dial, server, msg, timeout, &l.Sent, &l.Received)
 	if err != nil {
 		l.Err = err
 		return l
