@@ -30,6 +30,7 @@ var wantDashboards = map[string][]string{ // title -> variables
 	"Trawl / Conntrack":      {"node", "namespace"},
 	"Trawl / Pipeline":       {"node"},
 	"Trawl / DNS":            {"node", "namespace"},
+	"Trawl / TCP health":     {"node", "namespace"},
 }
 
 // wantColumns are the columns each ClickHouse panel's visualization relies
@@ -59,6 +60,13 @@ var wantColumns = map[string][]string{
 	"Trawl / DNS|Top DNS names":                              {"name", "queries", "answered", "nxdomain", "other_errors", "clients"},
 	"Trawl / DNS|Slowest DNS names":                          {"name", "responses", "p50_ms", "p99_ms"},
 	"Trawl / DNS|Recent DNS errors":                          {"time", "node", "client", "server", "name", "rcode", "latency_ms"},
+	"Trawl / TCP health|Handshake RTT p50 and p99 by pair":   {"time", "pair", "p50_ms", "p99_ms"},
+	"Trawl / TCP health|Slowest pairs":                       {"client_namespace", "client_workload", "server_namespace", "server_workload", "connections", "p50_ms", "p99_ms", "retransmits", "resets", "timeouts"},
+	"Trawl / TCP health|Retransmits per pair":                {"time", "pair", "retransmits_per_second"},
+	"Trawl / TCP health|Most retransmitting pairs":           {"client_namespace", "client_workload", "server_namespace", "server_workload", "retransmits", "connections", "resets"},
+	"Trawl / TCP health|Connection timeouts by server":       {"time", "server", "timeouts_per_minute"},
+	"Trawl / TCP health|Recent resets":                       {"time", "node", "client", "server", "server_port", "reset_by"},
+	"Trawl / TCP health|Recent connect timeouts":             {"time", "node", "client", "destination", "dst_port", "syns"},
 }
 
 func readDashboards(t *testing.T) []*grafana.Dashboard {
@@ -277,6 +285,11 @@ func schemaWithTestData(t *testing.T, ctx context.Context) (driver.Conn, time.Ti
 	if err := insertDNSTestData(ctx, conn.Exec, now); err != nil {
 		t.Errorf("insert the DNS test data into flows' DNS columns (docs/dns.md): %v", err)
 	}
+	// The TCP health columns and tcp_1m are schema version 5
+	// (docs/tcp-health.md): without them only the TCP health panels fail.
+	if err := insertTCPTestData(ctx, conn.Exec, now); err != nil {
+		t.Errorf("insert the TCP test data into flows' TCP health columns (docs/tcp-health.md): %v", err)
+	}
 	return conn, now
 }
 
@@ -356,6 +369,11 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 					// Client namespaces: kube-system's DNS server only answers.
 					want = []string{"db", "shop", "web"}
 				}
+				if d.Title == "Trawl / TCP health" && v.Name == "namespace" {
+					// Clients' and servers' namespaces of tcp_1m: the seeded
+					// TCP pairs touch no kube-system pod.
+					want = []string{"db", "shop", "web"}
+				}
 				if !slices.Equal(values, want) {
 					t.Errorf("values %v, want %v", values, want)
 				}
@@ -370,7 +388,7 @@ func TestEveryClickHousePanelQueryRunsOnTheSchemaAndReturnsItsColumns(t *testing
 }
 
 // Aggregations over time read the per-minute rollups (flows_1m, policy_1m,
-// dns_1m);
+// dns_1m, tcp_1m);
 // the raw flows table only serves "newest N" listings, which it answers
 // fast because it is sorted by time.
 func TestAggregatingPanelsReadTheRollupsNotTheFlowsTable(t *testing.T) {

@@ -19,8 +19,16 @@ import (
 // its rows by column name.
 func dnsPanel(t *testing.T, ctx context.Context, conn driver.Conn, now time.Time, title string, node, ns grafana.Var) []map[string]any {
 	t.Helper()
+	return panelRows(t, ctx, conn, now, "Trawl / DNS", title, node, ns)
+}
+
+// panelRows runs the SQL of one ClickHouse panel of a dashboard over the
+// last hour with the given node and namespace selections, and returns its
+// rows by column name.
+func panelRows(t *testing.T, ctx context.Context, conn driver.Conn, now time.Time, dashboard, title string, node, ns grafana.Var) []map[string]any {
+	t.Helper()
 	for _, d := range readDashboards(t) {
-		if d.Title != "Trawl / DNS" {
+		if d.Title != dashboard {
 			continue
 		}
 		for _, p := range d.AllPanels() {
@@ -58,7 +66,7 @@ func dnsPanel(t *testing.T, ctx context.Context, conn driver.Conn, now time.Time
 			return out
 		}
 	}
-	t.Fatalf("no ClickHouse panel %q in the DNS dashboard", title)
+	t.Fatalf("no ClickHouse panel %q in the dashboard %q", title, dashboard)
 	return nil
 }
 

@@ -86,6 +86,10 @@ func toFloat(v any) float64 {
 		return float64(n)
 	case int64:
 		return float64(n)
+	case uint32:
+		return float64(n)
+	case uint16:
+		return float64(n)
 	}
 	panic(fmt.Sprintf("not a number: %T", v))
 }
