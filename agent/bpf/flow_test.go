@@ -449,6 +449,13 @@ func BenchmarkFlowProgram(b *testing.B) {
 		// reverse entry's lookup, then conntrack's, both missing here).
 		"IPv4 TCP SYN":     frame(0x0800, ipv4(6, tcp(40000, 80, synFlag, 0))),
 		"IPv4 TCP SYN-ACK": frame(0x0800, ipv4(6, tcp(40000, 80, synFlag|ackFlag, 0))),
+		// ... and one that finds its client's entry (the common case):
+		// it stores the SYN-ACK's time there on every run.
+		"IPv4 TCP SYN-ACK to a SYN": frame(0x0800, ipv4(6, tcp(40001, 81, synFlag|ackFlag, 0))),
+	}
+	// The client's SYN of the last one.
+	if _, err := objs.TrawlFlowIngress.Run(&ebpf.RunOptions{Data: frame(0x0800, reply(ipv4(6, tcp(40001, 81, synFlag, 0))))}); err != nil {
+		b.Fatal(err)
 	}
 	for name, pkt := range pkts {
 		b.Run(name, func(b *testing.B) {
