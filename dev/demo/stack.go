@@ -75,6 +75,8 @@ type Stack struct {
 	relayIngest string
 	dnsMu       sync.Mutex
 	dnsLog      []Lookup
+	tcpMu       sync.Mutex
+	tcpLog      []Connect
 	procs       []*proc
 	cleanup     []func() error
 	tempDir     bool

@@ -63,7 +63,8 @@ func (s *Stack) PodByApp(app string) *Pod {
 // StartServers starts the demo's servers inside their pods: cluster DNS
 // (forwarding SlowZone to the slow upstream-dns pod), payment-service
 // :8080, postgres :5432, api-gateway :80, frontend :80. They stop when ctx
-// ends.
+// ends. It also sets up the TCP story's impairments: the slow link of
+// SlowLinkApp's pod and the black hole of DarkAddr (removed by Close).
 func (s *Stack) StartServers(ctx context.Context) error {
 	records := map[string]netip.Addr{}
 	for _, p := range s.Pods {
@@ -99,7 +100,7 @@ func (s *Stack) StartServers(ctx context.Context) error {
 		}
 		go serveTCP(ctx, l)
 	}
-	return nil
+	return s.startTCPStory(ctx)
 }
 
 // serveTCP answers each connection's request with a fixed-size reply.
@@ -134,9 +135,11 @@ type Call struct {
 
 // Round runs one round of the story's calls and returns their outcomes:
 // allowed calls (api-gateway → payment-service:8080, payment-service →
-// postgres:5432, DNS lookups of the story's services and of SlowName),
-// denied ones (frontend → postgres:5432, payment-service → frontend:80) and
-// one to a closed port (api-gateway → frontend:7070). The round also runs
+// postgres:5432 over the slow link, DNS lookups of the story's services
+// and of SlowName), denied ones (frontend → postgres:5432,
+// payment-service → frontend:80), one to a closed port (api-gateway →
+// frontend:7070, reset by the server) and one to the blackholed DarkAddr
+// (api-gateway, a connect timeout). Every TCP attempt is in TCPConnects. The round also runs
 // the DNS storm (StormApp asking for StormName), which fails by design and
 // is not among the calls; every DNS exchange is in DNSLookups.
 func (s *Stack) Round(ctx context.Context) []Call {
@@ -156,7 +159,18 @@ func (s *Stack) Round(ctx context.Context) []Call {
 		calls = append(calls, Call{From: ID(from), To: ID(dns), Port: 53, Proto: "UDP", Err: resolve(from, name)})
 	}
 	request := func(from, to *Pod, port int, timeout time.Duration) {
-		calls = append(calls, Call{From: ID(from), To: ID(to), Port: port, Proto: "TCP", Err: RequestTCP(ctx, from.Netns, to.IP, port, timeout)})
+		calls = append(calls, Call{From: ID(from), To: ID(to), Port: port, Proto: "TCP", Err: s.connectTCP(ctx, from, ID(to), to.IP, port, timeout)})
+	}
+	// The blackholed partner: no answer ever comes, the client gives up
+	// after a while (meanwhile the round goes on).
+	dark := s.PodByApp(DarkApp)
+	darkDone := make(chan error, 1)
+	if dark != nil {
+		go func() {
+			darkDone <- s.connectTCP(ctx, dark, DarkAddr.String(), DarkAddr, DarkPort, 1500*time.Millisecond)
+		}()
+	} else {
+		darkDone <- errors.New("demo manifests lack the " + DarkApp + " pod")
 	}
 	// Fully qualified names (trailing dot): one query each, no search list.
 	lookup(gw, AppPayments+"."+pay.Namespace+".svc.cluster.local.")
@@ -172,6 +186,7 @@ func (s *Stack) Round(ctx context.Context) []Call {
 	request(fe, pg, 5432, 700*time.Millisecond)
 	request(pay, fe, 80, 700*time.Millisecond)
 	request(gw, fe, ClosedPort, 2*time.Second)
+	calls = append(calls, Call{From: ID(gw), To: DarkAddr.String(), Port: DarkPort, Proto: "TCP", Err: <-darkDone})
 	return calls
 }
 
@@ -211,11 +226,16 @@ func RequestTCP(ctx context.Context, from *testbed.Pod, to netip.Addr, port int,
 		return err
 	}
 	defer c.Close()
+	return requestReply(c, timeout)
+}
+
+// requestReply writes one request line and reads the reply to its end.
+func requestReply(c net.Conn, timeout time.Duration) error {
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
 		return err
 	}
-	_, err = io.Copy(io.Discard, c)
+	_, err := io.Copy(io.Discard, c)
 	return err
 }
 

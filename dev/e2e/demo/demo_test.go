@@ -137,9 +137,10 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 
 	t.Run("the story's calls succeed or fail as the policies say", func(t *testing.T) {
 		for _, c := range s.Round(ctx) {
-			denied := (c.From == demo.ID(fe) && c.To == demo.ID(pg)) || (c.From == demo.ID(pay) && c.To == demo.ID(fe)) || c.Port == demo.ClosedPort
+			denied := (c.From == demo.ID(fe) && c.To == demo.ID(pg)) || (c.From == demo.ID(pay) && c.To == demo.ID(fe)) || c.Port == demo.ClosedPort ||
+				c.To == demo.DarkAddr.String()
 			if denied && c.Err == nil {
-				t.Errorf("%s -> %s:%d succeeded; the policies (or the closed port) should stop it", c.From, c.To, c.Port)
+				t.Errorf("%s -> %s:%d succeeded; the policies (or the closed port, or the black hole) should stop it", c.From, c.To, c.Port)
 			}
 			if !denied && c.Err != nil {
 				t.Errorf("%s -> %s:%d failed: %v", c.From, c.To, c.Port, c.Err)
@@ -499,6 +500,11 @@ func TestEndToEndTheDemoClusterTellsItsStoryThroughTheUserInterfaces(t *testing.
 		if up["trawl-agent"] != 1 || up["trawl-relay"] != 1 {
 			t.Errorf("targets up = %v, want the agent and the relay", up)
 		}
+	})
+
+	// Last: its lossy period makes the node drop packets.
+	t.Run("TCP health: the slow link at the client's RTT, the closed port reset by the server, the blackholed partner's timeouts and alert, retransmits under loss", func(t *testing.T) {
+		checkTCP(t, ctx, s, trawl)
 	})
 }
 
