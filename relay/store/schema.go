@@ -531,8 +531,15 @@ const tcpColumns = `tcp_syn_ack_ns UInt64 CODEC(T64, ZSTD(1)) AFTER dns_ttl,
   tcp_reset_by LowCardinality(String) AFTER tcp_retransmits,
   tcp_zero_windows UInt32 CODEC(T64, ZSTD(1)) AFTER tcp_reset_by`
 
-// tcpRollupKey is the key of tcp_1m.
-const tcpRollupKey = `minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port`
+// tcpRollupKey is the grouping of tcp_1m; tcpRollupOrder its sort key: the
+// same columns, hour first, then the pair. A pair's day is then 24 short
+// ranges of the table (a sort key starting with the minute reads every row
+// of the day for one pair: 90-170 ms on the 50 M-flow bench data set), and
+// a ranking of the last hour still reads that hour only.
+const (
+	tcpRollupKey   = `minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port`
+	tcpRollupOrder = `toStartOfHour(minute), client_namespace, client_workload, server_namespace, server_workload, minute, node, server_port`
+)
 
 // schemaV5 adds TCP health: the tcp_ columns of flows, CONNECT_TIMEOUT in
 // event_kind, and the tcp_1m rollup with its materialized view.
@@ -570,7 +577,7 @@ PARTITION BY toDate(minute)
 ORDER BY (%s)
 TTL minute + toIntervalSecond(%d)
 SETTINGS ttl_only_drop_parts = 1, %s`,
-		d.local("tcp_1m"), d.on(), d.engine("tcp_1m", "Aggregating", ""), tcpRollupKey, retention, dedupSettings))
+		d.local("tcp_1m"), d.on(), d.engine("tcp_1m", "Aggregating", ""), tcpRollupOrder, retention, dedupSettings))
 	s = append(s, d.distributed("tcp_1m", "rand()")...)
 	ident := func(p string) string {
 		return fmt.Sprintf("toString(if(%[1]s_namespace = '', arrayFirst(l -> startsWith(l, 'reserved:'), %[1]s_labels), %[1]s_workload))", p)

@@ -46,7 +46,7 @@ func TestClusterDDLUsesOnClusterReplicatedAndDistributedTables(t *testing.T) {
 		"CREATE TABLE IF NOT EXISTS `trawl`.`tcp_1m_local` ON CLUSTER `prod`",
 		"ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/trawl/tcp_1m_local', '{replica}')",
 		"rtt AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)",
-		"ORDER BY (minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port)",
+		"ORDER BY (toStartOfHour(minute), client_namespace, client_workload, server_namespace, server_workload, minute, node, server_port)",
 		"CREATE MATERIALIZED VIEW IF NOT EXISTS `trawl`.`tcp_1m_mv_local` ON CLUSTER `prod` TO `trawl`.`tcp_1m_local` AS",
 	} {
 		if !strings.Contains(all, want) {
