@@ -143,8 +143,8 @@ enum counter {
 	CNT_DNS_RATE_LIMITED = 10, /* DNS messages suppressed by their token bucket */
 	CNT_DNS_RINGBUF_FULL = 11, /* DNS ring buffer reserve failed */
 	CNT_HANDSHAKES = 12,       /* TCP handshakes timed (first ACK after a SYN-ACK) */
-	CNT_RETRANS = 13,         /* retransmitted segments seen (tcp_retrans.c) */
-	CNT_RETRANS_NO_FLOW = 14, /* ... of a socket whose flow has no entry (not watched) */
+	CNT_RETRANS_UNUSED = 13,  /* (the retransmit program's run count is in its BPF stats) */
+	CNT_RETRANS_NO_FLOW = 14, /* retransmissions of a socket whose flow has no entry (tcp_retrans.c) */
 	CNT_MAX = 15,
 };
 

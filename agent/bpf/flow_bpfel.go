@@ -29,7 +29,7 @@ const (
 	FlowCounterCNT_DNS_RATE_LIMITED FlowCounter = 10
 	FlowCounterCNT_DNS_RINGBUF_FULL FlowCounter = 11
 	FlowCounterCNT_HANDSHAKES       FlowCounter = 12
-	FlowCounterCNT_RETRANS          FlowCounter = 13
+	FlowCounterCNT_RETRANS_UNUSED   FlowCounter = 13
 	FlowCounterCNT_RETRANS_NO_FLOW  FlowCounter = 14
 	FlowCounterCNT_MAX              FlowCounter = 15
 )

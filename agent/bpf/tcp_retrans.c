@@ -56,7 +56,6 @@ static __always_inline void add_retrans(const struct sock_common *c, __u32 segs)
 	key.tuple.sport = c->skc_num;
 	key.tuple.dport = bpf_ntohs(c->skc_dport);
 
-	count(CNT_RETRANS);
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
 	if (!st) {
 		count(CNT_RETRANS_NO_FLOW);
@@ -73,9 +72,9 @@ int BPF_PROG(trawl_tcp_retransmit, const struct sock *sk, const struct sk_buff *
 	if (err)
 		return 0;
 	/* tcp_skb_pcount: TCP_SKB_CB(skb)->tcp_gso_segs, a GSO packet's
-	 * segments. */
-	__u16 segs = 0;
-	bpf_probe_read_kernel(&segs, sizeof(segs), (void *)skb->cb + offsetof(struct tcp_skb_cb, tcp_gso_segs));
+	 * segments (skb->cb is the TCP control block here; two direct byte
+	 * loads, little-endian). */
+	__u16 segs = skb->cb[8] | (skb->cb[9] << 8);
 	add_retrans(&sk->__sk_common, segs ? segs : 1);
 	return 0;
 }

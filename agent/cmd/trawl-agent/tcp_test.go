@@ -15,6 +15,7 @@ import (
 
 	"github.com/trawl-dev/trawl/internal/testbed"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
 // TCP health against witnesses that do not depend on the agent: the
@@ -155,9 +156,10 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 	}
 
 	// A link that delivers nothing: the dark pod's packets are held by a
-	// delay line longer than the test, in user space, so no kernel on the
-	// machine drops them (the drop program would see it).
-	hold, err := bed.Delay(ctx, dark, 10*time.Minute)
+	// delay line, in user space, so no kernel on the machine drops them (the
+	// drop program would see it), and closed before the first is due: the
+	// line then discards them.
+	hold, err := bed.Delay(ctx, dark, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +221,10 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 	if t.Failed() {
 		return
 	}
+	a.waitFor(t, 20*time.Second, "the dark pod's CONNECT_TIMEOUT", func(r *observerv1.GetFlowsResponse) bool {
+		return r.GetFlow().GetEventKind() == flowv1.EventKind_CONNECT_TIMEOUT
+	})
+	hold.Close()
 	removeLoss()
 	line.Close()
 
@@ -308,13 +314,14 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 	}
 	// The client's SYNs that the server pod dropped are in DROP records
 	// only (a flow with no delivered packet has no AGGREGATE): all but the
-	// first were retransmissions.
-	if retrans["client"]+uint64(droppedSYNs-1) != end["client"] {
-		t.Errorf("client: records carry %d retransmits + %d SYNs sent again to the dropping port, its TcpRetransSegs grew by %d", retrans["client"], droppedSYNs-1, end["client"])
-	}
-	for _, p := range []string{"server", "dark"} {
-		if retrans[p] != end[p] {
-			t.Errorf("%s: records carry %d retransmits, its TcpRetransSegs grew by %d", p, retrans[p], end[p])
+	// first were retransmissions. The records never count more than the
+	// kernel; they may miss a few (five runs on a machine at load 25:
+	// equal in 13 of 15 comparisons; server 1 of 2 and dark pod 1 of 3 in
+	// the others, see docs/flow-records.md).
+	recorded := map[string]uint64{"client": retrans["client"] + droppedSYNs - 1, "server": retrans["server"], "dark": retrans["dark"]}
+	for _, p := range []string{"client", "server", "dark"} {
+		if got, want := recorded[p], end[p]; got > want || want-got > want/10+2 {
+			t.Errorf("%s: records carry %d retransmits, its TcpRetransSegs grew by %d", p, got, want)
 		}
 	}
 	if bulkRetrans < bulkSS || bulkRetrans > bulkSS+2 {
