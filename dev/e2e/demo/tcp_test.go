@@ -136,6 +136,7 @@ func checkTCP(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 	clientMedian := medianDuration(clientRTTs)
 	within := func(t *testing.T, what string, got time.Duration) {
 		t.Helper()
+		t.Logf("%s: handshake RTT %s, the client's median connect %s", what, got, clientMedian)
 		if d := got - clientMedian; d*10 > clientMedian || -d*10 > clientMedian {
 			t.Errorf("%s: handshake RTT %s, the client's median connect %s (delay %s plus the base): more than 10 %% apart", what, got, clientMedian, demo.SlowLinkDelay)
 		}
@@ -257,7 +258,7 @@ func checkTCP(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 		defer conn.Close()
 		var connections uint64
 		var p50 float64
-		if err := conn.QueryRow(ctx, `SELECT sum(connections), quantilesTDigestMergeIf(0.5, 0.9, 0.99)(rtt, connections > 0)[1] FROM trawl.tcp_1m
+		if err := conn.QueryRow(ctx, `SELECT sum(connections), toFloat64(quantilesTDigestMergeIf(0.5, 0.9, 0.99)(rtt, connections > 0)[1]) FROM trawl.tcp_1m
 			WHERE client_namespace = ? AND client_workload = ? AND server_namespace = ? AND server_workload = ? AND server_port = 5432`,
 			pay.Namespace, demo.AppPayments, pg.Namespace, demo.SlowLinkApp).Scan(&connections, &p50); err != nil {
 			t.Fatal(err)
@@ -273,7 +274,20 @@ func checkTCP(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 			t.Fatal(err)
 		}
 		if resets == 0 {
-			t.Errorf("tcp_1m has no reset of %s -> %s:%d (the closed port)", demo.AppGateway, demo.AppFrontend, demo.ClosedPort)
+			// Say where the rollup put the closed port's RST instead.
+			var where []string
+			rows, err := conn.Query(ctx, `SELECT concat(client_workload, ' -> ', server_workload, ':', toString(server_port), ' resets ', toString(sum(resets)))
+				FROM trawl.tcp_1m WHERE resets > 0 GROUP BY client_workload, server_workload, server_port`)
+			if err == nil {
+				for rows.Next() {
+					var w string
+					if rows.Scan(&w) == nil {
+						where = append(where, w)
+					}
+				}
+				rows.Close()
+			}
+			t.Errorf("tcp_1m has no reset of %s -> %s:%d (the closed port, reset by the server); its resets: %v", demo.AppGateway, demo.AppFrontend, demo.ClosedPort, where)
 		}
 		var timeouts uint64
 		if err := conn.QueryRow(ctx, `SELECT sum(timeouts) FROM trawl.tcp_1m WHERE client_workload = ? AND server_workload = 'reserved:world' AND server_port = ?`,
