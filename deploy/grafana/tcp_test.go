@@ -92,16 +92,19 @@ func TestTheTCPHealthPanelsShowTheSeededHandshakesRetransmitsResetsAndTimeouts(t
 		}
 	})
 
-	t.Run("recent resets name the side that sent each RST, newest first", func(t *testing.T) {
+	t.Run("recent resets name the side that sent each RST and orient client and server by it, newest first", func(t *testing.T) {
 		rows := panel("Recent resets")
-		if len(rows) != 2 {
-			t.Fatalf("%d rows %v, want the two resets", len(rows), rows)
+		if len(rows) != 3 {
+			t.Fatalf("%d rows %v, want the three resets", len(rows), rows)
 		}
-		if r := rows[0]; r["reset_by"] != "SERVER" || r["client"] != "web/api-5c6b-xyz12" || r["server"] != "db/postgres-0" || num(r["server_port"]) != 5432 || r["node"] != "node-b" {
-			t.Errorf("newest reset %v, want postgres-0:5432 resetting api's connection (SERVER)", r)
+		if r := rows[0]; r["reset_by"] != "SERVER" || r["client"] != "shop/frontend-7d9f-abcde" || r["server"] != "web/api-5c6b-xyz12" || num(r["server_port"]) != 9999 || r["node"] != "node-a" {
+			t.Errorf("newest reset %v, want api-5c6b-xyz12's closed port 9999 refusing frontend (SERVER), though its record has no is_reply", r)
 		}
-		if r := rows[1]; r["reset_by"] != "CLIENT" || r["client"] != "shop/frontend-7d9f-abcde" || r["server"] != "web/api-5c6b-xyz12" || num(r["server_port"]) != 8080 {
-			t.Errorf("older reset %v, want frontend resetting its connection to api:8080 (CLIENT)", r)
+		if r := rows[1]; r["reset_by"] != "SERVER" || r["client"] != "web/api-5c6b-xyz12" || r["server"] != "db/postgres-0" || num(r["server_port"]) != 5432 || r["node"] != "node-b" {
+			t.Errorf("second reset %v, want postgres-0:5432 resetting api's connection (SERVER)", r)
+		}
+		if r := rows[2]; r["reset_by"] != "CLIENT" || r["client"] != "shop/frontend-7d9f-abcde" || r["server"] != "web/api-5c6b-xyz12" || num(r["server_port"]) != 8080 {
+			t.Errorf("oldest reset %v, want frontend resetting its connection to api:8080 (CLIENT)", r)
 		}
 	})
 

@@ -14,6 +14,7 @@ type tcpRecord struct {
 	ago                  time.Duration
 	node, kind, dir      string
 	reply                bool // the server -> client direction
+	replyUnknown         bool // a direction whose first packet was a RST: is_reply unset
 	srcIP, dstIP         string
 	srcPort, dstPort     int
 	srcNS, srcPod, srcWL string
@@ -37,6 +38,9 @@ type tcpRecord struct {
 //     retransmitted by the server each time (on the reply direction's
 //     record: 15 in all); 10 minutes ago a connection the server reset
 //     (on the reply).
+//   - web/api:9999 (node-a), 7 minutes ago: a closed port's RST answering
+//     shop/frontend's SYN, reset by the server; the RST's direction starts
+//     with the RST, so its record has no is_reply.
 //   - shop/frontend -> 198.51.100.1:443 (reserved:world, node-a), 8 and 3
 //     minutes ago: a connect timeout after 3 SYNs each.
 func tcpTestRecords() []tcpRecord {
@@ -69,7 +73,9 @@ func tcpTestRecords() []tcpRecord {
 	clientReset.ago, clientReset.srcPort, clientReset.resetBy = 12*time.Minute, 43100, "CLIENT"
 	serverReset := reply(api)
 	serverReset.ago, serverReset.dstPort, serverReset.resetBy = 10*time.Minute, 53100, "SERVER"
-	out = append(out, clientReset, serverReset)
+	closedPort := reply(frontend)
+	closedPort.ago, closedPort.replyUnknown, closedPort.srcPort, closedPort.dstPort, closedPort.resetBy, closedPort.packets = 7*time.Minute, true, 9999, 45000, "SERVER", 1
+	out = append(out, clientReset, serverReset, closedPort)
 	for i, ago := range []time.Duration{8 * time.Minute, 3 * time.Minute} {
 		out = append(out, tcpRecord{ago: ago, node: "node-a", kind: "CONNECT_TIMEOUT", dir: "EGRESS", srcIP: "10.1.0.5", dstIP: "198.51.100.1",
 			srcPort: 44000 + i, dstPort: 443, srcNS: "shop", srcPod: "frontend-7d9f-abcde", srcWL: "frontend", dstLabels: []string{"reserved:world"}, packets: 3})
@@ -85,6 +91,9 @@ func insertTCPTestData(ctx context.Context, exec execFunc, now time.Time) error 
 		isReply := 1
 		if r.reply {
 			isReply = 2
+		}
+		if r.replyUnknown {
+			isReply = 0
 		}
 		values = append(values, fmt.Sprintf("(fromUnixTimestamp64Nano(CAST(%d AS Int64)), %s, 'FORWARDED', %s, %s, 4, toIPv6(%s), toIPv6(%s), 6, %d, %d, %s, %s, %s, %s, %s, %s, %s, %d, %d, %d, 'tcx-egress', %d, %d, %d, %s)",
 			now.Add(-r.ago).UnixNano(), q(r.node), q(r.kind), q(r.dir), q("::ffff:"+r.srcIP), q("::ffff:"+r.dstIP), r.srcPort, r.dstPort,
