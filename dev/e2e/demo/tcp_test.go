@@ -3,6 +3,8 @@ package demo_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -305,6 +307,32 @@ func checkTCP(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 			if !exported[name] {
 				t.Errorf("the relay does not export %s", name)
 			}
+		}
+		// The closed port's RST: reset by the server, the client
+		// api-gateway the source and the server frontend the destination.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.RelayMetrics+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resetLines []string
+		var closedPortReset bool
+		for _, line := range strings.Split(string(body), "\n") {
+			if !strings.HasPrefix(line, "trawl_tcp_resets_total{") {
+				continue
+			}
+			resetLines = append(resetLines, line)
+			closedPortReset = closedPortReset || strings.Contains(line, `reset_by="server"`) &&
+				strings.Contains(line, `source="`+gw.Namespace+"/"+demo.AppGateway+`"`) && strings.Contains(line, `destination="`+fe.Namespace+"/"+demo.AppFrontend+`"`)
+		}
+		if !closedPortReset {
+			t.Errorf("no trawl_tcp_resets_total{reset_by=\"server\"} from %s/%s to %s/%s (the closed port); the relay's reset series:\n%s",
+				gw.Namespace, demo.AppGateway, fe.Namespace, demo.AppFrontend, strings.Join(resetLines, "\n"))
 		}
 		if s.Prom == nil {
 			t.Fatal("no Prometheus in the stack")
