@@ -64,12 +64,17 @@ static __always_inline void add_retrans(const struct sock_common *c, __u32 segs)
 	__sync_fetch_and_add(&st->retransmits, segs);
 }
 
-/* Linux 6.13+ passes the transmit's error and fires on failures too: only
- * a segment that went out counts (as TcpRetransSegs). */
+/* Linux 6.13+ passes the transmit's error and fires on failures too. The
+ * kernel counts a retransmission (TcpRetransSegs, the socket's
+ * total_retrans) once it hands the segment to tcp_transmit_skb, whose
+ * errors are a positive NET_XMIT_* code or -ENOBUFS; the errors before that
+ * point (-EBUSY, -EAGAIN, -ENOMEM, -EINVAL, -EHOSTUNREACH) sent nothing and
+ * are not counted. Count as the kernel does. */
+#define ENOBUFS_ 105
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(trawl_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
 {
-	if (err)
+	if (err < 0 && err != -ENOBUFS_)
 		return 0;
 	/* tcp_skb_pcount: TCP_SKB_CB(skb)->tcp_gso_segs, a GSO packet's
 	 * segments (skb->cb is the TCP control block here; two direct byte
