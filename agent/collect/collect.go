@@ -513,6 +513,7 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 	}
 	if tcp {
 		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp)
+		orient(f, f.GetTcpHealth().GetResetBy())
 	}
 	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
 	c.m.Flows.WithLabelValues(dir, verdict).Inc()

@@ -174,6 +174,7 @@ func (c *Collector) release(k bpf.FlowFlowKey, p *pendingEvent) {
 		if p.f.EventKind == flowv1.EventKind_FLOW_CLOSE && l4.FlagBits(p.f.GetL4().GetTCP().GetFlags())&l4.RST != 0 {
 			if side := c.tcpSide(k, v.FirstTcpFlags); side != flowv1.TCPSide_TCP_SIDE_UNKNOWN {
 				p.f.TcpHealth = &flowv1.TCPHealth{ResetBy: side}
+				orient(p.f, side)
 			}
 		}
 	}

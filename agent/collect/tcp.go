@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/internal/l4"
@@ -79,6 +80,18 @@ func (c *Collector) tcpSide(k bpf.FlowFlowKey, firstFlags uint32) flowv1.TCPSide
 		return flowv1.TCPSide_SERVER
 	}
 	return flowv1.TCPSide_TCP_SIDE_UNKNOWN
+}
+
+// orient sets is_reply from the side that sends a direction's packets when
+// the direction's own first packet could not tell (a RST answering a SYN,
+// as a closed port sends): the server's packets are the replies. Without
+// it the relay, which orients client and server by is_reply, would file a
+// refused connection under the swapped pair.
+func orient(f *flowv1.Flow, side flowv1.TCPSide) {
+	if f.IsReply != nil || side == flowv1.TCPSide_TCP_SIDE_UNKNOWN {
+		return
+	}
+	f.IsReply = wrapperspb.Bool(side == flowv1.TCPSide_SERVER)
 }
 
 // synOnly: nothing but SYNs (ECN's setup bits aside).

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -55,3 +57,30 @@ func TestOnlySYNsAreAConnectionAttempt(t *testing.T) {
 		}
 	}
 }
+
+func TestARSTAnsweringASYNMakesItsDirectionTheReply(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		isReply   *wrapperspb.BoolValue
+		side      flowv1.TCPSide
+		wantReply *bool
+	}{
+		{"the server's RST (a closed port) is a reply", nil, flowv1.TCPSide_SERVER, ptr(true)},
+		{"the client's RST is not", nil, flowv1.TCPSide_CLIENT, ptr(false)},
+		{"an unknown side leaves it unknown", nil, flowv1.TCPSide_TCP_SIDE_UNKNOWN, nil},
+		{"the first packet's answer is kept", wrapperspb.Bool(false), flowv1.TCPSide_SERVER, ptr(false)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &flowv1.Flow{IsReply: tc.isReply}
+			orient(f, tc.side)
+			switch {
+			case tc.wantReply == nil && f.IsReply != nil:
+				t.Errorf("is_reply %v, want unset", f.IsReply.GetValue())
+			case tc.wantReply != nil && (f.IsReply == nil || f.IsReply.GetValue() != *tc.wantReply):
+				t.Errorf("is_reply %v, want %v", f.IsReply, *tc.wantReply)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -175,7 +175,12 @@ func run(parent context.Context, o *options) error {
 		"dns_ports", fmt.Sprint(dp.DNSPorts()))
 	err = g.Wait()
 	if ship != nil {
-		drainShipper(ship, 3*time.Second)
+		if batches, bytes := drainShipper(ship, 3*time.Second); batches > 0 {
+			// Not known to be stored: the relay may have inserted them
+			// without its ack arriving. Said once, loudly, as the process
+			// (and its metrics) end here.
+			log.Error("stopping with unacknowledged batches: their records may be lost", "batches", batches, "bytes", bytes)
+		}
 		shipCancel()
 		<-shipErr
 	}
@@ -199,13 +204,15 @@ func metricsServer(addr string, reg *prometheus.Registry) (func(context.Context)
 	}, nil
 }
 
-// drainShipper gives the relay a moment to acknowledge what is buffered.
-func drainShipper(s *shipper.Shipper, wait time.Duration) {
+// drainShipper gives the relay a moment to acknowledge what is buffered and
+// returns what is still unacknowledged.
+func drainShipper(s *shipper.Shipper, wait time.Duration) (batches, bytes int) {
 	s.Flush()
 	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		if batches, _ := s.Stats(); batches == 0 {
-			return
+	for {
+		batches, bytes = s.Stats()
+		if batches == 0 || !time.Now().Before(deadline) {
+			return batches, bytes
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
