@@ -27,43 +27,12 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnDNSRecords(t *testing.T) {
 	dns := filtertest.DNSFlows()
 	flows := slices.Concat(dns, filtertest.Flows(), mixedDNSFlows(300), oddQueries())
 	write(t, w, &store.Batch{Key: "k/dns", Flows: flows})
-	index := map[string]int{}
-	for i, f := range flows {
-		index[f.Uuid] = i
-	}
 	cases := append(filtertest.DNSCases(),
 		filtertest.Case{Name: "dns_query: a dot does not match a newline, as in Go", Allow: []*observerv1.FlowFilter{{DnsQuery: []string{`^a.b\.$`}}}},
 		filtertest.Case{Name: "dns_query: unless the expression says so", Allow: []*observerv1.FlowFilter{{DnsQuery: []string{`(?s)^a.b\.$`}}}},
 		filtertest.Case{Name: "fqdn: capitals in a query", Allow: []*observerv1.FlowFilter{{DestinationFqdn: []string{"cafe.example.com"}}}},
 	)
-	for _, tc := range cases {
-		t.Run(tc.Name, func(t *testing.T) {
-			flt, err := filter.Compile(tc.Allow, tc.Deny)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want, wantFixed []int
-			for i, f := range flows {
-				if flt.MatchFlow(f) {
-					want = append(want, i)
-					if i < len(dns) {
-						wantFixed = append(wantFixed, i)
-					}
-				}
-			}
-			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
-				t.Fatalf("filter selects %v of the DNS set, the case expects %v", wantFixed, tc.Want)
-			}
-			var got []int
-			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
-				got = append(got, index[r.GetFlow().GetUuid()])
-			}
-			slices.Sort(got)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("ClickHouse selected %d records, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
-			}
-		})
-	}
+	checkAgreement(t, s, flows, len(dns), "DNS", cases)
 }
 
 // oddQueries are DNS records whose names hold what DNS allows and names
@@ -120,10 +89,6 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnTCPRecords(t *testing.T) {
 	tcp := filtertest.TCPFlows()
 	flows := slices.Concat(tcp, filtertest.Flows(), filtertest.DNSFlows(), mixedTCPFlows(300), oddHandshakes())
 	write(t, w, &store.Batch{Key: "k/tcp", Flows: flows})
-	index := map[string]int{}
-	for i, f := range flows {
-		index[f.Uuid] = i
-	}
 	rtt := func(d time.Duration) []*observerv1.FlowFilter {
 		return []*observerv1.FlowFilter{{MinHandshakeRtt: durationpb.New(d)}}
 	}
@@ -133,34 +98,7 @@ func TestSQLSelectsExactlyWhatTheFilterSelectsOnTCPRecords(t *testing.T) {
 		filtertest.Case{Name: "reset or retransmits, not a timeout", Allow: []*observerv1.FlowFilter{{TcpReset: true}, {TcpRetransmits: true}},
 			Deny: []*observerv1.FlowFilter{{TcpTimeout: true}}, Want: []int{1, 2, 3, 5}},
 	)
-	for _, tc := range cases {
-		t.Run(tc.Name, func(t *testing.T) {
-			flt, err := filter.Compile(tc.Allow, tc.Deny)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want, wantFixed []int
-			for i, f := range flows {
-				if flt.MatchFlow(f) {
-					want = append(want, i)
-					if i < len(tcp) {
-						wantFixed = append(wantFixed, i)
-					}
-				}
-			}
-			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
-				t.Fatalf("filter selects %v of the TCP set, the case expects %v", wantFixed, tc.Want)
-			}
-			var got []int
-			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
-				got = append(got, index[r.GetFlow().GetUuid()])
-			}
-			slices.Sort(got)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("ClickHouse selected %d records, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
-			}
-		})
-	}
+	checkAgreement(t, s, flows, len(tcp), "TCP", cases)
 }
 
 // oddHandshakes are records whose handshake halves are what a proto can
@@ -206,4 +144,44 @@ func mixedTCPFlows(n int) []*flowv1.Flow {
 		out = append(out, f)
 	}
 	return out
+}
+
+// checkAgreement runs each case through the in-memory filter and through
+// ClickHouse over the stored flows: both must select the same records, and
+// on the first fixed records (the named data set) the filter must select
+// what the case expects.
+func checkAgreement(t *testing.T, s *store.Store, flows []*flowv1.Flow, fixed int, set string, cases []filtertest.Case) {
+	t.Helper()
+	index := map[string]int{}
+	for i, f := range flows {
+		index[f.Uuid] = i
+	}
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			flt, err := filter.Compile(tc.Allow, tc.Deny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, wantFixed []int
+			for i, f := range flows {
+				if flt.MatchFlow(f) {
+					want = append(want, i)
+					if i < fixed {
+						wantFixed = append(wantFixed, i)
+					}
+				}
+			}
+			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
+				t.Fatalf("filter selects %v of the %s set, the case expects %v", wantFixed, set, tc.Want)
+			}
+			var got []int
+			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
+				got = append(got, index[r.GetFlow().GetUuid()])
+			}
+			slices.Sort(got)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ClickHouse selected %d records, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
+			}
+		})
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/trawl-dev/trawl/dev/chtest"
-	"github.com/trawl-dev/trawl/internal/filter"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -245,38 +243,7 @@ func TestSQLSelectsExactlyWhatTheFilterSelects(t *testing.T) {
 	w := runWriter(t, s)
 	flows := append(filtertest.Flows(), mixedFlows(400)...)
 	write(t, w, &store.Batch{Key: "k/1", Flows: flows})
-	index := map[string]int{}
-	for i, f := range flows {
-		index[f.Uuid] = i
-	}
-	for _, tc := range filtertest.Cases() {
-		t.Run(tc.Name, func(t *testing.T) {
-			flt, err := filter.Compile(tc.Allow, tc.Deny)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want, wantFixed []int
-			for i, f := range flows {
-				if flt.MatchFlow(f) {
-					want = append(want, i)
-					if i < len(filtertest.Flows()) {
-						wantFixed = append(wantFixed, i)
-					}
-				}
-			}
-			if fmt.Sprint(wantFixed) != fmt.Sprint(tc.Want) {
-				t.Fatalf("filter selects %v of the fixed set, the case expects %v", wantFixed, tc.Want)
-			}
-			var got []int
-			for _, r := range query(t, s, &observerv1.GetFlowsRequest{Allowlist: tc.Allow, Denylist: tc.Deny}) {
-				got = append(got, index[r.GetFlow().GetUuid()])
-			}
-			slices.Sort(got)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("ClickHouse selected %d flows, the filter %d\n got %v\nwant %v", len(got), len(want), got, want)
-			}
-		})
-	}
+	checkAgreement(t, s, flows, len(filtertest.Flows()), "fixed", filtertest.Cases())
 }
 
 // mixedFlows builds n flows whose fields come from different flows of the
