@@ -169,39 +169,86 @@ func TestConntrackUtilizationPanelsDrawTheAlertThresholds(t *testing.T) {
 				continue
 			}
 			found++
-			var fc struct {
-				Defaults struct {
-					Thresholds struct {
-						Steps []struct {
-							Value *float64 `json:"value"`
-						} `json:"steps"`
-					} `json:"thresholds"`
-					Custom struct {
-						ThresholdsStyle struct {
-							Mode string `json:"mode"`
-						} `json:"thresholdsStyle"`
-					} `json:"custom"`
-				} `json:"defaults"`
-			}
-			if err := json.Unmarshal(p.FieldConfig, &fc); err != nil {
-				t.Fatal(err)
-			}
-			var values []float64
-			for _, s := range fc.Defaults.Thresholds.Steps {
-				if s.Value != nil {
-					values = append(values, *s.Value)
-				}
-			}
+			values, style := thresholds(t, p)
 			if !slices.Equal(values, []float64{0.8, 0.95}) {
 				t.Errorf("%s / %s: thresholds %v, want the alerts' 0.8 and 0.95", d.Title, p.Title, values)
 			}
-			if m := fc.Defaults.Custom.ThresholdsStyle.Mode; m == "" || m == "off" {
+			if m := style; m == "" || m == "off" {
 				t.Errorf("%s / %s: thresholds are not drawn (thresholdsStyle %q)", d.Title, p.Title, m)
 			}
 		}
 	}
 	if found < 1 {
 		t.Error("no conntrack utilization panel")
+	}
+}
+
+// thresholds reads a panel's threshold values and how they are drawn.
+func thresholds(t *testing.T, p grafana.Panel) (values []float64, style string) {
+	t.Helper()
+	var fc struct {
+		Defaults struct {
+			Thresholds struct {
+				Steps []struct {
+					Value *float64 `json:"value"`
+				} `json:"steps"`
+			} `json:"thresholds"`
+			Custom struct {
+				ThresholdsStyle struct {
+					Mode string `json:"mode"`
+				} `json:"thresholdsStyle"`
+			} `json:"custom"`
+		} `json:"defaults"`
+	}
+	if err := json.Unmarshal(p.FieldConfig, &fc); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range fc.Defaults.Thresholds.Steps {
+		if s.Value != nil {
+			values = append(values, *s.Value)
+		}
+	}
+	return values, fc.Defaults.Custom.ThresholdsStyle.Mode
+}
+
+// Each Prometheus panel marked "(alerted)" plots the series of an alert of
+// deploy/prometheus/trawl-rules.yaml and draws its threshold.
+func TestTheAlertedPanelsDrawTheAlertThresholds(t *testing.T) {
+	want := map[string]map[string]float64{
+		"Trawl / DNS": {
+			"NXDOMAIN ratio by client workload (alerted)": 0.5, // TrawlDNSNXDomainRatioHigh
+			"SERVFAIL by server (alerted)":                0.1, // TrawlDNSServerFailures
+			"DNS latency p99 and p50 by server (alerted)": 0.5, // TrawlDNSLatencyHigh, seconds
+		},
+		"Trawl / TCP health": {
+			"Handshake RTT p99 and p50 by pair (alerted)": 0.01, // TrawlTCPHandshakeRTTJump's floor, seconds
+			"Retransmit ratio by pair (alerted)":          0.02, // TrawlTCPRetransmitRatioHigh
+			"Connection timeouts by server (alerted)":     0.05, // TrawlTCPConnectTimeouts, per second
+		},
+	}
+	seen := map[string]int{}
+	for _, d := range readDashboards(t) {
+		if want[d.Title] == nil {
+			continue // its alerted panels are checked by their own tests
+		}
+		for _, p := range d.AllPanels() {
+			w, ok := want[d.Title][p.Title]
+			if !ok {
+				if strings.HasSuffix(p.Title, "(alerted)") {
+					t.Errorf("%s / %s: an alerted panel this test does not know", d.Title, p.Title)
+				}
+				continue
+			}
+			seen[d.Title]++
+			if values, _ := thresholds(t, p); len(values) != 1 || values[0] != w {
+				t.Errorf("%s / %s: thresholds %v, want the alert's %v", d.Title, p.Title, values, w)
+			}
+		}
+	}
+	for title, panels := range want {
+		if seen[title] != len(panels) {
+			t.Errorf("%s: found %d of its %d alerted panels", title, seen[title], len(panels))
+		}
 	}
 }
 

@@ -2,10 +2,8 @@ package grafana_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -236,54 +234,4 @@ func TestTheDNSPanelsShowTheSeededQueriesErrorsAndLatencies(t *testing.T) {
 			}
 		}
 	})
-}
-
-// The Prometheus panels marked "(alerted)" plot the series of a DNS alert
-// of deploy/prometheus/trawl-rules.yaml and draw its threshold.
-func TestTheAlertedDNSPanelsDrawTheAlertThresholds(t *testing.T) {
-	want := map[string]float64{
-		"NXDOMAIN ratio by client workload (alerted)": 0.5, // TrawlDNSNXDomainRatioHigh
-		"SERVFAIL by server (alerted)":                0.1, // TrawlDNSServerFailures
-		"DNS latency p99 and p50 by server (alerted)": 0.5, // TrawlDNSLatencyHigh, seconds
-	}
-	seen := 0
-	for _, d := range readDashboards(t) {
-		if d.Title != "Trawl / DNS" {
-			continue
-		}
-		for _, p := range d.AllPanels() {
-			w, ok := want[p.Title]
-			if !ok {
-				if strings.HasSuffix(p.Title, "(alerted)") {
-					t.Errorf("%s: an alerted panel this test does not know", p.Title)
-				}
-				continue
-			}
-			seen++
-			var fc struct {
-				Defaults struct {
-					Thresholds struct {
-						Steps []struct {
-							Value *float64 `json:"value"`
-						} `json:"steps"`
-					} `json:"thresholds"`
-				} `json:"defaults"`
-			}
-			if err := json.Unmarshal(p.FieldConfig, &fc); err != nil {
-				t.Fatal(err)
-			}
-			var values []float64
-			for _, s := range fc.Defaults.Thresholds.Steps {
-				if s.Value != nil {
-					values = append(values, *s.Value)
-				}
-			}
-			if len(values) != 1 || values[0] != w {
-				t.Errorf("%s: thresholds %v, want the alert's %v", p.Title, values, w)
-			}
-		}
-	}
-	if seen != len(want) {
-		t.Errorf("found %d of the %d alerted DNS panels", seen, len(want))
-	}
 }

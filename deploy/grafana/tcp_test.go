@@ -2,9 +2,7 @@ package grafana_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 )
@@ -132,55 +130,4 @@ func TestTheTCPHealthPanelsShowTheSeededHandshakesRetransmitsResetsAndTimeouts(t
 			t.Errorf("namespace db (a server's): %v, want web/api -> db/postgres only", rows)
 		}
 	})
-}
-
-// The Prometheus panels marked "(alerted)" plot the series of a TCP health
-// alert of deploy/prometheus/trawl-rules.yaml and draw its threshold (for
-// the RTT jump, the floor the p99 must also exceed).
-func TestTheAlertedTCPHealthPanelsDrawTheAlertThresholds(t *testing.T) {
-	want := map[string]float64{
-		"Handshake RTT p99 and p50 by pair (alerted)": 0.01, // TrawlTCPHandshakeRTTJump's floor, seconds
-		"Retransmit ratio by pair (alerted)":          0.02, // TrawlTCPRetransmitRatioHigh
-		"Connection timeouts by server (alerted)":     0.05, // TrawlTCPConnectTimeouts, per second
-	}
-	seen := 0
-	for _, d := range readDashboards(t) {
-		if d.Title != "Trawl / TCP health" {
-			continue
-		}
-		for _, p := range d.AllPanels() {
-			w, ok := want[p.Title]
-			if !ok {
-				if strings.HasSuffix(p.Title, "(alerted)") {
-					t.Errorf("%s: an alerted panel this test does not know", p.Title)
-				}
-				continue
-			}
-			seen++
-			var fc struct {
-				Defaults struct {
-					Thresholds struct {
-						Steps []struct {
-							Value *float64 `json:"value"`
-						} `json:"steps"`
-					} `json:"thresholds"`
-				} `json:"defaults"`
-			}
-			if err := json.Unmarshal(p.FieldConfig, &fc); err != nil {
-				t.Fatal(err)
-			}
-			var values []float64
-			for _, s := range fc.Defaults.Thresholds.Steps {
-				if s.Value != nil {
-					values = append(values, *s.Value)
-				}
-			}
-			if len(values) != 1 || values[0] != w {
-				t.Errorf("%s: thresholds %v, want the alert's %v", p.Title, values, w)
-			}
-		}
-	}
-	if seen != len(want) {
-		t.Errorf("found %d of the %d alerted TCP health panels", seen, len(want))
-	}
 }
