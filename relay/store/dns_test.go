@@ -168,49 +168,8 @@ func TestRetriedInsertIsCountedOnceInTheDNSRollup(t *testing.T) {
 // runs again without harm.
 func TestMigrateAddsDNSToADatabaseAtVersion3(t *testing.T) {
 	ctx := context.Background()
-	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := store.MigrateToForTest(ctx, s, 3); err != nil {
-		t.Fatalf("migrate to version 3: %v", err)
-	}
-	conn := chtest.Open(t, dsn)
-	// Version 3 knows no L7_EVENT.
-	if err := conn.Exec(ctx, "INSERT INTO flows (time, id_hi, id_lo, node, event_kind, present) VALUES (now64(9), 1, 99, 'old', 'L7_EVENT', 1)"); err == nil {
-		t.Fatal("a version 3 flows table took event_kind L7_EVENT: the migration test would test nothing")
-	}
-	// A version 3 relay's insert (its column list).
 	old := filtertest.Flows()[:3]
-	for _, f := range old {
-		f.Time = timestamppb.New(time.Now().Add(-time.Minute))
-	}
-	if err := store.WriteColumnsForTest(ctx, s, old, 3); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatalf("migrate a version 3 database: %v", err)
-		}
-	}
-	if err := store.RerunMigrationForTest(ctx, s, 4); err != nil {
-		t.Fatalf("run step 4 again: %v", err)
-	}
-	var applied uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = 4").Scan(&applied); err != nil || applied != 1 {
-		t.Errorf("version 4 recorded %d times (err %v), want once", applied, err)
-	}
-	got := query(t, s, &observerv1.GetFlowsRequest{})
-	if len(got) != len(old) {
-		t.Fatalf("read %d version 3 flows, want %d", len(got), len(old))
-	}
-	for i := range old {
-		if !proto.Equal(got[i].GetFlow(), old[i]) {
-			t.Errorf("version 3 flow %d reads back as\n%v\nwant\n%v", i, got[i].GetFlow(), old[i])
-		}
-	}
+	s := migrateFrom(t, 3, "L7_EVENT", old)
 	start := time.Now().Truncate(time.Minute).Add(-2 * time.Minute)
 	dns := dnsData(start)
 	if err := store.WriteGroupForTest(ctx, s, []*store.Batch{{Key: "n/b/1", Flows: dns}}); err != nil {
@@ -238,4 +197,55 @@ func TestAnEventKindTheSchemaLacksIsStoredAsUnspecified(t *testing.T) {
 	if len(got) != 2 || got[1].GetFlow().GetEventKind() != flowv1.EventKind_EVENT_KIND_UNSPECIFIED || got[0].GetFlow().GetEventKind() != flowv1.EventKind_AGGREGATE {
 		t.Errorf("kinds read back: %v", got)
 	}
+}
+
+// migrateFrom makes a database at version from whose event_kind refuses
+// newKind, writes old as a relay of that version would (its column list),
+// migrates it to the latest version twice and runs step from+1 once more.
+// The step must be recorded once and old read back unchanged. The returned
+// store is closed when the test ends.
+func migrateFrom(t *testing.T, from int, newKind string, old []*flowv1.Flow) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	dsn := chtest.Database(t)
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := store.MigrateToForTest(ctx, s, from); err != nil {
+		t.Fatalf("migrate to version %d: %v", from, err)
+	}
+	conn := chtest.Open(t, dsn)
+	if err := conn.Exec(ctx, "INSERT INTO flows (time, id_hi, id_lo, node, event_kind, present) VALUES (now64(9), 1, 99, 'old', ?, 1)", newKind); err == nil {
+		t.Fatalf("a version %d flows table took event_kind %s: the migration test would test nothing", from, newKind)
+	}
+	for i, f := range old {
+		f.Time = timestamppb.New(time.Now().Add(-time.Minute + time.Duration(i)*time.Millisecond))
+	}
+	if err := store.WriteColumnsForTest(ctx, s, old, from); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("migrate a version %d database: %v", from, err)
+		}
+	}
+	if err := store.RerunMigrationForTest(ctx, s, from+1); err != nil {
+		t.Fatalf("run step %d again: %v", from+1, err)
+	}
+	var applied uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = ?", from+1).Scan(&applied); err != nil || applied != 1 {
+		t.Errorf("version %d recorded %d times (err %v), want once", from+1, applied, err)
+	}
+	got := query(t, s, &observerv1.GetFlowsRequest{})
+	if len(got) != len(old) {
+		t.Fatalf("read %d version %d flows, want %d", len(got), from, len(old))
+	}
+	for i := range old {
+		if !proto.Equal(got[i].GetFlow(), old[i]) {
+			t.Errorf("version %d flow %d reads back as\n%v\nwant\n%v", from, i, got[i].GetFlow(), old[i])
+		}
+	}
+	return s
 }

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -196,48 +195,8 @@ func TestRetriedInsertIsCountedOnceInTheTCPRollup(t *testing.T) {
 // up, and the step runs again without harm.
 func TestMigrateAddsTCPHealthToADatabaseAtVersion4(t *testing.T) {
 	ctx := context.Background()
-	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := store.MigrateToForTest(ctx, s, 4); err != nil {
-		t.Fatalf("migrate to version 4: %v", err)
-	}
-	conn := chtest.Open(t, dsn)
-	if err := conn.Exec(ctx, "INSERT INTO flows (time, id_hi, id_lo, node, event_kind, present) VALUES (now64(9), 1, 99, 'old', 'CONNECT_TIMEOUT', 1)"); err == nil {
-		t.Fatal("a version 4 flows table took event_kind CONNECT_TIMEOUT: the migration test would test nothing")
-	}
-	// A version 4 relay's insert (its column list), DNS records included.
-	old := append(filtertest.Flows()[:3], richDNSFlows()[:2]...)
-	for i, f := range old {
-		f.Time = timestamppb.New(time.Now().Add(-time.Minute + time.Duration(i)*time.Millisecond))
-	}
-	if err := store.WriteColumnsForTest(ctx, s, old, 4); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatalf("migrate a version 4 database: %v", err)
-		}
-	}
-	if err := store.RerunMigrationForTest(ctx, s, 5); err != nil {
-		t.Fatalf("run step 5 again: %v", err)
-	}
-	var applied uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = 5").Scan(&applied); err != nil || applied != 1 {
-		t.Errorf("version 5 recorded %d times (err %v), want once", applied, err)
-	}
-	got := query(t, s, &observerv1.GetFlowsRequest{})
-	if len(got) != len(old) {
-		t.Fatalf("read %d version 4 flows, want %d", len(got), len(old))
-	}
-	for i := range old {
-		if !proto.Equal(got[i].GetFlow(), old[i]) || got[i].GetFlow().GetTcpHealth() != nil {
-			t.Errorf("version 4 flow %d reads back as\n%v\nwant\n%v", i, got[i].GetFlow(), old[i])
-		}
-	}
+	// A version 4 relay's records, DNS records included.
+	s := migrateFrom(t, 4, "CONNECT_TIMEOUT", append(filtertest.Flows()[:3], richDNSFlows()[:2]...))
 	tcp := filtertest.TCPFlows()
 	if err := store.WriteGroupForTest(ctx, s, []*store.Batch{{Key: "n/b/1", Flows: tcp}}); err != nil {
 		t.Fatal(err)
