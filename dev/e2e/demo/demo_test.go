@@ -540,3 +540,27 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// observeJSON runs `trawl observe -o json` with args and decodes each line
+// into an R, keeping those keep accepts (the flow records).
+func observeJSON[R any](t *testing.T, trawl func(args ...string) (string, error), keep func(R) bool, args ...string) []R {
+	t.Helper()
+	out, err := trawl(append([]string{"observe", "-o", "json"}, args...)...)
+	if err != nil {
+		t.Fatalf("trawl observe %v: %v", args, err)
+	}
+	var recs []R
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var r R
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("observe -o json printed a line that is not JSON: %q: %v", line, err)
+		}
+		if keep(r) {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}

@@ -2,7 +2,6 @@ package demo_test
 
 import (
 	"context"
-	"encoding/json"
 	"regexp"
 	"slices"
 	"sort"
@@ -74,24 +73,7 @@ func checkDNS(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 
 	observe := func(t *testing.T, args ...string) []dnsRecord {
 		t.Helper()
-		out, err := trawl(append([]string{"observe", "-o", "json"}, args...)...)
-		if err != nil {
-			t.Fatalf("trawl observe %v: %v", args, err)
-		}
-		var recs []dnsRecord
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if line == "" {
-				continue
-			}
-			var r dnsRecord
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatalf("observe -o json printed a line that is not JSON: %q: %v", line, err)
-			}
-			if r.Flow != nil {
-				recs = append(recs, r)
-			}
-		}
-		return recs
+		return observeJSON(t, trawl, func(r dnsRecord) bool { return r.Flow != nil }, args...)
 	}
 
 	// Wait until the story's DNS is in the history: an answer for the

@@ -73,24 +73,7 @@ func checkTCP(t *testing.T, ctx context.Context, s *demo.Stack, trawl func(args 
 	dark := s.PodByApp(demo.DarkApp)
 	observe := func(t *testing.T, args ...string) []tcpRecord {
 		t.Helper()
-		out, err := trawl(append([]string{"observe", "-o", "json"}, args...)...)
-		if err != nil {
-			t.Fatalf("trawl observe %v: %v", args, err)
-		}
-		var recs []tcpRecord
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if line == "" {
-				continue
-			}
-			var r tcpRecord
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatalf("observe -o json printed a line that is not JSON: %q: %v", line, err)
-			}
-			if r.Flow != nil {
-				recs = append(recs, r)
-			}
-		}
-		return recs
+		return observeJSON(t, trawl, func(r tcpRecord) bool { return r.Flow != nil }, args...)
 	}
 	slowPair := func(r tcpRecord) bool {
 		return r.Flow.Source.id() == demo.ID(pay) && r.Flow.Destination.id() == demo.ID(pg)
