@@ -488,31 +488,11 @@ func TestDNSQueriesTheNodeSendsOverUDPAndTCPAreSeenAtLocalOutAndMatched(t *testi
 	// TCP from a local socket carries its payload in page fragments: the
 	// program reads it through a dynptr, not from the linear data.
 	lookups := []lookup{query(t, node, server.IP, "udp", slowName, 41), query(t, node, server.IP, "tcp", slowName, 42)}
-	for _, l := range lookups {
-		a.waitFor(t, 10*time.Second, "the response to the node's "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
-			_, dp := ports(r.GetFlow())
-			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && dp == l.clientPort
-		})
-	}
+	waitForResponses(t, a, lookups)
 	a.stop(t)
 	for _, l := range lookups {
 		t.Run(l.proto, func(t *testing.T) {
-			var req, resp *flowv1.Flow
-			for _, f := range l7Records(a) {
-				sp, dp := ports(f)
-				if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
-					continue
-				}
-				switch {
-				case sp == l.clientPort && dp == 53:
-					req = f
-				case sp == 53 && dp == l.clientPort:
-					resp = f
-				}
-			}
-			if req == nil || resp == nil {
-				t.Fatalf("request %v, response %v: want both", req, resp)
-			}
+			req, resp := exchangeOf(t, a, l)
 			if req.ObservationPoint != "netfilter-local-out" || req.GetL7().GetDns().GetObservationSource() != "netfilter-local-out" ||
 				req.GetL7().GetDns().GetQuery() != slowName || req.Interface.GetName() != server.HostVeth ||
 				req.Verdict != flowv1.Verdict_FORWARDED || req.Source.GetIdentity() != 1 {
@@ -544,31 +524,11 @@ func TestAResponseFromBehindAServiceDNATIsMatchedWithItsQuery(t *testing.T) {
 		query(t, client, netip.MustParseAddr(service), "udp", slowName, 51),
 		query(t, client, netip.MustParseAddr(service), "tcp", slowName, 52),
 	}
-	for _, l := range lookups {
-		a.waitFor(t, 10*time.Second, "the response of the "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
-			_, dp := ports(r.GetFlow())
-			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && dp == l.clientPort
-		})
-	}
+	waitForResponses(t, a, lookups)
 	a.stop(t)
 	for _, l := range lookups {
 		t.Run(l.proto, func(t *testing.T) {
-			var req, resp *flowv1.Flow
-			for _, f := range l7Records(a) {
-				sp, dp := ports(f)
-				if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
-					continue
-				}
-				switch {
-				case sp == l.clientPort && dp == 53:
-					req = f
-				case sp == 53 && dp == l.clientPort:
-					resp = f
-				}
-			}
-			if req == nil || resp == nil {
-				t.Fatalf("request %v, response %v: want both", req, resp)
-			}
+			req, resp := exchangeOf(t, a, l)
 			// Each record keeps its packet's addresses.
 			if req.IP.Destination != service || resp.IP.Source != server.IP.String() {
 				t.Errorf("request to %s, response from %s: want %s and %s", req.IP.Destination, resp.IP.Source, service, server.IP)
@@ -631,4 +591,38 @@ func TestAResponseToAMasqueradedQueryIsMatchedWithItsQuery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitForResponses waits until the agent has published the response of
+// every lookup.
+func waitForResponses(t *testing.T, a *agent, lookups []lookup) {
+	t.Helper()
+	for _, l := range lookups {
+		a.waitFor(t, 10*time.Second, "the response of the "+l.proto+" query", func(r *observerv1.GetFlowsResponse) bool {
+			_, dp := ports(r.GetFlow())
+			return r.GetFlow().GetL7().GetType() == flowv1.L7FlowType_RESPONSE && dp == l.clientPort
+		})
+	}
+}
+
+// exchangeOf finds a lookup's request and response records among the
+// agent's L7 records; both must be there.
+func exchangeOf(t *testing.T, a *agent, l lookup) (req, resp *flowv1.Flow) {
+	t.Helper()
+	for _, f := range l7Records(a) {
+		sp, dp := ports(f)
+		if (l.proto == "udp") != (f.GetL4().GetUDP() != nil) {
+			continue
+		}
+		switch {
+		case sp == l.clientPort && dp == 53:
+			req = f
+		case sp == 53 && dp == l.clientPort:
+			resp = f
+		}
+	}
+	if req == nil || resp == nil {
+		t.Fatalf("request %v, response %v: want both", req, resp)
+	}
+	return req, resp
 }
