@@ -58,6 +58,12 @@ type Config struct {
 	MaxObserverMsgBytes int
 	// Keepalive pings idle connections at this interval (default 30 s).
 	Keepalive time.Duration
+	// IngestMaxConnectionAge ends an agent's connection after this long
+	// (default 10 min; 0 never), so that agents spread again over the
+	// replicas behind one address after one restarts: without it, every
+	// agent that moved to the surviving replica stays there. The agent
+	// resends what was not acknowledged; the resends are de-duplicated.
+	IngestMaxConnectionAge time.Duration
 	// LiveBuffer is each --follow subscriber's buffer in records.
 	LiveBuffer int
 
@@ -103,18 +109,19 @@ func DefaultConfiguration() Config {
 		dsn = "clickhouse://127.0.0.1:9000/default"
 	}
 	return Config{
-		ObserverAddr:        ":4245",
-		IngestAddr:          ":4246",
-		MetricsAddr:         ":9966",
-		ClickHouseDSN:       dsn,
-		Retention:           store.DefaultConfiguration().Retention,
-		QueueRows:           100_000,
-		Limits:              ingest.DefaultConfiguration().Limits,
-		MaxObserverMsgBytes: 4 << 20,
-		Keepalive:           30 * time.Second,
-		LiveBuffer:          8192,
-		ShutdownTimeout:     10 * time.Second,
-		Hubble:              hubble.DefaultConfiguration(),
+		ObserverAddr:           ":4245",
+		IngestAddr:             ":4246",
+		MetricsAddr:            ":9966",
+		ClickHouseDSN:          dsn,
+		Retention:              store.DefaultConfiguration().Retention,
+		QueueRows:              100_000,
+		Limits:                 ingest.DefaultConfiguration().Limits,
+		MaxObserverMsgBytes:    4 << 20,
+		Keepalive:              30 * time.Second,
+		LiveBuffer:             8192,
+		IngestMaxConnectionAge: 10 * time.Minute,
+		ShutdownTimeout:        10 * time.Second,
+		Hubble:                 hubble.DefaultConfiguration(),
 	}
 }
 

@@ -36,6 +36,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.IntVar(&cfg.Limits.MaxBatchBytes, "max-batch-bytes", cfg.Limits.MaxBatchBytes, "largest agent batch accepted, bytes")
 	fs.IntVar(&cfg.Limits.MaxBatchRecords, "max-batch-records", cfg.Limits.MaxBatchRecords, "most records in one agent batch")
 	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "gRPC keepalive ping interval")
+	fs.DurationVar(&cfg.IngestMaxConnectionAge, "ingest-max-connection-age", cfg.IngestMaxConnectionAge, "end agent connections after this long so agents spread over relay replicas again (0: never)")
 	fs.IntVar(&cfg.LiveBuffer, "follow-buffer", cfg.LiveBuffer, "records buffered per --follow subscriber before it loses records")
 	fs.StringSliceVar(&cfg.Peers, "peers", cfg.Peers, "other relay replicas' observer addresses (or one DNS name for all) merged into --follow")
 	fs.StringVar(&cfg.PeerTLS.CA, "peer-tls-ca", cfg.PeerTLS.CA, "CA file verifying peer relays' observer certificates")

@@ -20,9 +20,10 @@ import (
 	"github.com/trawl-dev/trawl/relay/ingest"
 )
 
-func commonServerOpts(cfg Config) []grpc.ServerOption {
+func commonServerOpts(cfg Config, ka keepalive.ServerParameters) []grpc.ServerOption {
+	ka.Time, ka.Timeout = cfg.Keepalive, 20*time.Second
 	return []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(ka),
 		// Agents and CLIs ping every 30 s or more; allow down to 10 s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxSendMsgSize(16 << 20),
@@ -60,7 +61,14 @@ func (r *Relay) newIngestServer() error {
 	if err != nil {
 		return fmt.Errorf("ingest TLS: %w", err)
 	}
-	r.ingestSrv = grpc.NewServer(append(commonServerOpts(cfg), grpc.Creds(creds),
+	// An agent's stream lives as long as its connection: after the maximum
+	// age it gets a GOAWAY and, after the grace, the stream ends and the
+	// agent reconnects (through the load balancer, maybe elsewhere).
+	var ka keepalive.ServerParameters
+	if age := cfg.IngestMaxConnectionAge; age > 0 {
+		ka.MaxConnectionAge, ka.MaxConnectionAgeGrace = age, min(age, 30*time.Second)
+	}
+	r.ingestSrv = grpc.NewServer(append(commonServerOpts(cfg, ka), grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxBatchBytes+(1<<20)),
 		// Batch sizes from gRPC's own count: no second walk over each batch.
 		grpc.StatsHandler(ingest.StatsHandler()))...)
@@ -88,7 +96,7 @@ func (r *Relay) newObserverServer() error {
 		return fmt.Errorf("observer TLS: %w", err)
 	}
 	auth := tokenAuth(cfg.ObserverToken)
-	r.observerSrv = grpc.NewServer(append(commonServerOpts(cfg), grpc.Creds(creds),
+	r.observerSrv = grpc.NewServer(append(commonServerOpts(cfg, keepalive.ServerParameters{}), grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.MaxObserverMsgBytes),
 		grpc.ChainUnaryInterceptor(auth.unary), grpc.ChainStreamInterceptor(auth.stream))...)
 	observerv1.RegisterObserverServer(r.observerSrv, r.observer)
