@@ -166,23 +166,53 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{DataDir: cfg.DataDir, done: make(chan struct{})}
+	s := &Server{DataDir: cfg.DataDir}
 	if s.DataDir == "" {
 		if s.DataDir, err = os.MkdirTemp("", "trawl-clickhouse-"); err != nil {
 			return nil, err
 		}
 		s.tempDir = true
 	}
-	tcp, http := cfg.TCPPort, cfg.HTTPPort
-	if tcp == 0 {
-		if tcp, err = freePort(); err != nil {
+	timeout := cfg.StartTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	// Free ports are picked before the server binds them, so a parallel
+	// test can take one in between and the server exits at once: pick new
+	// ones and start again (only when the ports were ours to pick).
+	picked := cfg.TCPPort == 0 || cfg.HTTPPort == 0
+	for attempt := 1; ; attempt++ {
+		err = s.start(ctx, launcher, lib, cfg, timeout)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errExited) || !picked || attempt == 3 {
+			s.Stop()
 			return nil, err
 		}
 	}
-	if http == 0 {
-		if http, err = freePort(); err != nil {
-			return nil, err
-		}
+}
+
+// errExited: the server process ended before it answered.
+var errExited = errors.New("embedded ClickHouse exited before it answered")
+
+// start runs the server once on cfg's ports (free ones where unset) and
+// waits until it answers.
+func (s *Server) start(ctx context.Context, launcher, lib string, cfg Config, timeout time.Duration) error {
+	// done is closed whenever no process runs, so that Stop never waits
+	// for one that was not started.
+	s.done = make(chan struct{})
+	var err error
+	tcp, http := cfg.TCPPort, cfg.HTTPPort
+	if tcp == 0 {
+		tcp, err = freePort()
+	}
+	if http == 0 && err == nil {
+		http, err = freePort()
+	}
+	if err != nil {
+		close(s.done)
+		return err
 	}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp))
 	s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(http))
@@ -196,22 +226,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.cmd.Stdout, s.cmd.Stderr = cfg.Log, cfg.Log
 	}
 	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start ClickHouse launcher: %w", err)
+		close(s.done)
+		return fmt.Errorf("start ClickHouse launcher: %w", err)
 	}
+	done := s.done
 	go func() {
 		s.waitErr = s.cmd.Wait()
-		close(s.done)
+		close(done)
 	}()
-
-	timeout := cfg.StartTimeout
-	if timeout == 0 {
-		timeout = 60 * time.Second
-	}
-	if err := s.waitReady(ctx, timeout); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	return s, nil
+	return s.waitReady(ctx, timeout)
 }
 
 func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
@@ -224,7 +247,7 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		}
 		select {
 		case <-s.done:
-			return fmt.Errorf("embedded ClickHouse exited before it answered on %s: %v", s.Addr, s.waitErr)
+			return fmt.Errorf("%w on %s: %v", errExited, s.Addr, s.waitErr)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
