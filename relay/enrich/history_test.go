@@ -12,8 +12,9 @@ import (
 )
 
 func TestFlowsFromBeforeAnAddressWasReusedKeepTheirPodAndVerdict(t *testing.T) {
-	// A fixed date is safe: the store's history expires on its injected clock.
-	t0 := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	// Relative to today, on the store's injected clock: nothing here can
+	// expire however the history's retention is set.
+	t0 := time.Now().UTC().Truncate(time.Hour)
 	now := t0
 	s := kube.NewStore(kube.StoreConfig{Now: func() time.Time { return now }})
 	shop := ns("shop", nil)
