@@ -17,10 +17,6 @@
 #define DNS_MAX_PAYLOAD 512
 
 extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym;
-/* Conntrack lookups (nf_conntrack's kfuncs; weak: absent without conntrack). */
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
-					 struct bpf_ct_opts *opts, __u32 opts__sz) __ksym __weak;
-extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 
 struct dns_event {
 	struct flow_tuple tuple;
@@ -127,25 +123,9 @@ static __always_inline struct dns_event *dns_reserve(struct flow_key *key, __u32
  * packets from a DNS port pay for the lookup. */
 static __always_inline void dns_nat(struct __sk_buff *skb, struct dns_event *e)
 {
-	if (!bpf_skb_ct_lookup || !bpf_ct_release || !dns_port(e->tuple.sport))
+	if (!dns_port(e->tuple.sport))
 		return;
-	struct bpf_sock_tuple t = {};
-	struct bpf_ct_opts opts = { .netns_id = -1, .l4proto = e->tuple.proto };
-	__u32 size;
-	if (e->tuple.family == 4) {
-		__builtin_memcpy(&t.ipv4.saddr, e->tuple.saddr, 4);
-		__builtin_memcpy(&t.ipv4.daddr, e->tuple.daddr, 4);
-		t.ipv4.sport = bpf_htons(e->tuple.sport);
-		t.ipv4.dport = bpf_htons(e->tuple.dport);
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, e->tuple.saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, e->tuple.daddr, 16);
-		t.ipv6.sport = bpf_htons(e->tuple.sport);
-		t.ipv6.dport = bpf_htons(e->tuple.dport);
-		size = sizeof(t.ipv6);
-	}
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, size, &opts, sizeof(opts));
+	struct nf_conn *ct = ct_lookup(skb, &e->tuple);
 	if (!ct)
 		return;
 	/* The original direction is the query's: the client as it sent the

@@ -267,6 +267,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	return CNT_NOT_IP;
 }
 
+#include "ct.h"
 #include "dns.h"
 #include "tcp.h"
 

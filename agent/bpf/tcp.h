@@ -48,25 +48,7 @@ static __always_inline void tcp_seen(struct flow_agg *st, __u16 flags, __u16 win
  * before conntrack), holds the SYN's tuple as the client sent it. */
 static __always_inline struct flow_agg *tcp_ct_original(struct __sk_buff *skb, struct flow_key *key)
 {
-	if (!skb || !bpf_skb_ct_lookup || !bpf_ct_release)
-		return 0;
-	struct bpf_sock_tuple t = {};
-	struct bpf_ct_opts opts = { .netns_id = -1, .l4proto = IPPROTO_TCP_ };
-	__u32 size;
-	if (key->tuple.family == 4) {
-		__builtin_memcpy(&t.ipv4.saddr, key->tuple.saddr, 4);
-		__builtin_memcpy(&t.ipv4.daddr, key->tuple.daddr, 4);
-		t.ipv4.sport = bpf_htons(key->tuple.sport);
-		t.ipv4.dport = bpf_htons(key->tuple.dport);
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, key->tuple.saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, key->tuple.daddr, 16);
-		t.ipv6.sport = bpf_htons(key->tuple.sport);
-		t.ipv6.dport = bpf_htons(key->tuple.dport);
-		size = sizeof(t.ipv6);
-	}
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, size, &opts, sizeof(opts));
+	struct nf_conn *ct = ct_lookup(skb, &key->tuple);
 	if (!ct)
 		return 0;
 	struct flow_key orig = { .tuple = { .proto = IPPROTO_TCP_, .family = key->tuple.family } };
