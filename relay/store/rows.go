@@ -496,35 +496,25 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 // With withPolicies false it returns "" when the policies would be the only
 // content (the caller has them encoded already).
 func extraOf(f *flowv1.Flow, withPolicies bool) string {
-	var x flowv1.Flow
-	set := false
-	if f.Ethernet != nil {
-		x.Ethernet, set = f.Ethernet, true
-	}
-	if f.GetIP().GetEncrypted() {
-		x.IP, set = &flowv1.IP{Encrypted: true}, true
-	}
-	if e := endpointExtra(f.Source); e != nil {
-		x.Source, set = e, true
-	}
-	if e := endpointExtra(f.Destination); e != nil {
-		x.Destination, set = e, true
-	}
-	if f.Conntrack != nil {
-		x.Conntrack, set = f.Conntrack, true
-	}
-	if src := f.GetL7().GetDns().GetObservationSource(); src != "" && src != f.GetObservationPoint() {
-		x.L7, set = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{ObservationSource: src}}}, true
-	}
-	if !set && !withPolicies {
+	// Decided before building anything: most flows have no extra, and the
+	// partial Flow would be a heap allocation per row.
+	encrypted := f.GetIP().GetEncrypted()
+	src := f.GetL7().GetDns().GetObservationSource()
+	otherSource := src != "" && src != f.GetObservationPoint()
+	set := f.Ethernet != nil || encrypted || hasEndpointExtra(f.Source) || hasEndpointExtra(f.Destination) || f.Conntrack != nil || otherSource
+	policies := len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0
+	if !set && (!withPolicies || !policies) {
 		return ""
 	}
-	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0 {
+	x := flowv1.Flow{Ethernet: f.Ethernet, Source: endpointExtra(f.Source), Destination: endpointExtra(f.Destination), Conntrack: f.Conntrack}
+	if encrypted {
+		x.IP = &flowv1.IP{Encrypted: true}
+	}
+	if otherSource {
+		x.L7 = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{ObservationSource: src}}}
+	}
+	if policies {
 		x.EgressAllowedBy, x.IngressAllowedBy, x.EgressDeniedBy, x.IngressDeniedBy = f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy
-		set = true
-	}
-	if !set {
-		return ""
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
 	if err != nil {
@@ -533,8 +523,12 @@ func extraOf(f *flowv1.Flow, withPolicies bool) string {
 	return string(b)
 }
 
+func hasEndpointExtra(e *flowv1.Endpoint) bool {
+	return e != nil && (e.ID != 0 || e.Identity != 0 || e.ClusterName != "" || e.NodeName != "")
+}
+
 func endpointExtra(e *flowv1.Endpoint) *flowv1.Endpoint {
-	if e == nil || e.ID == 0 && e.Identity == 0 && e.ClusterName == "" && e.NodeName == "" {
+	if !hasEndpointExtra(e) {
 		return nil
 	}
 	return &flowv1.Endpoint{ID: e.ID, Identity: e.Identity, ClusterName: e.ClusterName, NodeName: e.NodeName}
