@@ -22,7 +22,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")
 	fs.IntVar(&cfg.BatchRows, "insert-batch-rows", cfg.BatchRows, "rows per ClickHouse insert (0: store default)")
 	fs.DurationVar(&cfg.BatchInterval, "insert-interval", cfg.BatchInterval, "longest wait before an insert (0: store default)")
-	fs.IntVar(&cfg.QueueRows, "insert-queue-rows", cfg.QueueRows, "rows held for ClickHouse before ingest pushes back on agents (0: store default)")
+	fs.IntVar(&cfg.QueueBytes, "insert-queue-bytes", cfg.QueueBytes, "bytes of batches (encoded size) held for ClickHouse before ingest pushes back on agents; an insert takes at most half (0: store default)")
 	fs.StringVar(&cfg.IngestTLS.Cert, "tls-cert", cfg.IngestTLS.Cert, "certificate file for the ingest listener (reloaded on change)")
 	fs.StringVar(&cfg.IngestTLS.Key, "tls-key", cfg.IngestTLS.Key, "key file for the ingest listener")
 	fs.StringVar(&cfg.IngestTLS.CA, "tls-ca", cfg.IngestTLS.CA, "CA file of agent client certificates: turns on mutual TLS for ingest")
