@@ -61,14 +61,22 @@ type TcpRetransFlowKey struct {
 	}
 }
 
+type TcpRetransRetransSeen struct {
+	_     structs.HostLayout
+	Total uint32
+	Valid uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcpRetransMapCounters                  = "counters"
 	TcpRetransMapFlows                     = "flows"
+	TcpRetransMapRetransSeen               = "retrans_seen"
 	TcpRetransProgTrawlTcpRetransmit       = "trawl_tcp_retransmit"
 	TcpRetransProgTrawlTcpRetransmitSynack = "trawl_tcp_retransmit_synack"
+	TcpRetransProgTrawlTcpState            = "trawl_tcp_state"
 )
 
 // LoadTcpRetrans returns the embedded CollectionSpec for TcpRetrans.
@@ -115,14 +123,16 @@ type TcpRetransSpecs struct {
 type TcpRetransProgramSpecs struct {
 	TrawlTcpRetransmit       *ebpf.ProgramSpec `ebpf:"trawl_tcp_retransmit"`
 	TrawlTcpRetransmitSynack *ebpf.ProgramSpec `ebpf:"trawl_tcp_retransmit_synack"`
+	TrawlTcpState            *ebpf.ProgramSpec `ebpf:"trawl_tcp_state"`
 }
 
 // TcpRetransMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpRetransMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	RetransSeen *ebpf.MapSpec `ebpf:"retrans_seen"`
 }
 
 // TcpRetransVariableSpecs contains global variables before they are loaded into the kernel.
@@ -151,14 +161,16 @@ func (o *TcpRetransObjects) Close() error {
 //
 // It can be passed to LoadTcpRetransObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpRetransMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Flows    *ebpf.Map `ebpf:"flows"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	RetransSeen *ebpf.Map `ebpf:"retrans_seen"`
 }
 
 func (m *TcpRetransMaps) Close() error {
 	return _TcpRetransClose(
 		m.Counters,
 		m.Flows,
+		m.RetransSeen,
 	)
 }
 
@@ -174,12 +186,14 @@ type TcpRetransVariables struct {
 type TcpRetransPrograms struct {
 	TrawlTcpRetransmit       *ebpf.Program `ebpf:"trawl_tcp_retransmit"`
 	TrawlTcpRetransmitSynack *ebpf.Program `ebpf:"trawl_tcp_retransmit_synack"`
+	TrawlTcpState            *ebpf.Program `ebpf:"trawl_tcp_state"`
 }
 
 func (p *TcpRetransPrograms) Close() error {
 	return _TcpRetransClose(
 		p.TrawlTcpRetransmit,
 		p.TrawlTcpRetransmitSynack,
+		p.TrawlTcpState,
 	)
 }
 

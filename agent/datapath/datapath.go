@@ -251,8 +251,9 @@ func Open(cfg Config) (_ *Datapath, err error) {
 }
 
 // loadRetrans loads tcp_retrans.c and attaches it to the
-// tcp:tcp_retransmit_skb and tcp:tcp_retransmit_synack tracepoints (tp_btf),
-// sharing the flow program's map.
+// sock:inet_sock_set_state, tcp:tcp_retransmit_skb and
+// tcp:tcp_retransmit_synack tracepoints (tp_btf), sharing the flow program's
+// map.
 func (d *Datapath) loadRetrans() error {
 	spec, err := bpf.LoadTcpRetrans()
 	if err != nil {
@@ -268,7 +269,13 @@ func (d *Datapath) loadRetrans() error {
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
-	}{{"tcp:tcp_retransmit_skb", objs.TrawlTcpRetransmit}, {"tcp:tcp_retransmit_synack", objs.TrawlTcpRetransmitSynack}} {
+	}{
+		// State changes first: a socket opened from then on has its count's
+		// start marked before it can retransmit.
+		{"sock:inet_sock_set_state", objs.TrawlTcpState},
+		{"tcp:tcp_retransmit_skb", objs.TrawlTcpRetransmit},
+		{"tcp:tcp_retransmit_synack", objs.TrawlTcpRetransmitSynack},
+	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			for _, l := range links {
