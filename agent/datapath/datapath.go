@@ -165,6 +165,7 @@ type Datapath struct {
 
 	mu     sync.Mutex
 	ifaces map[int]*attachment
+	closed bool // Close ran: attach nothing more
 }
 
 // Open checks privileges and BTF, loads every program and attaches them to
@@ -516,6 +517,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 func (d *Datapath) Close() error {
 	var errs []error
 	d.mu.Lock()
+	d.closed = true
 	for idx, a := range d.ifaces {
 		if err := a.detach(); err != nil {
 			errs = append(errs, err)
