@@ -51,10 +51,10 @@ func DefaultConfiguration() Config {
 	}
 }
 
-// DefaultQueueBytes is the writer queue's default bound: 32 MiB encoded,
-// inserts of up to 16 MiB (50,000 of an agent's records, about 34,000 of the
+// DefaultQueueBytes is the writer queue's default bound: 16 MiB encoded,
+// inserts of up to 8 MiB (about 40,000 of an agent's records, 17,000 of the
 // benchmark's fully labelled ones).
-const DefaultQueueBytes = 32 << 20
+const DefaultQueueBytes = 16 << 20
 
 // setDefaults fills unset fields (but the database, which depends on the
 // DSN) from def.

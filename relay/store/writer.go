@@ -174,6 +174,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				failed = err != nil
 			}
 			w.finish(p.group, err)
+			p.flows.reset() // let go of the stored flows' strings now
 			free <- p.flows
 		}
 	}()
