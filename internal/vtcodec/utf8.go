@@ -3,6 +3,7 @@ package vtcodec
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -20,7 +21,10 @@ import (
 // which are messages. Low field numbers index slices; the rare high ones
 // (Hubble-compatible numbers such as 21001) sit in maps.
 type shape struct {
-	str   []bool
+	// strings: the message has a string field, itself or below. Messages
+	// without (timestamps, flags, counters) are skipped unread.
+	strings bool
+	str     []bool
 	msg   []*shape
 	hiStr map[protowire.Number]bool
 	hiMsg map[protowire.Number]*shape
@@ -36,6 +40,9 @@ func shapeOf(md protoreflect.MessageDescriptor) *shape {
 	}
 	building := map[protoreflect.FullName]*shape{}
 	s := build(md, building)
+	for _, b := range building {
+		b.strings = hasStrings(b, map[*shape]bool{})
+	}
 	for name, b := range building {
 		shapes.LoadOrStore(name, b)
 	}
@@ -69,6 +76,27 @@ func build(md protoreflect.MessageDescriptor, building map[protoreflect.FullName
 		}
 	}
 	return s
+}
+
+func hasStrings(s *shape, seen map[*shape]bool) bool {
+	if seen[s] {
+		return false // a cycle: its other fields decide
+	}
+	seen[s] = true
+	if slices.Contains(s.str, true) || len(s.hiStr) > 0 {
+		return true
+	}
+	for _, m := range s.msg {
+		if m != nil && hasStrings(m, seen) {
+			return true
+		}
+	}
+	for _, m := range s.hiMsg {
+		if hasStrings(m, seen) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *shape) kind(n protowire.Number) (str bool, msg *shape) {
@@ -106,7 +134,7 @@ func checkUTF8(s *shape, b []byte) error {
 		switch {
 		case str && !utf8.Valid(v):
 			return fmt.Errorf("field %d: %w", num, errInvalidUTF8)
-		case msg != nil:
+		case msg != nil && msg.strings:
 			if err := checkUTF8(msg, v); err != nil {
 				return err
 			}
