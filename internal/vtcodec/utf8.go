@@ -25,9 +25,9 @@ type shape struct {
 	// without (timestamps, flags, counters) are skipped unread.
 	strings bool
 	str     []bool
-	msg   []*shape
-	hiStr map[protowire.Number]bool
-	hiMsg map[protowire.Number]*shape
+	msg     []*shape
+	hiStr   map[protowire.Number]bool
+	hiMsg   map[protowire.Number]*shape
 }
 
 const lowFields = 256
