@@ -108,7 +108,9 @@ struct flow_agg {
 	__u64 synack_ns; /* client's entry: the first SYN-ACK answering it; server's: its latest SYN-ACK */
 	__u64 ack_ns;    /* the first ACK after it: the handshake is complete */
 	__u32 retransmits; /* segments a local socket retransmitted in this direction */
-	__u32 pad3;
+	/* tcp_retrans.c: 1 + the retransmitting socket's total_retrans that
+	 * retransmits already counts; 0 before its first retransmission. */
+	__u32 retrans_synced;
 };
 
 #define FLOWS_MAP                                                      \

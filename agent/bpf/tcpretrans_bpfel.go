@@ -44,7 +44,7 @@ type TcpRetransFlowAgg struct {
 	SynackNs      uint64
 	AckNs         uint64
 	Retransmits   uint32
-	Pad3          uint32
+	RetransSynced uint32
 }
 
 type TcpRetransFlowKey struct {
@@ -61,19 +61,12 @@ type TcpRetransFlowKey struct {
 	}
 }
 
-type TcpRetransRetransSeen struct {
-	_     structs.HostLayout
-	Total uint32
-	Valid uint32
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcpRetransMapCounters                  = "counters"
 	TcpRetransMapFlows                     = "flows"
-	TcpRetransMapRetransSeen               = "retrans_seen"
 	TcpRetransProgTrawlTcpRetransmit       = "trawl_tcp_retransmit"
 	TcpRetransProgTrawlTcpRetransmitSynack = "trawl_tcp_retransmit_synack"
 	TcpRetransProgTrawlTcpState            = "trawl_tcp_state"
@@ -130,9 +123,8 @@ type TcpRetransProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpRetransMapSpecs struct {
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	RetransSeen *ebpf.MapSpec `ebpf:"retrans_seen"`
+	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
 }
 
 // TcpRetransVariableSpecs contains global variables before they are loaded into the kernel.
@@ -161,16 +153,14 @@ func (o *TcpRetransObjects) Close() error {
 //
 // It can be passed to LoadTcpRetransObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpRetransMaps struct {
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Flows       *ebpf.Map `ebpf:"flows"`
-	RetransSeen *ebpf.Map `ebpf:"retrans_seen"`
+	Counters *ebpf.Map `ebpf:"counters"`
+	Flows    *ebpf.Map `ebpf:"flows"`
 }
 
 func (m *TcpRetransMaps) Close() error {
 	return _TcpRetransClose(
 		m.Counters,
 		m.Flows,
-		m.RetransSeen,
 	)
 }
 
