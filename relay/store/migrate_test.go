@@ -154,7 +154,9 @@ func TestMigrateAddsDropClassesToADatabaseAtVersion2(t *testing.T) {
 // in one record, a cluster-scoped one) and flows whose policies need extra
 // (labels, a revision, another kind, extra's other fields beside them).
 func policyMix() []*flowv1.Flow {
-	np := func(ns, name string) *flowv1.Policy { return &flowv1.Policy{Namespace: ns, Name: name, Kind: "NetworkPolicy"} }
+	np := func(ns, name string) *flowv1.Policy {
+		return &flowv1.Policy{Namespace: ns, Name: name, Kind: "NetworkPolicy"}
+	}
 	fs := filtertest.Flows()
 	fs[0].IngressAllowedBy = []*flowv1.Policy{np("shop", "allow-web"), np("", "cluster-wide")}
 	fs[1].EgressDeniedBy = []*flowv1.Policy{{Namespace: "shop", Name: "labelled", Kind: "NetworkPolicy", Labels: []string{"k8s:team=a"}}}
