@@ -242,7 +242,7 @@ func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 	}
 
 	// New rows: only the policies the names cannot rebuild are in extra.
-	rows, err := conn.Query(ctx, "SELECT node, toInt64(id_lo), policy_layout, extra != '' FROM flows ORDER BY node, time")
+	rows, err := conn.Query(ctx, "SELECT node, toInt64(id_lo), policy_egress, extra != '' FROM flows ORDER BY node, time")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,24 +250,23 @@ func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 	for rows.Next() {
 		var node string
 		var lo int64
-		var layout uint16
+		var egress uint16
 		var extra bool
-		if err := rows.Scan(&node, &lo, &layout, &extra); err != nil {
+		if err := rows.Scan(&node, &lo, &egress, &extra); err != nil {
 			t.Fatal(err)
 		}
 		if node == "new" {
-			layouts = append(layouts, fmt.Sprintf("%#x/%v", layout, extra))
-		} else if layout != 0 {
-			t.Errorf("a version 5 row has policy_layout %#x", layout)
+			layouts = append(layouts, fmt.Sprintf("%#x/%v", egress, extra))
+		} else if egress != 0 {
+			t.Errorf("a version 5 row has policy_egress %#x", egress)
 		}
 	}
 	rows.Close()
 	// Flow 0: one egress name and two ingress ones; 2 two ingress denials;
-	// 5 one ingress; 6 one egress denial; 9 has an id that is not a UUID
-	// (extra stays empty for it: the id has its own column).
-	wantLayouts := "[0x8001/false 0x0/true 0x8000/false 0x0/true 0x0/true 0x8000/false 0x8100/false 0x0/true 0x0/false 0x0/false 0x0/false]"
+	// 5 one ingress; 6 one egress denial; 1, 3, 4 and 7 need extra.
+	wantLayouts := "[0x1/false 0x0/true 0x0/false 0x0/true 0x0/true 0x0/false 0x100/false 0x0/true 0x0/false 0x0/false 0x0/false]"
 	if fmt.Sprint(layouts) != wantLayouts {
-		t.Errorf("new rows' policy_layout/extra:\n%v\nwant\n%s", layouts, wantLayouts)
+		t.Errorf("new rows' policy_egress/extra:\n%v\nwant\n%s", layouts, wantLayouts)
 	}
 
 	for _, tc := range []struct {

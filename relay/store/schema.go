@@ -629,18 +629,19 @@ var flowCodecsV6 = []struct{ codec, columns string }{
 // treat it as IPv6.
 const lowCardinalityAddresses = "LowCardinality(IPv6) CODEC(ZSTD(1))"
 
-// policyLayoutColumn tells how a row's policies are stored (see
-// policyLayout in rows.go): 0 in extra, as before version 6.
-const policyLayoutColumn = "policy_layout UInt16 DEFAULT 0 CODEC(ZSTD(1))"
+// policyEgressColumn counts the egress policies among a row's allowed_by
+// (low byte) and denied_by (high byte) names, for rows whose policies are
+// stored as their names only (policiesByName in rows.go).
+const policyEgressColumn = "policy_egress UInt16 DEFAULT 0 CODEC(ZSTD(1))"
 
 // schemaV6 makes flows rows smaller without changing what a reader gets
 // back (issue 15 part 4): new codecs per column (flowCodecsV6; metadata
 // only), src_ip and dst_ip as LowCardinality(IPv6) (a mutation that
 // rewrites those two columns of existing parts in the background; rows
-// stay readable throughout), and policy_layout, with which a row's
+// stay readable throughout), and policy_egress, with which a row's
 // allowing and denying policies are rebuilt from allowed_by and denied_by
-// instead of being stored a second time in extra. Rows written before have
-// policy_layout 0 and keep their policies in extra.
+// instead of being stored a second time in extra. Rows written before keep
+// their policies in extra, which a reader still prefers.
 //
 // Every statement is idempotent: setting a column to the codec or type it
 // has, or adding a column that exists, changes nothing.
@@ -656,13 +657,13 @@ func schemaV6(d ddl) []string {
 	const suspicious = " SETTINGS allow_suspicious_low_cardinality_types = 1"
 	s := []string{
 		fmt.Sprintf("ALTER TABLE %s%s %s", d.local("flows"), d.on(), strings.Join(mods, ",\n  ")),
-		fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS %s AFTER tcp_zero_windows", d.local("flows"), d.on(), policyLayoutColumn),
+		fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS %s AFTER tcp_zero_windows", d.local("flows"), d.on(), policyEgressColumn),
 		fmt.Sprintf("ALTER TABLE %s%s MODIFY COLUMN src_ip %s, MODIFY COLUMN dst_ip %s%s",
 			d.local("flows"), d.on(), lowCardinalityAddresses, lowCardinalityAddresses, suspicious),
 	}
 	if d.cluster != "" { // the Distributed table stores nothing: types, no codecs
 		s = append(s,
-			fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS policy_layout UInt16 DEFAULT 0 AFTER tcp_zero_windows", d.table("flows"), d.on()),
+			fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS policy_egress UInt16 DEFAULT 0 AFTER tcp_zero_windows", d.table("flows"), d.on()),
 			fmt.Sprintf("ALTER TABLE %s%s MODIFY COLUMN src_ip LowCardinality(IPv6), MODIFY COLUMN dst_ip LowCardinality(IPv6)%s", d.table("flows"), d.on(), suspicious))
 	}
 	return s
