@@ -5,39 +5,48 @@
 # "client" and "server" routed through it). iperf3 client and server are
 # pinned to separate CPUs (CLIENT_CPU, SERVER_CPU) at nice -20; the agent runs
 # in the node namespace, unpinned, at nice 0 (as a DaemonSet would: it takes
-# whatever CPU is left). Baseline (no agent) and agent runs are interleaved,
-# baseline then agent, RUNS times; each run measures, DUR seconds each:
+# whatever CPU is left). PAIRS pairs of short runs, DUR seconds each, baseline
+# (no agent) and agent in each pair, alternating which goes first; each arm
+# measures
 #   - TCP Gbit/s received;
 #   - 64-byte UDP packets/s received by the server (the discriminating figure);
 #   - overload: the same UDP flood with the server's receive buffer at
 #     OVERLOAD_BUF (the kernel drops with SOCKET_RCVBUFF) while a process spins
-#     on SPIN_CPU at nice 0.
-# Reported: every run, the medians, agent/baseline of the medians, the range of
-# the per-run ratios, the baseline's spread and whether the effect is resolved
-# (larger than that spread). Then, with BPF run-time stats on (an fd from
-# BPF_ENABLE_STATS; with STATS_SYSCTL=1, kernel.bpf_stats_enabled=1, restored
-# on exit), one idle and one overload UDP run with the agent: run_cnt and
-# run_time_ns of every BPF program the agent holds (found from its fds), ns per
-# run, per forwarded packet and per drop; the agent's CPU seconds per million
-# packets; its RSS at 10k and 100k live flows; the flow program under
+#     on SPIN_CPU at nice 0;
+# the second arm in the reverse order of the first, so the two UDP runs of a
+# pair are back to back. The figure of merit is the median of the paired
+# ratios (agent / baseline of the same pair: slow drift of the machine cancels
+# out) with its distribution-free 95 % confidence interval (order statistics
+# of the median); a goal is met when the whole interval meets it, not met when
+# none of it does, else not resolved. Overload: the per-pair difference of the
+# overload and idle UDP ratios, the same way. Then, with BPF run-time stats on
+# (an fd from BPF_ENABLE_STATS; with STATS_SYSCTL=1,
+# kernel.bpf_stats_enabled=1, restored on exit), one idle and one overload UDP
+# run with the agent (STATS_DUR seconds each): run_cnt and run_time_ns of
+# every BPF program the agent holds (found from its fds), ns per run, per
+# forwarded packet and per drop; the agent's CPU seconds per million packets;
+# its RSS at 10k and 100k live flows; the flow program under
 # BPF_PROG_TEST_RUN.
 #
 # Progress goes to stderr; stdout is a markdown block for
 # docs/benchmarks/datapath.md.
 #
-#   make bench-datapath      # or: RUNS=5 DUR=8 bash bench/datapath.sh >result.md
+#   make bench-datapath      # or: PAIRS=30 DUR=3 bash bench/datapath.sh >result.md
 #
-# Knobs (environment): RUNS (5), DUR (8 s), CLIENT_CPU (0), SERVER_CPU (1),
-# SPIN_CPU (0), OVERLOAD_BUF (4K, iperf3 -w), AGENT (a prebuilt binary),
-# AGENT_REV (build the agent, test bed and BPF benchmark from this git revision
-# in a temporary worktree instead of the working tree), STATS_SYSCTL=1,
-# SKIP_RSS=1, SKIP_TESTRUN=1.
+# Knobs (environment): PAIRS (30), DUR (3 s), STATS_DUR (8 s), SETTLE (1 s
+# between an agent's start or exit and the next test), CLIENT_CPU (0),
+# SERVER_CPU (1), SPIN_CPU (0), OVERLOAD_BUF (4K, iperf3 -w), AGENT (a prebuilt
+# binary), AGENT_REV (build the agent, test bed and BPF benchmark from this git
+# revision in a temporary worktree instead of the working tree),
+# STATS_SYSCTL=1, SKIP_RSS=1, SKIP_TESTRUN=1.
 # Needs root, iperf3, jq, python3, bpftool, taskset, ip.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-RUNS=${RUNS:-5}
-DUR=${DUR:-8}
+PAIRS=${PAIRS:-30}
+DUR=${DUR:-3}
+STATS_DUR=${STATS_DUR:-8}
+SETTLE=${SETTLE:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 SPIN_CPU=${SPIN_CPU:-0}
@@ -47,6 +56,7 @@ AGENT_FLAGS=(--node-name bench --metrics-address "" --flush-interval 1s)
 log() { echo "bench-datapath: $*" >&2; }
 die() { log "$*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
+[ "$PAIRS" -ge 1 ] 2>/dev/null || die "PAIRS must be a positive number, not '$PAIRS'"
 for t in iperf3 jq python3 bpftool taskset ip timeout; do
 	command -v "$t" >/dev/null || die "$t not installed"
 done
@@ -144,14 +154,15 @@ restart_server() {
 }
 start_server
 
+dur=$DUR # of each iperf3 run; STATS_DUR for the stats runs
 # iperf3 client, JSON on stdout; on an iperf3 error (e.g. a server left busy
 # by a cut-short test) the server is restarted and the test retried twice.
 iperf_json() { # iperf3 client args...
 	local try out err
 	for try in 1 2 3; do
-		out=$(timeout --foreground -k 5 $((DUR + 30)) ip netns exec "$CLIENT" \
+		out=$(timeout --foreground -k 5 $((dur + 30)) ip netns exec "$CLIENT" \
 			nice -n "$(nice_to -20)" taskset -c "$CLIENT_CPU" \
-			iperf3 -c "$SERVER_IP" -p 5201 -t "$DUR" -J "$@" 2>&1) || true
+			iperf3 -c "$SERVER_IP" -p 5201 -t "$dur" -J "$@" 2>&1) || true
 		if jq -e '.end.sum_received and (.error | not)' <<<"$out" >/dev/null 2>&1; then
 			echo "$out"
 			return
@@ -218,8 +229,11 @@ stats_off() {
 }
 
 start_agent() { # extra agent flags...
+	# Emptied here, not by the redirection: the child opens the file after
+	# the fork, and the loop below must not find the last agent's line.
+	: >"$work/agent.log"
 	ip netns exec "$NODE" nice -n "$(nice_to 0)" "$AGENT_BIN" "${AGENT_FLAGS[@]}" "$@" \
-		>/dev/null 2>"$work/agent.log" &
+		>/dev/null 2>>"$work/agent.log" &
 	agent_pid=$!
 	for _ in $(seq 300); do
 		grep -q "trawl-agent running" "$work/agent.log" 2>/dev/null && return
@@ -229,6 +243,9 @@ start_agent() { # extra agent flags...
 	log "agent did not start:"; cat "$work/agent.log" >&2; exit 1
 }
 stop_agent() { kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=; }
+# An arm's first test must not pay for the agent's start (loading and
+# verifying its programs) or its exit (detaching, freeing the maps).
+settle() { sleep "$SETTLE"; }
 
 # The server namespace's UDP counters: "InDatagrams RcvbufErrors".
 udp_snmp() {
@@ -240,8 +257,8 @@ prog_ids() { grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{print $
 # "id run_time_ns run_cnt name type" of each of the agent's programs.
 prog_snap() { # pid
 	local ids
-	ids=$(prog_ids "$1" | paste -sd, -)
-	[ -n "$ids" ] || die "the agent holds no BPF programs"
+	ids=$(prog_ids "$1" | paste -sd, -) || true
+	[ -n "$ids" ] || die "the agent (pid $1) holds no BPF programs; its log: $(tail -5 "$work/agent.log")"
 	bpftool prog show -j | jq -r --argjson ids "[$ids]" '.[] | select(.id | IN($ids[])) |
 		"\(.id) \(.run_time_ns // 0) \(.run_cnt // 0) \(.name // "?") \(
 		if .type == 32 then "netfilter" else .type end)"'
@@ -290,69 +307,115 @@ prog_attach() { # pid
 	}'
 }
 
-# median, one value a line
-median() { sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-# summary "baseline-values" "agent-values" (space separated, run by run) format:
-# "bmed amed ratio rmin rmax spread% resolved" where ratio is agent/baseline
-# of the medians, rmin..rmax the range of the per-run ratios, spread the
-# baseline's (max-min)/median, and "resolved" when the effect |1-ratio| is
-# larger than that spread.
-summary() { # baseline-values agent-values printf-format-of-a-value
-	local bm am
-	bm=$(tr ' ' '\n' <<<"$1" | median)
-	am=$(tr ' ' '\n' <<<"$2" | median)
-	awk -v b="$1" -v a="$2" -v bm="$bm" -v am="$am" -v fmt="$3" 'BEGIN {
-		n = split(b, bv, " "); split(a, av, " ")
-		rmin = 1e99; rmax = -1e99; bmin = 1e99; bmax = -1e99
-		for (i = 1; i <= n; i++) {
-			r = bv[i] ? av[i] / bv[i] : 0
-			if (r < rmin) rmin = r; if (r > rmax) rmax = r
-			if (bv[i] < bmin) bmin = bv[i]; if (bv[i] > bmax) bmax = bv[i]
-		}
-		ratio = bm ? am / bm : 0
-		spread = bm ? (bmax - bmin) / bm : 0
-		effect = ratio > 1 ? ratio - 1 : 1 - ratio
-		if (n < 2) res = "not resolved (one run)"
-		else if (spread >= effect) res = sprintf("not resolved (effect %.1f %% <= baseline spread)", 100 * effect)
-		else res = sprintf("resolved (effect %.1f %%)", 100 * effect)
-		printf fmt " " fmt " %.3f %.3f %.3f %.1f %s\n", bm, am, ratio, rmin, rmax, 100 * spread, res
-	}'
-}
+# Paired statistics (python3, one pair a line: "baseline agent"): the
+# medians of each arm, the baseline's spread ((max - min) / median), and the
+# paired ratios' median with its 95 % confidence interval from order
+# statistics (distribution-free: the median lies between the k-th smallest
+# and the k-th largest of n values with probability 1 - 2 P(Bin(n, 1/2) < k)).
+# With "diff", the values are per-pair ratios and the figure is their
+# difference (agent column - baseline column). Prints "bmed amed med lo hi
+# coverage% spread% verdict-words..." for a goal "op g" (>= or <=): met when
+# the whole interval meets it, not met when none of it does, else not
+# resolved; fewer than 6 pairs give no 95 % interval.
+cat >"$work/paired.py" <<'PY'
+import math, statistics, sys
+mode, op, goal = sys.argv[1], sys.argv[2], float(sys.argv[3])
+pairs = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
+b = [p[0] for p in pairs]; a = [p[1] for p in pairs]
+if mode == "ratio":
+    xs = sorted(y / x for x, y in pairs if x > 0)
+else:
+    xs = sorted(y - x for x, y in pairs)
+n = len(xs)
+med = statistics.median(xs)
+bmed, amed = statistics.median(b), statistics.median(a)
+spread = 100 * (max(b) - min(b)) / bmed if bmed else 0
+k, cov = 0, 0.0
+cdf = 0.0  # P(Bin(n, 1/2) <= j - 1) for candidate k = j
+for j in range(1, n // 2 + 1):
+    cdf += math.comb(n, j - 1) / 2 ** n
+    if cdf > 0.025:
+        break
+    k, cov = j, 1 - 2 * cdf
+if k == 0:
+    lo = hi = None
+    verdict = "not resolved (too few pairs for a 95 % interval)"
+else:
+    lo, hi = xs[k - 1], xs[n - k]
+    ok = (lambda v: v >= goal) if op == ">=" else (lambda v: v <= goal)
+    if ok(lo) and ok(hi):
+        verdict = "met"
+    elif not ok(lo) and not ok(hi):
+        verdict = "not met"
+    else:
+        verdict = "not resolved (the interval spans the goal)"
+ci = lambda v: "none" if v is None else f"{v:.3f}"
+print(f"{bmed:.6g} {amed:.6g} {med:.3f} {ci(lo)} {ci(hi)} {100 * cov:.1f} {spread:.1f} {verdict}")
+PY
+paired() { python3 "$work/paired.py" "$@"; }
 
 model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-log "$RUNS runs of ${DUR}s, $ncpu CPUs ($model), kernel $(uname -r), load $load; agent from $src_desc"
+log "$PAIRS pairs of ${DUR}s runs, $ncpu CPUs ($model), kernel $(uname -r), load $load; agent from $src_desc"
 
-declare -a b_tcp a_tcp b_udp a_udp b_ovl a_ovl run_lines
-measure() { # tcp-array udp-array ovl-array; sets last_* for the run line
-	local -n tcp=$1 udp=$2 ovl=$3
-	local r s n l
-	last_tcp=$(tcp_gbps)
-	read -r r s n l < <(udp_run)
-	last_udp=$r last_udp_lost=$l
-	read -r r s n l < <(overload_run)
-	last_ovl=$r last_ovl_lost=$l
-	tcp+=("$last_tcp") udp+=("$last_udp") ovl+=("$last_ovl")
+# One arm of a pair: the three tests in the order given ("tcp udp ovl" or its
+# reverse), values into last_*.
+arm() { # tests...
+	local t r s n l
+	for t in "$@"; do
+		case $t in
+		tcp) last_tcp=$(tcp_gbps) ;;
+		udp) read -r r s n l < <(udp_run); last_udp=$r last_udp_lost=$l ;;
+		ovl) read -r r s n l < <(overload_run); last_ovl=$r last_ovl_lost=$l ;;
+		esac
+	done
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b ? a / b : 0}'; }
-for i in $(seq "$RUNS"); do
-	measure b_tcp b_udp b_ovl
-	bt=$last_tcp bu=$last_udp bul=$last_udp_lost bo=$last_ovl bol=$last_ovl_lost
-	start_agent
-	measure a_tcp a_udp a_ovl
-	stop_agent
-	line="| $i | $bt / $last_tcp ($(ratio "$last_tcp" "$bt")) | $bu / $last_udp ($(ratio "$last_udp" "$bu")) | $bul / $last_udp_lost | $bo / $last_ovl ($(ratio "$last_ovl" "$bo")) | $bol / $last_ovl_lost |"
+: >"$work/tcp.pairs"; : >"$work/udp.pairs"; : >"$work/ovl.pairs"; : >"$work/ovlr.pairs"
+declare -a run_lines
+for i in $(seq "$PAIRS"); do
+	# Odd pairs baseline first, even pairs agent first; the second arm in
+	# reverse, so the UDP runs (the discriminating figure) are adjacent.
+	if [ $((i % 2)) = 1 ]; then
+		first=baseline
+		settle # after the last pair's agent
+		arm tcp ovl udp
+		bt=$last_tcp bu=$last_udp bul=$last_udp_lost bo=$last_ovl bol=$last_ovl_lost
+		start_agent
+		settle
+		arm udp ovl tcp
+		stop_agent
+		at=$last_tcp au=$last_udp aul=$last_udp_lost ao=$last_ovl aol=$last_ovl_lost
+	else
+		first=agent
+		start_agent
+		settle
+		arm tcp ovl udp
+		stop_agent
+		settle
+		at=$last_tcp au=$last_udp aul=$last_udp_lost ao=$last_ovl aol=$last_ovl_lost
+		arm udp ovl tcp
+		bt=$last_tcp bu=$last_udp bul=$last_udp_lost bo=$last_ovl bol=$last_ovl_lost
+	fi
+	echo "$bt $at" >>"$work/tcp.pairs"
+	echo "$bu $au" >>"$work/udp.pairs"
+	echo "$bo $ao" >>"$work/ovl.pairs"
+	echo "$(ratio "$au" "$bu") $(ratio "$ao" "$bo")" >>"$work/ovlr.pairs"
+	line="| $i | $first | $bt / $at ($(ratio "$at" "$bt")) | $bu / $au ($(ratio "$au" "$bu")) | $bul / $aul | $bo / $ao ($(ratio "$ao" "$bo")) | $bol / $aol |"
 	run_lines+=("$line")
-	log "run $i: $line"
+	log "pair $i: $line"
 done
-read -r tcp_bm tcp_am tcp_r tcp_rmin tcp_rmax tcp_sp tcp_res < <(summary "${b_tcp[*]}" "${a_tcp[*]}" %.3f)
-read -r udp_bm udp_am udp_r udp_rmin udp_rmax udp_sp udp_res < <(summary "${b_udp[*]}" "${a_udp[*]}" %.0f)
-read -r ovl_bm ovl_am ovl_r ovl_rmin ovl_rmax ovl_sp ovl_res < <(summary "${b_ovl[*]}" "${a_ovl[*]}" %.0f)
+load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r tcp_bm tcp_am tcp_r tcp_lo tcp_hi tcp_cov tcp_sp tcp_res < <(paired ratio ">=" 0.95 <"$work/tcp.pairs")
+read -r udp_bm udp_am udp_r udp_lo udp_hi udp_cov udp_sp udp_res < <(paired ratio ">=" 0.95 <"$work/udp.pairs")
+read -r ovl_bm ovl_am ovl_r ovl_lo ovl_hi ovl_cov ovl_sp ovl_res < <(paired ratio ">=" 0.95 <"$work/ovl.pairs")
+read -r _ _ ovd_r ovd_lo ovd_hi ovd_cov _ ovd_res < <(paired diff ">=" -0.1 <"$work/ovlr.pairs")
 
 # In-kernel cost: one idle and one overload UDP run with the agent and BPF
 # run-time stats on (they add two clock reads per run, so the throughput runs
 # above keep them off).
 log "BPF run-time stats: idle and overload UDP runs"
+dur=$STATS_DUR
 start_agent
 stats_on
 prog_snap "$agent_pid" >"$work/s0"
@@ -448,38 +511,48 @@ fi
 testrun=skipped
 if [ -z "${SKIP_TESTRUN:-}" ]; then
 	log "flow program under BPF_PROG_TEST_RUN"
-	testrun=$(cd "$SRC" && go test -run '^$' -bench FlowProgram -benchtime 1000000x ./agent/bpf 2>/dev/null |
+	testrun=$(cd "$SRC" && go test -run '^$' -bench 'FlowProgram$/^IPv[46]_(TCP|UDP)$' -benchtime 1000000x ./agent/bpf 2>/dev/null |
 		awk '/^BenchmarkFlowProgram/ {n = $1; sub(/^BenchmarkFlowProgram\//, "", n); sub(/-[0-9]+$/, "", n); gsub(/_/, " ", n); printf "%s%s %s ns", sep, n, $5 + 0; sep = ", "}') || true
 	[ -n "$testrun" ] || testrun="did not run"
 fi
 
-goal() { awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == ">=") ? v >= g : v <= g; print ok ? "met" : "missed"}'; }
 flags_shown=$(for f in "${AGENT_FLAGS[@]}"; do [ -n "$f" ] && printf '%s ' "$f" || printf '"" '; done | sed 's/ $//')
-knobs="RUNS=$RUNS DUR=$DUR"
+knobs="PAIRS=$PAIRS DUR=$DUR"
+[ "$STATS_DUR" = 8 ] || knobs="$knobs STATS_DUR=$STATS_DUR"
+[ "$SETTLE" = 1 ] || knobs="$knobs SETTLE=$SETTLE"
 [ "$CLIENT_CPU$SERVER_CPU$SPIN_CPU" = 010 ] || knobs="$knobs CLIENT_CPU=$CLIENT_CPU SERVER_CPU=$SERVER_CPU SPIN_CPU=$SPIN_CPU"
 [ "$OVERLOAD_BUF" = 4K ] || knobs="$knobs OVERLOAD_BUF=$OVERLOAD_BUF"
 [ -z "${AGENT_REV:-}" ] || knobs="$knobs AGENT_REV=$AGENT_REV"
-ovl_diff=$(awk -v o="$ovl_r" -v i="$udp_r" 'BEGIN {printf "%+.3f", o - i}')
+goal() { awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == ">=") ? v >= g : v <= g; print ok ? "met" : "missed"}'; }
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 cat <<OUT
 ## Results ($(date -u +%Y-%m-%d))
 
 Command: \`$knobs bash bench/datapath.sh\`; agent from $src_desc, flags \`$flags_shown\`.
-Machine: $ncpu CPUs ($(nproc --all) online), \`$model\`, Linux $(uname -r), load average $load at start.
+Machine: $ncpu CPUs ($(nproc --all) online), \`$model\`, Linux $(uname -r); load average $load at start,
+$load_mid after the pairs, $load_end at the end.
 iperf3 client on CPU $CLIENT_CPU and server on CPU $SERVER_CPU at nice -20; agent unpinned at nice 0.
 Overload: iperf3 \`-w $OVERLOAD_BUF\` (the server's receive buffer overflows: SOCKET_RCVBUFF drops)
-and \`sh -c 'while :; do :; done'\` on CPU $SPIN_CPU at nice 0. Each run: baseline, then agent; ${DUR} s per test.
+and \`sh -c 'while :; do :; done'\` on CPU $SPIN_CPU at nice 0. $PAIRS pairs, ${DUR} s per test; in each pair
+the first arm runs TCP, overload, UDP and the second UDP, overload, TCP (the UDP runs back to back);
+odd pairs start with the baseline, even pairs with the agent; ${SETTLE} s pause after an agent starts or exits.
 
-| run | TCP Gbit/s, baseline / agent (ratio) | UDP 64 B pkt/s received | UDP loss % | overload: pkt/s received | overload: loss % |
-| --- | --- | --- | --- | --- | --- |
+| pair | first | TCP Gbit/s, baseline / agent (ratio) | UDP 64 B pkt/s received | UDP loss % | overload: pkt/s received | overload: loss % |
+| --- | --- | --- | --- | --- | --- | --- |
 $(printf '%s\n' "${run_lines[@]}")
 
-| figure | baseline median | agent median | agent / baseline (medians) | per-run ratios | baseline spread | resolved | goal (issue 11) |
-| --- | --- | --- | --- | --- | --- | --- | --- |
-| UDP 64 B pkt/s received | $udp_bm | $udp_am | **$udp_r** | $udp_rmin-$udp_rmax | $udp_sp % | $udp_res | >= 0.95: $(goal "$udp_r" ">=" 0.95) |
-| TCP Gbit/s | $tcp_bm | $tcp_am | **$tcp_r** | $tcp_rmin-$tcp_rmax | $tcp_sp % | $tcp_res | >= 0.95: $(goal "$tcp_r" ">=" 0.95) |
-| UDP 64 B pkt/s received, overload | $ovl_bm | $ovl_am | **$ovl_r** | $ovl_rmin-$ovl_rmax | $ovl_sp % | $ovl_res | within 0.1 of the idle UDP ratio ($ovl_diff): $(goal "$ovl_diff" ">=" -0.1) |
+Figure of merit: the median of the paired ratios (agent / baseline within a pair) and its
+distribution-free confidence interval (order statistics of the median, coverage as given). A goal is
+met when the whole interval meets it, not met when none of it does, otherwise not resolved.
 
-In-kernel cost, idle: one ${DUR} s UDP 64 B run with the agent, BPF run-time stats on by $stats_how:
+| figure | baseline median | agent median | median of paired ratios | 95 % interval (coverage) | baseline spread | goal (issue 11) |
+| --- | --- | --- | --- | --- | --- | --- |
+| UDP 64 B pkt/s received | $udp_bm | $udp_am | **$udp_r** | $udp_lo-$udp_hi ($udp_cov %) | $udp_sp % | >= 0.95: $udp_res |
+| TCP Gbit/s | $tcp_bm | $tcp_am | **$tcp_r** | $tcp_lo-$tcp_hi ($tcp_cov %) | $tcp_sp % | >= 0.95: $tcp_res |
+| UDP 64 B pkt/s received, overload | $ovl_bm | $ovl_am | **$ovl_r** | $ovl_lo-$ovl_hi ($ovl_cov %) | $ovl_sp % | (see next row) |
+| overload ratio - idle UDP ratio, per pair | | | **$ovd_r** | $ovd_lo-$ovd_hi ($ovd_cov %) | | >= -0.1: $ovd_res |
+
+In-kernel cost, idle: one ${STATS_DUR} s UDP 64 B run with the agent, BPF run-time stats on by $stats_how:
 $idle_pps pkt/s, $idle_fwd packets received by the server (forwarded), $idle_drops dropped by its socket (RcvbufErrors).
 
 | program | id | type | attached at | runs | runs per packet | ns per run | ns per forwarded packet |
@@ -490,7 +563,7 @@ All programs: **$idle_total ns per forwarded packet** (goal <= 250: $(goal "$idl
 $idle_total_arr ns per packet that reached the server's socket (received + dropped: the runs for packets dropped there
 count in the first figure).
 
-In-kernel cost, overload: one ${DUR} s run as above with \`-w $OVERLOAD_BUF\` and the spinning CPU: $ovl_pps pkt/s received,
+In-kernel cost, overload: one ${STATS_DUR} s run as above with \`-w $OVERLOAD_BUF\` and the spinning CPU: $ovl_pps pkt/s received,
 $ovl_sent pkt/s sent, $ovl_lost % lost; $ovl_recv packets received and $ovl_drops dropped by the server's socket
 (RcvbufErrors). Per packet = per packet that reached the server's socket (received + dropped).
 

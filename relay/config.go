@@ -35,9 +35,10 @@ type Config struct {
 	// Writer batching (0: the store's defaults).
 	BatchRows     int
 	BatchInterval time.Duration
-	// QueueRows bounds rows waiting for ClickHouse (decoded, about 1 KiB
-	// each); a full queue stops acks and reads, so agents buffer instead.
-	QueueRows int
+	// QueueBytes bounds the batches waiting for ClickHouse by their encoded
+	// size (decoded they take a few times that); a full queue stops acks
+	// and reads, so agents buffer instead.
+	QueueBytes int
 
 	// IngestTLS: Cert/Key serve TLS to agents; CA turns on mutual TLS (a
 	// stream without a client certificate signed by CA is refused).
@@ -94,8 +95,9 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	// MemoryLimit is the Go runtime's soft memory limit applied while Run
-	// serves, in bytes: 0 (default) is 90 % of the cgroup's memory limit
-	// when there is one, <0 is none. GOMEMLIMIT in the environment wins.
+	// serves, in bytes: 0 (default) is derived from QueueBytes (8 × it +
+	// 128 MiB), at most 90 % of the cgroup's memory limit when there is
+	// one; <0 is none. GOMEMLIMIT in the environment wins.
 	MemoryLimit int64
 }
 
@@ -114,7 +116,7 @@ func DefaultConfiguration() Config {
 		MetricsAddr:            ":9966",
 		ClickHouseDSN:          dsn,
 		Retention:              store.DefaultConfiguration().Retention,
-		QueueRows:              100_000,
+		QueueBytes:             store.DefaultQueueBytes,
 		Limits:                 ingest.DefaultConfiguration().Limits,
 		MaxObserverMsgBytes:    4 << 20,
 		Keepalive:              30 * time.Second,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/hubble"
@@ -71,7 +72,10 @@ func (r *Relay) newIngestServer() error {
 	r.ingestSrv = grpc.NewServer(append(commonServerOpts(cfg, ka), grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxBatchBytes+(1<<20)),
 		// Batch sizes from gRPC's own count: no second walk over each batch.
-		grpc.StatsHandler(ingest.StatsHandler()))...)
+		grpc.StatsHandler(ingest.StatsHandler()),
+		// Generated (reflection-free) decoding of batches; health and
+		// reflection on this server go through its fallback.
+		grpc.ForceServerCodecV2(vtcodec.Codec{}))...)
 	ingestv1.RegisterIngestServiceServer(r.ingestSrv, r.ingest)
 	r.ingestHealth = health.NewServer()
 	healthpb.RegisterHealthServer(r.ingestSrv, r.ingestHealth)

@@ -20,13 +20,18 @@ type storeBackend struct {
 var _ backend = storeBackend{}
 
 func storeConfig(cfg Config) store.Config {
-	if cfg.QueueRows > 0 && cfg.QueueRows < 2*cfg.BatchRows {
-		cfg.QueueRows = 2 * cfg.BatchRows // room to fill one insert while another is in flight
-	}
 	return store.Config{
 		DSN: cfg.ClickHouseDSN, Cluster: cfg.ClickHouseCluster, Retention: cfg.Retention,
-		BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, QueueRows: cfg.QueueRows, Log: cfg.Log,
+		BatchRows: cfg.BatchRows, BatchInterval: cfg.BatchInterval, QueueBytes: cfg.QueueBytes, Log: cfg.Log,
 	}
+}
+
+// storeConfigQueueBytes is the writer queue's bound cfg results in.
+func storeConfigQueueBytes(cfg Config) int {
+	if cfg.QueueBytes > 0 {
+		return cfg.QueueBytes
+	}
+	return store.DefaultQueueBytes
 }
 
 // Migrate brings the ClickHouse schema of cfg up to date.

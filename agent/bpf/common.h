@@ -103,12 +103,14 @@ struct flow_agg {
 
 	/* TCP health, written rarely: on handshake packets (flow.c, tcp.h)
 	 * and by tcp_retrans.c when a local socket retransmits. The handshake
-	 * times live in the client's (SYN) entry only; CLOCK_MONOTONIC. */
+	 * is timed in the client's (SYN) entry; CLOCK_MONOTONIC. */
 	__u64 syn_ns;    /* the latest SYN */
-	__u64 synack_ns; /* the latest SYN-ACK answering it (the reverse entry's packet) */
+	__u64 synack_ns; /* client's entry: the first SYN-ACK answering it; server's: its latest SYN-ACK */
 	__u64 ack_ns;    /* the first ACK after it: the handshake is complete */
 	__u32 retransmits; /* segments a local socket retransmitted in this direction */
-	__u32 pad3;
+	/* tcp_retrans.c: 1 + the retransmitting socket's total_retrans that
+	 * retransmits already counts; 0 before its first retransmission. */
+	__u32 retrans_synced;
 };
 
 #define FLOWS_MAP                                                      \

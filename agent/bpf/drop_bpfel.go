@@ -79,7 +79,7 @@ type DropFlowAgg struct {
 	SynackNs      uint64
 	AckNs         uint64
 	Retransmits   uint32
-	Pad3          uint32
+	RetransSynced uint32
 }
 
 type DropFlowKey struct {

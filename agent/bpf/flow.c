@@ -353,30 +353,27 @@ static __always_inline void count_creator(struct flow_key *key, __u16 tcp_flags)
 
 /* account adds one packet (or GSO super-packet) to its flow, creating the
  * entry and sending the new-flow event for the first one. TCP packets also
- * update the entry's TCP health (tcp.h); ctskb, where not NULL, lets a
- * SYN-ACK find its client's entry through conntrack. */
+ * update the entry's TCP health (tcp.h); ctskb, where not NULL, lets the
+ * first SYN-ACK find its client's entry through conntrack. */
 static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifindex, __u8 hook, __u64 segs,
 				    __u64 bytes, __u16 tcp_flags, __u16 win, struct __sk_buff *ctskb, const int coarse)
 {
 	int closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST);
 	int tcp = key->tuple.proto == IPPROTO_TCP_;
-	int synack = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK);
 
 	struct flow_agg *st = bpf_map_lookup_elem(&flows, key);
 	if (st) {
 		/* The coarse clock (one tick, 1-4 ms) is enough for the last
 		 * packet of an aggregate and costs a fraction of the precise
-		 * one; events and new entries keep the precise time. Netfilter
+		 * one; events, new entries and handshake packets (SYN, SYN-ACK:
+		 * tcp.h times them with it) keep the precise time. Netfilter
 		 * programs may not call it. */
-		__u64 now = coarse ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+		__u64 now = coarse && !(tcp_flags & TCP_FLAG_SYN) ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 		if (st->first_skb == kskb)
 			st->first_skb = 0; /* reused: the first packet is gone */
 		add(st, now, segs, bytes, tcp_flags);
-		if (tcp) {
-			tcp_seen(st, tcp_flags, win);
-			if (synack)
-				tcp_answer(ctskb, key, tcp_flags, bpf_ktime_get_ns());
-		}
+		if (tcp)
+			tcp_seen(st, tcp_flags, win, now);
 		if (closing)
 			send_event(key, ifindex, hook, bpf_ktime_get_ns(), bytes, tcp_flags, EV_FLOW_CLOSE);
 		return;
@@ -403,7 +400,7 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		if (st) {
 			add(st, now, segs, bytes, tcp_flags);
 			if (tcp)
-				tcp_seen(st, tcp_flags, win);
+				tcp_seen(st, tcp_flags, win, now);
 		}
 		return;
 	}
@@ -413,6 +410,7 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		count(CNT_MAP_FULL);
 		return;
 	}
+	int synack = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK);
 	if (tcp && (synack || (tcp_flags & TCP_FLAG_RST)))
 		tcp_answer(ctskb, key, tcp_flags, now); /* the other side's first packet */
 	count_creator(key, tcp_flags);

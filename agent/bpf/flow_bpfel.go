@@ -101,7 +101,7 @@ type FlowFlowAgg struct {
 	SynackNs      uint64
 	AckNs         uint64
 	Retransmits   uint32
-	Pad3          uint32
+	RetransSynced uint32
 }
 
 type FlowFlowEvent struct {

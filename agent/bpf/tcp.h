@@ -3,11 +3,15 @@
  * entries user space already polls (docs/tcp-health.md).
  *
  * The handshake is timed in the client's entry (the direction of the SYN):
- * syn_ns is the latest SYN, synack_ns the latest SYN-ACK answering it,
- * ack_ns the client's first ACK after that. Only a SYN-ACK looks up another
- * entry (its reverse, the client's); every other packet only tests bytes of
- * its own entry. Retransmitted handshake packets move the start of their
- * half to the latest one, so each half is the last round trip, not the
+ * syn_ns is the latest SYN, synack_ns the first SYN-ACK answering it,
+ * ack_ns the client's first ACK after that. Only the SYN-ACK that creates
+ * its own entry looks up another entry (its reverse, the client's, or
+ * conntrack's original under NAT): once per connection, with the entry's
+ * creation. A SYN-ACK sent again writes its time in its own entry only (the
+ * server's: synack_ns there is its latest SYN-ACK), and user space takes it
+ * from there (agent/collect/tcp.go), so no packet of an existing entry looks
+ * up another. Retransmitted handshake packets move the start of their half
+ * to the latest one, so each half is the last round trip, not the
  * retransmission timeout. */
 #ifndef TRAWL_TCP_H
 #define TRAWL_TCP_H
@@ -17,20 +21,26 @@ static __always_inline void tcp_new(struct flow_agg *st, __u16 flags, __u16 win,
 {
 	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
 		st->syn_ns = now;
+	else if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK))
+		st->synack_ns = now;
 	if (win == 0 && !(flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
 		st->zero_windows = 1;
 }
 
 /* tcp_seen updates an existing entry. The common case (an ACK with data and
- * an open window on an established connection) costs three tests. */
-static __always_inline void tcp_seen(struct flow_agg *st, __u16 flags, __u16 win)
+ * an open window on an established connection) costs three tests. now is
+ * the precise clock for a SYN or SYN-ACK (account reads it instead of the
+ * coarse one: one clock read per packet). */
+static __always_inline void tcp_seen(struct flow_agg *st, __u16 flags, __u16 win, __u64 now)
 {
 	/* A RST carries window 0 without advertising anything. */
 	if (win == 0 && !(flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
 		__sync_fetch_and_add(&st->zero_windows, 1);
 	if (flags & TCP_FLAG_SYN) {
-		if (!(flags & TCP_FLAG_ACK) && !st->ack_ns)
-			st->syn_ns = bpf_ktime_get_ns(); /* the SYN again: time from the latest */
+		if (flags & TCP_FLAG_ACK)
+			st->synack_ns = now; /* the SYN-ACK again, in its own entry */
+		else if (!st->ack_ns)
+			st->syn_ns = now; /* the SYN again: time from the latest */
 		return;
 	}
 	if (st->hs_wait) {
@@ -67,8 +77,7 @@ static __always_inline struct flow_agg *tcp_ct_original(struct __sk_buff *skb, s
 }
 
 /* tcp_answer marks the client's entry answered when the other side's first
- * packet (a SYN-ACK or a RST) or a SYN-ACK sent again passes, and records a
- * SYN-ACK's time there. The client's entry is the reverse of the packet's
+ * packet (a SYN-ACK or a RST) passes, and records a SYN-ACK's time there. The client's entry is the reverse of the packet's
  * tuple, or the conntrack original when there is none (ctskb may be NULL
  * where no conntrack lookup is possible). */
 static __always_inline void tcp_answer(struct __sk_buff *ctskb, struct flow_key *key, __u16 flags, __u64 now)

@@ -45,8 +45,8 @@ func TestFlowProgramTimesTheHandshakeInTheClientsEntryOnce(t *testing.T) {
 	if c.Answered != 1 || c.HsWait != 0 {
 		t.Errorf("client entry answered %d, waiting %d: want answered, not waiting", c.Answered, c.HsWait)
 	}
-	if s.SynNs != 0 || s.AckNs != 0 || s.Packets != 1 {
-		t.Errorf("server entry %+v: want one packet and no handshake times", s)
+	if s.SynNs != 0 || s.AckNs != 0 || s.Packets != 1 || s.SynackNs != c.SynackNs {
+		t.Errorf("server entry %+v: want one packet, its SYN-ACK's time as in the client's entry (%d), no SYN or ACK time", s, c.SynackNs)
 	}
 	if got := p.counters(t)[FlowCounterCNT_HANDSHAKES]; got != 1 {
 		t.Errorf("handshakes counted %d, want 1", got)
@@ -54,8 +54,15 @@ func TestFlowProgramTimesTheHandshakeInTheClientsEntryOnce(t *testing.T) {
 	ack := c.AckNs
 	p.run(t, in, frame(0x0800, reply(ipv4(6, tcp(40000, 80, synFlag|ackFlag, 0)))), nil) // SYN-ACK again
 	p.run(t, in, frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag|pshFlag, 100))), nil)
-	if got := p.entries(t)[client]; got.AckNs != ack || got.HsWait != 0 {
-		t.Errorf("after the handshake: ACK time %d -> %d, waiting %d: want the handshake timed once", ack, got.AckNs, got.HsWait)
+	e = p.entries(t)
+	if got := e[client]; got.AckNs != ack || got.HsWait != 0 || got.SynackNs != c.SynackNs {
+		t.Errorf("after the handshake: ACK time %d -> %d, waiting %d, SYN-ACK time %d -> %d: want the handshake timed once, from the first SYN-ACK",
+			ack, got.AckNs, got.HsWait, c.SynackNs, got.SynackNs)
+	}
+	// The SYN-ACK sent again is timed in its own entry only (user space
+	// takes the later one when it came before the client's ACK).
+	if got := e[server].SynackNs; got <= s.SynackNs {
+		t.Errorf("server entry's SYN-ACK time %d -> %d: want the one sent again, later", s.SynackNs, got)
 	}
 }
 

@@ -44,7 +44,7 @@ type TcpRetransFlowAgg struct {
 	SynackNs      uint64
 	AckNs         uint64
 	Retransmits   uint32
-	Pad3          uint32
+	RetransSynced uint32
 }
 
 type TcpRetransFlowKey struct {
@@ -69,6 +69,7 @@ const (
 	TcpRetransMapFlows                     = "flows"
 	TcpRetransProgTrawlTcpRetransmit       = "trawl_tcp_retransmit"
 	TcpRetransProgTrawlTcpRetransmitSynack = "trawl_tcp_retransmit_synack"
+	TcpRetransProgTrawlTcpState            = "trawl_tcp_state"
 )
 
 // LoadTcpRetrans returns the embedded CollectionSpec for TcpRetrans.
@@ -115,6 +116,7 @@ type TcpRetransSpecs struct {
 type TcpRetransProgramSpecs struct {
 	TrawlTcpRetransmit       *ebpf.ProgramSpec `ebpf:"trawl_tcp_retransmit"`
 	TrawlTcpRetransmitSynack *ebpf.ProgramSpec `ebpf:"trawl_tcp_retransmit_synack"`
+	TrawlTcpState            *ebpf.ProgramSpec `ebpf:"trawl_tcp_state"`
 }
 
 // TcpRetransMapSpecs contains maps before they are loaded into the kernel.
@@ -174,12 +176,14 @@ type TcpRetransVariables struct {
 type TcpRetransPrograms struct {
 	TrawlTcpRetransmit       *ebpf.Program `ebpf:"trawl_tcp_retransmit"`
 	TrawlTcpRetransmitSynack *ebpf.Program `ebpf:"trawl_tcp_retransmit_synack"`
+	TrawlTcpState            *ebpf.Program `ebpf:"trawl_tcp_state"`
 }
 
 func (p *TcpRetransPrograms) Close() error {
 	return _TcpRetransClose(
 		p.TrawlTcpRetransmit,
 		p.TrawlTcpRetransmitSynack,
+		p.TrawlTcpState,
 	)
 }
 

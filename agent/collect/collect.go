@@ -512,7 +512,7 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 		f.Bytes = bytes - st.bytes
 	}
 	if tcp {
-		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp)
+		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp, c.handshakeSynAck(k, v, st.tcp))
 		orient(f, f.GetTcpHealth().GetResetBy())
 	}
 	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()

@@ -13,8 +13,9 @@ import (
 
 // TCP health (docs/tcp-health.md). The flow program keeps, per direction's
 // entry, the handshake's times (in the client's entry: the latest SYN, the
-// latest SYN-ACK answering it, the first ACK after that), whether the other
-// side answered (a SYN-ACK or a RST), and zero-window advertisements;
+// first SYN-ACK answering it, the first ACK after that; a SYN-ACK sent again
+// is timed in the server's entry only, see handshakeSynAck), whether the
+// other side answered (a SYN-ACK or a RST), and zero-window advertisements;
 // tcp_retrans.c adds the segments the node's own sockets retransmitted.
 // Here they become Flow.tcp_health on AGGREGATE records (as deltas, like
 // packets) and FLOW_CLOSE events, and CONNECT_TIMEOUT records.
@@ -32,9 +33,27 @@ func (s tcpState) pending(v *bpf.FlowFlowAgg) bool {
 	return v.Retransmits != s.retransmits || v.ZeroWindows != s.zeroWindows
 }
 
+// handshakeSynAck is the SYN-ACK a client entry's handshake is timed from:
+// the latest one before the client's ACK. The client's entry holds the first
+// (the SYN-ACK's new entry found it, through conntrack under NAT); a SYN-ACK
+// sent again only writes its own, the server's, entry, which spares every
+// packet of an existing entry a lookup of another in the kernel. That entry
+// is the reverse one (not found under NAT: then the first SYN-ACK's time).
+// Zero when the entry has no handshake to time yet.
+func (c *Collector) handshakeSynAck(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState) uint64 {
+	if s.handshake || v.AckNs == 0 {
+		return 0
+	}
+	var rv bpf.FlowFlowAgg
+	if c.dp.Flow.Flows.Lookup(reverse(k), &rv) == nil && rv.SynackNs > v.SynackNs && rv.SynackNs <= v.AckNs {
+		return rv.SynackNs
+	}
+	return v.SynackNs
+}
+
 // tcpHealth is the TCP health a flow's next AGGREGATE record carries, nil
-// when there is nothing new.
-func (c *Collector) tcpHealth(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState) (*flowv1.TCPHealth, tcpState) {
+// when there is nothing new; synack is from handshakeSynAck.
+func (c *Collector) tcpHealth(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState, synack uint64) (*flowv1.TCPHealth, tcpState) {
 	h := &flowv1.TCPHealth{
 		Retransmits: v.Retransmits - s.retransmits,
 		ZeroWindows: v.ZeroWindows - s.zeroWindows,
@@ -44,9 +63,9 @@ func (c *Collector) tcpHealth(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState)
 		s.handshake = true
 		// Each half from the latest packet that started it; out of order
 		// only if a retransmitted SYN crossed the SYN-ACK: not timed.
-		if v.SynNs != 0 && v.SynNs <= v.SynackNs && v.SynackNs <= v.AckNs {
-			h.HandshakeSynAck = durationpb.New(time.Duration(v.SynackNs - v.SynNs))
-			h.HandshakeAck = durationpb.New(time.Duration(v.AckNs - v.SynackNs))
+		if v.SynNs != 0 && v.SynNs <= synack && synack <= v.AckNs {
+			h.HandshakeSynAck = durationpb.New(time.Duration(synack - v.SynNs))
+			h.HandshakeAck = durationpb.New(time.Duration(v.AckNs - synack))
 		}
 	}
 	if !s.reset && uint16(v.TcpFlags)&l4.RST != 0 {

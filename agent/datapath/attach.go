@@ -170,6 +170,9 @@ func (d *Datapath) consider(l netlink.Link, defaults map[int]bool) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil // an attach now would outlive Close (a tc qdisc does)
+	}
 	if _, done := d.ifaces[l.Attrs().Index]; done {
 		return nil
 	}

@@ -165,6 +165,7 @@ type Datapath struct {
 
 	mu     sync.Mutex
 	ifaces map[int]*attachment
+	closed bool // Close ran: attach nothing more
 }
 
 // Open checks privileges and BTF, loads every program and attaches them to
@@ -251,8 +252,9 @@ func Open(cfg Config) (_ *Datapath, err error) {
 }
 
 // loadRetrans loads tcp_retrans.c and attaches it to the
-// tcp:tcp_retransmit_skb and tcp:tcp_retransmit_synack tracepoints (tp_btf),
-// sharing the flow program's map.
+// sock:inet_sock_set_state, tcp:tcp_retransmit_skb and
+// tcp:tcp_retransmit_synack tracepoints (tp_btf), sharing the flow program's
+// map.
 func (d *Datapath) loadRetrans() error {
 	spec, err := bpf.LoadTcpRetrans()
 	if err != nil {
@@ -268,7 +270,13 @@ func (d *Datapath) loadRetrans() error {
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
-	}{{"tcp:tcp_retransmit_skb", objs.TrawlTcpRetransmit}, {"tcp:tcp_retransmit_synack", objs.TrawlTcpRetransmitSynack}} {
+	}{
+		// State changes first: a socket opened from then on has its count's
+		// start marked before it can retransmit.
+		{"sock:inet_sock_set_state", objs.TrawlTcpState},
+		{"tcp:tcp_retransmit_skb", objs.TrawlTcpRetransmit},
+		{"tcp:tcp_retransmit_synack", objs.TrawlTcpRetransmitSynack},
+	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			for _, l := range links {
@@ -509,6 +517,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 func (d *Datapath) Close() error {
 	var errs []error
 	d.mu.Lock()
+	d.closed = true
 	for idx, a := range d.ifaces {
 		if err := a.detach(); err != nil {
 			errs = append(errs, err)

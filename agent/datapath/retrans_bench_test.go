@@ -14,7 +14,8 @@ import (
 )
 
 // BenchmarkRetransmitTracepoint measures the in-kernel cost of one run of
-// the retransmit program (tp_btf/tcp_retransmit_skb) during lossy TCP
+// the retransmit program (tp_btf/tcp_retransmit_skb), and of the state
+// program beside it (tp_btf/inet_sock_set_state), during lossy TCP
 // transfers between two pods of a test bed, with the flow program attached
 // in the node so the program finds its flow's entry as in production, and
 // the kfree_skb program beside it as a reference. One
@@ -64,6 +65,7 @@ func BenchmarkRetransmitTracepoint(b *testing.B) {
 	}
 	defer stats.Close()
 	before := runStats(b, dp.Retrans.TrawlTcpRetransmit)
+	stateBefore := runStats(b, dp.Retrans.TrawlTcpState)
 	dropBefore := runStats(b, dp.dropProg)
 	buf := make([]byte, 1<<20)
 	b.ResetTimer()
@@ -79,7 +81,15 @@ func BenchmarkRetransmitTracepoint(b *testing.B) {
 	}
 	b.StopTimer()
 	after := runStats(b, dp.Retrans.TrawlTcpRetransmit)
+	stateAfter := runStats(b, dp.Retrans.TrawlTcpState)
 	dropAfter := runStats(b, dp.dropProg)
+	// The state program runs on every TCP state change of the machine (a
+	// connection has about eight, both ends on this machine): its cost per
+	// run, and per connection of the loop.
+	if d := stateAfter.runs - stateBefore.runs; d > 0 {
+		b.ReportMetric(float64(stateAfter.ns-stateBefore.ns)/float64(d), "state-ns/run")
+		b.ReportMetric(float64(d)/float64(b.N), "state-runs/op")
+	}
 	// The kfree_skb program in the same runs, a reference for what the
 	// machine's load does to a rarely run program: each lost packet is one
 	// of its runs.

@@ -5,7 +5,10 @@
 // batch is in ClickHouse), and resends unacknowledged batches in order after a
 // reconnect. The relay de-duplicates resends by (node, boot id, sequence).
 //
-// The buffer of unacknowledged batches is bounded (Config.BufferBytes). When
+// The buffer of unacknowledged batches is bounded (Config.BufferBytes). A
+// sealed batch is held encoded, as the StreamRequest bytes that are sent and
+// resent, so the bound is the memory the buffer takes (as decoded messages
+// the same batches took about five times their encoded size). When
 // it is full the oldest batches are dropped and exactly their records are
 // counted as lost (trawl_agent_lost_events_total{cause="buffer_overflow"});
 // the relay learns about them through a LostEvent record (source
@@ -40,7 +43,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/internal/backoff"
@@ -48,6 +50,7 @@ import (
 	"github.com/trawl-dev/trawl/internal/grpczstd"
 	"github.com/trawl-dev/trawl/internal/tlsconfig"
 	"github.com/trawl-dev/trawl/internal/version"
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -62,7 +65,8 @@ type Config struct {
 	// BootID is random per agent start (generated when empty); sequences
 	// restart at 1 with a new one.
 	BootID string
-	// BufferBytes bounds the encoded size of unacknowledged batches
+	// BufferBytes bounds the unacknowledged batches, which are held encoded:
+	// it is their size on the wire before compression and in memory
 	// (default 64 MiB).
 	BufferBytes int
 	// BatchRecords closes a batch at this many records (default 1000).
@@ -113,7 +117,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 		cfg.BufferBytes = DefaultBufferBytes
 	}
 	fs.StringVar(&cfg.Addr, "relay", cfg.Addr, "relay ingest address host:port")
-	fs.IntVar(&cfg.BufferBytes, "buffer-size", cfg.BufferBytes, "bytes of unacknowledged batches kept for resending; the oldest are dropped (and counted) beyond it")
+	fs.IntVar(&cfg.BufferBytes, "buffer-size", cfg.BufferBytes, "bytes of unacknowledged batches kept (encoded) for resending; the oldest are dropped (and counted) beyond it")
 	fs.StringVar(&cfg.TLS.Cert, "tls-cert", cfg.TLS.Cert, "client certificate file for mutual TLS to the relay")
 	fs.StringVar(&cfg.TLS.Key, "tls-key", cfg.TLS.Key, "client key file for mutual TLS to the relay")
 	fs.StringVar(&cfg.TLS.CA, "tls-ca", cfg.TLS.CA, "CA file verifying the relay (default: system roots)")
@@ -160,7 +164,8 @@ func (c *Config) setDefaults() {
 
 // entry is one sealed batch waiting for its Ack.
 type entry struct {
-	batch   *ingestv1.Batch
+	msg     vtcodec.Encoded // the StreamRequest carrying the batch
+	seq     uint64
 	size    int
 	records int
 	// sentGen is the stream generation it was last sent on (0: never).
@@ -213,7 +218,10 @@ func New(cfg Config, reg prometheus.Registerer) (*Shipper, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	callOpts := []grpc.CallOption{grpc.MaxCallSendMsgSize(cfg.BufferBytes + (1 << 20)), grpc.MaxCallRecvMsgSize(1 << 20)}
+	callOpts := []grpc.CallOption{grpc.MaxCallSendMsgSize(cfg.BufferBytes + (1 << 20)), grpc.MaxCallRecvMsgSize(1 << 20),
+		// Sends the held batches' bytes as they are; other messages with
+		// the generated marshaller.
+		grpc.ForceCodecV2(vtcodec.Codec{})}
 	switch cfg.Compression {
 	case grpczstd.Name, gzip.Name:
 		callOpts = append(callOpts, grpc.UseCompressor(cfg.Compression))
@@ -321,7 +329,15 @@ func (s *Shipper) sealLocked(keep bool) {
 			l.NodeName = s.cfg.NodeName
 		}
 	}
-	e := &entry{batch: b, size: proto.Size(b), records: len(b.Flows) + len(b.Conntrack) + len(b.LostEvents), keep: keep}
+	records := len(b.Flows) + len(b.Conntrack) + len(b.LostEvents)
+	msg, err := (&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: b}}).MarshalVT()
+	if err != nil {
+		// Not expected from generated code; never silent all the same.
+		s.log.Error("cannot encode batch; its records are lost", "sequence", b.Sequence, "records", records, "err", err)
+		s.countLostLocked(flowv1.LostEventSource_BATCH_REJECTED, records)
+		return
+	}
+	e := &entry{msg: msg, seq: b.Sequence, size: len(msg), records: records, keep: keep}
 	s.queue = append(s.queue, e)
 	s.bufBytes += e.size
 	s.dropOverflowLocked()
@@ -344,7 +360,7 @@ func (s *Shipper) dropOverflowLocked() {
 		s.queue = append(s.queue[:i], s.queue[i+1:]...)
 		s.bufBytes -= e.size
 		if e.sentGen == s.gen && s.connected {
-			s.droppedInflight[e.batch.Sequence] = e.records
+			s.droppedInflight[e.seq] = e.records
 			continue
 		}
 		s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, e.records)
@@ -491,9 +507,9 @@ func (s *Shipper) session(ctx context.Context) error {
 		return fmt.Errorf("send heartbeat: %w", err)
 	}
 	for {
-		for _, b := range s.nextToSend(gen) {
-			if err := stream.Send(&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: b}}); err != nil {
-				return fmt.Errorf("send batch %d: %w", b.Sequence, err)
+		for _, e := range s.nextToSend(gen) {
+			if err := stream.SendMsg(e.msg); err != nil {
+				return fmt.Errorf("send batch %d: %w", e.seq, err)
 			}
 			s.m.sent.Inc()
 		}
@@ -513,7 +529,7 @@ func (s *Shipper) session(ctx context.Context) error {
 
 // nextToSend seals pending lost-event reports and returns the unsent batches
 // that fit in the in-flight window, marking them sent on gen.
-func (s *Shipper) nextToSend(gen uint64) []*ingestv1.Batch {
+func (s *Shipper) nextToSend(gen uint64) []*entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pendingLost) > 0 {
@@ -536,7 +552,7 @@ func (s *Shipper) nextToSend(gen uint64) []*ingestv1.Batch {
 		s.sealLocked(true)
 	}
 	inflight := 0
-	var out []*ingestv1.Batch
+	var out []*entry
 	for _, e := range s.queue {
 		if e.sentGen == gen {
 			inflight++
@@ -547,7 +563,7 @@ func (s *Shipper) nextToSend(gen uint64) []*ingestv1.Batch {
 		}
 		e.sentGen = gen
 		inflight++
-		out = append(out, e.batch)
+		out = append(out, e)
 	}
 	return out
 }
@@ -590,7 +606,7 @@ func (s *Shipper) settle(gen uint64, boot string, seq uint64, reason string) {
 		return
 	}
 	for i, e := range s.queue {
-		if e.batch.Sequence != seq {
+		if e.seq != seq {
 			continue
 		}
 		s.queue = append(s.queue[:i], s.queue[i+1:]...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,12 +38,19 @@ type DelayLine struct {
 	// dropped because its queue was full (a test reads both).
 	Packets, Overflows atomic.Uint64
 	closed             atomic.Bool
+
+	mu    sync.Mutex
+	holds []time.Duration // how long each carried packet was held, up to maxHolds
 }
 
 type held struct {
+	in  time.Time // when the line read it
 	due time.Time
 	pkt []byte
 }
+
+// maxHolds bounds the hold times kept: a median needs a sample, not all.
+const maxHolds = 100000
 
 // queueLen bounds the packets in flight: enough for 20 ms of a fast TCP
 // stream on a veth, small enough that a runaway sender cannot grow memory.
@@ -106,7 +114,7 @@ func (l *DelayLine) read() {
 		}
 		pkt := append([]byte(nil), buf[:n]...)
 		select {
-		case l.queue <- held{due: time.Now().Add(l.delay), pkt: pkt}:
+		case l.queue <- held{in: time.Now(), due: time.Now().Add(l.delay), pkt: pkt}:
 		default:
 			l.Overflows.Add(1)
 		}
@@ -126,8 +134,29 @@ func (l *DelayLine) write() {
 		}
 		if _, err := l.tun.Write(h.pkt); err == nil {
 			l.Packets.Add(1)
+			l.mu.Lock()
+			if len(l.holds) < maxHolds {
+				l.holds = append(l.holds, time.Since(h.in))
+			}
+			l.mu.Unlock()
 		}
 	}
+}
+
+// MedianHold is the median time the line actually held the packets it
+// carried: the delay asked for plus this process's lateness in writing them
+// back, which a loaded machine makes a millisecond or more. A test that
+// compares round trips with the delay compares them with this (zero before
+// any packet was carried).
+func (l *DelayLine) MedianHold() time.Duration {
+	l.mu.Lock()
+	h := append([]time.Duration(nil), l.holds...)
+	l.mu.Unlock()
+	if len(h) == 0 {
+		return 0
+	}
+	slices.Sort(h)
+	return h[len(h)/2]
 }
 
 // Close removes the routing and the device. Packets still held are lost,

@@ -61,6 +61,9 @@ func TestTheDelayLineHoldsEveryPacketThePodSendsAndCloseRestoresTheDirectPath(t 
 	if l.Overflows.Load() != 0 {
 		t.Errorf("%d packets overflowed the line's queue", l.Overflows.Load())
 	}
+	if h := l.MedianHold(); h < delay || h > delay+time.Second {
+		t.Errorf("the line held packets %v (median), asked %v", h, delay)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}

@@ -154,6 +154,9 @@ func Key(node, boot string, seq uint64) string {
 // handleBatch handles one batch; size is its encoded size, -1 if unknown.
 func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse)) {
 	boot, seq := b.GetBootId(), b.GetSequence()
+	if size < 0 {
+		size = b.SizeVT() // the writer's queue counts it too
+	}
 	if err := validateBatch(b, hello, s.cfg.Limits, size); err != nil {
 		s.m.batches.WithLabelValues("rejected").Inc()
 		n := len(b.GetFlows()) + len(b.GetConntrack()) + len(b.GetLostEvents())
@@ -191,7 +194,7 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
 	s.hub.PublishFunc(key, n, records)
-	sb := &store.Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents()}
+	sb := &store.Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents(), Bytes: size}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
 }
 

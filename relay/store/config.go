@@ -28,26 +28,33 @@ type Config struct {
 	// first batch arrived. Optional: defaults 50000 and 1 s.
 	BatchRows     int
 	BatchInterval time.Duration
-	// QueueRows bounds the rows waiting in the writer (including the two
-	// inserts being encoded or sent). Optional: default 4 × BatchRows. Each
-	// queued flow is a decoded message (~1 KiB), so this bounds the relay's
-	// memory; beyond it Enqueue blocks and agents buffer instead.
-	QueueRows int
+	// QueueBytes bounds the batches waiting in the writer, the two inserts
+	// being encoded or sent included, by their encoded size (Batch.Bytes);
+	// an insert holds at most half of it. Decoded, a flow takes about 3.4
+	// times its encoded size (docs/benchmarks/relay.md), so this bounds most
+	// of the relay's memory; beyond it Enqueue blocks and agents buffer
+	// instead. Optional: default DefaultQueueBytes.
+	QueueBytes int
 	// Log is optional: default slog.Default().
 	Log *slog.Logger
 }
 
 // DefaultConfiguration is the one place of the store's defaults (the relay's
-// --retention and insert flags start from it). QueueRows defaults to
-// 4 × BatchRows.
+// --retention and insert flags start from it).
 func DefaultConfiguration() Config {
 	return Config{
 		Database:      "trawl",
 		Retention:     7 * 24 * time.Hour,
 		BatchRows:     50000,
 		BatchInterval: time.Second,
+		QueueBytes:    DefaultQueueBytes,
 	}
 }
+
+// DefaultQueueBytes is the writer queue's default bound: 16 MiB encoded,
+// inserts of up to 8 MiB (about 40,000 of an agent's records, 17,000 of the
+// benchmark's fully labelled ones).
+const DefaultQueueBytes = 16 << 20
 
 // setDefaults fills unset fields (but the database, which depends on the
 // DSN) from def.
@@ -61,8 +68,8 @@ func (c *Config) setDefaults(def Config) {
 	if c.BatchInterval <= 0 {
 		c.BatchInterval = def.BatchInterval
 	}
-	if c.QueueRows <= 0 {
-		c.QueueRows = 4 * c.BatchRows
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = def.QueueBytes
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()

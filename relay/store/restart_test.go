@@ -41,7 +41,7 @@ func TestWriterSurvivesClickHouseRestartWithoutLossOrDuplicates(t *testing.T) {
 	}
 	defer func() { srv.Stop() }()
 	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: "clickhouse://" + srv.Addr + "/trawl_restart", BatchRows: 500,
-		BatchInterval: 20 * time.Millisecond, QueueRows: 5000, Log: slog.New(slog.DiscardHandler)})
+		BatchInterval: 20 * time.Millisecond, QueueBytes: 5000 * store.EstimatedRowBytes, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

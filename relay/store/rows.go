@@ -106,8 +106,8 @@ type dnsColumnsOf struct {
 }
 
 func (d *dnsColumnsOf) reset() {
-	d.l7Type, d.query, d.rcode, d.latency = d.l7Type[:0], d.query[:0], d.rcode[:0], d.latency[:0]
-	d.qtypes, d.rrtypes, d.ips, d.cnames, d.ttl = d.qtypes[:0], d.rrtypes[:0], d.ips[:0], d.cnames[:0], d.ttl[:0]
+	d.l7Type, d.query, d.rcode, d.latency = trunc(d.l7Type), trunc(d.query), trunc(d.rcode), trunc(d.latency)
+	d.qtypes, d.rrtypes, d.ips, d.cnames, d.ttl = trunc(d.qtypes), trunc(d.rrtypes), trunc(d.ips), trunc(d.cnames), trunc(d.ttl)
 }
 
 // l7TypeName is the l7_type column of a record's Layer7 type: ” for none
@@ -159,7 +159,7 @@ type tcpColumnsOf struct {
 }
 
 func (t *tcpColumnsOf) reset() {
-	t.synAck, t.ack, t.retransmits, t.zeroWindows, t.resetBy = t.synAck[:0], t.ack[:0], t.retransmits[:0], t.zeroWindows[:0], t.resetBy[:0]
+	t.synAck, t.ack, t.retransmits, t.zeroWindows, t.resetBy = trunc(t.synAck), trunc(t.ack), trunc(t.retransmits), trunc(t.zeroWindows), trunc(t.resetBy)
 }
 
 // durationNs is a Duration in nanoseconds, 0 for nil or negative.
@@ -264,29 +264,36 @@ func samePolicies(a, b [4][]*flowv1.Policy) bool {
 
 func (c *flowColumns) len() int { return len(c.time) }
 
+// trunc empties a reused column. The elements are cleared first: strings
+// and label slices of the last insert's flows would otherwise stay
+// reachable from the column until overwritten.
+func trunc[T any](s []T) []T {
+	clear(s)
+	return s[:0]
+}
+
 func (e *endpointColumns) reset() {
-	e.ns, e.pod, e.wl, e.wlKind = e.ns[:0], e.pod[:0], e.wl[:0], e.wlKind[:0]
-	e.labels, e.moreNames, e.moreKind = e.labels[:0], e.moreNames[:0], e.moreKind[:0]
-	e.svcNS, e.svc, e.names = e.svcNS[:0], e.svc[:0], e.names[:0]
+	e.ns, e.pod, e.wl, e.wlKind = trunc(e.ns), trunc(e.pod), trunc(e.wl), trunc(e.wlKind)
+	e.labels, e.moreNames, e.moreKind = trunc(e.labels), trunc(e.moreNames), trunc(e.moreKind)
+	e.svcNS, e.svc, e.names = trunc(e.svcNS), trunc(e.svc), trunc(e.names)
 }
 
 func (c *flowColumns) reset() {
-	c.time, c.idHi, c.idLo, c.uuidRaw, c.node = c.time[:0], c.idHi[:0], c.idLo[:0], c.uuidRaw[:0], c.node[:0]
-	c.verdict, c.kind, c.direction = c.verdict[:0], c.kind[:0], c.direction[:0]
-	c.flowType, c.ipVersion, c.proto = c.flowType[:0], c.ipVersion[:0], c.proto[:0]
-	c.dropDesc, c.dropKernel, c.srcIP, c.dstIP = c.dropDesc[:0], c.dropKernel[:0], c.srcIP[:0], c.dstIP[:0]
-	c.srcPort, c.dstPort, c.tcpFlags = c.srcPort[:0], c.dstPort[:0], c.tcpFlags[:0]
+	c.time, c.idHi, c.idLo, c.uuidRaw, c.node = trunc(c.time), trunc(c.idHi), trunc(c.idLo), trunc(c.uuidRaw), trunc(c.node)
+	c.verdict, c.kind, c.direction = trunc(c.verdict), trunc(c.kind), trunc(c.direction)
+	c.flowType, c.ipVersion, c.proto = trunc(c.flowType), trunc(c.ipVersion), trunc(c.proto)
+	c.dropDesc, c.dropKernel, c.srcIP, c.dstIP = trunc(c.dropDesc), trunc(c.dropKernel), trunc(c.srcIP), trunc(c.dstIP)
+	c.srcPort, c.dstPort, c.tcpFlags = trunc(c.srcPort), trunc(c.dstPort), trunc(c.tcpFlags)
 	c.src.reset()
 	c.dst.reset()
-	c.isReply, c.ifIndex, c.ifName = c.isReply[:0], c.ifIndex[:0], c.ifName[:0]
-	c.allowedBy, c.deniedBy = c.allowedBy[:0], c.deniedBy[:0]
-	c.packets, c.bytes, c.netns = c.packets[:0], c.bytes[:0], c.netns[:0]
-	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = c.firstOff[:0], c.lastOff[:0], c.obsPoint[:0], c.extra[:0], c.present[:0]
-	c.policyEgress = c.policyEgress[:0]
-	c.dropClass = c.dropClass[:0]
+	c.isReply, c.ifIndex, c.ifName = trunc(c.isReply), trunc(c.ifIndex), trunc(c.ifName)
+	c.allowedBy, c.deniedBy = trunc(c.allowedBy), trunc(c.deniedBy)
+	c.packets, c.bytes, c.netns = trunc(c.packets), trunc(c.bytes), trunc(c.netns)
+	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = trunc(c.firstOff), trunc(c.lastOff), trunc(c.obsPoint), trunc(c.extra), trunc(c.present)
+	c.dropClass, c.policyEgress = trunc(c.dropClass), trunc(c.policyEgress)
 	c.dns.reset()
 	c.tcp.reset()
-	c.batch = c.batch[:0]
+	c.batch = trunc(c.batch)
 	clear(c.policyCache)
 }
 
@@ -544,35 +551,25 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 // With withPolicies false it returns "" when the policies would be the only
 // content (the caller has them encoded already).
 func extraOf(f *flowv1.Flow, withPolicies bool) string {
-	var x flowv1.Flow
-	set := false
-	if f.Ethernet != nil {
-		x.Ethernet, set = f.Ethernet, true
-	}
-	if f.GetIP().GetEncrypted() {
-		x.IP, set = &flowv1.IP{Encrypted: true}, true
-	}
-	if e := endpointExtra(f.Source); e != nil {
-		x.Source, set = e, true
-	}
-	if e := endpointExtra(f.Destination); e != nil {
-		x.Destination, set = e, true
-	}
-	if f.Conntrack != nil {
-		x.Conntrack, set = f.Conntrack, true
-	}
-	if src := f.GetL7().GetDns().GetObservationSource(); src != "" && src != f.GetObservationPoint() {
-		x.L7, set = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{ObservationSource: src}}}, true
-	}
-	if !set && !withPolicies {
+	// Decided before building anything: most flows have no extra, and the
+	// partial Flow would be a heap allocation per row.
+	encrypted := f.GetIP().GetEncrypted()
+	src := f.GetL7().GetDns().GetObservationSource()
+	otherSource := src != "" && src != f.GetObservationPoint()
+	set := f.Ethernet != nil || encrypted || hasEndpointExtra(f.Source) || hasEndpointExtra(f.Destination) || f.Conntrack != nil || otherSource
+	policies := len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0
+	if !set && (!withPolicies || !policies) {
 		return ""
 	}
-	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) > 0 {
+	x := flowv1.Flow{Ethernet: f.Ethernet, Source: endpointExtra(f.Source), Destination: endpointExtra(f.Destination), Conntrack: f.Conntrack}
+	if encrypted {
+		x.IP = &flowv1.IP{Encrypted: true}
+	}
+	if otherSource {
+		x.L7 = &flowv1.Layer7{Record: &flowv1.Layer7_Dns{Dns: &flowv1.DNS{ObservationSource: src}}}
+	}
+	if policies {
 		x.EgressAllowedBy, x.IngressAllowedBy, x.EgressDeniedBy, x.IngressDeniedBy = f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy
-		set = true
-	}
-	if !set {
-		return ""
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
 	if err != nil {
@@ -581,8 +578,12 @@ func extraOf(f *flowv1.Flow, withPolicies bool) string {
 	return string(b)
 }
 
+func hasEndpointExtra(e *flowv1.Endpoint) bool {
+	return e != nil && (e.ID != 0 || e.Identity != 0 || e.ClusterName != "" || e.NodeName != "")
+}
+
 func endpointExtra(e *flowv1.Endpoint) *flowv1.Endpoint {
-	if e == nil || e.ID == 0 && e.Identity == 0 && e.ClusterName == "" && e.NodeName == "" {
+	if !hasEndpointExtra(e) {
 		return nil
 	}
 	return &flowv1.Endpoint{ID: e.ID, Identity: e.Identity, ClusterName: e.ClusterName, NodeName: e.NodeName}

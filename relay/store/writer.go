@@ -27,10 +27,25 @@ type Batch struct {
 	Flows     []*flowv1.Flow
 	Conntrack []*flowv1.ConntrackSample
 	Lost      []*flowv1.LostEvent
+	// Bytes is the batch's encoded size as received, what the queue's bound
+	// (Config.QueueBytes) counts; 0: unknown, counted as EstimatedRowBytes
+	// per row.
+	Bytes int
 }
+
+// EstimatedRowBytes is the encoded size counted for a row of a batch of
+// unknown size: about a fully labelled flow.
+const EstimatedRowBytes = 512
 
 // Rows is the number of rows the batch adds.
 func (b *Batch) Rows() int { return len(b.Flows) + len(b.Conntrack) + len(b.Lost) }
+
+func (b *Batch) size() int {
+	if b.Bytes > 0 {
+		return b.Bytes
+	}
+	return b.Rows() * EstimatedRowBytes
+}
 
 // ErrClosed is passed to done callbacks of batches that were not stored
 // because the writer stopped; their senders must resend them.
@@ -66,19 +81,23 @@ type pending struct {
 // with replicated tables the check may read a replica that lags behind.
 // Batches with an empty key are never looked up.
 //
-// Back-pressure: the queue holds at most Config.QueueRows rows. When it is
-// full, Enqueue blocks until the writer has stored enough to make room (or
+// Back-pressure: the queue holds at most Config.QueueBytes of batches (their
+// encoded size; decoded they take a few times that), the two inserts being
+// encoded and sent included, and an insert takes at most half of it. When it
+// is full, Enqueue blocks until the writer has stored enough to make room (or
 // stops). The relay calls Enqueue from the agent's stream, so a ClickHouse
 // outage stops acks and then reads, and agents buffer on their side.
 type Writer struct {
-	s   *Store
-	m   *writerMetrics
-	max int
+	s        *Store
+	m        *writerMetrics
+	maxBytes int
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []pending
 	rows    int // rows in queue and in flight
+	bytes   int // their Batch.size
+	queued  int // bytes in queue only
 	stopped bool
 	wake    chan struct{}
 	last    time.Time
@@ -88,7 +107,7 @@ type Writer struct {
 
 // NewWriter makes a writer; run it with Run. reg may be nil.
 func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
-	w := &Writer{s: s, m: newWriterMetrics(reg), max: s.cfg.QueueRows, wake: make(chan struct{}, 1)}
+	w := &Writer{s: s, m: newWriterMetrics(reg), maxBytes: s.cfg.QueueBytes, wake: make(chan struct{}, 1)}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
@@ -97,9 +116,9 @@ func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
 // insert containing the batch succeeded, or with an error when the writer
 // stopped first. Enqueue blocks while the queue is full (see Writer).
 func (w *Writer) Enqueue(b *Batch, done func(error)) {
-	n := b.Rows()
+	n, size := b.Rows(), b.size()
 	w.mu.Lock()
-	for !w.stopped && w.rows > 0 && w.rows+n > w.max {
+	for !w.stopped && w.bytes > 0 && w.bytes+size > w.maxBytes {
 		w.cond.Wait()
 	}
 	if w.stopped {
@@ -109,6 +128,8 @@ func (w *Writer) Enqueue(b *Batch, done func(error)) {
 	}
 	w.queue = append(w.queue, pending{b: b, done: done, at: time.Now()})
 	w.rows += n
+	w.bytes += size
+	w.queued += size
 	w.m.queue.Set(float64(w.rows))
 	w.mu.Unlock()
 	select {
@@ -153,6 +174,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				failed = err != nil
 			}
 			w.finish(p.group, err)
+			p.flows.reset() // let go of the stored flows' strings now
 			free <- p.flows
 		}
 	}()
@@ -184,35 +206,40 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// take returns the next group to insert when it is due: BatchRows rows
-// queued or BatchInterval since the first one arrived. Otherwise it returns
-// how long to wait (0: until woken).
+// take returns the next group to insert when it is due: BatchRows rows or
+// half the queue's bytes queued, or BatchInterval since the first one
+// arrived. Otherwise it returns how long to wait (0: until woken).
 func (w *Writer) take() ([]pending, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.queue) == 0 {
 		return nil, 0
 	}
-	if age := time.Since(w.queue[0].at); w.rows < w.s.cfg.BatchRows && age < w.s.cfg.BatchInterval {
+	half := w.maxBytes / 2
+	if age := time.Since(w.queue[0].at); w.rows < w.s.cfg.BatchRows && w.queued < half && age < w.s.cfg.BatchInterval {
 		return nil, w.s.cfg.BatchInterval - age
 	}
-	n, rows := 0, 0
-	for n < len(w.queue) && (n == 0 || rows+w.queue[n].b.Rows() <= w.s.cfg.BatchRows) {
+	n, rows, size := 0, 0, 0
+	for n < len(w.queue) && (n == 0 || rows+w.queue[n].b.Rows() <= w.s.cfg.BatchRows && size+w.queue[n].b.size() <= half) {
 		rows += w.queue[n].b.Rows()
+		size += w.queue[n].b.size()
 		n++
 	}
+	w.queued -= size
 	group := append([]pending(nil), w.queue[:n]...)
 	w.queue = append(w.queue[:0], w.queue[n:]...)
 	return group, 0
 }
 
 func (w *Writer) finish(group []pending, err error) {
-	rows := 0
+	rows, size := 0, 0
 	for _, p := range group {
 		rows += p.b.Rows()
+		size += p.b.size()
 	}
 	w.mu.Lock()
 	w.rows -= rows
+	w.bytes -= size
 	if err == nil {
 		w.last = time.Now()
 	}
@@ -229,7 +256,7 @@ func (w *Writer) stop() {
 	w.stopped = true
 	rest := w.queue
 	w.queue = nil
-	w.rows = 0
+	w.rows, w.bytes, w.queued = 0, 0, 0
 	w.m.queue.Set(0)
 	w.cond.Broadcast()
 	w.mu.Unlock()

@@ -130,6 +130,16 @@ func run(parent context.Context, o *options) error {
 		go func() { shipErr <- ship.Run(shipCtx) }()
 	}
 
+	// Listen before any actor starts: a busy port fails the start while
+	// nothing runs yet that the return would leave behind (an interface
+	// being attached).
+	var serveMetrics func(context.Context) error
+	if o.metricsAddr != "" {
+		if serveMetrics, err = metricsServer(o.metricsAddr, reg); err != nil {
+			return err
+		}
+	}
+
 	// The group: every actor stops when the signal arrives or when any
 	// actor returns, and the first error, named after its actor, is the
 	// agent's.
@@ -164,12 +174,8 @@ func run(parent context.Context, o *options) error {
 			}
 		})
 	}
-	if o.metricsAddr != "" {
-		serve, err := metricsServer(o.metricsAddr, reg)
-		if err != nil {
-			return err
-		}
-		actor("metrics", serve)
+	if serveMetrics != nil {
+		actor("metrics", serveMetrics)
 	}
 	log.Info("trawl-agent running", "node", o.nodeName, "version", version.Version, "output", o.output, "relay", o.relay,
 		"dns_ports", fmt.Sprint(dp.DNSPorts()))

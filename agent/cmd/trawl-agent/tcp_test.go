@@ -281,7 +281,9 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 		case flowv1.EventKind_CONNECT_TIMEOUT:
 			timeouts = append(timeouts, f)
 		case flowv1.EventKind_DROP:
-			if dp == droppedPort {
+			// The drop program sees the whole machine: other test beds'
+			// drops to the same port are not this client's.
+			if dp == droppedPort && f.IP.Source == client.IP.String() && f.IP.Destination == server.IP.String() {
 				dropped++
 				droppedSYNs += f.Packets
 			}
@@ -289,7 +291,9 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 	}
 
 	// Handshake RTT: one per connection; with the delay, within 10 % of
-	// 20 ms plus the base.
+	// the delay plus the base. The delay is what the line actually held the
+	// packets (20 ms asked; more when this machine is loaded and the line's
+	// process writes them back late).
 	for port := range lossyPorts {
 		if handshakes[port] != 1 {
 			t.Errorf("connection from port %d: %d records with a handshake, want 1", port, handshakes[port])
@@ -298,17 +302,20 @@ func TestTCPHealthUnderDelayAndLossAgreesWithTheSocketsAndTheKernelsCounters(t *
 	if len(baseRTT) != len(basePorts) {
 		t.Fatalf("%d of %d base connections have a handshake RTT", len(baseRTT), len(basePorts))
 	}
-	base, lossy := median(baseRTT), median(lossyRTT)
-	want := 20*time.Millisecond + base
-	t.Logf("handshake RTT: base median %v (%d), with 20 ms delay and 5%% loss median %v (%d), want %v ± 10%%", base, len(baseRTT), lossy, len(lossyRTT), want)
+	base, lossy, held := median(baseRTT), median(lossyRTT), line.MedianHold()
+	want := held + base
+	t.Logf("handshake RTT: base median %v (%d), with the delay line (20 ms asked, %v held) and 5%% loss median %v (%d), want %v ± 10%%", base, len(baseRTT), held, lossy, len(lossyRTT), want)
+	if held < 20*time.Millisecond {
+		t.Errorf("the delay line held packets %v (median), less than the 20 ms asked", held)
+	}
 	if diff := lossy - want; diff > want/10 || -diff > want/10 {
-		t.Errorf("handshake RTT with the delay: median %v, want within 10%% of %v (20 ms + base %v)", lossy, want, base)
+		t.Errorf("handshake RTT with the delay: median %v, want within 10%% of %v (held %v + base %v)", lossy, want, held, base)
 	}
 
 	// Retransmits: the records of each pod's direction add up to its
 	// kernel's TcpRetransSegs; the bulk socket's to what ss showed before
 	// close, plus what it sent again while closing.
-	t.Logf("retransmits: records %v, TcpRetransSegs %v; bulk socket: records %d, ss -ti %d", retrans, end, bulkRetrans, bulkSS)
+	t.Logf("retransmits: records %v, TcpRetransSegs %v; bulk socket %d: records %d, ss -ti %d", retrans, end, bulkPort, bulkRetrans, bulkSS)
 	if end["client"] == 0 {
 		t.Error("5 % loss made the client retransmit nothing: the witness saw no loss")
 	}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -35,7 +36,7 @@ import (
 var (
 	nFlows      = flag.Int("flows", 1_000_000, "flows per insert run")
 	runs        = flag.Int("runs", 3, "runs of each insert path (medians reported)")
-	relayBin    = flag.String("relay", "", "path of trawl-relay: also measure agents → gRPC → relay → ClickHouse")
+	relayBin    = flag.String("relay", "", "path of trawl-relay: also measure agents → gRPC → relay → ClickHouse; several paths separated by commas (a before and an after build) are measured in turn in every run, against the same raw baseline, their order alternating")
 	agents      = flag.Int("agents", 4, "synthetic agents for the gRPC path")
 	queryFlows  = flag.Int("query-flows", 50_000_000, "flows in the query data set (0: skip queries)")
 	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
@@ -74,7 +75,12 @@ func main() {
 	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
 	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw |%s\n", relayHeader())
 	fmt.Printf("|---|---|---|---|%s\n", relayRule())
-	var raws, writers, relays, ratios, relayRatios, relayCPU, relayRSS []float64
+	var raws, writers, ratios []float64
+	relayBins := strings.Split(*relayBin, ",")
+	if *relayBin == "" {
+		relayBins = nil
+	}
+	relays, relayRatios, relayCPU, relayRSS := make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	var lastDB string
 	for r := 1; r <= *runs; r++ {
 		// Alternate which path goes first: the machine is shared and noisy,
@@ -91,25 +97,37 @@ func main() {
 		lastDB = wdb
 		raws, writers, ratios = append(raws, raw), append(writers, wr), append(ratios, wr/raw)
 		line := fmt.Sprintf("| %d | %.0f | %.0f | %.2f |", r, raw, wr, wr/raw)
-		if *relayBin != "" {
-			rr, cpu, rss := runRelay(ctx, dsn, conn, fmt.Sprintf("bench_relay_%d", r), batches)
-			relays, relayRatios = append(relays, rr), append(relayRatios, rr/raw)
-			relayCPU, relayRSS = append(relayCPU, cpu), append(relayRSS, rss)
-			line += fmt.Sprintf(" %.0f | %.2f | %.2f | %.0f |", rr, rr/raw, cpu, rss)
-		}
-		fmt.Println(line)
-		for _, db := range []string{fmt.Sprintf("bench_raw_%d", r), fmt.Sprintf("bench_relay_%d", r)} {
+		lines := make([]string, len(relayBins))
+		for k := range relayBins {
+			i := k
+			if r%2 == 0 {
+				i = len(relayBins) - 1 - k
+			}
+			db := fmt.Sprintf("bench_relay_%d_%d", r, i)
+			rr, cpu, rss := runRelay(ctx, relayBins[i], dsn, conn, db, batches)
 			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
+			relays[i], relayRatios[i] = append(relays[i], rr), append(relayRatios[i], rr/raw)
+			relayCPU[i], relayRSS[i] = append(relayCPU[i], cpu), append(relayRSS[i], rss)
+			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.0f |", line, relayName(relayBins, i), rr, rr/raw, cpu, rss)
 		}
+		if len(lines) == 0 {
+			lines = []string{line}
+		}
+		for _, l := range lines {
+			fmt.Println(l)
+		}
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+fmt.Sprintf("bench_raw_%d", r)+" SYNC")
 		if r < *runs {
 			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+wdb+" SYNC")
 		}
 	}
 	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** |", median(raws), median(writers), median(ratios))
-	if *relayBin != "" {
-		line += fmt.Sprintf(" %.0f | **%.2f** | %.2f | %.0f |", median(relays), median(relayRatios), median(relayCPU), median(relayRSS))
+	for i := range relayBins {
+		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.0f |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayRSS[i]))
 	}
-	fmt.Println(line)
+	if len(relayBins) == 0 {
+		fmt.Println(line)
+	}
 	fmt.Printf("\nStore Writer client CPU (encode + clickhouse-go), median: %.2f s per 1M flows\n\n", median(writerCPU))
 	storage(ctx, conn, lastDB)
 	if !*keep {
@@ -124,14 +142,26 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB |"
+}
+
+// relayName is how a relay binary is shown: its base name, and its position
+// when several share one.
+func relayName(bins []string, i int) string {
+	name := filepath.Base(bins[i])
+	for j, b := range bins {
+		if j != i && filepath.Base(b) == name {
+			return fmt.Sprintf("%s (%d)", name, i+1)
+		}
+	}
+	return name
 }
 
 func relayRule() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return "---|---|---|---|"
+	return "---|---|---|---|---|"
 }
 
 func open(dsn string) driver.Conn {
@@ -279,9 +309,9 @@ func procStat(pid int) (cpu, rssMiB float64) {
 
 // runRelay: the real trawl-relay process, fed by synthetic agents (the
 // agent's own shipper) over gRPC; timed until every flow is in ClickHouse.
-func runRelay(ctx context.Context, dsn string, conn driver.Conn, db string, batches []batch) (rate, cpuPerM, rss float64) {
+func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string, batches []batch) (rate, cpuPerM, rss float64) {
 	ingest := freeAddr()
-	cmd := exec.Command(*relayBin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
+	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
 		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
 	cmd.Stderr, cmd.Stdout = os.Stderr, nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

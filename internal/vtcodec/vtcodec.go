@@ -1,0 +1,96 @@
+// Package vtcodec is the gRPC codec of the agent → relay ingest stream: it
+// marshals and unmarshals with the reflection-free methods vtprotobuf
+// generates beside the messages (proto/*_vtproto.pb.go), and sends an
+// Encoded message's bytes as they are. It names itself "proto", so it is
+// wire-compatible with every other protobuf peer; each side installs it on
+// the ingest connection only (grpc.ForceServerCodecV2 on the relay's ingest
+// server, grpc.ForceCodecV2 on the agent's stream), not globally.
+//
+// Why: decoding batches with the reflection-based runtime was about a third
+// of the relay's CPU at full ingest, and an agent that keeps unacknowledged
+// batches as messages holds about five times their encoded size in heap
+// (docs/benchmarks/relay.md).
+package vtcodec
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+)
+
+// Name is the codec's content-subtype: protobuf, as gRPC's default.
+const Name = "proto"
+
+// Encoded is a message already in wire form (for example a StreamRequest
+// marshalled once and kept for resending); Marshal sends it unchanged.
+type Encoded []byte
+
+// Message is what vtprotobuf generates for each message.
+type Message interface {
+	SizeVT() int
+	MarshalToSizedBufferVT(dAtA []byte) (int, error)
+	UnmarshalVT(dAtA []byte) error
+}
+
+// Codec implements encoding.CodecV2.
+type Codec struct{}
+
+var _ encoding.CodecV2 = Codec{}
+
+// Name implements encoding.CodecV2.
+func (Codec) Name() string { return Name }
+
+// Marshal implements encoding.CodecV2: Encoded as is, generated messages
+// with their own marshaller, anything else with the protobuf runtime.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	switch m := v.(type) {
+	case Encoded:
+		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
+	case Message:
+		size := m.SizeVT()
+		if mem.IsBelowBufferPoolingThreshold(size) {
+			b := make([]byte, size)
+			if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+				return nil, err
+			}
+			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		}
+		pool := mem.DefaultBufferPool()
+		b := pool.Get(size)
+		if _, err := m.MarshalToSizedBufferVT((*b)[:size]); err != nil {
+			pool.Put(b)
+			return nil, err
+		}
+		return mem.BufferSlice{mem.NewBuffer(b, pool)}, nil
+	case proto.Message:
+		b, err := proto.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return nil, fmt.Errorf("vtcodec: cannot marshal %T: not a protobuf message", v)
+}
+
+// Unmarshal implements encoding.CodecV2. The generated unmarshaller copies
+// every string and byte field out of the buffer, so the pooled buffer is
+// returned at once; strings are then checked for UTF-8 (utf8.go).
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	switch m := v.(type) {
+	case Message:
+		if err := m.UnmarshalVT(buf.ReadOnlyData()); err != nil {
+			return err
+		}
+		if pm, ok := v.(proto.Message); ok {
+			return checkUTF8(shapeOf(pm.ProtoReflect().Descriptor()), buf.ReadOnlyData())
+		}
+		return nil
+	case proto.Message:
+		return proto.Unmarshal(buf.ReadOnlyData(), m)
+	}
+	return fmt.Errorf("vtcodec: cannot unmarshal into %T: not a protobuf message", v)
+}
