@@ -95,9 +95,8 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	// MemoryLimit is the Go runtime's soft memory limit applied while Run
-	// serves, in bytes: 0 (default) is derived from QueueBytes (8 × it +
-	// 128 MiB), at most 90 % of the cgroup's memory limit when there is
-	// one; <0 is none. GOMEMLIMIT in the environment wins.
+	// serves, in bytes: 0 (default) is 90 % of the cgroup's memory limit
+	// when there is one, <0 is none. GOMEMLIMIT in the environment wins.
 	MemoryLimit int64
 }
 

@@ -11,15 +11,15 @@ import (
 	"strings"
 )
 
-// Memory: at full ingest the relay's live heap follows its writer queue
-// (--insert-queue-bytes): the queued batches decoded (a few times their
-// encoded size), the columns of the two inserts being encoded and sent, and
-// the ClickHouse client's buffers; Go's collector lets the heap grow to
-// twice the live heap before it runs. So the default (auto) soft limit is
-// derived from the queue, and never above 90 % of the container's limit:
-// the collector works harder near it instead of the heap doubling, or the
-// kernel killing the relay; below the limit, collecting half as often
-// (GOGC 200) saves CPU (measured in docs/benchmarks/relay.md).
+// Memory: at full ingest the relay's live heap is set by its writer queue
+// (--insert-queue-bytes: the queued batches decoded, the columns of the two
+// inserts being encoded and sent, the ClickHouse client's buffers), and Go's
+// collector lets the heap grow to twice the live heap before it runs: with
+// the default queue the benchmark's fully labelled records peak near
+// 800 MiB (docs/benchmarks/relay.md), under the relay pod's 1 GiB limit. A
+// soft limit below the container's makes the collector work harder near it
+// instead of the kernel killing the relay; below the limit, collecting half
+// as often (GOGC 200) saves CPU (measured in docs/benchmarks/relay.md).
 
 // memoryLimit is the value of --memory-limit: bytes, 0 for auto (a share
 // of the cgroup's memory limit, if any), -1 for off.
@@ -77,18 +77,6 @@ func parseMemoryLimit(s string) (int64, error) {
 // cache charged to the cgroup, memory returned to the OS lazily).
 const cgroupShare = 0.9
 
-// autoMemoryLimit is the auto soft limit for a writer queue of queueBytes
-// under a cgroup limit of cgroup bytes (0: none): 8 bytes per queued byte
-// (decoded batches, their columns, the inserts in flight) plus 128 MiB for
-// the rest (gRPC, the hub, queries, the runtime).
-func autoMemoryLimit(queueBytes, cgroup int64) int64 {
-	limit := 8*queueBytes + 128<<20
-	if cgroup > 0 {
-		limit = min(limit, int64(float64(cgroup)*cgroupShare))
-	}
-	return limit
-}
-
 // cgroupMemoryLimit returns the memory limit of the cgroup this process is
 // in (v2 memory.max or v1 memory.limit_in_bytes) under root (normally
 // /sys/fs/cgroup), given the content of /proc/self/cgroup; 0 when there is
@@ -130,17 +118,17 @@ func cgroupMemoryLimit(root string, procSelfCgroup []byte) int64 {
 }
 
 // applyMemoryLimit sets the Go runtime's soft memory limit from limit
-// (bytes; 0: auto, from the writer queue's queueBytes and the cgroup; <0:
-// off) unless GOMEMLIMIT is set, and with a limit in place collects at GOGC
-// 200 unless GOGC is set. It returns the limit applied (0: none) and a
-// function restoring the previous settings.
-func applyMemoryLimit(limit, queueBytes int64) (int64, func()) {
+// (bytes; 0: auto from the cgroup; <0: off) unless GOMEMLIMIT is set, and
+// with a limit in place collects at GOGC 200 unless GOGC is set. It returns
+// the limit applied (0: none) and a function restoring the previous
+// settings.
+func applyMemoryLimit(limit int64) (int64, func()) {
 	if limit < 0 || os.Getenv("GOMEMLIMIT") != "" {
 		return 0, func() {}
 	}
 	if limit == 0 {
 		cg, _ := os.ReadFile("/proc/self/cgroup")
-		limit = autoMemoryLimit(queueBytes, cgroupMemoryLimit("/sys/fs/cgroup", cg))
+		limit = int64(float64(cgroupMemoryLimit("/sys/fs/cgroup", cg)) * cgroupShare)
 	}
 	if limit <= 0 {
 		return 0, func() {}

@@ -69,7 +69,7 @@ func TestAnExplicitMemoryLimitIsAppliedAndRestored(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	t.Setenv("GOGC", "")
 	before := debug.SetMemoryLimit(-1)
-	limit, restore := applyMemoryLimit(700<<20, 16<<20)
+	limit, restore := applyMemoryLimit(700 << 20)
 	if limit != 700<<20 {
 		t.Fatalf("applied %d, want %d", limit, 700<<20)
 	}
@@ -80,30 +80,11 @@ func TestAnExplicitMemoryLimitIsAppliedAndRestored(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Errorf("limit after restore %d, want %d", got, before)
 	}
-	if limit, _ := applyMemoryLimit(-1, 16<<20); limit != 0 {
+	if limit, _ := applyMemoryLimit(-1); limit != 0 {
 		t.Errorf("--memory-limit off applied %d", limit)
 	}
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	if limit, _ := applyMemoryLimit(700<<20, 16<<20); limit != 0 {
+	if limit, _ := applyMemoryLimit(700 << 20); limit != 0 {
 		t.Errorf("applied %d although GOMEMLIMIT is set, want the environment to win", limit)
-	}
-}
-
-func TestTheAutoMemoryLimitFollowsTheQueueAndStaysUnderTheContainers(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		queue, cgroup int64
-		want          int64
-	}{
-		{"no container limit", 16 << 20, 0, 256 << 20},
-		{"a larger queue", 64 << 20, 0, 640 << 20},
-		{"a roomy container", 16 << 20, 1 << 30, 256 << 20},
-		{"a tight container", 16 << 20, 200 << 20, 180 << 20},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := autoMemoryLimit(tc.queue, tc.cgroup); got != tc.want {
-				t.Errorf("auto limit %d MiB, want %d MiB", got>>20, tc.want>>20)
-			}
-		})
 	}
 }

@@ -26,14 +26,6 @@ func storeConfig(cfg Config) store.Config {
 	}
 }
 
-// storeConfigQueueBytes is the writer queue's bound cfg results in.
-func storeConfigQueueBytes(cfg Config) int {
-	if cfg.QueueBytes > 0 {
-		return cfg.QueueBytes
-	}
-	return store.DefaultQueueBytes
-}
-
 // Migrate brings the ClickHouse schema of cfg up to date.
 func Migrate(ctx context.Context, cfg Config) error {
 	st, err := store.Open(ctx, storeConfig(cfg))

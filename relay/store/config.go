@@ -51,10 +51,12 @@ func DefaultConfiguration() Config {
 	}
 }
 
-// DefaultQueueBytes is the writer queue's default bound: 16 MiB encoded,
-// inserts of up to 8 MiB (about 40,000 of an agent's records, 17,000 of the
-// benchmark's fully labelled ones).
-const DefaultQueueBytes = 16 << 20
+// DefaultQueueBytes is the writer queue's default bound: 32 MiB encoded,
+// inserts of up to 16 MiB (50,000 of an agent's records, about 34,000 of the
+// benchmark's fully labelled ones). Half of it measured ~35 % less relay
+// RSS but a fifth less throughput (smaller inserts cost ClickHouse more);
+// docs/benchmarks/relay.md.
+const DefaultQueueBytes = 32 << 20
 
 // setDefaults fills unset fields (but the database, which depends on the
 // DSN) from def.
