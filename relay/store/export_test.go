@@ -71,20 +71,25 @@ func RerunMigrationForTest(ctx context.Context, s *Store, version int) error {
 
 // WriteColumnsForTest inserts flows with the columns a relay of the given
 // schema version wrote (version 3: no DNS columns; version 4: no TCP health
-// columns), as that relay would.
+// columns; version 5: no policy_egress, every policy in extra), as that
+// relay would.
 func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, version int) error {
 	n := len(flowColumnNames)
 	switch version {
 	case 3:
-		n -= 9 + 5 // the DNS columns of version 4, then the TCP ones of version 5, are last
+		n -= 9 + 5 + 1 // the DNS columns of version 4, the TCP ones of version 5, then version 6's policy_egress are last
 	case 4:
-		n -= 5
+		n -= 5 + 1
+	case 5:
+		n--
 	default:
-		return fmt.Errorf("WriteColumnsForTest knows versions 3 and 4 only")
+		return fmt.Errorf("WriteColumnsForTest knows versions 3 to 5 only")
 	}
 	var c flowColumns
-	for _, f := range flows {
+	for i, f := range flows {
 		c.add(f)
+		c.extra[i], c.policyEgress[i] = extraOf(f, true), 0 // before version 6 extra held every policy
+
 	}
 	return s.insertColumns(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), flowColumnNames[:n], c.columns()[:n])
 }

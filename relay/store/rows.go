@@ -56,6 +56,7 @@ var flowColumnNames = []string{
 	"first_seen_offset", "last_seen_offset", "netns", "observation_point", "present", "extra", "drop_class",
 	"l7_type", "l7_latency_ns", "dns_query", "dns_rcode", "dns_qtypes", "dns_rrtypes", "dns_ips", "dns_cnames", "dns_ttl",
 	"tcp_syn_ack_ns", "tcp_ack_ns", "tcp_retransmits", "tcp_reset_by", "tcp_zero_windows",
+	"policy_egress",
 }
 
 type endpointColumns struct {
@@ -84,7 +85,7 @@ type flowColumns struct {
 	packets, bytes, netns      []uint64
 	firstOff, lastOff          []int64
 	obsPoint, extra, dropClass []string
-	present                    []uint16
+	present, policyEgress      []uint16
 	dns                        dnsColumnsOf
 	tcp                        tcpColumnsOf
 	batch                      []uint64 // BatchID per row; inserted, never read back
@@ -206,6 +207,45 @@ type policyEnc struct {
 	lists           [4][]*flowv1.Policy
 	allowed, denied []string
 	extra           string
+	egress          uint16
+}
+
+// policiesByName tells whether f's policies can be stored as their names
+// alone (schema version 6): allowed_by and denied_by hold "namespace/name",
+// egress policies first, and policy_egress counts the egress ones of
+// allowed_by in its low byte and of denied_by in its high byte. That holds
+// when every policy is a NetworkPolicy without labels or revision. Other
+// policies are stored in extra, as every policy was before version 6; a
+// row whose extra holds no policy but whose names columns do is read as
+// names (rowPolicies).
+func policiesByName(f *flowv1.Flow) (egress uint16, ok bool) {
+	if len(f.EgressAllowedBy) > 0xff || len(f.EgressDeniedBy) > 0xff {
+		return 0, false
+	}
+	for _, list := range [][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy} {
+		for _, p := range list {
+			if p.GetKind() != "NetworkPolicy" || len(p.GetLabels()) > 0 || p.GetRevision() != 0 ||
+				strings.Contains(p.GetNamespace(), "/") || len(p.ProtoReflect().GetUnknown()) > 0 {
+				return 0, false
+			}
+		}
+	}
+	return uint16(len(f.EgressAllowedBy)) | uint16(len(f.EgressDeniedBy))<<8, true
+}
+
+// namedPolicies rebuilds the egress and ingress policies of a names column
+// (policiesByName).
+func namedPolicies(names []string, egress int) (eg, in []*flowv1.Policy) {
+	for i, n := range names {
+		ns, name, _ := strings.Cut(n, "/")
+		p := &flowv1.Policy{Namespace: ns, Name: name, Kind: "NetworkPolicy"}
+		if i < egress {
+			eg = append(eg, p)
+		} else {
+			in = append(in, p)
+		}
+	}
+	return eg, in
 }
 
 func samePolicies(a, b [4][]*flowv1.Policy) bool {
@@ -250,7 +290,7 @@ func (c *flowColumns) reset() {
 	c.allowedBy, c.deniedBy = trunc(c.allowedBy), trunc(c.deniedBy)
 	c.packets, c.bytes, c.netns = trunc(c.packets), trunc(c.bytes), trunc(c.netns)
 	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = trunc(c.firstOff), trunc(c.lastOff), trunc(c.obsPoint), trunc(c.extra), trunc(c.present)
-	c.dropClass = trunc(c.dropClass)
+	c.dropClass, c.policyEgress = trunc(c.dropClass), trunc(c.policyEgress)
 	c.dns.reset()
 	c.tcp.reset()
 	c.batch = trunc(c.batch)
@@ -264,9 +304,10 @@ func first(ps []*flowv1.Policy) *flowv1.Policy {
 	return ps[0]
 }
 
-// policies returns the allowed/denied name lists of a flow and, when the
-// policies are all the flow needs beyond its columns, its extra encoding.
-func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra string, cached bool) {
+// policies returns the allowed/denied name lists of a flow, its
+// policy_egress and, when the policies are all the flow needs beyond its
+// columns and the names cannot rebuild them, its extra encoding.
+func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra string, egress uint16) {
 	// The key is the first element and length of each list; a hit counts
 	// only when every element is the same pointer.
 	k := policyKey{
@@ -274,24 +315,27 @@ func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra 
 		n: [4]int{len(f.EgressAllowedBy), len(f.IngressAllowedBy), len(f.EgressDeniedBy), len(f.IngressDeniedBy)},
 	}
 	if k.n == [4]int{} {
-		return empty, empty, "", true
+		return empty, empty, "", 0
 	}
 	lists := [4][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy}
 	if e, ok := c.policyCache[k]; ok && samePolicies(e.lists, lists) {
-		return e.allowed, e.denied, e.extra, true
+		return e.allowed, e.denied, e.extra, e.egress
 	}
 	e := policyEnc{lists: lists,
 		allowed: nonNil(policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy)),
 		denied:  nonNil(policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy)),
 	}
-	x := flowv1.Flow{EgressAllowedBy: f.EgressAllowedBy, IngressAllowedBy: f.IngressAllowedBy, EgressDeniedBy: f.EgressDeniedBy, IngressDeniedBy: f.IngressDeniedBy}
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
-	e.extra = string(b)
+	var byName bool
+	if e.egress, byName = policiesByName(f); !byName {
+		x := flowv1.Flow{EgressAllowedBy: f.EgressAllowedBy, IngressAllowedBy: f.IngressAllowedBy, EgressDeniedBy: f.EgressDeniedBy, IngressDeniedBy: f.IngressDeniedBy}
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
+		e.extra = string(b)
+	}
 	if c.policyCache == nil {
 		c.policyCache = map[policyKey]policyEnc{}
 	}
 	c.policyCache[k] = e
-	return e.allowed, e.denied, e.extra, true
+	return e.allowed, e.denied, e.extra, e.egress
 }
 
 // columns lists the slices in flowColumnNames order.
@@ -305,6 +349,7 @@ func (c *flowColumns) columns() []any {
 		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
 		c.dns.l7Type, c.dns.latency, c.dns.query, c.dns.rcode, c.dns.qtypes, c.dns.rrtypes, c.dns.ips, c.dns.cnames, c.dns.ttl,
 		c.tcp.synAck, c.tcp.ack, c.tcp.retransmits, c.tcp.resetBy, c.tcp.zeroWindows,
+		c.policyEgress,
 	}
 }
 
@@ -475,7 +520,7 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 		present |= hasInterface
 	}
 	c.ifIndex, c.ifName = append(c.ifIndex, f.GetInterface().GetIndex()), append(c.ifName, f.GetInterface().GetName())
-	allowed, denied, polExtra, _ := c.policies(f)
+	allowed, denied, polExtra, egress := c.policies(f)
 	c.allowedBy, c.deniedBy = append(c.allowedBy, allowed), append(c.deniedBy, denied)
 	c.packets, c.bytes = append(c.packets, f.GetPackets()), append(c.bytes, f.GetBytes())
 	var fo, lo int64
@@ -494,9 +539,11 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	c.present = append(c.present, present)
 	if ex := extraOf(f, false); ex != "" {
 		c.extra = append(c.extra, ex)
+		egress = 0 // ex holds the policies too
 	} else {
 		c.extra = append(c.extra, polExtra) // policies are the only extra fields
 	}
+	c.policyEgress = append(c.policyEgress, egress)
 }
 
 // extraOf encodes, as a partial Flow in protobuf, what has no column: rare
@@ -560,7 +607,7 @@ type flowRow struct {
 	packets, bytes, netns      uint64
 	firstOff, lastOff          int64
 	obsPoint, extra, dropClass string
-	present                    uint16
+	present, policyEgress      uint16
 	dns                        dnsRow
 	tcp                        tcpRow
 }
@@ -650,6 +697,7 @@ func (r *flowRow) targets() []any {
 		&r.firstOff, &r.lastOff, &r.netns, &r.obsPoint, &r.present, &r.extra, &r.dropClass,
 		&r.dns.l7Type, &r.dns.latency, &r.dns.query, &r.dns.rcode, &r.dns.qtypes, &r.dns.rrtypes, &r.dns.ips, &r.dns.cnames, &r.dns.ttl,
 		&r.tcp.synAck, &r.tcp.ack, &r.tcp.retransmits, &r.tcp.resetBy, &r.tcp.zeroWindows,
+		&r.policyEgress,
 	}
 }
 
@@ -763,6 +811,11 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 			return nil, fmt.Errorf("decode extra fields of flow %s: %w", f.Uuid, err)
 		}
 		proto.Merge(f, &x)
+	}
+	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) == 0 {
+		// Not in extra: stored as their names (policiesByName).
+		f.EgressAllowedBy, f.IngressAllowedBy = namedPolicies(r.allowedBy, int(r.policyEgress&0xff))
+		f.EgressDeniedBy, f.IngressDeniedBy = namedPolicies(r.deniedBy, int(r.policyEgress>>8))
 	}
 	return f, nil
 }

@@ -27,6 +27,7 @@ var migrations = []migration{
 	{3, "drop classes on flows and in the flows_1m rollup", schemaV3},
 	{4, "DNS (L7) columns on flows, L7_EVENT, the dns_1m rollup", schemaV4},
 	{5, "TCP health columns on flows, CONNECT_TIMEOUT, the tcp_1m rollup", schemaV5},
+	{6, "smaller flows rows: codecs per column, LowCardinality addresses, policies rebuilt from their names", schemaV6},
 }
 
 // ddl renders names and engines for a single server or a cluster. With a
@@ -597,6 +598,74 @@ SELECT toStartOfMinute(time) AS minute, node,
 FROM %[6]s AS f
 WHERE proto = 6 AND (event_kind = 'CONNECT_TIMEOUT' OR (event_kind = 'AGGREGATE' AND (tcp_syn_ack_ns + tcp_ack_ns > 0 OR tcp_retransmits > 0 OR tcp_reset_by != '')))
 GROUP BY %[7]s`, d.local("tcp_1m_mv"), d.on(), d.local("tcp_1m"), ident("dst"), ident("src"), d.local("flows"), tcpRollupKey))
+	return s
+}
+
+// flowCodecsV6 are the codecs of the flows columns from version 6 on, chosen
+// per column by measurement on the benchmark's data set
+// (docs/benchmarks/relay.md, "Storage per column"). Rows are in time order,
+// so a column of a few hundred values (pods, namespaces, addresses,
+// interfaces) is a random draw per row: LZ4, the default, cannot compress
+// such draws, ZSTD's entropy coding stores them near their entropy. T64
+// helps integers that use a few low bits of a wide type; label arrays
+// compress best at level 6. Changing only a codec rewrites nothing: parts
+// written before keep theirs until a merge rewrites them.
+var flowCodecsV6 = []struct{ codec, columns string }{
+	{"ZSTD(1)", `node verdict flow_type direction drop_reason_desc drop_reason_kernel drop_class ip_version proto
+		src_namespace src_pod src_workload src_workload_kind src_more_workload_names src_more_workload_kinds src_service_namespace src_service src_names
+		dst_namespace dst_pod dst_workload dst_workload_kind dst_more_workload_names dst_more_workload_kinds dst_service_namespace dst_service dst_names
+		is_reply iface_name allowed_by denied_by observation_point l7_type dns_rcode dns_qtypes dns_rrtypes tcp_reset_by tcp_syn_ack_ns tcp_ack_ns`},
+	{"T64, ZSTD(1)", `src_port tcp_flags iface_index netns present`},
+	{"ZSTD(3)", `first_seen_offset`},
+	{"ZSTD(6)", `src_labels dst_labels`},
+}
+
+// lowCardinalityAddresses: a MergeTree column stores a source or
+// destination address in 16 bytes, and ZSTD still needs about 2 of them to
+// encode a draw among a few hundred; as LowCardinality each part keeps
+// every address once and a row is a small index (about 1 byte compressed).
+// ClickHouse asks for allow_suspicious_low_cardinality_types to create it
+// (it doubts fixed-size types gain); queries, skip indexes and functions
+// treat it as IPv6.
+const lowCardinalityAddresses = "LowCardinality(IPv6) CODEC(ZSTD(1))"
+
+// policyEgressColumn counts the egress policies among a row's allowed_by
+// (low byte) and denied_by (high byte) names, for rows whose policies are
+// stored as their names only (policiesByName in rows.go).
+const policyEgressColumn = "policy_egress UInt16 DEFAULT 0 CODEC(ZSTD(1))"
+
+// schemaV6 makes flows rows smaller without changing what a reader gets
+// back (issue 15 part 4): new codecs per column (flowCodecsV6; metadata
+// only), src_ip and dst_ip as LowCardinality(IPv6) (a mutation that
+// rewrites those two columns of existing parts in the background; rows
+// stay readable throughout), and policy_egress, with which a row's
+// allowing and denying policies are rebuilt from allowed_by and denied_by
+// instead of being stored a second time in extra. Rows written before keep
+// their policies in extra, which a reader still prefers.
+//
+// Every statement is idempotent: setting a column to the codec or type it
+// has, or adding a column that exists, changes nothing.
+func schemaV6(d ddl) []string {
+	// event_kind with its type: the last statement that names it says which
+	// kinds the schema has (TestEventKindEnumHasEveryKindOfTheProto).
+	mods := []string{"MODIFY COLUMN event_kind " + enum8(eventKindsV5) + " CODEC(ZSTD(1))"}
+	for _, g := range flowCodecsV6 {
+		for _, c := range strings.Fields(g.columns) {
+			mods = append(mods, fmt.Sprintf("MODIFY COLUMN %s CODEC(%s)", c, g.codec))
+		}
+	}
+	const suspicious = " SETTINGS allow_suspicious_low_cardinality_types = 1"
+	s := []string{
+		fmt.Sprintf("ALTER TABLE %s%s %s", d.local("flows"), d.on(), strings.Join(mods, ",\n  ")),
+		fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS %s AFTER tcp_zero_windows", d.local("flows"), d.on(), policyEgressColumn),
+		fmt.Sprintf("ALTER TABLE %s%s MODIFY COLUMN src_ip %s, MODIFY COLUMN dst_ip %s%s",
+			d.local("flows"), d.on(), lowCardinalityAddresses, lowCardinalityAddresses, suspicious),
+	}
+	if d.cluster != "" { // the Distributed table stores nothing: types, no codecs
+		s = append(s,
+			fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN IF NOT EXISTS policy_egress UInt16 DEFAULT 0 AFTER tcp_zero_windows", d.table("flows"), d.on()),
+			fmt.Sprintf("ALTER TABLE %s%s MODIFY COLUMN src_ip LowCardinality(IPv6), MODIFY COLUMN dst_ip LowCardinality(IPv6)%s", d.table("flows"), d.on(), suspicious))
+	}
 	return s
 }
 

@@ -42,7 +42,8 @@ var (
 	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
 	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
 	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the writer runs to this file")
-	keep        = flag.Bool("keep", false, "keep the query data set (database bench_query) and reuse it when its size matches")
+	keep        = flag.Bool("keep", false, "keep the query data set (database -query-db) and reuse it when its size matches, and the last writer run's database")
+	queryDB     = flag.String("query-db", "bench_query", "database of the query data set (with -keep, two builds can each keep theirs on one server and be timed in turns)")
 	hubbleRuns  = flag.Int("hubble", 0, "on the query data set: also time GetFlows number 20 on Trawl's API and Hubble's, interleaved, this many runs each (issue 12)")
 	dataDir     = flag.String("data-dir", "", "data directory of the embedded ClickHouse (kept; with -keep the query data set survives between runs)")
 )
@@ -129,7 +130,9 @@ func main() {
 	}
 	fmt.Printf("\nStore Writer client CPU (encode + clickhouse-go), median: %.2f s per 1M flows\n\n", median(writerCPU))
 	storage(ctx, conn, lastDB)
-	_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+lastDB+" SYNC")
+	if !*keep {
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+lastDB+" SYNC")
+	}
 	if *queryFlows > 0 {
 		queries(ctx, dsn, conn, end)
 	}
@@ -396,7 +399,9 @@ func storage(ctx context.Context, conn driver.Conn, db string) {
 	}
 	fmt.Printf("## Storage after OPTIMIZE FINAL (%d flows)\n\n", rows)
 	fmt.Printf("**%.1f B per flow compressed** (%.1f B uncompressed, ratio %.1f×)\n\n", float64(comp)/float64(rows), float64(raw)/float64(rows), float64(raw)/float64(comp))
-	r, err := conn.Query(ctx, "SELECT name, data_compressed_bytes FROM system.columns WHERE database = ? AND table = 'flows' ORDER BY data_compressed_bytes DESC LIMIT 10", db)
+	// Every column that stores more than a hundredth of a byte per flow: the
+	// table to attack first (issue 15 part 4).
+	r, err := conn.Query(ctx, "SELECT name, data_compressed_bytes FROM system.columns WHERE database = ? AND table = 'flows' AND data_compressed_bytes * 100 >= ? ORDER BY data_compressed_bytes DESC", db, rows)
 	if err != nil {
 		log.Fatal(err)
 	}

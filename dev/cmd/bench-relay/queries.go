@@ -66,7 +66,7 @@ func timeIt(runs int, fn func() error) (time.Duration, error) {
 }
 
 func queries(ctx context.Context, dsn string, conn driver.Conn, end time.Time) {
-	const db = "bench_query"
+	db := *queryDB
 	n := uint64(*queryFlows)
 	var have uint64
 	var last time.Time
