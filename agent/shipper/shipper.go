@@ -95,6 +95,10 @@ type Config struct {
 	Kernel string
 	// Log receives connection state changes (default slog.Default()).
 	Log *slog.Logger
+	// DrainTimeout is how long the agent waits at shutdown for the relay to
+	// acknowledge what it holds (default 20 s, inside Kubernetes' default
+	// 30 s grace period). Used by the caller of Drain.
+	DrainTimeout time.Duration
 }
 
 // Defaults of Config.
@@ -106,6 +110,7 @@ const (
 	DefaultFlushInterval     = time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultMaxInflight       = 128
+	DefaultDrainTimeout      = 20 * time.Second
 )
 
 // RegisterFlags adds the shipper's flags to fs, writing into cfg.
@@ -127,6 +132,10 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 		cfg.Compression = DefaultCompression
 	}
 	fs.StringVar(&cfg.Compression, "relay-compression", cfg.Compression, "compression of the stream to the relay: zstd, gzip or none")
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	fs.DurationVar(&cfg.DrainTimeout, "shutdown-drain", cfg.DrainTimeout, "at shutdown, wait this long at most for the relay to acknowledge the buffered batches (what is left is logged as possibly lost)")
 }
 
 func (c *Config) setDefaults() {
@@ -292,6 +301,22 @@ func (s *Shipper) Flush() {
 	s.mu.Lock()
 	s.sealLocked(false)
 	s.mu.Unlock()
+}
+
+// Drain closes the open batch and waits until the relay has acknowledged
+// every batch (or they were dropped and counted), at most wait. It returns
+// what is still unacknowledged: a stopping agent loses it unless the relay
+// stored it without its ack arriving.
+func (s *Shipper) Drain(wait time.Duration) (batches, bytes int) {
+	s.Flush()
+	deadline := time.Now().Add(wait)
+	for {
+		batches, bytes = s.Stats()
+		if batches == 0 || !time.Now().Before(deadline) {
+			return batches, bytes
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Stats reports unacknowledged batches and their bytes (open batch excluded).

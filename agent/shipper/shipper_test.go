@@ -52,15 +52,15 @@ func TestFlagsFillTheConfig(t *testing.T) {
 	var cfg shipper.Config
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	shipper.RegisterFlags(fs, &cfg)
-	if cfg.Addr != shipper.DefaultAddr || cfg.BufferBytes != shipper.DefaultBufferBytes || cfg.Insecure || cfg.Compression != "zstd" {
+	if cfg.Addr != shipper.DefaultAddr || cfg.BufferBytes != shipper.DefaultBufferBytes || cfg.Insecure || cfg.Compression != "zstd" || cfg.DrainTimeout != 20*time.Second {
 		t.Fatalf("defaults %+v", cfg)
 	}
-	err := fs.Parse([]string{"--relay", "relay:4246", "--buffer-size", "1024", "--relay-compression", "gzip", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-server-name", "trawl-relay"})
+	err := fs.Parse([]string{"--relay", "relay:4246", "--buffer-size", "1024", "--relay-compression", "gzip", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-server-name", "trawl-relay", "--shutdown-drain", "5s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem", ServerName: "trawl-relay"}
-	if cfg.Addr != "relay:4246" || cfg.BufferBytes != 1024 || cfg.TLS != want || cfg.Compression != "gzip" {
+	if cfg.Addr != "relay:4246" || cfg.BufferBytes != 1024 || cfg.TLS != want || cfg.Compression != "gzip" || cfg.DrainTimeout != 5*time.Second {
 		t.Fatalf("parsed %+v", cfg)
 	}
 }
@@ -156,6 +156,37 @@ func TestEveryCompressionDeliversTheBatchAndSaysWhichItUses(t *testing.T) {
 				t.Errorf("the relay saw grpc-encoding %q, want %q", seen.seen, tc.header)
 			}
 		})
+	}
+}
+
+// A stopping agent drains: the open batch goes out and Drain returns once
+// the relay acknowledged it; with no relay, it returns what is left when
+// its time is up.
+func TestDrainWaitsForTheRelaysAckAndReturnsWhatIsLeft(t *testing.T) {
+	rec := &observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: &flowv1.Flow{DropReasonKernel: "NO_SOCKET"}}, NodeName: "node-a"}
+
+	relay, addr := startFakeRelay(t)
+	s := shippertest.Start(t, addr, shipper.Config{}, nil)
+	s.Publish(rec) // in the open batch: only the drain closes it
+	if batches, _ := s.Drain(10 * time.Second); batches != 0 {
+		t.Fatalf("%d batches unacknowledged after draining to a relay that acks", batches)
+	}
+	select {
+	case <-relay.batches:
+	default:
+		t.Fatal("Drain returned before the batch reached the relay")
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := lis.Addr().String()
+	lis.Close() // nothing listens there: nothing acks
+	s = shippertest.Start(t, gone, shipper.Config{}, nil)
+	s.Publish(rec)
+	if batches, bytes := s.Drain(300 * time.Millisecond); batches != 1 || bytes == 0 {
+		t.Fatalf("draining with no relay left %d batches (%d bytes), want the 1 published", batches, bytes)
 	}
 }
 

@@ -181,7 +181,7 @@ func run(parent context.Context, o *options) error {
 		"dns_ports", fmt.Sprint(dp.DNSPorts()))
 	err = g.Wait()
 	if ship != nil {
-		if batches, bytes := drainShipper(ship, 3*time.Second); batches > 0 {
+		if batches, bytes := ship.Drain(o.ship.DrainTimeout); batches > 0 {
 			// Not known to be stored: the relay may have inserted them
 			// without its ack arriving. Said once, loudly, as the process
 			// (and its metrics) end here.
@@ -208,20 +208,6 @@ func metricsServer(addr string, reg *prometheus.Registry) (func(context.Context)
 		}
 		return nil
 	}, nil
-}
-
-// drainShipper gives the relay a moment to acknowledge what is buffered and
-// returns what is still unacknowledged.
-func drainShipper(s *shipper.Shipper, wait time.Duration) (batches, bytes int) {
-	s.Flush()
-	deadline := time.Now().Add(wait)
-	for {
-		batches, bytes = s.Stats()
-		if batches == 0 || !time.Now().Before(deadline) {
-			return batches, bytes
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func logFeatures(log *slog.Logger, dp *datapath.Datapath) {

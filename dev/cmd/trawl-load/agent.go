@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/dev/e2e/scale"
 )
 
@@ -24,7 +25,7 @@ type agentStatus struct {
 }
 
 // runAgent is one synthetic agent process: the shipper publishing rate
-// records a second until SIGTERM, then, like trawl-agent, a short drain.
+// records a second until SIGTERM, then, like trawl-agent, a drain.
 func runAgent(args []string) error {
 	fs := flag.NewFlagSet("agent", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:4246", "relay ingest address")
@@ -32,7 +33,7 @@ func runAgent(args []string) error {
 	boot := fs.String("boot", "boot-1", "boot id")
 	rate := fs.Float64("rate", 10000, "records per second")
 	buffer := fs.Int("buffer", 16<<20, "shipper buffer, bytes (trawl-agent --buffer-size)")
-	drain := fs.Duration("drain", 3*time.Second, "wait for acknowledgements after SIGTERM (trawl-agent drains 3 s)")
+	drain := fs.Duration("drain", shipper.DefaultDrainTimeout, "wait for acknowledgements after SIGTERM (as trawl-agent's --shutdown-drain)")
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

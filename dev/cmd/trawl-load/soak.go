@@ -182,7 +182,7 @@ func runSoak(args []string) error {
 			time.Sleep(*chStop)
 			return b.shards.Start(ctx, 1)
 		}},
-		{dur * 7 / 10, "agent 0 restarted (SIGTERM, 3 s drain, new boot id)", func() error {
+		{dur * 7 / 10, "agent 0 restarted (SIGTERM, drain, new boot id)", func() error {
 			finished = append(finished, procs[0].stop())
 			p, err := startAgentProc(self, lb.Addr, procs[0].node, "boot-2", *rate/float64(*agents), *buffer, os.Stderr)
 			if err != nil {

@@ -519,15 +519,8 @@ func (a *Agent) Metric(name string) float64 {
 // (or dropped and counted), at most timeout. It returns the batches still
 // unacknowledged.
 func (a *Agent) Drain(timeout time.Duration) int {
-	a.Sh.Flush()
-	deadline := time.Now().Add(timeout)
-	for {
-		n, _ := a.Sh.Stats()
-		if n == 0 || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	n, _ := a.Sh.Drain(timeout)
+	return n
 }
 
 // Stop ends the shipper (unacknowledged batches are abandoned, as when an
