@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -42,18 +43,7 @@ func TestMigrateAddsDropClassesToADatabaseAtVersion2(t *testing.T) {
   (now64(9), 1, 5, 'old', 'DROPPED', 'DROP', 'NO_SOCKET', 'SKB_DROP_REASON_NO_SOCKET', 'b', 3, 1)`); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // twice: the second run finds v3 recorded and does nothing
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatalf("migrate a version 2 database: %v", err)
-		}
-	}
-	if err := store.RerunMigrationForTest(ctx, s, 3); err != nil {
-		t.Fatalf("run step 3 again: %v", err)
-	}
-	var applied uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = 3").Scan(&applied); err != nil || applied != 1 {
-		t.Errorf("version 3 recorded %d times (err %v), want once", applied, err)
-	}
+	migrateTwiceAndRerun(ctx, t, s, conn, 3)
 	var key string
 	if err := conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'flows_1m'").Scan(&key); err != nil || !strings.HasSuffix(key, "drop_class") {
 		t.Errorf("flows_1m sorting key %q (err %v), want it to end in drop_class", key, err)
@@ -194,18 +184,7 @@ func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 	if err := store.WriteColumnsForTest(ctx, s, old, 5); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // twice: the second run finds v6 recorded and does nothing
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatalf("migrate a version 5 database: %v", err)
-		}
-	}
-	if err := store.RerunMigrationForTest(ctx, s, 6); err != nil {
-		t.Fatalf("run step 6 again: %v", err)
-	}
-	var applied uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = 6").Scan(&applied); err != nil || applied != 1 {
-		t.Errorf("version 6 recorded %d times (err %v), want once", applied, err)
-	}
+	migrateTwiceAndRerun(ctx, t, s, conn, 6)
 	// The address columns' new type is a mutation; wait until it has
 	// rewritten the old part, then read the old rows from it.
 	for i := 0; ; i++ {
@@ -279,5 +258,25 @@ func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 		if n := len(query(t, s, &observerv1.GetFlowsRequest{Allowlist: []*observerv1.FlowFilter{tc.filter}})); n != tc.want {
 			t.Errorf("filter %v selects %d flows of old and new rows, want %d", tc.filter, n, tc.want)
 		}
+	}
+}
+
+// migrateTwiceAndRerun migrates a database at version-1 twice (the second
+// run finds the version recorded and does nothing), runs that version's
+// step once more (it must do no harm) and checks the version is recorded
+// once.
+func migrateTwiceAndRerun(ctx context.Context, t *testing.T, s *store.Store, conn driver.Conn, version int) {
+	t.Helper()
+	for range 2 {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("migrate a version %d database: %v", version-1, err)
+		}
+	}
+	if err := store.RerunMigrationForTest(ctx, s, version); err != nil {
+		t.Fatalf("run step %d again: %v", version, err)
+	}
+	var applied uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = ?", version).Scan(&applied); err != nil || applied != 1 {
+		t.Errorf("version %d recorded %d times (err %v), want once", version, applied, err)
 	}
 }
