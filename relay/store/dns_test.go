@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -207,16 +206,7 @@ func TestAnEventKindTheSchemaLacksIsStoredAsUnspecified(t *testing.T) {
 func migrateFrom(t *testing.T, from int, newKind string, old []*flowv1.Flow) *store.Store {
 	t.Helper()
 	ctx := context.Background()
-	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := store.MigrateToForTest(ctx, s, from); err != nil {
-		t.Fatalf("migrate to version %d: %v", from, err)
-	}
-	conn := chtest.Open(t, dsn)
+	s, conn := storeAtVersion(t, from)
 	if err := conn.Exec(ctx, "INSERT INTO flows (time, id_hi, id_lo, node, event_kind, present) VALUES (now64(9), 1, 99, 'old', ?, 1)", newKind); err == nil {
 		t.Fatalf("a version %d flows table took event_kind %s: the migration test would test nothing", from, newKind)
 	}

@@ -24,16 +24,7 @@ import (
 // the step runs again without harm.
 func TestMigrateAddsDropClassesToADatabaseAtVersion2(t *testing.T) {
 	ctx := context.Background()
-	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := store.MigrateToForTest(ctx, s, 2); err != nil {
-		t.Fatalf("migrate to version 2: %v", err)
-	}
-	conn := chtest.Open(t, dsn)
+	s, conn := storeAtVersion(t, 2)
 	// A version 2 relay's insert: no drop_class column.
 	if err := conn.Exec(ctx, `INSERT INTO flows (time, id_hi, id_lo, node, verdict, event_kind, drop_reason_desc, drop_reason_kernel, src_namespace, packets, present) VALUES
   (now64(9), 1, 1, 'old', 'DROPPED', 'DROP', 'QUEUE_PURGE', 'QUEUE_PURGE', 'a', 1, 1),
@@ -70,7 +61,7 @@ func TestMigrateAddsDropClassesToADatabaseAtVersion2(t *testing.T) {
 		t.Errorf("version 2 rows read classes %q, want %q", got, want)
 	}
 	var ids []uint64
-	err = s.QueryFlows(ctx, &observerv1.GetFlowsRequest{
+	err := s.QueryFlows(ctx, &observerv1.GetFlowsRequest{
 		Allowlist: []*observerv1.FlowFilter{{NodeName: []string{"old"}, Verdict: []flowv1.Verdict{flowv1.Verdict_DROPPED}}},
 		Denylist:  []*observerv1.FlowFilter{{DropClass: []string{"teardown"}}},
 	}, func(r *observerv1.GetFlowsResponse) error {
@@ -164,16 +155,7 @@ func policyMix() []*flowv1.Flow {
 // old and new rows alike.
 func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 	ctx := context.Background()
-	dsn := chtest.Database(t)
-	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := store.MigrateToForTest(ctx, s, 5); err != nil {
-		t.Fatalf("migrate to version 5: %v", err)
-	}
-	conn := chtest.Open(t, dsn)
+	s, conn := storeAtVersion(t, 5)
 	at := func(fs []*flowv1.Flow, from time.Time, node string) []*flowv1.Flow {
 		for i, f := range fs {
 			f.Time, f.NodeName = timestamppb.New(from.Add(time.Duration(i)*time.Millisecond)), node
@@ -279,4 +261,22 @@ func migrateTwiceAndRerun(ctx context.Context, t *testing.T, s *store.Store, con
 	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations FINAL WHERE version = ?", version).Scan(&applied); err != nil || applied != 1 {
 		t.Errorf("version %d recorded %d times (err %v), want once", version, applied, err)
 	}
+}
+
+// storeAtVersion is a store on a database of its own, migrated only up to
+// version (as an older relay left it), and a connection to that database;
+// the store is closed when the test ends.
+func storeAtVersion(t *testing.T, version int) (*store.Store, driver.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := chtest.Database(t)
+	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := store.MigrateToForTest(ctx, s, version); err != nil {
+		t.Fatalf("migrate to version %d: %v", version, err)
+	}
+	return s, chtest.Open(t, dsn)
 }
