@@ -38,7 +38,9 @@
 # SERVER_CPU (1), SPIN_CPU (0), OVERLOAD_BUF (4K, iperf3 -w), AGENT (a prebuilt
 # binary), AGENT_REV (build the agent, test bed and BPF benchmark from this git
 # revision in a temporary worktree instead of the working tree),
-# STATS_SYSCTL=1, SKIP_RSS=1, SKIP_TESTRUN=1.
+# STATS_SYSCTL=1, SKIP_RSS=1, SKIP_TESTRUN=1, TESTS (the tests of
+# an arm, "tcp ovl udp"; e.g. TESTS=tcp spends every pair on TCP, whose
+# interval needs more pairs than UDP's; a figure not run prints "not-run").
 # Needs root, iperf3, jq, python3, bpftool, taskset, ip.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
@@ -51,12 +53,19 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 SPIN_CPU=${SPIN_CPU:-0}
 OVERLOAD_BUF=${OVERLOAD_BUF:-4K}
+TESTS=${TESTS:-tcp ovl udp}
 AGENT_FLAGS=(--node-name bench --metrics-address "" --flush-interval 1s)
 
 log() { echo "bench-datapath: $*" >&2; }
 die() { log "$*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
 [ "$PAIRS" -ge 1 ] 2>/dev/null || die "PAIRS must be a positive number, not '$PAIRS'"
+for t in $TESTS; do
+	case $t in tcp | udp | ovl) ;; *) die "TESTS: unknown test '$t' (tcp, udp, ovl)" ;; esac
+done
+[ -n "${TESTS// /}" ] || die "TESTS is empty"
+# The second arm of a pair runs the tests in reverse.
+TESTS_REV=$(echo $TESTS | tr ' ' '\n' | tac | tr '\n' ' ')
 for t in iperf3 jq python3 bpftool taskset ip timeout; do
 	command -v "$t" >/dev/null || die "$t not installed"
 done
@@ -370,7 +379,9 @@ arm() { # tests...
 		esac
 	done
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b ? a / b : 0}'; }
+ran() { case " $TESTS " in *" $1 "*) return 0 ;; esac; return 1; }
+last_tcp=- last_udp=- last_udp_lost=- last_ovl=- last_ovl_lost=-
+ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; return; fi; awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b ? a / b : 0}'; }
 : >"$work/tcp.pairs"; : >"$work/udp.pairs"; : >"$work/ovl.pairs"; : >"$work/ovlr.pairs"
 declare -a run_lines
 for i in $(seq "$PAIRS"); do
@@ -379,37 +390,42 @@ for i in $(seq "$PAIRS"); do
 	if [ $((i % 2)) = 1 ]; then
 		first=baseline
 		settle # after the last pair's agent
-		arm tcp ovl udp
+		arm $TESTS
 		bt=$last_tcp bu=$last_udp bul=$last_udp_lost bo=$last_ovl bol=$last_ovl_lost
 		start_agent
 		settle
-		arm udp ovl tcp
+		arm $TESTS_REV
 		stop_agent
 		at=$last_tcp au=$last_udp aul=$last_udp_lost ao=$last_ovl aol=$last_ovl_lost
 	else
 		first=agent
 		start_agent
 		settle
-		arm tcp ovl udp
+		arm $TESTS
 		stop_agent
 		settle
 		at=$last_tcp au=$last_udp aul=$last_udp_lost ao=$last_ovl aol=$last_ovl_lost
-		arm udp ovl tcp
+		arm $TESTS_REV
 		bt=$last_tcp bu=$last_udp bul=$last_udp_lost bo=$last_ovl bol=$last_ovl_lost
 	fi
-	echo "$bt $at" >>"$work/tcp.pairs"
-	echo "$bu $au" >>"$work/udp.pairs"
-	echo "$bo $ao" >>"$work/ovl.pairs"
-	echo "$(ratio "$au" "$bu") $(ratio "$ao" "$bo")" >>"$work/ovlr.pairs"
+	if ran tcp; then echo "$bt $at" >>"$work/tcp.pairs"; fi
+	if ran udp; then echo "$bu $au" >>"$work/udp.pairs"; fi
+	if ran ovl; then echo "$bo $ao" >>"$work/ovl.pairs"; fi
+	if ran udp && ran ovl; then echo "$(ratio "$au" "$bu") $(ratio "$ao" "$bo")" >>"$work/ovlr.pairs"; fi
 	line="| $i | $first | $bt / $at ($(ratio "$at" "$bt")) | $bu / $au ($(ratio "$au" "$bu")) | $bul / $aul | $bo / $ao ($(ratio "$ao" "$bo")) | $bol / $aol |"
 	run_lines+=("$line")
 	log "pair $i: $line"
 done
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
-read -r tcp_bm tcp_am tcp_r tcp_lo tcp_hi tcp_cov tcp_sp tcp_res < <(paired ratio ">=" 0.95 <"$work/tcp.pairs")
-read -r udp_bm udp_am udp_r udp_lo udp_hi udp_cov udp_sp udp_res < <(paired ratio ">=" 0.95 <"$work/udp.pairs")
-read -r ovl_bm ovl_am ovl_r ovl_lo ovl_hi ovl_cov ovl_sp ovl_res < <(paired ratio ">=" 0.95 <"$work/ovl.pairs")
-read -r _ _ ovd_r ovd_lo ovd_hi ovd_cov _ ovd_res < <(paired diff ">=" -0.1 <"$work/ovlr.pairs")
+# paired_or_not: the paired figure of a pairs file, or "not-run" for a test
+# that was not in TESTS.
+paired_or_not() { # mode op goal file
+	if [ -s "$4" ]; then paired "$1" "$2" "$3" <"$4"; else echo "- - - - - - - not-run"; fi
+}
+read -r tcp_bm tcp_am tcp_r tcp_lo tcp_hi tcp_cov tcp_sp tcp_res < <(paired_or_not ratio ">=" 0.95 "$work/tcp.pairs")
+read -r udp_bm udp_am udp_r udp_lo udp_hi udp_cov udp_sp udp_res < <(paired_or_not ratio ">=" 0.95 "$work/udp.pairs")
+read -r ovl_bm ovl_am ovl_r ovl_lo ovl_hi ovl_cov ovl_sp ovl_res < <(paired_or_not ratio ">=" 0.95 "$work/ovl.pairs")
+read -r _ _ ovd_r ovd_lo ovd_hi ovd_cov _ ovd_res < <(paired_or_not diff ">=" -0.1 "$work/ovlr.pairs")
 
 # In-kernel cost: one idle and one overload UDP run with the agent and BPF
 # run-time stats on (they add two clock reads per run, so the throughput runs
