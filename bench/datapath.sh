@@ -534,6 +534,9 @@ fi
 
 flags_shown=$(for f in "${AGENT_FLAGS[@]}"; do [ -n "$f" ] && printf '%s ' "$f" || printf '"" '; done | sed 's/ $//')
 knobs="PAIRS=$PAIRS DUR=$DUR"
+[ "$TESTS" = "tcp ovl udp" ] || knobs="$knobs TESTS=\"$TESTS\""
+[ -z "${SKIP_RSS:-}" ] || knobs="$knobs SKIP_RSS=1"
+[ -z "${SKIP_TESTRUN:-}" ] || knobs="$knobs SKIP_TESTRUN=1"
 [ "$STATS_DUR" = 8 ] || knobs="$knobs STATS_DUR=$STATS_DUR"
 [ "$SETTLE" = 1 ] || knobs="$knobs SETTLE=$SETTLE"
 [ "$CLIENT_CPU$SERVER_CPU$SPIN_CPU" = 010 ] || knobs="$knobs CLIENT_CPU=$CLIENT_CPU SERVER_CPU=$SERVER_CPU SPIN_CPU=$SPIN_CPU"
@@ -550,7 +553,7 @@ $load_mid after the pairs, $load_end at the end.
 iperf3 client on CPU $CLIENT_CPU and server on CPU $SERVER_CPU at nice -20; agent unpinned at nice 0.
 Overload: iperf3 \`-w $OVERLOAD_BUF\` (the server's receive buffer overflows: SOCKET_RCVBUFF drops)
 and \`sh -c 'while :; do :; done'\` on CPU $SPIN_CPU at nice 0. $PAIRS pairs, ${DUR} s per test; in each pair
-the first arm runs TCP, overload, UDP and the second UDP, overload, TCP (the UDP runs back to back);
+the first arm runs \`$TESTS\` and the second the same in reverse (the last test of the first arm and the first of the second back to back);
 odd pairs start with the baseline, even pairs with the agent; ${SETTLE} s pause after an agent starts or exits.
 
 | pair | first | TCP Gbit/s, baseline / agent (ratio) | UDP 64 B pkt/s received | UDP loss % | overload: pkt/s received | overload: loss % |
