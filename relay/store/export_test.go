@@ -85,11 +85,16 @@ func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, ve
 	default:
 		return fmt.Errorf("WriteColumnsForTest knows versions 3 to 5 only")
 	}
-	var c flowColumns
-	for i, f := range flows {
+	c := newFlowColumns()
+	for _, f := range flows {
 		c.add(f)
-		c.extra[i], c.policyEgress[i] = extraOf(f, true), 0 // before version 6 extra held every policy
-
 	}
-	return s.insertColumns(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), flowColumnNames[:n], c.columns()[:n])
+	// Before version 6 extra held every policy and policy_egress was not there.
+	c.extra.Reset()
+	c.policyEgress.Reset()
+	for _, f := range flows {
+		c.extra.Append(extraOf(f, true))
+		c.policyEgress.Append(0)
+	}
+	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), c.input[:n])
 }

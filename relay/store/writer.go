@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/ch-go/proto"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/trawl-dev/trawl/internal/backoff"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -160,8 +160,8 @@ func (w *Writer) LastInsert() time.Time {
 func (w *Writer) Run(ctx context.Context) error {
 	defer w.stop()
 	free := make(chan *flowColumns, 2)
-	free <- &flowColumns{}
-	free <- &flowColumns{}
+	free <- newFlowColumns()
+	free <- newFlowColumns()
 	ready := make(chan *prepared, 1)
 	sent := make(chan struct{})
 	go func() { // sender: owned by Run, ends when ready is closed
@@ -365,7 +365,7 @@ func addFlows(cols *flowColumns, fs []*flowv1.Flow, id uint64) {
 	for _, f := range fs {
 		cols.add(f)
 	}
-	cols.batch = appendN(cols.batch, id, len(fs))
+	*cols.batch = appendN(*cols.batch, id, len(fs))
 }
 
 func appendN(s []uint64, v uint64, n int) []uint64 {
@@ -377,7 +377,7 @@ func appendN(s []uint64, v uint64, n int) []uint64 {
 
 // write prepares and sends a group (tests use it to repeat an insert).
 func (w *Writer) write(ctx context.Context, group []pending) error {
-	return w.send(ctx, w.prepare(group, &flowColumns{}))
+	return w.send(ctx, w.prepare(group, newFlowColumns()))
 }
 
 // OnDedupHits sets a function told how many batches of each insert were
@@ -510,14 +510,14 @@ func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) err
 		case partFlows:
 			cols := p.flows
 			if !all {
-				cols = &flowColumns{}
+				cols = newFlowColumns()
 				for i, g := range p.group {
 					if include[i] {
 						addFlows(cols, g.b.Flows, p.ids[i])
 					}
 				}
 			}
-			if err := w.insert(ctx, t.name, token, flowInsertNames, cols.len(), append(cols.columns(), cols.batch)); err != nil {
+			if err := w.insert(ctx, t.name, token, cols.len(), cols.input); err != nil {
 				return err
 			}
 		case partConntrack:
@@ -530,8 +530,7 @@ func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) err
 					}
 				}
 			}
-			names, cols := conntrackColumns(ct, ids)
-			if err := w.insert(ctx, t.name, token, names, len(ct), cols); err != nil {
+			if err := w.insert(ctx, t.name, token, len(ct), conntrackInput(ct, ids)); err != nil {
 				return err
 			}
 		case partLost:
@@ -544,8 +543,7 @@ func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) err
 					}
 				}
 			}
-			names, cols := lostColumns(lost, ids)
-			if err := w.insert(ctx, t.name, token, names, len(lost), cols); err != nil {
+			if err := w.insert(ctx, t.name, token, len(lost), lostInput(lost, ids)); err != nil {
 				return err
 			}
 		}
@@ -553,9 +551,9 @@ func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) err
 	return nil
 }
 
-func (w *Writer) insert(ctx context.Context, table, token string, names []string, rows int, cols []any) error {
+func (w *Writer) insert(ctx context.Context, table, token string, rows int, input proto.Input) error {
 	start := time.Now()
-	err := w.s.insertColumns(ctx, table, token, names, cols)
+	err := w.s.insertInput(ctx, table, token, input)
 	if err != nil {
 		w.m.errors.WithLabelValues(table).Inc()
 		return fmt.Errorf("insert %d rows into %s: %w", rows, table, err)
@@ -565,73 +563,50 @@ func (w *Writer) insert(ctx context.Context, table, token string, names []string
 	return nil
 }
 
-// insertColumns sends one columnar insert with its de-duplication token.
-func (s *Store) insertColumns(ctx context.Context, table, token string, names []string, cols []any) error {
-	settings := clickhouse.Settings{
-		"insert_deduplicate":                                 1,
-		"insert_deduplication_token":                         token + "/" + table,
-		"deduplicate_blocks_in_dependent_materialized_views": 1,
-	}
-	if s.cfg.Cluster != "" {
-		settings["insert_distributed_sync"] = 1 // ack only once the shards have it
-	}
-	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
-	b, err := s.conn.PrepareBatch(ictx, "INSERT INTO "+s.d.table(table)+" ("+strings.Join(names, ", ")+")")
-	if err != nil {
-		return err
-	}
-	for i, c := range cols {
-		if err := b.Column(i).Append(c); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("column %s: %w", names[i], err)
-		}
-	}
-	return b.Send()
-}
-
 var conntrackColumnNames = []string{"time", "node", "netns", "entries", "max", "utilization", "trigger",
 	"new", "drop", "early_drop", "insert_failed", "invalid", "search_restart", "creators", "creator_ips", "creator_new", "sample", "batch"}
 
-// conntrackColumns encodes samples; batch[i] is the BatchID of ss[i].
-func conntrackColumns(ss []*flowv1.ConntrackSample, batch []uint64) ([]string, []any) {
-	n := len(ss)
-	t := make([]time.Time, 0, n)
-	node, trig, sample := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	netns, entries, max := make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
-	util := make([]float64, 0, n)
-	var st [6][]uint64
-	creators, ips := make([][]string, 0, n), make([][]string, 0, n)
-	newE := make([][]uint64, 0, n)
+// conntrackInput encodes samples; batch[i] is the BatchID of ss[i].
+func conntrackInput(ss []*flowv1.ConntrackSample, batch []uint64) proto.Input {
+	t, node, trig, sample := dateTime64(), newLowCardinalityString(), newLowCardinalityString(), new(proto.ColStr)
+	netns, entries, max := new(proto.ColUInt64), new(proto.ColUInt64), new(proto.ColUInt64)
+	util := new(proto.ColFloat64)
+	var st [6]proto.ColUInt64
+	creators, ips, newE := newStringArray(), newStringArray(), newUint64Array()
 	for _, s := range ss {
 		ts := time.Unix(0, 0).UTC()
 		if s.Time != nil {
 			ts = s.Time.AsTime()
 		}
-		t = append(t, ts)
-		node, trig = append(node, s.GetNodeName()), append(trig, s.GetTrigger().String())
-		netns, entries, max = append(netns, s.GetNetns()), append(entries, s.GetEntries()), append(max, s.GetMax())
-		util = append(util, s.GetUtilization())
+		t.Append(ts)
+		node.add(s.GetNodeName())
+		trig.add(s.GetTrigger().String())
+		netns.Append(s.GetNetns())
+		entries.Append(s.GetEntries())
+		max.Append(s.GetMax())
+		util.Append(s.GetUtilization())
 		d := s.GetDeltas()
 		for i, v := range []uint64{d.GetNew(), d.GetDrop(), d.GetEarlyDrop(), d.GetInsertFailed(), d.GetInvalid(), d.GetSearchRestart()} {
-			st[i] = append(st[i], v)
+			st[i].Append(v)
 		}
-		var cs, is []string
-		var ns []uint64
 		for _, c := range s.GetTopCreators() {
 			name := c.GetIp()
 			if ep := c.GetEndpoint(); ep.GetPodName() != "" {
 				name = ep.GetNamespace() + "/" + ep.GetPodName()
 			}
-			cs, is, ns = append(cs, name), append(is, c.GetIp()), append(ns, c.GetNewEntries())
+			creators.push(name)
+			ips.push(c.GetIp())
+			newE.push(c.GetNewEntries())
 		}
-		if ns == nil {
-			ns = []uint64{}
-		}
-		creators, ips, newE = append(creators, nonNil(cs)), append(ips, nonNil(is)), append(newE, ns)
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(s)
-		sample = append(sample, string(b))
+		creators.endRow()
+		ips.endRow()
+		newE.endRow()
+		b, _ := gproto.MarshalOptions{Deterministic: true}.Marshal(s)
+		sample.AppendBytes(b)
 	}
-	return conntrackColumnNames, []any{t, node, netns, entries, max, util, trig, st[0], st[1], st[2], st[3], st[4], st[5], creators, ips, newE, sample, batch}
+	ids := proto.ColUInt64(batch)
+	return namedInput(conntrackColumnNames, t, node, netns, entries, max, util, trig,
+		&st[0], &st[1], &st[2], &st[3], &st[4], &st[5], creators, ips, newE, sample, &ids)
 }
 
 // lostColumnNames are also the columns query.go reads (lostInsertNames add batch).
@@ -639,27 +614,42 @@ var lostColumnNames = []string{"time", "node", "source", "num_events_lost", "has
 
 var lostInsertNames = append(append([]string(nil), lostColumnNames...), "batch")
 
-// lostColumns encodes lost events; batch[i] is the BatchID of ls[i].
-func lostColumns(ls []*flowv1.LostEvent, batch []uint64) ([]string, []any) {
-	n := len(ls)
-	t := make([]time.Time, 0, n)
-	node, src, detail := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	num := make([]uint64, 0, n)
-	hasCPU, present := make([]uint8, 0, n), make([]uint8, 0, n)
-	cpu := make([]int32, 0, n)
+// lostInput encodes lost events; batch[i] is the BatchID of ls[i].
+func lostInput(ls []*flowv1.LostEvent, batch []uint64) proto.Input {
+	t, node, src, detail := dateTime64(), newLowCardinalityString(), newLowCardinalityString(), new(proto.ColStr)
+	num := new(proto.ColUInt64)
+	hasCPU, present := new(proto.ColUInt8), new(proto.ColUInt8)
+	cpu := new(proto.ColInt32)
 	for _, l := range ls {
 		ts, p := time.Unix(0, 0).UTC(), uint8(0)
 		if l.Time != nil {
 			ts, p = l.Time.AsTime(), 1
 		}
-		t, present = append(t, ts), append(present, p)
-		node, src, detail = append(node, l.GetNodeName()), append(src, l.GetSource().String()), append(detail, l.GetDetail())
-		num = append(num, l.GetNumEventsLost())
+		t.Append(ts)
+		present.Append(p)
+		node.add(l.GetNodeName())
+		src.add(l.GetSource().String())
+		detail.Append(l.GetDetail())
+		num.Append(l.GetNumEventsLost())
 		var h uint8
 		if l.Cpu != nil {
 			h = 1
 		}
-		hasCPU, cpu = append(hasCPU, h), append(cpu, l.GetCpu().GetValue())
+		hasCPU.Append(h)
+		cpu.Append(l.GetCpu().GetValue())
 	}
-	return lostInsertNames, []any{t, node, src, num, hasCPU, cpu, detail, present, batch}
+	ids := proto.ColUInt64(batch)
+	return namedInput(lostInsertNames, t, node, src, num, hasCPU, cpu, detail, present, &ids)
+}
+
+// namedInput pairs columns with their names.
+func namedInput(names []string, cols ...proto.ColInput) proto.Input {
+	if len(names) != len(cols) {
+		panic(fmt.Sprintf("%d column names for %d columns", len(names), len(cols)))
+	}
+	in := make(proto.Input, len(cols))
+	for i, c := range cols {
+		in[i] = proto.InputColumn{Name: names[i], Data: c}
+	}
+	return in
 }
