@@ -20,10 +20,11 @@ import (
 // lowCardinality is a LowCardinality(T) column whose dictionary is built
 // while rows are added: each row costs one map lookup (none when it repeats
 // the previous row's value) and a distinct value is stored once per insert.
+// Keys are kept in the narrowest width the dictionary allows (one byte per
+// row up to 256 values), the form they are sent in.
 type lowCardinality[T comparable] struct {
 	dict    proto.ColumnOf[T] // the distinct values, in key order
 	ids     map[T]uint32
-	keys    []uint32
 	last    T
 	lastKey uint32
 	hasLast bool
@@ -31,7 +32,6 @@ type lowCardinality[T comparable] struct {
 	// the record's memory reachable (strings.Clone for strings).
 	own func(T) T
 
-	// The keys as sent: the narrowest width the dictionary allows.
 	width  proto.CardinalityKey
 	keys8  proto.ColUInt8
 	keys16 proto.ColUInt16
@@ -48,7 +48,7 @@ func newLowCardinalityIPv6() *lowCardinality[proto.IPv6] {
 
 func (c *lowCardinality[T]) add(v T) {
 	if c.hasLast && v == c.last {
-		c.keys = append(c.keys, c.lastKey)
+		c.appendKey(c.lastKey)
 		return
 	}
 	id, ok := c.ids[v]
@@ -60,49 +60,66 @@ func (c *lowCardinality[T]) add(v T) {
 		id = uint32(c.dict.Rows())
 		c.dict.Append(v)
 		c.ids[v] = id
+		c.widen(id)
 	}
-	c.keys = append(c.keys, id)
+	c.appendKey(id)
 	c.last, c.lastKey, c.hasLast = v, id, true
 }
 
+// widen moves the keys to a wider type when key id needs it.
+func (c *lowCardinality[T]) widen(id uint32) {
+	switch {
+	case c.width == proto.KeyUInt8 && id > math.MaxUint8:
+		for _, k := range c.keys8 {
+			c.keys16 = append(c.keys16, uint16(k))
+		}
+		c.keys8, c.width = c.keys8[:0], proto.KeyUInt16
+	case c.width == proto.KeyUInt16 && id > math.MaxUint16:
+		for _, k := range c.keys16 {
+			c.keys32 = append(c.keys32, uint32(k))
+		}
+		c.keys16, c.width = c.keys16[:0], proto.KeyUInt32
+	}
+}
+
+func (c *lowCardinality[T]) appendKey(id uint32) {
+	switch c.width {
+	case proto.KeyUInt8:
+		c.keys8 = append(c.keys8, uint8(id))
+	case proto.KeyUInt16:
+		c.keys16 = append(c.keys16, uint16(id))
+	default:
+		c.keys32 = append(c.keys32, id)
+	}
+}
+
+func (c *lowCardinality[T]) key(i int) int {
+	switch c.width {
+	case proto.KeyUInt8:
+		return int(c.keys8[i])
+	case proto.KeyUInt16:
+		return int(c.keys16[i])
+	default:
+		return int(c.keys32[i])
+	}
+}
+
 // value is row i's value.
-func (c *lowCardinality[T]) value(i int) T { return c.dict.Row(int(c.keys[i])) }
+func (c *lowCardinality[T]) value(i int) T { return c.dict.Row(c.key(i)) }
 
 func (c *lowCardinality[T]) Reset() {
 	c.dict.Reset()
 	clear(c.ids)
-	c.keys = c.keys[:0]
 	var zero T
 	c.last, c.hasLast = zero, false
+	c.width = proto.KeyUInt8
 	c.keys8, c.keys16, c.keys32 = c.keys8[:0], c.keys16[:0], c.keys32[:0]
 }
 
-func (c *lowCardinality[T]) Rows() int { return len(c.keys) }
+func (c *lowCardinality[T]) Rows() int { return len(c.keys8) + len(c.keys16) + len(c.keys32) }
 
 func (c *lowCardinality[T]) Type() proto.ColumnType {
 	return proto.ColumnTypeLowCardinality.Sub(c.dict.Type())
-}
-
-// Prepare chooses the keys' width (ch-go calls it before encoding).
-func (c *lowCardinality[T]) Prepare() error {
-	n := c.dict.Rows()
-	c.keys8, c.keys16, c.keys32 = c.keys8[:0], c.keys16[:0], c.keys32[:0]
-	switch {
-	case n <= math.MaxUint8+1:
-		c.width = proto.KeyUInt8
-		for _, k := range c.keys {
-			c.keys8 = append(c.keys8, uint8(k))
-		}
-	case n <= math.MaxUint16+1:
-		c.width = proto.KeyUInt16
-		for _, k := range c.keys {
-			c.keys16 = append(c.keys16, uint16(k))
-		}
-	default:
-		c.width = proto.KeyUInt32
-		c.keys32 = append(c.keys32, c.keys...)
-	}
-	return nil
 }
 
 // lowCardinalityVersion is the serialization version of LowCardinality
@@ -121,13 +138,13 @@ func (c *lowCardinality[T]) EncodeState(b *proto.Buffer) {
 }
 
 func (c *lowCardinality[T]) EncodeColumn(b *proto.Buffer) {
-	if len(c.keys) == 0 {
+	if c.Rows() == 0 {
 		return
 	}
 	b.PutInt64(lowCardinalityHasAdditionalKeys | lowCardinalityNeedUpdateDictionary | int64(c.width))
 	b.PutInt64(int64(c.dict.Rows()))
 	c.dict.EncodeColumn(b)
-	b.PutInt64(int64(len(c.keys)))
+	b.PutInt64(int64(c.Rows()))
 	switch c.width {
 	case proto.KeyUInt8:
 		c.keys8.EncodeColumn(b)
@@ -282,4 +299,11 @@ func (e *enumColumn) Type() proto.ColumnType { return e.t }
 // dateTime64 is a DateTime64(9) column (every time column of the schema).
 func dateTime64() *proto.ColDateTime64 {
 	return new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano)
+}
+
+// memBytes is about the memory the column holds: keys, dictionary and
+// the map over it (counted as the dictionary's size again).
+func (c *lowCardinality[T]) memBytes() int {
+	d := columnBytes(c.dict)
+	return cap(c.keys8) + 2*cap(c.keys16) + 4*cap(c.keys32) + 2*d
 }

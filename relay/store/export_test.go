@@ -10,12 +10,7 @@ import (
 // WriteGroupForTest inserts a group of batches exactly as one writer insert
 // (and each of its retries) does.
 func WriteGroupForTest(ctx context.Context, s *Store, batches []*Batch) error {
-	w := s.NewWriter(nil)
-	group := make([]pending, len(batches))
-	for i, b := range batches {
-		group[i] = pending{b: b, done: func(error) {}}
-	}
-	return w.write(ctx, group)
+	return s.NewWriter(nil).write(ctx, batches)
 }
 
 // MigrateToForTest applies the migrations up to version only, as an older
@@ -44,12 +39,11 @@ func MigrateToForTest(ctx context.Context, s *Store, version int) error {
 
 // StoredPartsForTest runs the writer's pre-insert check for batches.
 func StoredPartsForTest(ctx context.Context, s *Store, batches []*Batch) error {
-	group := make([]pending, len(batches))
-	ids := make([]uint64, len(batches))
-	for i, b := range batches {
-		group[i], ids[i] = pending{b: b}, BatchID(b.Key)
+	g := &group{cols: newFlowColumns()}
+	for _, b := range batches {
+		g.add(b, func(error) {})
 	}
-	_, err := s.storedParts(ctx, group, ids)
+	_, err := s.storedParts(ctx, g.items)
 	return err
 }
 

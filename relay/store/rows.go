@@ -940,3 +940,108 @@ func (c *Columns) Values() []any {
 
 // FlowColumnNames are the flows table's inserted columns, in order.
 func FlowColumnNames() []string { return append([]string(nil), flowColumnNames...) }
+
+// copyRows appends rows [start, end) of src (the writer's insert of batches
+// some of which turned out to be stored already: the rest are inserted
+// alone). Not on the usual insert path.
+func (c *flowColumns) copyRows(src *flowColumns, start, end int) {
+	for i, col := range c.input {
+		copyColumnRows(col.Data, src.input[i].Data, start, end)
+	}
+}
+
+func copyColumnRows(dst, src proto.ColInput, start, end int) {
+	switch d := dst.(type) {
+	case *proto.ColDateTime64:
+		d.Data = append(d.Data, src.(*proto.ColDateTime64).Data[start:end]...)
+	case *proto.ColUInt8:
+		*d = append(*d, (*src.(*proto.ColUInt8))[start:end]...)
+	case *proto.ColUInt16:
+		*d = append(*d, (*src.(*proto.ColUInt16))[start:end]...)
+	case *proto.ColUInt32:
+		*d = append(*d, (*src.(*proto.ColUInt32))[start:end]...)
+	case *proto.ColUInt64:
+		*d = append(*d, (*src.(*proto.ColUInt64))[start:end]...)
+	case *proto.ColInt64:
+		*d = append(*d, (*src.(*proto.ColInt64))[start:end]...)
+	case *enumColumn:
+		d.ColEnum8 = append(d.ColEnum8, src.(*enumColumn).ColEnum8[start:end]...)
+		d.t = src.(*enumColumn).t
+	case *proto.ColStr:
+		s := src.(*proto.ColStr)
+		for i := start; i < end; i++ {
+			d.AppendBytes(s.RowBytes(i))
+		}
+	case *lowCardinality[string]:
+		s := src.(*lowCardinality[string])
+		for i := start; i < end; i++ {
+			d.add(s.value(i))
+		}
+	case *lowCardinality[proto.IPv6]:
+		s := src.(*lowCardinality[proto.IPv6])
+		for i := start; i < end; i++ {
+			d.add(s.value(i))
+		}
+	case *lowCardinalityArray:
+		s := src.(*lowCardinalityArray)
+		for i := start; i < end; i++ {
+			from, to := s.row(i)
+			for j := from; j < to; j++ {
+				d.push(s.elems.value(j))
+			}
+			d.endRow()
+		}
+	case *stringArray:
+		s := src.(*stringArray)
+		for i := start; i < end; i++ {
+			from, to := s.row(i)
+			for j := from; j < to; j++ {
+				d.push(s.elems.Row(j))
+			}
+			d.endRow()
+		}
+	default:
+		panic(fmt.Sprintf("no row copy for column type %T", dst))
+	}
+}
+
+// memBytes is about the memory the columns hold (their capacity).
+func (c *flowColumns) memBytes() int {
+	n := 0
+	for _, col := range c.input {
+		n += columnBytes(col.Data)
+	}
+	return n
+}
+
+func columnBytes(col proto.ColInput) int {
+	switch c := col.(type) {
+	case *proto.ColDateTime64:
+		return 8 * cap(c.Data)
+	case *proto.ColUInt8:
+		return cap(*c)
+	case *proto.ColUInt16:
+		return 2 * cap(*c)
+	case *proto.ColUInt32:
+		return 4 * cap(*c)
+	case *proto.ColUInt64:
+		return 8 * cap(*c)
+	case *proto.ColInt64:
+		return 8 * cap(*c)
+	case *proto.ColIPv6:
+		return 16 * cap(*c)
+	case *enumColumn:
+		return cap(c.ColEnum8)
+	case *proto.ColStr:
+		return cap(c.Buf) + 16*cap(c.Pos)
+	case *lowCardinality[string]:
+		return c.memBytes()
+	case *lowCardinality[proto.IPv6]:
+		return c.memBytes()
+	case *lowCardinalityArray:
+		return 8*cap(c.offsets) + c.elems.memBytes()
+	case *stringArray:
+		return 8*cap(c.offsets) + columnBytes(c.elems)
+	}
+	panic(fmt.Sprintf("no size for column type %T", col))
+}
