@@ -176,7 +176,6 @@ func l7TypeName(t flowv1.L7FlowType) string {
 	return ""
 }
 
-
 // add appends the L7 columns of f and returns its presence bits.
 func (d *dnsColumnsOf) add(f *flowv1.Flow) (present uint16) {
 	l7 := f.GetL7()
@@ -494,7 +493,6 @@ func policyNames(dst []string, ps ...[]*flowv1.Policy) []string {
 	return dst
 }
 
-
 func (e *endpointColumns) add(ep *flowv1.Endpoint, svc *flowv1.Service, names []string) {
 	e.ns.add(ep.GetNamespace())
 	e.pod.add(ep.GetPodName())
@@ -630,7 +628,6 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	}
 	c.policyEgress.Append(egress)
 }
-
 
 // extraOf encodes, as a partial Flow in protobuf, what has no column: rare
 // or wide fields that are only displayed, never filtered or grouped on.
