@@ -132,8 +132,6 @@ type item struct {
 	done      func(error)
 }
 
-func (it *item) rows() int { return it.flows[1] - it.flows[0] + len(it.ct) + len(it.lost) }
-
 // NewWriter makes a writer; run it with Run. reg may be nil.
 func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
 	w := &Writer{s: s, m: newWriterMetrics(reg), maxBytes: s.cfg.QueueBytes, wake: make(chan struct{}, 1)}
