@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/dev/chtest"
 	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/store"
 )
 
@@ -277,6 +279,29 @@ func BenchmarkStoredCheck(b *testing.B) {
 	for b.Loop() {
 		if err := store.StoredPartsForTest(ctx, s, group); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A group of which some batches are stored already inserts the others from
+// a copy of their rows: every field of those must read back as written.
+func TestTheBatchesOfAGroupNotYetStoredReadBackFieldForField(t *testing.T) {
+	s := openStore(t, chtest.Database(t))
+	want := richFlows()
+	batches := []*store.Batch{{Key: "node-a/boot/1", Flows: want[:4]}, {Key: "node-a/boot/2", Flows: want[4:9]}, {Key: "node-a/boot/3", Flows: want[9:]}}
+	if err := store.WriteGroupForTest(context.Background(), s, batches[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.WriteGroupForTest(context.Background(), s, batches); err != nil {
+		t.Fatal(err)
+	}
+	got := query(t, s, &observerv1.GetFlowsRequest{})
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !proto.Equal(got[i].GetFlow(), want[i]) {
+			t.Errorf("flow %d differs:\n got %v\nwant %v", i, got[i].GetFlow(), want[i])
 		}
 	}
 }

@@ -10,12 +10,7 @@ import (
 // WriteGroupForTest inserts a group of batches exactly as one writer insert
 // (and each of its retries) does.
 func WriteGroupForTest(ctx context.Context, s *Store, batches []*Batch) error {
-	w := s.NewWriter(nil)
-	group := make([]pending, len(batches))
-	for i, b := range batches {
-		group[i] = pending{b: b, done: func(error) {}}
-	}
-	return w.write(ctx, group)
+	return s.NewWriter(nil).write(ctx, batches)
 }
 
 // MigrateToForTest applies the migrations up to version only, as an older
@@ -44,12 +39,11 @@ func MigrateToForTest(ctx context.Context, s *Store, version int) error {
 
 // StoredPartsForTest runs the writer's pre-insert check for batches.
 func StoredPartsForTest(ctx context.Context, s *Store, batches []*Batch) error {
-	group := make([]pending, len(batches))
-	ids := make([]uint64, len(batches))
-	for i, b := range batches {
-		group[i], ids[i] = pending{b: b}, BatchID(b.Key)
+	g := &group{cols: newFlowColumns()}
+	for _, b := range batches {
+		g.add(b, func(error) {})
 	}
-	_, err := s.storedParts(ctx, group, ids)
+	_, err := s.storedParts(ctx, g.items)
 	return err
 }
 
@@ -85,11 +79,16 @@ func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, ve
 	default:
 		return fmt.Errorf("WriteColumnsForTest knows versions 3 to 5 only")
 	}
-	var c flowColumns
-	for i, f := range flows {
+	c := newFlowColumns()
+	for _, f := range flows {
 		c.add(f)
-		c.extra[i], c.policyEgress[i] = extraOf(f, true), 0 // before version 6 extra held every policy
-
 	}
-	return s.insertColumns(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), flowColumnNames[:n], c.columns()[:n])
+	// Before version 6 extra held every policy and policy_egress was not there.
+	c.extra.Reset()
+	c.policyEgress.Reset()
+	for _, f := range flows {
+		c.extra.Append(extraOf(f, true))
+		c.policyEgress.Append(0)
+	}
+	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), c.input[:n])
 }

@@ -6,7 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"github.com/ClickHouse/ch-go/proto"
+	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -60,35 +61,51 @@ var flowColumnNames = []string{
 }
 
 type endpointColumns struct {
-	ns, pod, wl, wlKind         []string
-	labels, moreNames, moreKind [][]string
-	svcNS, svc                  []string
-	names                       [][]string
+	ns, pod, wl, wlKind *lowCardinality[string]
+	labels              *lowCardinalityArray
+	moreNames, moreKind *stringArray
+	svcNS, svc          *lowCardinality[string]
+	names               *stringArray
 }
 
-// flowColumns holds a batch of flows column by column, the form the native
-// protocol sends; slices are reused between inserts.
+func newEndpointColumns() endpointColumns {
+	return endpointColumns{
+		ns: newLowCardinalityString(), pod: newLowCardinalityString(), wl: newLowCardinalityString(), wlKind: newLowCardinalityString(),
+		labels: newLowCardinalityArray(), moreNames: newStringArray(), moreKind: newStringArray(),
+		svcNS: newLowCardinalityString(), svc: newLowCardinalityString(), names: newStringArray(),
+	}
+}
+
+// flowColumns holds the flows of one insert column by column, in ch-go's
+// native form (chcols.go). reset empties them for the next insert and keeps
+// their memory; they copy what they keep, so the stored flows can be freed
+// as soon as they are added.
 type flowColumns struct {
-	time                       []time.Time
-	idHi, idLo                 []uint64
-	uuidRaw, node              []string
-	verdict, kind, direction   []int8
-	flowType, ipVersion, proto []uint8
-	dropDesc, dropKernel       []string
-	srcIP, dstIP               [][16]byte
-	srcPort, dstPort, tcpFlags []uint16
-	src, dst                   endpointColumns
-	isReply                    []uint8
-	ifIndex                    []uint32
-	ifName                     []string
-	allowedBy, deniedBy        [][]string
-	packets, bytes, netns      []uint64
-	firstOff, lastOff          []int64
-	obsPoint, extra, dropClass []string
-	present, policyEgress      []uint16
-	dns                        dnsColumnsOf
-	tcp                        tcpColumnsOf
-	batch                      []uint64 // BatchID per row; inserted, never read back
+	time                        *proto.ColDateTime64
+	idHi, idLo                  *proto.ColUInt64
+	uuidRaw                     *proto.ColStr
+	node                        *lowCardinality[string]
+	verdict, kind, direction    *enumColumn
+	flowType, ipVersion, l4Kind *proto.ColUInt8
+	dropDesc, dropKernel        *lowCardinality[string]
+	srcIP, dstIP                *lowCardinality[proto.IPv6]
+	srcPort, dstPort, tcpFlags  *proto.ColUInt16
+	src, dst                    endpointColumns
+	isReply                     *proto.ColUInt8
+	ifIndex                     *proto.ColUInt32
+	ifName                      *lowCardinality[string]
+	allowedBy, deniedBy         *lowCardinalityArray
+	packets, bytes, netns       *proto.ColUInt64
+	firstOff, lastOff           *proto.ColInt64
+	obsPoint, dropClass         *lowCardinality[string]
+	extra                       *proto.ColStr
+	present, policyEgress       *proto.ColUInt16
+	dns                         dnsColumnsOf
+	tcp                         tcpColumnsOf
+	batch                       *proto.ColUInt64 // BatchID per row; inserted, never read back
+
+	// input names the columns in flowColumnNames order, then batch.
+	input proto.Input
 
 	// Per-insert cache: the enrichment hands many flows the same policy
 	// slices, so their names and encoding are computed once per insert.
@@ -96,18 +113,55 @@ type flowColumns struct {
 	policyCache map[policyKey]policyEnc
 }
 
-// dnsColumnsOf are the L7 columns (schema version 4).
-type dnsColumnsOf struct {
-	l7Type, query, rcode []string
-	latency              []uint64
-	qtypes, rrtypes      [][]string
-	ips, cnames          [][]string
-	ttl                  []uint32
+func newFlowColumns() *flowColumns {
+	c := &flowColumns{
+		time: dateTime64(), idHi: new(proto.ColUInt64), idLo: new(proto.ColUInt64), uuidRaw: new(proto.ColStr),
+		node: newLowCardinalityString(), verdict: new(enumColumn), kind: new(enumColumn), direction: new(enumColumn),
+		flowType: new(proto.ColUInt8), ipVersion: new(proto.ColUInt8), l4Kind: new(proto.ColUInt8),
+		dropDesc: newLowCardinalityString(), dropKernel: newLowCardinalityString(),
+		srcIP: newLowCardinalityIPv6(), dstIP: newLowCardinalityIPv6(),
+		srcPort: new(proto.ColUInt16), dstPort: new(proto.ColUInt16), tcpFlags: new(proto.ColUInt16),
+		src: newEndpointColumns(), dst: newEndpointColumns(),
+		isReply: new(proto.ColUInt8), ifIndex: new(proto.ColUInt32), ifName: newLowCardinalityString(),
+		allowedBy: newLowCardinalityArray(), deniedBy: newLowCardinalityArray(),
+		packets: new(proto.ColUInt64), bytes: new(proto.ColUInt64), netns: new(proto.ColUInt64),
+		firstOff: new(proto.ColInt64), lastOff: new(proto.ColInt64),
+		obsPoint: newLowCardinalityString(), dropClass: newLowCardinalityString(), extra: new(proto.ColStr),
+		present: new(proto.ColUInt16), policyEgress: new(proto.ColUInt16),
+		dns: dnsColumnsOf{
+			l7Type: newLowCardinalityString(), query: new(proto.ColStr), rcode: newLowCardinalityString(), latency: new(proto.ColUInt64),
+			qtypes: newLowCardinalityArray(), rrtypes: newLowCardinalityArray(), ips: newStringArray(), cnames: newStringArray(),
+			ttl: new(proto.ColUInt32),
+		},
+		tcp: tcpColumnsOf{
+			synAck: new(proto.ColUInt64), ack: new(proto.ColUInt64), retransmits: new(proto.ColUInt32),
+			zeroWindows: new(proto.ColUInt32), resetBy: newLowCardinalityString(),
+		},
+		batch: new(proto.ColUInt64),
+	}
+	c.input = namedInput(flowInsertNames,
+		c.time, c.idHi, c.idLo, c.uuidRaw, c.node, c.verdict, c.kind, c.flowType, c.direction,
+		c.dropDesc, c.dropKernel, c.ipVersion, c.srcIP, c.dstIP, c.l4Kind, c.srcPort, c.dstPort, c.tcpFlags,
+		c.src.ns, c.src.pod, c.src.wl, c.src.wlKind, c.src.labels, c.src.moreNames, c.src.moreKind, c.src.svcNS, c.src.svc, c.src.names,
+		c.dst.ns, c.dst.pod, c.dst.wl, c.dst.wlKind, c.dst.labels, c.dst.moreNames, c.dst.moreKind, c.dst.svcNS, c.dst.svc, c.dst.names,
+		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
+		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
+		c.dns.l7Type, c.dns.latency, c.dns.query, c.dns.rcode, c.dns.qtypes, c.dns.rrtypes, c.dns.ips, c.dns.cnames, c.dns.ttl,
+		c.tcp.synAck, c.tcp.ack, c.tcp.retransmits, c.tcp.resetBy, c.tcp.zeroWindows,
+		c.policyEgress,
+		c.batch,
+	)
+	return c
 }
 
-func (d *dnsColumnsOf) reset() {
-	d.l7Type, d.query, d.rcode, d.latency = trunc(d.l7Type), trunc(d.query), trunc(d.rcode), trunc(d.latency)
-	d.qtypes, d.rrtypes, d.ips, d.cnames, d.ttl = trunc(d.qtypes), trunc(d.rrtypes), trunc(d.ips), trunc(d.cnames), trunc(d.ttl)
+// dnsColumnsOf are the L7 columns (schema version 4).
+type dnsColumnsOf struct {
+	l7Type, rcode   *lowCardinality[string]
+	query           *proto.ColStr
+	latency         *proto.ColUInt64
+	qtypes, rrtypes *lowCardinalityArray
+	ips, cnames     *stringArray
+	ttl             *proto.ColUInt32
 }
 
 // l7TypeName is the l7_type column of a record's Layer7 type: ” for none
@@ -139,27 +193,23 @@ func (d *dnsColumnsOf) add(f *flowv1.Flow) (present uint16) {
 	if dns != nil && (l7.GetType() == flowv1.L7FlowType_RESPONSE || dns.GetRcode() != 0) {
 		rcode = dnscodes.RcodeName(dns.GetRcode())
 	}
-	d.l7Type = append(d.l7Type, l7TypeName(l7.GetType()))
-	d.latency = append(d.latency, l7.GetLatencyNs())
-	d.query = append(d.query, dns.GetQuery())
-	d.rcode = append(d.rcode, rcode)
-	d.qtypes = append(d.qtypes, nonNil(dns.GetQtypes()))
-	d.rrtypes = append(d.rrtypes, nonNil(dns.GetRrtypes()))
-	d.ips = append(d.ips, nonNil(dns.GetIps()))
-	d.cnames = append(d.cnames, nonNil(dns.GetCnames()))
-	d.ttl = append(d.ttl, dns.GetTtl())
+	d.l7Type.add(l7TypeName(l7.GetType()))
+	d.latency.Append(l7.GetLatencyNs())
+	d.query.Append(dns.GetQuery())
+	d.rcode.add(rcode)
+	d.qtypes.add(dns.GetQtypes())
+	d.rrtypes.add(dns.GetRrtypes())
+	d.ips.add(dns.GetIps())
+	d.cnames.add(dns.GetCnames())
+	d.ttl.Append(dns.GetTtl())
 	return present
 }
 
 // tcpColumnsOf are the TCP health columns (schema version 5).
 type tcpColumnsOf struct {
-	synAck, ack              []uint64
-	retransmits, zeroWindows []uint32
-	resetBy                  []string
-}
-
-func (t *tcpColumnsOf) reset() {
-	t.synAck, t.ack, t.retransmits, t.zeroWindows, t.resetBy = trunc(t.synAck), trunc(t.ack), trunc(t.retransmits), trunc(t.zeroWindows), trunc(t.resetBy)
+	synAck, ack              *proto.ColUInt64
+	retransmits, zeroWindows *proto.ColUInt32
+	resetBy                  *lowCardinality[string]
 }
 
 // durationNs is a Duration in nanoseconds, 0 for nil or negative.
@@ -190,11 +240,11 @@ func (t *tcpColumnsOf) add(f *flowv1.Flow) (present uint16) {
 			present |= tcpHandshakeSet
 		}
 	}
-	t.synAck = append(t.synAck, durationNs(h.GetHandshakeSynAck(), h.GetHandshakeSynAck() != nil))
-	t.ack = append(t.ack, durationNs(h.GetHandshakeAck(), h.GetHandshakeAck() != nil))
-	t.retransmits = append(t.retransmits, h.GetRetransmits())
-	t.resetBy = append(t.resetBy, tcpSideName(h.GetResetBy()))
-	t.zeroWindows = append(t.zeroWindows, h.GetZeroWindows())
+	t.synAck.Append(durationNs(h.GetHandshakeSynAck(), h.GetHandshakeSynAck() != nil))
+	t.ack.Append(durationNs(h.GetHandshakeAck(), h.GetHandshakeAck() != nil))
+	t.retransmits.Append(h.GetRetransmits())
+	t.resetBy.add(tcpSideName(h.GetResetBy()))
+	t.zeroWindows.Append(h.GetZeroWindows())
 	return present
 }
 
@@ -262,38 +312,12 @@ func samePolicies(a, b [4][]*flowv1.Policy) bool {
 	return true
 }
 
-func (c *flowColumns) len() int { return len(c.time) }
-
-// trunc empties a reused column. The elements are cleared first: strings
-// and label slices of the last insert's flows would otherwise stay
-// reachable from the column until overwritten.
-func trunc[T any](s []T) []T {
-	clear(s)
-	return s[:0]
-}
-
-func (e *endpointColumns) reset() {
-	e.ns, e.pod, e.wl, e.wlKind = trunc(e.ns), trunc(e.pod), trunc(e.wl), trunc(e.wlKind)
-	e.labels, e.moreNames, e.moreKind = trunc(e.labels), trunc(e.moreNames), trunc(e.moreKind)
-	e.svcNS, e.svc, e.names = trunc(e.svcNS), trunc(e.svc), trunc(e.names)
-}
+func (c *flowColumns) len() int { return c.time.Rows() }
 
 func (c *flowColumns) reset() {
-	c.time, c.idHi, c.idLo, c.uuidRaw, c.node = trunc(c.time), trunc(c.idHi), trunc(c.idLo), trunc(c.uuidRaw), trunc(c.node)
-	c.verdict, c.kind, c.direction = trunc(c.verdict), trunc(c.kind), trunc(c.direction)
-	c.flowType, c.ipVersion, c.proto = trunc(c.flowType), trunc(c.ipVersion), trunc(c.proto)
-	c.dropDesc, c.dropKernel, c.srcIP, c.dstIP = trunc(c.dropDesc), trunc(c.dropKernel), trunc(c.srcIP), trunc(c.dstIP)
-	c.srcPort, c.dstPort, c.tcpFlags = trunc(c.srcPort), trunc(c.dstPort), trunc(c.tcpFlags)
-	c.src.reset()
-	c.dst.reset()
-	c.isReply, c.ifIndex, c.ifName = trunc(c.isReply), trunc(c.ifIndex), trunc(c.ifName)
-	c.allowedBy, c.deniedBy = trunc(c.allowedBy), trunc(c.deniedBy)
-	c.packets, c.bytes, c.netns = trunc(c.packets), trunc(c.bytes), trunc(c.netns)
-	c.firstOff, c.lastOff, c.obsPoint, c.extra, c.present = trunc(c.firstOff), trunc(c.lastOff), trunc(c.obsPoint), trunc(c.extra), trunc(c.present)
-	c.dropClass, c.policyEgress = trunc(c.dropClass), trunc(c.policyEgress)
-	c.dns.reset()
-	c.tcp.reset()
-	c.batch = trunc(c.batch)
+	for _, col := range c.input {
+		col.Data.(proto.Resettable).Reset()
+	}
 	clear(c.policyCache)
 }
 
@@ -315,20 +339,20 @@ func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra 
 		n: [4]int{len(f.EgressAllowedBy), len(f.IngressAllowedBy), len(f.EgressDeniedBy), len(f.IngressDeniedBy)},
 	}
 	if k.n == [4]int{} {
-		return empty, empty, "", 0
+		return nil, nil, "", 0
 	}
 	lists := [4][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy}
 	if e, ok := c.policyCache[k]; ok && samePolicies(e.lists, lists) {
 		return e.allowed, e.denied, e.extra, e.egress
 	}
 	e := policyEnc{lists: lists,
-		allowed: nonNil(policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy)),
-		denied:  nonNil(policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy)),
+		allowed: policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy),
+		denied:  policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy),
 	}
 	var byName bool
 	if e.egress, byName = policiesByName(f); !byName {
 		x := flowv1.Flow{EgressAllowedBy: f.EgressAllowedBy, IngressAllowedBy: f.IngressAllowedBy, EgressDeniedBy: f.EgressDeniedBy, IngressDeniedBy: f.IngressDeniedBy}
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
+		b, _ := gproto.MarshalOptions{Deterministic: true}.Marshal(&x)
 		e.extra = string(b)
 	}
 	if c.policyCache == nil {
@@ -338,22 +362,76 @@ func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra 
 	return e.allowed, e.denied, e.extra, e.egress
 }
 
-// columns lists the slices in flowColumnNames order.
-func (c *flowColumns) columns() []any {
-	return []any{
-		c.time, c.idHi, c.idLo, c.uuidRaw, c.node, c.verdict, c.kind, c.flowType, c.direction,
-		c.dropDesc, c.dropKernel, c.ipVersion, c.srcIP, c.dstIP, c.proto, c.srcPort, c.dstPort, c.tcpFlags,
-		c.src.ns, c.src.pod, c.src.wl, c.src.wlKind, c.src.labels, c.src.moreNames, c.src.moreKind, c.src.svcNS, c.src.svc, c.src.names,
-		c.dst.ns, c.dst.pod, c.dst.wl, c.dst.wlKind, c.dst.labels, c.dst.moreNames, c.dst.moreKind, c.dst.svcNS, c.dst.svc, c.dst.names,
-		c.isReply, c.ifIndex, c.ifName, c.allowedBy, c.deniedBy, c.packets, c.bytes,
-		c.firstOff, c.lastOff, c.netns, c.obsPoint, c.present, c.extra, c.dropClass,
-		c.dns.l7Type, c.dns.latency, c.dns.query, c.dns.rcode, c.dns.qtypes, c.dns.rrtypes, c.dns.ips, c.dns.cnames, c.dns.ttl,
-		c.tcp.synAck, c.tcp.ack, c.tcp.retransmits, c.tcp.resetBy, c.tcp.zeroWindows,
-		c.policyEgress,
+// values are the columns as the Go slices clickhouse-go takes, in
+// flowColumnNames order: for benchmarks that compare the writer with a raw
+// clickhouse-go insert of the same rows (Columns). Not on the insert path.
+func (c *flowColumns) values() []any {
+	out := make([]any, 0, len(flowColumnNames))
+	for _, col := range c.input[:len(flowColumnNames)] {
+		out = append(out, goValues(col.Data))
 	}
+	return out
 }
 
-// enum8 keeps enum values the schema knows; unknown ones (a newer agent)
+func goValues(col proto.ColInput) any {
+	switch c := col.(type) {
+	case *proto.ColDateTime64:
+		out := make([]time.Time, len(c.Data))
+		for i, v := range c.Data {
+			out[i] = v.Time(proto.PrecisionNano).UTC()
+		}
+		return out
+	case *proto.ColUInt8:
+		return []uint8(*c)
+	case *proto.ColUInt16:
+		return []uint16(*c)
+	case *proto.ColUInt32:
+		return []uint32(*c)
+	case *proto.ColUInt64:
+		return []uint64(*c)
+	case *proto.ColInt64:
+		return []int64(*c)
+	case *enumColumn:
+		out := make([]int8, len(c.ColEnum8))
+		for i, v := range c.ColEnum8 {
+			out[i] = int8(v)
+		}
+		return out
+	case *proto.ColStr:
+		out := make([]string, c.Rows())
+		for i := range out {
+			out[i] = c.Row(i)
+		}
+		return out
+	case *lowCardinality[string]:
+		out := make([]string, c.Rows())
+		for i := range out {
+			out[i] = c.value(i)
+		}
+		return out
+	case *lowCardinality[proto.IPv6]:
+		out := make([][16]byte, c.Rows())
+		for i := range out {
+			out[i] = c.value(i)
+		}
+		return out
+	case *lowCardinalityArray:
+		out := make([][]string, c.Rows())
+		for i := range out {
+			out[i] = c.value(i)
+		}
+		return out
+	case *stringArray:
+		out := make([][]string, c.Rows())
+		for i := range out {
+			out[i] = c.value(i)
+		}
+		return out
+	}
+	panic(fmt.Sprintf("no Go slice for column type %T", col))
+}
+
+// enumValue keeps enum values the schema knows; unknown ones (a newer agent)
 // are stored as 0 rather than failing the whole insert.
 func enumValue(v int32, names map[int32]string) int8 {
 	if _, ok := names[v]; ok && v >= -128 && v <= 127 {
@@ -416,32 +494,25 @@ func policyNames(dst []string, ps ...[]*flowv1.Policy) []string {
 }
 
 func (e *endpointColumns) add(ep *flowv1.Endpoint, svc *flowv1.Service, names []string) {
-	e.ns = append(e.ns, ep.GetNamespace())
-	e.pod = append(e.pod, ep.GetPodName())
-	e.labels = append(e.labels, nonNil(ep.GetLabels()))
+	e.ns.add(ep.GetNamespace())
+	e.pod.add(ep.GetPodName())
+	e.labels.add(ep.GetLabels())
 	wls := ep.GetWorkloads()
 	var wl, kind string
-	var moreN, moreK []string
 	if len(wls) > 0 {
 		wl, kind = wls[0].GetName(), wls[0].GetKind()
 		for _, w := range wls[1:] {
-			moreN = append(moreN, w.GetName())
-			moreK = append(moreK, w.GetKind())
+			e.moreNames.push(w.GetName())
+			e.moreKind.push(w.GetKind())
 		}
 	}
-	e.wl, e.wlKind = append(e.wl, wl), append(e.wlKind, kind)
-	e.moreNames, e.moreKind = append(e.moreNames, nonNil(moreN)), append(e.moreKind, nonNil(moreK))
-	e.svcNS, e.svc = append(e.svcNS, svc.GetNamespace()), append(e.svc, svc.GetName())
-	e.names = append(e.names, nonNil(names))
-}
-
-var empty = []string{}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return empty
-	}
-	return s
+	e.moreNames.endRow()
+	e.moreKind.endRow()
+	e.wl.add(wl)
+	e.wlKind.add(kind)
+	e.svcNS.add(svc.GetNamespace())
+	e.svc.add(svc.GetName())
+	e.names.add(names)
 }
 
 // add appends one flow.
@@ -452,25 +523,30 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 		present |= hasTime
 		t = f.Time.AsTime()
 	}
-	c.time = append(c.time, t)
+	c.time.Append(t)
 	if hi, lo, ok := ParseUUID(f.GetUuid()); ok {
-		c.idHi, c.idLo, c.uuidRaw = append(c.idHi, hi), append(c.idLo, lo), append(c.uuidRaw, "")
+		c.idHi.Append(hi)
+		c.idLo.Append(lo)
+		c.uuidRaw.Append("")
 	} else {
-		c.idHi, c.idLo, c.uuidRaw = append(c.idHi, 0), append(c.idLo, 0), append(c.uuidRaw, f.GetUuid())
+		c.idHi.Append(0)
+		c.idLo.Append(0)
+		c.uuidRaw.Append(f.GetUuid())
 	}
-	c.node = append(c.node, f.GetNodeName())
-	c.verdict = append(c.verdict, enumValue(int32(f.GetVerdict()), flowv1.Verdict_name))
-	c.kind = append(c.kind, enumValue(int32(f.GetEventKind()), eventKinds))
-	c.direction = append(c.direction, enumValue(int32(f.GetTrafficDirection()), flowv1.TrafficDirection_name))
-	c.flowType = append(c.flowType, uint8(f.GetType()))
-	c.dropDesc, c.dropKernel = append(c.dropDesc, f.GetDropReasonDesc()), append(c.dropKernel, f.GetDropReasonKernel())
-	c.dropClass = append(c.dropClass, f.GetDropClass())
+	c.node.add(f.GetNodeName())
+	c.verdict.Append(proto.Enum8(enumValue(int32(f.GetVerdict()), flowv1.Verdict_name)))
+	c.kind.Append(proto.Enum8(enumValue(int32(f.GetEventKind()), eventKinds)))
+	c.direction.Append(proto.Enum8(enumValue(int32(f.GetTrafficDirection()), flowv1.TrafficDirection_name)))
+	c.flowType.Append(uint8(f.GetType()))
+	c.dropDesc.add(f.GetDropReasonDesc())
+	c.dropKernel.add(f.GetDropReasonKernel())
+	c.dropClass.add(f.GetDropClass())
 	if f.IP != nil {
 		present |= hasIP
 	}
-	c.ipVersion = append(c.ipVersion, uint8(f.GetIP().GetIpVersion()))
-	c.srcIP = append(c.srcIP, filter.AddrBytes(f.GetIP().GetSource()))
-	c.dstIP = append(c.dstIP, filter.AddrBytes(f.GetIP().GetDestination()))
+	c.ipVersion.Append(uint8(f.GetIP().GetIpVersion()))
+	c.srcIP.add(filter.AddrBytes(f.GetIP().GetSource()))
+	c.dstIP.add(filter.AddrBytes(f.GetIP().GetDestination()))
 	if f.L4 != nil {
 		present |= hasL4
 	}
@@ -492,8 +568,10 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 	case layer.GetICMPv6() != nil:
 		sp, dp = layer.GetICMPv6().GetType(), layer.GetICMPv6().GetCode()
 	}
-	c.proto = append(c.proto, l4.Protocol(f))
-	c.srcPort, c.dstPort, c.tcpFlags = append(c.srcPort, uint16(sp)), append(c.dstPort, uint16(dp)), append(c.tcpFlags, flags)
+	c.l4Kind.Append(l4.Protocol(f))
+	c.srcPort.Append(uint16(sp))
+	c.dstPort.Append(uint16(dp))
+	c.tcpFlags.Append(flags)
 	if f.Source != nil {
 		present |= hasSource
 	}
@@ -515,14 +593,17 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 			reply = 2
 		}
 	}
-	c.isReply = append(c.isReply, reply)
+	c.isReply.Append(reply)
 	if f.Interface != nil {
 		present |= hasInterface
 	}
-	c.ifIndex, c.ifName = append(c.ifIndex, f.GetInterface().GetIndex()), append(c.ifName, f.GetInterface().GetName())
+	c.ifIndex.Append(f.GetInterface().GetIndex())
+	c.ifName.add(f.GetInterface().GetName())
 	allowed, denied, polExtra, egress := c.policies(f)
-	c.allowedBy, c.deniedBy = append(c.allowedBy, allowed), append(c.deniedBy, denied)
-	c.packets, c.bytes = append(c.packets, f.GetPackets()), append(c.bytes, f.GetBytes())
+	c.allowedBy.add(allowed)
+	c.deniedBy.add(denied)
+	c.packets.Append(f.GetPackets())
+	c.bytes.Append(f.GetBytes())
 	var fo, lo int64
 	if f.FirstSeen != nil {
 		present |= hasFirstSeen
@@ -532,18 +613,20 @@ func (c *flowColumns) add(f *flowv1.Flow) {
 		present |= hasLastSeen
 		lo = t.Sub(f.LastSeen.AsTime()).Nanoseconds()
 	}
-	c.firstOff, c.lastOff = append(c.firstOff, fo), append(c.lastOff, lo)
-	c.netns, c.obsPoint = append(c.netns, f.GetNetns()), append(c.obsPoint, f.GetObservationPoint())
+	c.firstOff.Append(fo)
+	c.lastOff.Append(lo)
+	c.netns.Append(f.GetNetns())
+	c.obsPoint.add(f.GetObservationPoint())
 	present |= c.dns.add(f)
 	present |= c.tcp.add(f)
-	c.present = append(c.present, present)
+	c.present.Append(present)
 	if ex := extraOf(f, false); ex != "" {
-		c.extra = append(c.extra, ex)
+		c.extra.Append(ex)
 		egress = 0 // ex holds the policies too
 	} else {
-		c.extra = append(c.extra, polExtra) // policies are the only extra fields
+		c.extra.Append(polExtra) // policies are the only extra fields
 	}
-	c.policyEgress = append(c.policyEgress, egress)
+	c.policyEgress.Append(egress)
 }
 
 // extraOf encodes, as a partial Flow in protobuf, what has no column: rare
@@ -571,7 +654,7 @@ func extraOf(f *flowv1.Flow, withPolicies bool) string {
 	if policies {
 		x.EgressAllowedBy, x.IngressAllowedBy, x.EgressDeniedBy, x.IngressDeniedBy = f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&x)
+	b, err := gproto.MarshalOptions{Deterministic: true}.Marshal(&x)
 	if err != nil {
 		return ""
 	}
@@ -807,10 +890,10 @@ func (r *flowRow) flow() (*flowv1.Flow, error) {
 	f.TcpHealth = r.tcpHealth()
 	if r.extra != "" {
 		var x flowv1.Flow
-		if err := proto.Unmarshal([]byte(r.extra), &x); err != nil {
+		if err := gproto.Unmarshal([]byte(r.extra), &x); err != nil {
 			return nil, fmt.Errorf("decode extra fields of flow %s: %w", f.Uuid, err)
 		}
-		proto.Merge(f, &x)
+		gproto.Merge(f, &x)
 	}
 	if len(f.EgressAllowedBy)+len(f.IngressAllowedBy)+len(f.EgressDeniedBy)+len(f.IngressDeniedBy) == 0 {
 		// Not in extra: stored as their names (policiesByName).
@@ -825,17 +908,137 @@ func selectFlowColumns() string { return strings.Join(flowColumnNames, ", ") }
 // Columns is a batch of flows in the columnar form the writer inserts. It is
 // exported for benchmarks that compare the writer with a raw clickhouse-go
 // columnar insert of the same rows (dev/cmd/bench-relay).
-type Columns struct{ c flowColumns }
+type Columns struct{ c *flowColumns }
 
 // Add appends a flow.
-func (c *Columns) Add(f *flowv1.Flow) { c.c.add(f) }
+func (c *Columns) Add(f *flowv1.Flow) {
+	if c.c == nil {
+		c.c = newFlowColumns()
+	}
+	c.c.add(f)
+}
 
 // Len is the number of rows.
-func (c *Columns) Len() int { return c.c.len() }
+func (c *Columns) Len() int {
+	if c.c == nil {
+		return 0
+	}
+	return c.c.len()
+}
 
-// Values are the column slices, in FlowColumnNames order, for
-// driver.Batch.Column(i).Append.
-func (c *Columns) Values() []any { return c.c.columns() }
+// Values are the columns as Go slices, in FlowColumnNames order, for
+// clickhouse-go's driver.Batch.Column(i).Append.
+func (c *Columns) Values() []any {
+	if c.c == nil {
+		c.c = newFlowColumns()
+	}
+	return c.c.values()
+}
 
 // FlowColumnNames are the flows table's inserted columns, in order.
 func FlowColumnNames() []string { return append([]string(nil), flowColumnNames...) }
+
+// copyRows appends rows [start, end) of src (the writer's insert of batches
+// some of which turned out to be stored already: the rest are inserted
+// alone). Not on the usual insert path.
+func (c *flowColumns) copyRows(src *flowColumns, start, end int) {
+	for i, col := range c.input {
+		copyColumnRows(col.Data, src.input[i].Data, start, end)
+	}
+}
+
+func copyColumnRows(dst, src proto.ColInput, start, end int) {
+	switch d := dst.(type) {
+	case *proto.ColDateTime64:
+		d.Data = append(d.Data, src.(*proto.ColDateTime64).Data[start:end]...)
+	case *proto.ColUInt8:
+		*d = append(*d, (*src.(*proto.ColUInt8))[start:end]...)
+	case *proto.ColUInt16:
+		*d = append(*d, (*src.(*proto.ColUInt16))[start:end]...)
+	case *proto.ColUInt32:
+		*d = append(*d, (*src.(*proto.ColUInt32))[start:end]...)
+	case *proto.ColUInt64:
+		*d = append(*d, (*src.(*proto.ColUInt64))[start:end]...)
+	case *proto.ColInt64:
+		*d = append(*d, (*src.(*proto.ColInt64))[start:end]...)
+	case *enumColumn:
+		d.ColEnum8 = append(d.ColEnum8, src.(*enumColumn).ColEnum8[start:end]...)
+		d.t = src.(*enumColumn).t
+	case *proto.ColStr:
+		s := src.(*proto.ColStr)
+		for i := start; i < end; i++ {
+			d.AppendBytes(s.RowBytes(i))
+		}
+	case *lowCardinality[string]:
+		s := src.(*lowCardinality[string])
+		for i := start; i < end; i++ {
+			d.add(s.value(i))
+		}
+	case *lowCardinality[proto.IPv6]:
+		s := src.(*lowCardinality[proto.IPv6])
+		for i := start; i < end; i++ {
+			d.add(s.value(i))
+		}
+	case *lowCardinalityArray:
+		s := src.(*lowCardinalityArray)
+		for i := start; i < end; i++ {
+			from, to := s.row(i)
+			for j := from; j < to; j++ {
+				d.push(s.elems.value(j))
+			}
+			d.endRow()
+		}
+	case *stringArray:
+		s := src.(*stringArray)
+		for i := start; i < end; i++ {
+			from, to := s.row(i)
+			for j := from; j < to; j++ {
+				d.push(s.elems.Row(j))
+			}
+			d.endRow()
+		}
+	default:
+		panic(fmt.Sprintf("no row copy for column type %T", dst))
+	}
+}
+
+// memBytes is about the memory the columns hold (their capacity).
+func (c *flowColumns) memBytes() int {
+	n := 0
+	for _, col := range c.input {
+		n += columnBytes(col.Data)
+	}
+	return n
+}
+
+func columnBytes(col proto.ColInput) int {
+	switch c := col.(type) {
+	case *proto.ColDateTime64:
+		return 8 * cap(c.Data)
+	case *proto.ColUInt8:
+		return cap(*c)
+	case *proto.ColUInt16:
+		return 2 * cap(*c)
+	case *proto.ColUInt32:
+		return 4 * cap(*c)
+	case *proto.ColUInt64:
+		return 8 * cap(*c)
+	case *proto.ColInt64:
+		return 8 * cap(*c)
+	case *proto.ColIPv6:
+		return 16 * cap(*c)
+	case *enumColumn:
+		return cap(c.ColEnum8)
+	case *proto.ColStr:
+		return cap(c.Buf) + 16*cap(c.Pos)
+	case *lowCardinality[string]:
+		return c.memBytes()
+	case *lowCardinality[proto.IPv6]:
+		return c.memBytes()
+	case *lowCardinalityArray:
+		return 8*cap(c.offsets) + c.elems.memBytes()
+	case *stringArray:
+		return 8*cap(c.offsets) + columnBytes(c.elems)
+	}
+	panic(fmt.Sprintf("no size for column type %T", col))
+}

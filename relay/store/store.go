@@ -7,6 +7,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -22,6 +23,7 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 type Store struct {
 	cfg  Config
 	conn driver.Conn
+	ins  *inserter // the writer's inserts (inserter.go)
 	d    ddl
 	log  *slog.Logger
 }
@@ -57,11 +59,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if opts.DialTimeout == 0 || opts.DialTimeout > 5*time.Second {
 		opts.DialTimeout = 5 * time.Second
 	}
+	ins, err := newInserter(opts)
+	if err != nil {
+		return nil, fmt.Errorf("ClickHouse %s: %w", redact(cfg.DSN), err)
+	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open ClickHouse %s: %w", redact(cfg.DSN), err)
 	}
-	s := &Store{cfg: cfg, conn: conn, log: cfg.Log.With("component", "store"),
+	s := &Store{cfg: cfg, conn: conn, ins: ins, log: cfg.Log.With("component", "store"),
 		d: ddl{db: cfg.Database, cluster: cfg.Cluster, retention: cfg.Retention, shardOnly: cfg.ShardOnly}}
 	_ = ctx
 	return s, nil
@@ -72,8 +78,8 @@ func redact(dsn string) string {
 	return regexp.MustCompile(`://([^:@/]*):[^@/]*@`).ReplaceAllString(dsn, "://$1:***@")
 }
 
-// Close closes the connection.
-func (s *Store) Close() error { return s.conn.Close() }
+// Close closes the connections.
+func (s *Store) Close() error { return errors.Join(s.ins.close(), s.conn.Close()) }
 
 // Database is the database holding the tables.
 func (s *Store) Database() string { return s.cfg.Database }

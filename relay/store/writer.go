@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/ch-go/proto"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/trawl-dev/trawl/internal/backoff"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
@@ -51,12 +51,6 @@ func (b *Batch) size() int {
 // because the writer stopped; their senders must resend them.
 var ErrClosed = errors.New("store writer stopped before the batch was written")
 
-type pending struct {
-	b    *Batch
-	done func(error)
-	at   time.Time
-}
-
 // Writer groups batches into large inserts (throughput needs tens of
 // thousands of rows per insert) and stores each agent batch at most once,
 // whichever relay's writer inserts it and however batches are grouped:
@@ -81,12 +75,19 @@ type pending struct {
 // with replicated tables the check may read a replica that lags behind.
 // Batches with an empty key are never looked up.
 //
+// Flows are encoded into their insert's columns in Enqueue, on the caller's
+// goroutine: the queue holds columns (chcols.go), which copy what they keep,
+// not the Flow messages, so the writer keeps no reference to a batch's
+// flows once Enqueue returns. (Conntrack samples and lost events, a few per
+// batch, are kept as they are.)
+//
 // Back-pressure: the queue holds at most Config.QueueBytes of batches (their
-// encoded size; decoded they take a few times that), the two inserts being
-// encoded and sent included, and an insert takes at most half of it. When it
-// is full, Enqueue blocks until the writer has stored enough to make room (or
-// stops). The relay calls Enqueue from the agent's stream, so a ClickHouse
-// outage stops acks and then reads, and agents buffer on their side.
+// encoded size, Batch.Bytes: encoded as columns they take less, see
+// TestColumnsTakeLessMemoryThanTheEncodedBatches), the insert being sent
+// included, and an insert takes at most half of it. When it is full, Enqueue
+// blocks until the writer has stored enough to make room (or stops). The
+// relay calls Enqueue from the agent's stream, so a ClickHouse outage stops
+// acks and then reads, and agents buffer on their side.
 type Writer struct {
 	s        *Store
 	m        *writerMetrics
@@ -94,15 +95,41 @@ type Writer struct {
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	queue   []pending
-	rows    int // rows in queue and in flight
-	bytes   int // their Batch.size
-	queued  int // bytes in queue only
+	groups  []*group // waiting, oldest first; only the last one takes batches
+	rows    int      // rows queued and in flight
+	bytes   int      // their Batch.size
+	queued  int      // bytes queued only
 	stopped bool
 	wake    chan struct{}
 	last    time.Time
+	free    []*flowColumns // emptied columns of sent inserts, for the next ones
 
 	onDedup func(batches int)
+}
+
+// group is the batches of one insert, their flows already columns.
+type group struct {
+	cols  *flowColumns
+	items []item
+	rows  int // of the batches in items and those being added
+	size  int // their Batch.size
+	at    time.Time
+	// adding counts Enqueue calls still encoding into cols; fill orders
+	// them (rows and items are appended in the same order).
+	adding sync.WaitGroup
+	fill   sync.Mutex
+}
+
+// item is what the insert needs of one batch once its flows are columns.
+type item struct {
+	key       string
+	id        uint64 // BatchID(key)
+	size      int
+	flows     [2]int // [start, end) of its rows in the group's columns
+	flowsNode string // the node of its first flow
+	ct        []*flowv1.ConntrackSample
+	lost      []*flowv1.LostEvent
+	done      func(error)
 }
 
 // NewWriter makes a writer; run it with Run. reg may be nil.
@@ -114,7 +141,8 @@ func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
 
 // Enqueue queues a batch; done is called exactly once: with nil after the
 // insert containing the batch succeeded, or with an error when the writer
-// stopped first. Enqueue blocks while the queue is full (see Writer).
+// stopped first. Enqueue blocks while the queue is full (see Writer), then
+// encodes the batch's flows into the columns of its insert.
 func (w *Writer) Enqueue(b *Batch, done func(error)) {
 	n, size := b.Rows(), b.size()
 	w.mu.Lock()
@@ -126,16 +154,55 @@ func (w *Writer) Enqueue(b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	w.queue = append(w.queue, pending{b: b, done: done, at: time.Now()})
+	g := w.groupFor(n, size)
+	g.adding.Add(1)
+	g.rows += n
+	g.size += size
 	w.rows += n
 	w.bytes += size
 	w.queued += size
 	w.m.queue.Set(float64(w.rows))
 	w.mu.Unlock()
+	g.add(b, done)
+	g.adding.Done()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// groupFor returns the group a batch of n rows and size bytes joins: the
+// last one while it has room (BatchRows rows, half the queue's bytes), else
+// a new one. Called with mu held.
+func (w *Writer) groupFor(n, size int) *group {
+	if k := len(w.groups); k > 0 {
+		g := w.groups[k-1]
+		if g.rows+n <= w.s.cfg.BatchRows && g.size+size <= w.maxBytes/2 {
+			return g
+		}
+	}
+	g := &group{at: time.Now()}
+	if k := len(w.free); k > 0 {
+		g.cols, w.free = w.free[k-1], w.free[:k-1]
+	} else {
+		g.cols = newFlowColumns()
+	}
+	w.groups = append(w.groups, g)
+	return g
+}
+
+// add encodes a batch into the group.
+func (g *group) add(b *Batch, done func(error)) {
+	it := item{key: b.Key, id: BatchID(b.Key), size: b.size(), ct: b.Conntrack, lost: b.Lost, done: done}
+	if len(b.Flows) > 0 {
+		it.flowsNode = strings.Clone(b.Flows[0].GetNodeName()) // keeps no part of the batch reachable
+	}
+	g.fill.Lock()
+	defer g.fill.Unlock()
+	it.flows[0] = g.cols.len()
+	addFlows(g.cols, b.Flows, it.id)
+	it.flows[1] = g.cols.len()
+	g.items = append(g.items, it)
 }
 
 // QueueRows is the number of rows waiting or being written.
@@ -153,37 +220,15 @@ func (w *Writer) LastInsert() time.Time {
 }
 
 // Run writes until ctx ends. Batches not yet stored then get ErrClosed.
-//
-// Two stages overlap: while one insert is in flight (or being retried), the
-// next group is taken from the queue and encoded into columns. Inserts are
-// still sent one at a time and in order.
+// Inserts are sent one at a time and in order; meanwhile Enqueue fills the
+// next one.
 func (w *Writer) Run(ctx context.Context) error {
 	defer w.stop()
-	free := make(chan *flowColumns, 2)
-	free <- &flowColumns{}
-	free <- &flowColumns{}
-	ready := make(chan *prepared, 1)
-	sent := make(chan struct{})
-	go func() { // sender: owned by Run, ends when ready is closed
-		defer close(sent)
-		failed := false
-		for p := range ready {
-			err := ErrClosed
-			if !failed {
-				err = w.send(ctx, p)
-				failed = err != nil
-			}
-			w.finish(p.group, err)
-			p.flows.reset() // let go of the stored flows' strings now
-			free <- p.flows
-		}
-	}()
-	defer func() { close(ready); <-sent }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		group, wait := w.take()
-		if group == nil {
+		g, wait := w.take()
+		if g == nil {
 			if wait > 0 {
 				timer.Reset(wait)
 			}
@@ -195,73 +240,78 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		var cols *flowColumns
-		select {
-		case cols = <-free:
-		case <-ctx.Done():
-			w.finish(group, ErrClosed)
-			return nil
+		err := w.send(ctx, g)
+		w.finish(g, err)
+		if err != nil {
+			return nil // ctx ended: the rest get ErrClosed from stop
 		}
-		ready <- w.prepare(group, cols)
+		w.recycle(g.cols)
 	}
 }
 
-// take returns the next group to insert when it is due: BatchRows rows or
-// half the queue's bytes queued, or BatchInterval since the first one
-// arrived. Otherwise it returns how long to wait (0: until woken).
-func (w *Writer) take() ([]pending, time.Duration) {
+// take returns the next group to insert, its batches all encoded, when it
+// is due: full (BatchRows rows, half the queue's bytes, or a later group
+// started), or BatchInterval since its first batch arrived. Otherwise it
+// returns how long to wait (0: until woken).
+func (w *Writer) take() (*group, time.Duration) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.queue) == 0 {
+	if len(w.groups) == 0 {
+		w.mu.Unlock()
 		return nil, 0
 	}
-	half := w.maxBytes / 2
-	if age := time.Since(w.queue[0].at); w.rows < w.s.cfg.BatchRows && w.queued < half && age < w.s.cfg.BatchInterval {
+	g := w.groups[0]
+	full := len(w.groups) > 1 || g.rows >= w.s.cfg.BatchRows || g.size >= w.maxBytes/2
+	if age := time.Since(g.at); !full && age < w.s.cfg.BatchInterval {
+		w.mu.Unlock()
 		return nil, w.s.cfg.BatchInterval - age
 	}
-	n, rows, size := 0, 0, 0
-	for n < len(w.queue) && (n == 0 || rows+w.queue[n].b.Rows() <= w.s.cfg.BatchRows && size+w.queue[n].b.size() <= half) {
-		rows += w.queue[n].b.Rows()
-		size += w.queue[n].b.size()
-		n++
-	}
-	w.queued -= size
-	group := append([]pending(nil), w.queue[:n]...)
-	w.queue = append(w.queue[:0], w.queue[n:]...)
-	return group, 0
+	w.groups = append(w.groups[:0], w.groups[1:]...)
+	w.queued -= g.size
+	w.mu.Unlock()
+	g.adding.Wait() // no batch joins a group that left groups
+	return g, 0
 }
 
-func (w *Writer) finish(group []pending, err error) {
-	rows, size := 0, 0
-	for _, p := range group {
-		rows += p.b.Rows()
-		size += p.b.size()
-	}
+// recycle keeps the columns of a sent insert for a later one: two at most,
+// as many as the queue's bytes usually need (one sent, one filling).
+func (w *Writer) recycle(cols *flowColumns) {
+	cols.reset()
 	w.mu.Lock()
-	w.rows -= rows
-	w.bytes -= size
+	defer w.mu.Unlock()
+	if len(w.free) < 2 {
+		w.free = append(w.free, cols)
+	}
+}
+
+func (w *Writer) finish(g *group, err error) {
+	w.mu.Lock()
+	w.rows -= g.rows
+	w.bytes -= g.size
 	if err == nil {
 		w.last = time.Now()
 	}
 	w.m.queue.Set(float64(w.rows))
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	for _, p := range group {
-		p.done(err)
+	for _, it := range g.items {
+		it.done(err)
 	}
 }
 
 func (w *Writer) stop() {
 	w.mu.Lock()
 	w.stopped = true
-	rest := w.queue
-	w.queue = nil
+	rest := w.groups
+	w.groups = nil
 	w.rows, w.bytes, w.queued = 0, 0, 0
 	w.m.queue.Set(0)
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	for _, p := range rest {
-		p.done(ErrClosed)
+	for _, g := range rest {
+		g.adding.Wait()
+		for _, it := range g.items {
+			it.done(ErrClosed)
+		}
 	}
 }
 
@@ -293,15 +343,15 @@ var partTables = [...]struct {
 	name string
 }{{partFlows, "flows"}, {partConntrack, "conntrack"}, {partLost, "lost_events"}}
 
-func (b *Batch) parts() parts {
+func (it *item) parts() parts {
 	var p parts
-	if len(b.Flows) > 0 {
+	if it.flows[1] > it.flows[0] {
 		p |= partFlows
 	}
-	if len(b.Conntrack) > 0 {
+	if len(it.ct) > 0 {
 		p |= partConntrack
 	}
-	if len(b.Lost) > 0 {
+	if len(it.lost) > 0 {
 		p |= partLost
 	}
 	return p
@@ -310,62 +360,35 @@ func (b *Batch) parts() parts {
 // node is the node of the first record of a part: the batches table keeps
 // (batch, node), so two keys whose 64-bit ids collide are confused only if
 // they also come from the same node.
-func (b *Batch) node(p parts) string {
+func (it *item) node(p parts) string {
 	switch p {
 	case partFlows:
-		return b.Flows[0].GetNodeName()
+		return it.flowsNode
 	case partConntrack:
-		return b.Conntrack[0].GetNodeName()
+		return it.ct[0].GetNodeName()
 	default:
-		return b.Lost[0].GetNodeName()
+		return it.lost[0].GetNodeName()
 	}
 }
 
 // dedupToken identifies the batches of one insert by their keys, so that
 // every retry of an identical insert carries the same token.
-func dedupToken(group []pending, include []bool) string {
+func dedupToken(items []item, include []bool) string {
 	h := sha256.New()
-	for i, p := range group {
+	for i, it := range items {
 		if include[i] {
-			h.Write([]byte(p.b.Key))
+			h.Write([]byte(it.key))
 			h.Write([]byte{0})
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// prepared is a group encoded for insertion (every batch, whether stored
-// already or not: that is known only right before each attempt).
-type prepared struct {
-	group  []pending
-	ids    []uint64 // BatchID per group entry
-	flows  *flowColumns
-	ct     []*flowv1.ConntrackSample
-	ctID   []uint64
-	lost   []*flowv1.LostEvent
-	lostID []uint64
-}
-
-func (w *Writer) prepare(group []pending, cols *flowColumns) *prepared {
-	p := &prepared{group: group, ids: make([]uint64, len(group)), flows: cols}
-	cols.reset()
-	for i, g := range group {
-		id := BatchID(g.b.Key)
-		p.ids[i] = id
-		addFlows(cols, g.b.Flows, id)
-		p.ct = append(p.ct, g.b.Conntrack...)
-		p.ctID = appendN(p.ctID, id, len(g.b.Conntrack))
-		p.lost = append(p.lost, g.b.Lost...)
-		p.lostID = appendN(p.lostID, id, len(g.b.Lost))
-	}
-	return p
-}
-
 func addFlows(cols *flowColumns, fs []*flowv1.Flow, id uint64) {
 	for _, f := range fs {
 		cols.add(f)
 	}
-	cols.batch = appendN(cols.batch, id, len(fs))
+	*cols.batch = appendN(*cols.batch, id, len(fs))
 }
 
 func appendN(s []uint64, v uint64, n int) []uint64 {
@@ -375,9 +398,14 @@ func appendN(s []uint64, v uint64, n int) []uint64 {
 	return s
 }
 
-// write prepares and sends a group (tests use it to repeat an insert).
-func (w *Writer) write(ctx context.Context, group []pending) error {
-	return w.send(ctx, w.prepare(group, &flowColumns{}))
+// write encodes batches into one group and sends it as Run would (tests
+// use it to repeat an insert).
+func (w *Writer) write(ctx context.Context, batches []*Batch) error {
+	g := &group{cols: newFlowColumns()}
+	for _, b := range batches {
+		g.add(b, func(error) {})
+	}
+	return w.send(ctx, g)
 }
 
 // OnDedupHits sets a function told how many batches of each insert were
@@ -386,15 +414,15 @@ func (w *Writer) write(ctx context.Context, group []pending) error {
 // its ingest server registers. Call it before Run.
 func (w *Writer) OnDedupHits(f func(batches int)) { w.onDedup = f }
 
-// send inserts a prepared group, retrying with backoff until it succeeds or
-// ctx ends (then ErrClosed). Before every attempt it asks ClickHouse which
-// of the group's batches are stored and leaves those parts out; an attempt
-// with the same parts left is the identical insert under the same token.
-func (w *Writer) send(ctx context.Context, p *prepared) error {
+// send inserts a group, retrying with backoff until it succeeds or ctx ends
+// (then ErrClosed). Before every attempt it asks ClickHouse which of the
+// group's batches are stored and leaves those parts out; an attempt with
+// the same parts left is the identical insert under the same token.
+func (w *Writer) send(ctx context.Context, g *group) error {
 	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	hits := -1 // batches found stored by the first check that answered
 	for attempt := 0; ; attempt++ {
-		stored, err := w.s.storedParts(ctx, p.group, p.ids)
+		stored, err := w.s.storedParts(ctx, g.items)
 		if err != nil {
 			w.m.errors.WithLabelValues("batches").Inc()
 			err = fmt.Errorf("ask which batches are stored: %w", err)
@@ -409,14 +437,14 @@ func (w *Writer) send(ctx context.Context, p *prepared) error {
 					}
 				}
 			}
-			err = w.insertAll(ctx, p, stored)
+			err = w.insertAll(ctx, g, stored)
 		}
 		if err == nil {
 			if attempt > 0 {
-				w.s.log.Info("ClickHouse insert succeeded after retries", "attempts", attempt+1, "rows", p.flows.len()+len(p.ct)+len(p.lost))
+				w.s.log.Info("ClickHouse insert succeeded after retries", "attempts", attempt+1, "rows", g.rows)
 			}
 			if hits > 0 {
-				w.s.log.Debug("left out batches already stored", "batches", hits, "of", len(p.group))
+				w.s.log.Debug("left out batches already stored", "batches", hits, "of", len(g.items))
 				if w.onDedup != nil {
 					w.onDedup(hits)
 				}
@@ -433,13 +461,13 @@ func (w *Writer) send(ctx context.Context, p *prepared) error {
 	}
 }
 
-// storedParts asks the batches table which parts of the group's batches are
+// storedParts asks the batches table which parts of the items' batches are
 // stored. One query per insert attempt, by primary key.
-func (s *Store) storedParts(ctx context.Context, group []pending, ids []uint64) ([]parts, error) {
-	out := make([]parts, len(group))
+func (s *Store) storedParts(ctx context.Context, items []item) ([]parts, error) {
+	out := make([]parts, len(items))
 	var q strings.Builder
-	for _, id := range ids {
-		if id == 0 {
+	for _, it := range items {
+		if it.id == 0 {
 			continue
 		}
 		if q.Len() == 0 {
@@ -447,7 +475,7 @@ func (s *Store) storedParts(ctx context.Context, group []pending, ids []uint64) 
 		} else {
 			q.WriteByte(',')
 		}
-		q.WriteString(strconv.FormatUint(id, 10))
+		q.WriteString(strconv.FormatUint(it.id, 10))
 	}
 	if q.Len() == 0 {
 		return out, nil
@@ -476,10 +504,10 @@ func (s *Store) storedParts(ctx context.Context, group []pending, ids []uint64) 
 	if len(found) == 0 {
 		return out, nil
 	}
-	for i, g := range group {
-		have := g.b.parts()
+	for i, it := range items {
+		have := it.parts()
 		for _, t := range partTables {
-			if have&t.part != 0 && found[part{ids[i], g.b.node(t.part), t.name}] {
+			if have&t.part != 0 && found[part{it.id, it.node(t.part), t.name}] {
 				out[i] |= t.part
 			}
 		}
@@ -491,71 +519,64 @@ func (s *Store) storedParts(ctx context.Context, group []pending, ids []uint64) 
 var flowInsertNames = append(append([]string(nil), flowColumnNames...), "batch")
 
 // insertAll inserts the parts of the group's batches that stored does not
-// hold: the prepared columns when nothing is left out (the usual case),
-// else columns of the remaining batches only.
-func (w *Writer) insertAll(ctx context.Context, p *prepared, stored []parts) error {
-	include := make([]bool, len(p.group))
+// hold: the group's columns when nothing is left out (the usual case), else
+// a copy of the remaining batches' rows.
+func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error {
+	include := make([]bool, len(g.items))
 	for _, t := range partTables {
 		all, any := true, false
-		for i, g := range p.group {
-			include[i] = g.b.parts()&t.part != 0 && stored[i]&t.part == 0
+		for i, it := range g.items {
+			include[i] = it.parts()&t.part != 0 && stored[i]&t.part == 0
 			any = any || include[i]
-			all = all && (include[i] || g.b.parts()&t.part == 0)
+			all = all && (include[i] || it.parts()&t.part == 0)
 		}
 		if !any {
 			continue
 		}
-		token := dedupToken(p.group, include)
+		token := dedupToken(g.items, include)
 		switch t.part {
 		case partFlows:
-			cols := p.flows
+			cols := g.cols
 			if !all {
-				cols = &flowColumns{}
-				for i, g := range p.group {
+				cols = newFlowColumns()
+				for i, it := range g.items {
 					if include[i] {
-						addFlows(cols, g.b.Flows, p.ids[i])
+						cols.copyRows(g.cols, it.flows[0], it.flows[1])
 					}
 				}
 			}
-			if err := w.insert(ctx, t.name, token, flowInsertNames, cols.len(), append(cols.columns(), cols.batch)); err != nil {
+			if err := w.insert(ctx, t.name, token, cols.len(), cols.input); err != nil {
 				return err
 			}
 		case partConntrack:
-			ct, ids := p.ct, p.ctID
-			if !all {
-				ct, ids = nil, nil
-				for i, g := range p.group {
-					if include[i] {
-						ct, ids = append(ct, g.b.Conntrack...), appendN(ids, p.ids[i], len(g.b.Conntrack))
-					}
+			var ct []*flowv1.ConntrackSample
+			var ids []uint64
+			for i, it := range g.items {
+				if include[i] {
+					ct, ids = append(ct, it.ct...), appendN(ids, it.id, len(it.ct))
 				}
 			}
-			names, cols := conntrackColumns(ct, ids)
-			if err := w.insert(ctx, t.name, token, names, len(ct), cols); err != nil {
+			if err := w.insert(ctx, t.name, token, len(ct), conntrackInput(ct, ids)); err != nil {
 				return err
 			}
 		case partLost:
-			lost, ids := p.lost, p.lostID
-			if !all {
-				lost, ids = nil, nil
-				for i, g := range p.group {
-					if include[i] {
-						lost, ids = append(lost, g.b.Lost...), appendN(ids, p.ids[i], len(g.b.Lost))
-					}
+			var lost []*flowv1.LostEvent
+			var ids []uint64
+			for i, it := range g.items {
+				if include[i] {
+					lost, ids = append(lost, it.lost...), appendN(ids, it.id, len(it.lost))
 				}
 			}
-			names, cols := lostColumns(lost, ids)
-			if err := w.insert(ctx, t.name, token, names, len(lost), cols); err != nil {
+			if err := w.insert(ctx, t.name, token, len(lost), lostInput(lost, ids)); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
 }
-
-func (w *Writer) insert(ctx context.Context, table, token string, names []string, rows int, cols []any) error {
+func (w *Writer) insert(ctx context.Context, table, token string, rows int, input proto.Input) error {
 	start := time.Now()
-	err := w.s.insertColumns(ctx, table, token, names, cols)
+	err := w.s.insertInput(ctx, table, token, input)
 	if err != nil {
 		w.m.errors.WithLabelValues(table).Inc()
 		return fmt.Errorf("insert %d rows into %s: %w", rows, table, err)
@@ -565,73 +586,50 @@ func (w *Writer) insert(ctx context.Context, table, token string, names []string
 	return nil
 }
 
-// insertColumns sends one columnar insert with its de-duplication token.
-func (s *Store) insertColumns(ctx context.Context, table, token string, names []string, cols []any) error {
-	settings := clickhouse.Settings{
-		"insert_deduplicate":                                 1,
-		"insert_deduplication_token":                         token + "/" + table,
-		"deduplicate_blocks_in_dependent_materialized_views": 1,
-	}
-	if s.cfg.Cluster != "" {
-		settings["insert_distributed_sync"] = 1 // ack only once the shards have it
-	}
-	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
-	b, err := s.conn.PrepareBatch(ictx, "INSERT INTO "+s.d.table(table)+" ("+strings.Join(names, ", ")+")")
-	if err != nil {
-		return err
-	}
-	for i, c := range cols {
-		if err := b.Column(i).Append(c); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("column %s: %w", names[i], err)
-		}
-	}
-	return b.Send()
-}
-
 var conntrackColumnNames = []string{"time", "node", "netns", "entries", "max", "utilization", "trigger",
 	"new", "drop", "early_drop", "insert_failed", "invalid", "search_restart", "creators", "creator_ips", "creator_new", "sample", "batch"}
 
-// conntrackColumns encodes samples; batch[i] is the BatchID of ss[i].
-func conntrackColumns(ss []*flowv1.ConntrackSample, batch []uint64) ([]string, []any) {
-	n := len(ss)
-	t := make([]time.Time, 0, n)
-	node, trig, sample := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	netns, entries, max := make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
-	util := make([]float64, 0, n)
-	var st [6][]uint64
-	creators, ips := make([][]string, 0, n), make([][]string, 0, n)
-	newE := make([][]uint64, 0, n)
+// conntrackInput encodes samples; batch[i] is the BatchID of ss[i].
+func conntrackInput(ss []*flowv1.ConntrackSample, batch []uint64) proto.Input {
+	t, node, trig, sample := dateTime64(), newLowCardinalityString(), newLowCardinalityString(), new(proto.ColStr)
+	netns, entries, max := new(proto.ColUInt64), new(proto.ColUInt64), new(proto.ColUInt64)
+	util := new(proto.ColFloat64)
+	var st [6]proto.ColUInt64
+	creators, ips, newE := newStringArray(), newStringArray(), newUint64Array()
 	for _, s := range ss {
 		ts := time.Unix(0, 0).UTC()
 		if s.Time != nil {
 			ts = s.Time.AsTime()
 		}
-		t = append(t, ts)
-		node, trig = append(node, s.GetNodeName()), append(trig, s.GetTrigger().String())
-		netns, entries, max = append(netns, s.GetNetns()), append(entries, s.GetEntries()), append(max, s.GetMax())
-		util = append(util, s.GetUtilization())
+		t.Append(ts)
+		node.add(s.GetNodeName())
+		trig.add(s.GetTrigger().String())
+		netns.Append(s.GetNetns())
+		entries.Append(s.GetEntries())
+		max.Append(s.GetMax())
+		util.Append(s.GetUtilization())
 		d := s.GetDeltas()
 		for i, v := range []uint64{d.GetNew(), d.GetDrop(), d.GetEarlyDrop(), d.GetInsertFailed(), d.GetInvalid(), d.GetSearchRestart()} {
-			st[i] = append(st[i], v)
+			st[i].Append(v)
 		}
-		var cs, is []string
-		var ns []uint64
 		for _, c := range s.GetTopCreators() {
 			name := c.GetIp()
 			if ep := c.GetEndpoint(); ep.GetPodName() != "" {
 				name = ep.GetNamespace() + "/" + ep.GetPodName()
 			}
-			cs, is, ns = append(cs, name), append(is, c.GetIp()), append(ns, c.GetNewEntries())
+			creators.push(name)
+			ips.push(c.GetIp())
+			newE.push(c.GetNewEntries())
 		}
-		if ns == nil {
-			ns = []uint64{}
-		}
-		creators, ips, newE = append(creators, nonNil(cs)), append(ips, nonNil(is)), append(newE, ns)
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(s)
-		sample = append(sample, string(b))
+		creators.endRow()
+		ips.endRow()
+		newE.endRow()
+		b, _ := gproto.MarshalOptions{Deterministic: true}.Marshal(s)
+		sample.AppendBytes(b)
 	}
-	return conntrackColumnNames, []any{t, node, netns, entries, max, util, trig, st[0], st[1], st[2], st[3], st[4], st[5], creators, ips, newE, sample, batch}
+	ids := proto.ColUInt64(batch)
+	return namedInput(conntrackColumnNames, t, node, netns, entries, max, util, trig,
+		&st[0], &st[1], &st[2], &st[3], &st[4], &st[5], creators, ips, newE, sample, &ids)
 }
 
 // lostColumnNames are also the columns query.go reads (lostInsertNames add batch).
@@ -639,27 +637,42 @@ var lostColumnNames = []string{"time", "node", "source", "num_events_lost", "has
 
 var lostInsertNames = append(append([]string(nil), lostColumnNames...), "batch")
 
-// lostColumns encodes lost events; batch[i] is the BatchID of ls[i].
-func lostColumns(ls []*flowv1.LostEvent, batch []uint64) ([]string, []any) {
-	n := len(ls)
-	t := make([]time.Time, 0, n)
-	node, src, detail := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	num := make([]uint64, 0, n)
-	hasCPU, present := make([]uint8, 0, n), make([]uint8, 0, n)
-	cpu := make([]int32, 0, n)
+// lostInput encodes lost events; batch[i] is the BatchID of ls[i].
+func lostInput(ls []*flowv1.LostEvent, batch []uint64) proto.Input {
+	t, node, src, detail := dateTime64(), newLowCardinalityString(), newLowCardinalityString(), new(proto.ColStr)
+	num := new(proto.ColUInt64)
+	hasCPU, present := new(proto.ColUInt8), new(proto.ColUInt8)
+	cpu := new(proto.ColInt32)
 	for _, l := range ls {
 		ts, p := time.Unix(0, 0).UTC(), uint8(0)
 		if l.Time != nil {
 			ts, p = l.Time.AsTime(), 1
 		}
-		t, present = append(t, ts), append(present, p)
-		node, src, detail = append(node, l.GetNodeName()), append(src, l.GetSource().String()), append(detail, l.GetDetail())
-		num = append(num, l.GetNumEventsLost())
+		t.Append(ts)
+		present.Append(p)
+		node.add(l.GetNodeName())
+		src.add(l.GetSource().String())
+		detail.Append(l.GetDetail())
+		num.Append(l.GetNumEventsLost())
 		var h uint8
 		if l.Cpu != nil {
 			h = 1
 		}
-		hasCPU, cpu = append(hasCPU, h), append(cpu, l.GetCpu().GetValue())
+		hasCPU.Append(h)
+		cpu.Append(l.GetCpu().GetValue())
 	}
-	return lostInsertNames, []any{t, node, src, num, hasCPU, cpu, detail, present, batch}
+	ids := proto.ColUInt64(batch)
+	return namedInput(lostInsertNames, t, node, src, num, hasCPU, cpu, detail, present, &ids)
+}
+
+// namedInput pairs columns with their names.
+func namedInput(names []string, cols ...proto.ColInput) proto.Input {
+	if len(names) != len(cols) {
+		panic(fmt.Sprintf("%d column names for %d columns", len(names), len(cols)))
+	}
+	in := make(proto.Input, len(cols))
+	for i, c := range cols {
+		in[i] = proto.InputColumn{Name: names[i], Data: c}
+	}
+	return in
 }

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/ch-go/proto"
+	"github.com/ClickHouse/clickhouse-go/v2"
+)
+
+// inserter sends the writer's inserts over a ch-go connection of its own.
+// Why not clickhouse-go, which the store uses for everything else
+// (migrations, queries, the pre-insert check): its batches take Go slices
+// and copy them into ch-go columns on every insert, LowCardinality columns
+// row by row through reflection; the writer builds ch-go's columns itself
+// (chcols.go) and hands them over as they are. Same protocol, same server,
+// same settings: LZ4 on the wire, insert_deduplication_token per insert and
+// synchronous inserts.
+//
+// One connection: the writer sends one insert at a time. A connection whose
+// insert failed is closed (its state is unknown: the server may still be
+// reading the block) and the next insert dials again.
+type inserter struct {
+	mu     sync.Mutex
+	opts   ch.Options // Address is set per dial
+	addrs  []string
+	client *ch.Client
+}
+
+// clickhouse-go's default when the DSN sets no read_timeout: an insert of
+// tens of thousands of rows into tables with materialized views may keep
+// the server busy longer than ch-go's own 3 s default.
+const defaultReadTimeout = 5 * time.Minute
+
+func newInserter(o *clickhouse.Options) (*inserter, error) {
+	if o.Protocol == clickhouse.HTTP {
+		return nil, errors.New("the writer inserts over ClickHouse's native protocol: use a clickhouse:// DSN, not http://")
+	}
+	addrs := o.Addr
+	if len(addrs) == 0 {
+		addrs = []string{"localhost:9000"}
+	}
+	in := &inserter{addrs: addrs, opts: ch.Options{
+		User: o.Auth.Username, Password: o.Auth.Password,
+		Compression: ch.CompressionLZ4, ClientName: "trawl-relay",
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, TLS: o.TLS,
+	}}
+	if in.opts.ReadTimeout == 0 {
+		in.opts.ReadTimeout = defaultReadTimeout
+	}
+	for k, v := range o.Settings {
+		in.opts.Settings = append(in.opts.Settings, ch.Setting{Key: k, Value: fmt.Sprint(v)})
+	}
+	return in, nil
+}
+
+// do runs an insert query, dialling first when there is no connection.
+func (in *inserter) do(ctx context.Context, q ch.Query) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.client == nil || in.client.IsClosed() {
+		c, err := in.dial(ctx)
+		if err != nil {
+			return err
+		}
+		in.client = c
+	}
+	if err := in.client.Do(ctx, q); err != nil {
+		_ = in.client.Close()
+		in.client = nil
+		return err
+	}
+	return nil
+}
+
+func (in *inserter) dial(ctx context.Context) (*ch.Client, error) {
+	var errs []error
+	for _, a := range in.addrs {
+		o := in.opts
+		o.Address = a
+		c, err := ch.Dial(ctx, o)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", a, err))
+	}
+	return nil, fmt.Errorf("connect for inserts: %w", errors.Join(errs...))
+}
+
+func (in *inserter) close() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.client == nil {
+		return nil
+	}
+	err := in.client.Close()
+	in.client = nil
+	return err
+}
+
+// insertInput sends one columnar insert with its de-duplication token. A
+// retry that sends the same rows in the same order with the same token is
+// de-duplicated by ClickHouse, in the table and (with
+// deduplicate_blocks_in_dependent_materialized_views) in the rollups.
+func (s *Store) insertInput(ctx context.Context, table, token string, input proto.Input) error {
+	settings := []ch.Setting{
+		ch.SettingInt("insert_deduplicate", 1),
+		{Key: "insert_deduplication_token", Value: token + "/" + table, Important: true},
+		ch.SettingInt("deduplicate_blocks_in_dependent_materialized_views", 1),
+		// Rows become visible, and errors surface, before the batches are
+		// acknowledged: never buffered on the server.
+		ch.SettingInt("async_insert", 0),
+	}
+	if s.cfg.Cluster != "" {
+		settings = append(settings, ch.SettingInt("insert_distributed_sync", 1)) // ack only once the shards have it
+	}
+	names := make([]string, len(input))
+	for i, c := range input {
+		names[i] = c.Name
+	}
+	return s.ins.do(ctx, ch.Query{
+		Body:     "INSERT INTO " + s.d.table(table) + " (" + strings.Join(names, ", ") + ") VALUES",
+		Input:    input,
+		Settings: settings,
+	})
+}
