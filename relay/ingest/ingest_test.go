@@ -21,6 +21,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -160,7 +161,7 @@ func startRelay(t *testing.T, cfg ingest.Config, opts ...grpc.ServerOption) *bed
 	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
 	b.reg.MustRegister(lost)
 	b.srv = ingest.New(cfg, b.sink, b.hub, nodes.New(nil), ingest.NewMetrics(b.reg, lost))
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(vtcodec.Codec{}))...)
 	ingestv1.RegisterIngestServiceServer(g, b.srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -520,7 +521,7 @@ func TestBackPressureDoesNotMakeAnAgentLookSilent(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
 	srv := ingest.New(ingest.Config{}, sink, hub.New(hub.Config{}), nodes.New(nil), ingest.NewMetrics(reg, lost))
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(vtcodec.Codec{}))
 	ingestv1.RegisterIngestServiceServer(g, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
