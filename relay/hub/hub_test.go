@@ -122,3 +122,44 @@ func TestPublishFuncBuildsRecordsOnlyWhenASubscriberNeedsThem(t *testing.T) {
 		t.Errorf("unstored %d after all stored, want 0", h.Unstored())
 	}
 }
+
+// Stored says a key's records were never shared only when no subscriber,
+// live or by its snapshot, can hold them: ingest reuses those records, so a
+// wrong "unshared" would hand a subscriber records that change under it.
+func TestStoredSaysWhetherTheRecordsWereEverShared(t *testing.T) {
+	h := hub.New(hub.Config{})
+	build := func(from int) func() []*observerv1.GetFlowsResponse {
+		return func() []*observerv1.GetFlowsResponse { return []*observerv1.GetFlowsResponse{rec(from), rec(from + 1)} }
+	}
+	h.PublishFunc("stored before anyone subscribed", 2, build(1))
+	if !h.Stored("stored before anyone subscribed") {
+		t.Error("Stored says records no subscriber ever saw were shared")
+	}
+	h.PublishFunc("snapshot", 2, build(3))
+	sub, _ := h.Subscribe(nil, 0) // builds "snapshot" for its snapshot
+	h.PublishFunc("live", 2, build(5))
+	sub.Close()
+	h.PublishFunc("after", 2, build(7)) // no subscriber left: not built
+	h.Publish("plain", []*observerv1.GetFlowsResponse{rec(11)})
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{
+		{"snapshot", false},
+		{"live", false},
+		{"after", true},
+		{"plain", false}, // Publish shares its records as given
+		{"unknown", false},
+	} {
+		if got := h.Stored(tc.key); got != tc.want {
+			t.Errorf("Stored(%q) = %v, want %v", tc.key, got, tc.want)
+		}
+	}
+	// A key forgotten beyond MaxUnstored: the hub cannot vouch for it.
+	small := hub.New(hub.Config{MaxUnstored: 2})
+	small.PublishFunc("old", 2, build(1))
+	small.PublishFunc("new", 2, build(3))
+	if small.Stored("old") || !small.Stored("new") {
+		t.Error("Stored: want false for the key forgotten beyond MaxUnstored, true for the one kept and never built")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	io "io"
 	math "math"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -32,7 +33,7 @@ func (m *Flow) CloneVT() *Flow {
 	if m == nil {
 		return (*Flow)(nil)
 	}
-	r := new(Flow)
+	r := FlowFromVTPool()
 	r.Time = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.Time).CloneVT())
 	r.Uuid = m.Uuid
 	r.Verdict = m.Verdict
@@ -205,7 +206,7 @@ func (m *Ethernet) CloneVT() *Ethernet {
 	if m == nil {
 		return (*Ethernet)(nil)
 	}
-	r := new(Ethernet)
+	r := EthernetFromVTPool()
 	r.Source = m.Source
 	r.Destination = m.Destination
 	if len(m.unknownFields) > 0 {
@@ -223,7 +224,7 @@ func (m *IP) CloneVT() *IP {
 	if m == nil {
 		return (*IP)(nil)
 	}
-	r := new(IP)
+	r := IPFromVTPool()
 	r.Source = m.Source
 	r.Destination = m.Destination
 	r.IpVersion = m.IpVersion
@@ -243,7 +244,7 @@ func (m *Layer4) CloneVT() *Layer4 {
 	if m == nil {
 		return (*Layer4)(nil)
 	}
-	r := new(Layer4)
+	r := Layer4FromVTPool()
 	if m.Protocol != nil {
 		r.Protocol = m.Protocol.(interface{ CloneVT() isLayer4_Protocol }).CloneVT()
 	}
@@ -307,7 +308,7 @@ func (m *TCP) CloneVT() *TCP {
 	if m == nil {
 		return (*TCP)(nil)
 	}
-	r := new(TCP)
+	r := TCPFromVTPool()
 	r.SourcePort = m.SourcePort
 	r.DestinationPort = m.DestinationPort
 	r.Flags = m.Flags.CloneVT()
@@ -326,7 +327,7 @@ func (m *TCPFlags) CloneVT() *TCPFlags {
 	if m == nil {
 		return (*TCPFlags)(nil)
 	}
-	r := new(TCPFlags)
+	r := TCPFlagsFromVTPool()
 	r.FIN = m.FIN
 	r.SYN = m.SYN
 	r.RST = m.RST
@@ -351,7 +352,7 @@ func (m *UDP) CloneVT() *UDP {
 	if m == nil {
 		return (*UDP)(nil)
 	}
-	r := new(UDP)
+	r := UDPFromVTPool()
 	r.SourcePort = m.SourcePort
 	r.DestinationPort = m.DestinationPort
 	if len(m.unknownFields) > 0 {
@@ -493,7 +494,7 @@ func (m *NetworkInterface) CloneVT() *NetworkInterface {
 	if m == nil {
 		return (*NetworkInterface)(nil)
 	}
-	r := new(NetworkInterface)
+	r := NetworkInterfaceFromVTPool()
 	r.Index = m.Index
 	r.Name = m.Name
 	if len(m.unknownFields) > 0 {
@@ -2785,6 +2786,208 @@ func (m *KernelFeature) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	return len(dAtA) - i, nil
 }
 
+var vtprotoPool_Flow = sync.Pool{
+	New: func() interface{} {
+		return &Flow{}
+	},
+}
+
+func (m *Flow) ResetVT() {
+	if m != nil {
+		m.Ethernet.ReturnToVTPool()
+		m.IP.ReturnToVTPool()
+		m.L4.ReturnToVTPool()
+		f0 := m.SourceNames[:0]
+		f1 := m.DestinationNames[:0]
+		m.Interface.ReturnToVTPool()
+		for _, mm := range m.EgressAllowedBy {
+			mm.Reset()
+		}
+		f2 := m.EgressAllowedBy[:0]
+		for _, mm := range m.IngressAllowedBy {
+			mm.Reset()
+		}
+		f3 := m.IngressAllowedBy[:0]
+		for _, mm := range m.EgressDeniedBy {
+			mm.Reset()
+		}
+		f4 := m.EgressDeniedBy[:0]
+		for _, mm := range m.IngressDeniedBy {
+			mm.Reset()
+		}
+		f5 := m.IngressDeniedBy[:0]
+		m.Reset()
+		m.SourceNames = f0
+		m.DestinationNames = f1
+		m.EgressAllowedBy = f2
+		m.IngressAllowedBy = f3
+		m.EgressDeniedBy = f4
+		m.IngressDeniedBy = f5
+	}
+}
+func (m *Flow) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Flow.Put(m)
+	}
+}
+func FlowFromVTPool() *Flow {
+	return vtprotoPool_Flow.Get().(*Flow)
+}
+
+var vtprotoPool_Ethernet = sync.Pool{
+	New: func() interface{} {
+		return &Ethernet{}
+	},
+}
+
+func (m *Ethernet) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *Ethernet) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Ethernet.Put(m)
+	}
+}
+func EthernetFromVTPool() *Ethernet {
+	return vtprotoPool_Ethernet.Get().(*Ethernet)
+}
+
+var vtprotoPool_IP = sync.Pool{
+	New: func() interface{} {
+		return &IP{}
+	},
+}
+
+func (m *IP) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *IP) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_IP.Put(m)
+	}
+}
+func IPFromVTPool() *IP {
+	return vtprotoPool_IP.Get().(*IP)
+}
+
+var vtprotoPool_Layer4 = sync.Pool{
+	New: func() interface{} {
+		return &Layer4{}
+	},
+}
+
+func (m *Layer4) ResetVT() {
+	if m != nil {
+		if oneof, ok := m.Protocol.(*Layer4_TCP); ok {
+			oneof.TCP.ReturnToVTPool()
+		}
+		if oneof, ok := m.Protocol.(*Layer4_UDP); ok {
+			oneof.UDP.ReturnToVTPool()
+		}
+		m.Reset()
+	}
+}
+func (m *Layer4) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Layer4.Put(m)
+	}
+}
+func Layer4FromVTPool() *Layer4 {
+	return vtprotoPool_Layer4.Get().(*Layer4)
+}
+
+var vtprotoPool_TCP = sync.Pool{
+	New: func() interface{} {
+		return &TCP{}
+	},
+}
+
+func (m *TCP) ResetVT() {
+	if m != nil {
+		m.Flags.ReturnToVTPool()
+		m.Reset()
+	}
+}
+func (m *TCP) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_TCP.Put(m)
+	}
+}
+func TCPFromVTPool() *TCP {
+	return vtprotoPool_TCP.Get().(*TCP)
+}
+
+var vtprotoPool_TCPFlags = sync.Pool{
+	New: func() interface{} {
+		return &TCPFlags{}
+	},
+}
+
+func (m *TCPFlags) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *TCPFlags) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_TCPFlags.Put(m)
+	}
+}
+func TCPFlagsFromVTPool() *TCPFlags {
+	return vtprotoPool_TCPFlags.Get().(*TCPFlags)
+}
+
+var vtprotoPool_UDP = sync.Pool{
+	New: func() interface{} {
+		return &UDP{}
+	},
+}
+
+func (m *UDP) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *UDP) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_UDP.Put(m)
+	}
+}
+func UDPFromVTPool() *UDP {
+	return vtprotoPool_UDP.Get().(*UDP)
+}
+
+var vtprotoPool_NetworkInterface = sync.Pool{
+	New: func() interface{} {
+		return &NetworkInterface{}
+	},
+}
+
+func (m *NetworkInterface) ResetVT() {
+	if m != nil {
+		m.Reset()
+	}
+}
+func (m *NetworkInterface) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_NetworkInterface.Put(m)
+	}
+}
+func NetworkInterfaceFromVTPool() *NetworkInterface {
+	return vtprotoPool_NetworkInterface.Get().(*NetworkInterface)
+}
 func (m *Flow) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -3762,7 +3965,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Ethernet == nil {
-				m.Ethernet = &Ethernet{}
+				m.Ethernet = EthernetFromVTPool()
 			}
 			if err := m.Ethernet.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -3798,7 +4001,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.IP == nil {
-				m.IP = &IP{}
+				m.IP = IPFromVTPool()
 			}
 			if err := m.IP.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -3834,7 +4037,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.L4 == nil {
-				m.L4 = &Layer4{}
+				m.L4 = Layer4FromVTPool()
 			}
 			if err := m.L4.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4216,7 +4419,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Interface == nil {
-				m.Interface = &NetworkInterface{}
+				m.Interface = NetworkInterfaceFromVTPool()
 			}
 			if err := m.Interface.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4635,7 +4838,14 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
+			if len(m.EgressAllowedBy) == cap(m.EgressAllowedBy) {
+				m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
+			} else {
+				m.EgressAllowedBy = m.EgressAllowedBy[:len(m.EgressAllowedBy)+1]
+				if m.EgressAllowedBy[len(m.EgressAllowedBy)-1] == nil {
+					m.EgressAllowedBy[len(m.EgressAllowedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.EgressAllowedBy[len(m.EgressAllowedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4669,7 +4879,14 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
+			if len(m.IngressAllowedBy) == cap(m.IngressAllowedBy) {
+				m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
+			} else {
+				m.IngressAllowedBy = m.IngressAllowedBy[:len(m.IngressAllowedBy)+1]
+				if m.IngressAllowedBy[len(m.IngressAllowedBy)-1] == nil {
+					m.IngressAllowedBy[len(m.IngressAllowedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.IngressAllowedBy[len(m.IngressAllowedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4703,7 +4920,14 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
+			if len(m.EgressDeniedBy) == cap(m.EgressDeniedBy) {
+				m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
+			} else {
+				m.EgressDeniedBy = m.EgressDeniedBy[:len(m.EgressDeniedBy)+1]
+				if m.EgressDeniedBy[len(m.EgressDeniedBy)-1] == nil {
+					m.EgressDeniedBy[len(m.EgressDeniedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.EgressDeniedBy[len(m.EgressDeniedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4737,7 +4961,14 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
+			if len(m.IngressDeniedBy) == cap(m.IngressDeniedBy) {
+				m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
+			} else {
+				m.IngressDeniedBy = m.IngressDeniedBy[:len(m.IngressDeniedBy)+1]
+				if m.IngressDeniedBy[len(m.IngressDeniedBy)-1] == nil {
+					m.IngressDeniedBy[len(m.IngressDeniedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.IngressDeniedBy[len(m.IngressDeniedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -5687,7 +5918,7 @@ func (m *Layer4) UnmarshalVT(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := &TCP{}
+				v := TCPFromVTPool()
 				if err := v.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -5728,7 +5959,7 @@ func (m *Layer4) UnmarshalVT(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := &UDP{}
+				v := UDPFromVTPool()
 				if err := v.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -5977,7 +6208,7 @@ func (m *TCP) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Flags == nil {
-				m.Flags = &TCPFlags{}
+				m.Flags = TCPFlagsFromVTPool()
 			}
 			if err := m.Flags.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9103,7 +9334,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Ethernet == nil {
-				m.Ethernet = &Ethernet{}
+				m.Ethernet = EthernetFromVTPool()
 			}
 			if err := m.Ethernet.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9139,7 +9370,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.IP == nil {
-				m.IP = &IP{}
+				m.IP = IPFromVTPool()
 			}
 			if err := m.IP.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9175,7 +9406,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.L4 == nil {
-				m.L4 = &Layer4{}
+				m.L4 = Layer4FromVTPool()
 			}
 			if err := m.L4.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9573,7 +9804,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Interface == nil {
-				m.Interface = &NetworkInterface{}
+				m.Interface = NetworkInterfaceFromVTPool()
 			}
 			if err := m.Interface.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -10008,7 +10239,14 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
+			if len(m.EgressAllowedBy) == cap(m.EgressAllowedBy) {
+				m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
+			} else {
+				m.EgressAllowedBy = m.EgressAllowedBy[:len(m.EgressAllowedBy)+1]
+				if m.EgressAllowedBy[len(m.EgressAllowedBy)-1] == nil {
+					m.EgressAllowedBy[len(m.EgressAllowedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.EgressAllowedBy[len(m.EgressAllowedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10042,7 +10280,14 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
+			if len(m.IngressAllowedBy) == cap(m.IngressAllowedBy) {
+				m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
+			} else {
+				m.IngressAllowedBy = m.IngressAllowedBy[:len(m.IngressAllowedBy)+1]
+				if m.IngressAllowedBy[len(m.IngressAllowedBy)-1] == nil {
+					m.IngressAllowedBy[len(m.IngressAllowedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.IngressAllowedBy[len(m.IngressAllowedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10076,7 +10321,14 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
+			if len(m.EgressDeniedBy) == cap(m.EgressDeniedBy) {
+				m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
+			} else {
+				m.EgressDeniedBy = m.EgressDeniedBy[:len(m.EgressDeniedBy)+1]
+				if m.EgressDeniedBy[len(m.EgressDeniedBy)-1] == nil {
+					m.EgressDeniedBy[len(m.EgressDeniedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.EgressDeniedBy[len(m.EgressDeniedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10110,7 +10362,14 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
+			if len(m.IngressDeniedBy) == cap(m.IngressDeniedBy) {
+				m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
+			} else {
+				m.IngressDeniedBy = m.IngressDeniedBy[:len(m.IngressDeniedBy)+1]
+				if m.IngressDeniedBy[len(m.IngressDeniedBy)-1] == nil {
+					m.IngressDeniedBy[len(m.IngressDeniedBy)-1] = &Policy{}
+				}
+			}
 			if err := m.IngressDeniedBy[len(m.IngressDeniedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -11100,7 +11359,7 @@ func (m *Layer4) UnmarshalVTUnsafe(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := &TCP{}
+				v := TCPFromVTPool()
 				if err := v.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -11141,7 +11400,7 @@ func (m *Layer4) UnmarshalVTUnsafe(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := &UDP{}
+				v := UDPFromVTPool()
 				if err := v.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -11390,7 +11649,7 @@ func (m *TCP) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Flags == nil {
-				m.Flags = &TCPFlags{}
+				m.Flags = TCPFlagsFromVTPool()
 			}
 			if err := m.Flags.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
