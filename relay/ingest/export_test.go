@@ -1,0 +1,4 @@
+package ingest
+
+// Recycle is recycle, for tests.
+var Recycle = recycle
