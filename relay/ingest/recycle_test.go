@@ -166,18 +166,3 @@ func TestSharedEnrichmentSurvivesTheReuseOfBatches(t *testing.T) {
 		}
 	}
 }
-
-// An unusually large batch is not kept for reuse: the pool would pin its
-// size for as long as it lives.
-func TestALargeBatchIsNotPooled(t *testing.T) {
-	big := &ingestv1.Batch{Flows: make([]*flowv1.Flow, 10_000)}
-	for i := range big.Flows {
-		big.Flows[i] = &flowv1.Flow{Packets: uint64(i)}
-	}
-	ingest.Recycle(big, len(big.Flows))
-	for range 100 {
-		if b := ingestv1.BatchFromVTPool(); b == big {
-			t.Fatal("the pool handed out the batch of 10,000 flows")
-		}
-	}
-}

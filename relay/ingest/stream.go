@@ -220,13 +220,6 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 	})
 }
 
-// maxPooledFlows bounds the flows a pooled batch keeps for reuse: a pooled
-// batch keeps (reset) every flow it ever held, so one unusually large
-// batch (up to Limits.MaxBatchRecords) would otherwise pin its size in
-// memory for as long as it is reused. Agents send at most 1,000 records
-// per batch by default.
-const maxPooledFlows = 4096
-
 // recycle returns a batch's decoded flows to the decoder's pools
 // (vtprotobuf's, proto/*_vtproto.pb.go: the batch, its flows, their
 // addresses, layer-4 headers and interfaces), so the next batch decodes
@@ -243,9 +236,6 @@ const maxPooledFlows = 4096
 // the batch (derived copies the hub may have built), conntrack samples
 // (the node registry keeps them) and lost events.
 func recycle(b *ingestv1.Batch, received int) {
-	if cap(b.Flows) > maxPooledFlows {
-		return
-	}
 	clear(b.Flows[received:])
 	b.Flows = b.Flows[:received]
 	for _, f := range b.Flows {

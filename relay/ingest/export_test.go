@@ -1,4 +1,0 @@
-package ingest
-
-// Recycle is recycle, for tests.
-var Recycle = recycle
