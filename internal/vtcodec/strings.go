@@ -4,8 +4,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 )
@@ -59,26 +57,16 @@ func NewStrings(maxEntries int) *Strings {
 func (t *Strings) Len() int { return len(t.m) }
 
 // Request is a target for RecvMsg on the ingest stream: the codec decodes
-// into Msg (which must be empty), a batch into one from
-// ingestv1.BatchFromVTPool (its owner may return it with ReturnToVTPool
-// once nothing refers to it), and a batch's strings come from Strings (see
-// above). Hellos and heartbeats (rare and small) are decoded as any other
-// message.
+// into Msg, and a batch's strings come from Strings (see above). Hellos and
+// heartbeats (rare and small) are decoded as any other message.
 type Request struct {
 	Msg     *ingestv1.StreamRequest
 	Strings *Strings
 }
 
-// batchField is the field number of StreamRequest.batch.
-const batchField = 2
-
 // unmarshalRequest decodes data into r. data must stay unchanged until it
 // returns; afterwards nothing decoded refers to it.
 func unmarshalRequest(r *Request, data []byte) error {
-	if hasField(data, batchField) {
-		// The generated code merges into a batch already in the oneof.
-		r.Msg.Msg = &ingestv1.StreamRequest_Batch{Batch: ingestv1.BatchFromVTPool()}
-	}
 	if err := r.Msg.UnmarshalVTUnsafe(data); err != nil {
 		return err
 	}
@@ -257,24 +245,4 @@ func (o *owner) conntrack(c *flowv1.ConntrackSample) {
 			o.endpoint(tc.Endpoint)
 		}
 	}
-}
-
-// hasField reports whether the message b has a field numbered num at its
-// top level (false when b is malformed: decoding it fails anyway).
-func hasField(b []byte, num protowire.Number) bool {
-	for len(b) > 0 {
-		n, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return false
-		}
-		if n == num {
-			return true
-		}
-		b = b[l:]
-		if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
-			return false
-		}
-		b = b[l:]
-	}
-	return false
 }

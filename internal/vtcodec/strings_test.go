@@ -138,34 +138,3 @@ func TestTheStringTableSharesRepeatsAndStaysBounded(t *testing.T) {
 }
 
 func unsafeData(s string) *byte { return unsafe.StringData(s) }
-
-// A batch decodes into one from the pool: a batch returned there after
-// carrying every field of the schema leaves nothing behind in the next
-// one, and a message without a batch does not become an empty batch.
-func TestBatchesFromThePoolCarryNothingOfTheirLastUse(t *testing.T) {
-	tbl := NewStrings(0)
-	decode := func(want *ingestv1.StreamRequest) *ingestv1.StreamRequest {
-		t.Helper()
-		wire, err := proto.Marshal(want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := &ingestv1.StreamRequest{}
-		if err := unmarshalRequest(&Request{Msg: got, Strings: tbl}, wire); err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(got, want) {
-			t.Fatalf("decoded\n%v\nwant\n%v", got, want)
-		}
-		return got
-	}
-	small := &ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: &ingestv1.Batch{NodeName: "n", Sequence: 2,
-		Flows: []*flowv1.Flow{{Packets: 1}}}}}
-	for _, full := range batchRequests() {
-		decode(full).GetBatch().ReturnToVTPool()
-		decode(small).GetBatch().ReturnToVTPool()
-	}
-	if got := decode(&ingestv1.StreamRequest{}); got.GetMsg() != nil {
-		t.Errorf("an empty message decoded as %T, want no message", got.GetMsg())
-	}
-}

@@ -213,18 +213,13 @@ func (h *Hub) publish(key string, p *pending) {
 }
 
 // Stored forgets the unstored records of key: they are in ClickHouse now.
-// It reports whether the hub held them and never shared them: published
-// with PublishFunc and never built for a subscriber (nor for a snapshot).
-// Only then does nothing of the hub's refer to what build would have read,
-// now or later (ingest reuses such a batch's records).
-func (h *Hub) Stored(key string) (unshared bool) {
+func (h *Hub) Stored(key string) {
 	h.umu.Lock()
 	defer h.umu.Unlock()
 	p, ok := h.unstored[key]
 	if !ok {
-		return false
+		return
 	}
-	unshared = p.build != nil
 	delete(h.unstored, key)
 	h.unstoredN -= p.n
 	for i, k := range h.order {
@@ -233,7 +228,6 @@ func (h *Hub) Stored(key string) (unshared bool) {
 			break
 		}
 	}
-	return unshared
 }
 
 // Subscribers returns the number of live subscribers.

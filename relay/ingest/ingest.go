@@ -61,9 +61,7 @@ func (NopEnricher) EnrichConntrack(*flowv1.ConntrackSample) {}
 // containing the batch succeeded; done(err) means it was not stored (the
 // writer stopped) and is not answered: the agent resends after reconnecting.
 // The batch is the store's type (store.Batch): ingest hands the writer what
-// it stores, with no conversion. Once done is called the sink must not read
-// the batch or its records again: ingest reuses them for the next batches
-// it decodes (recycle in stream.go).
+// it stores, with no conversion.
 type Sink interface {
 	Enqueue(b *store.Batch, done func(error))
 }

@@ -53,7 +53,7 @@ func (m *memSink) Enqueue(b *store.Batch, done func(error)) {
 	insert := func() {
 		m.mu.Lock()
 		if _, ok := m.stored[b.Key]; !ok {
-			m.stored[b.Key] = cloneBatch(b) // as ClickHouse: the relay reuses b after done
+			m.stored[b.Key] = b
 		}
 		m.mu.Unlock()
 		done(nil)
@@ -65,20 +65,6 @@ func (m *memSink) Enqueue(b *store.Batch, done func(error)) {
 	m.mu.Unlock()
 	insert()
 	m.mu.Lock()
-}
-
-func cloneBatch(b *store.Batch) *store.Batch {
-	c := &store.Batch{Key: b.Key, Bytes: b.Bytes}
-	for _, f := range b.Flows {
-		c.Flows = append(c.Flows, f.CloneVT())
-	}
-	for _, x := range b.Conntrack {
-		c.Conntrack = append(c.Conntrack, x.CloneVT())
-	}
-	for _, l := range b.Lost {
-		c.Lost = append(c.Lost, l.CloneVT())
-	}
-	return c
 }
 
 func (m *memSink) release() {

@@ -208,42 +208,11 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 	s.pending[key] = &pendingBatch{acks: []func(){answer(false)}}
 	s.mu.Unlock()
 
-	received := len(b.GetFlows())
 	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
 	s.hub.PublishFunc(key, n, records)
 	sb := &store.Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents(), Bytes: size}
-	s.sink.Enqueue(sb, func(err error) {
-		if s.settle(node, boot, seq, key, err) {
-			recycle(b, received)
-		}
-	})
-}
-
-// recycle returns a batch's decoded flows to the decoder's pools
-// (vtprotobuf's, proto/*_vtproto.pb.go: the batch, its flows, their
-// addresses, layer-4 headers and interfaces), so the next batch decodes
-// into them instead of allocating. Allocation and the collector's work on
-// it were about a third of the relay's CPU at full ingest
-// (docs/benchmarks/relay.md).
-//
-// Call it only when nothing refers to the batch any more: the writer has
-// called done (ingest.Sink: after done a sink does not read the batch) and
-// the hub never built the records for a subscriber (hub.Stored). What the
-// relay shares into flows is detached first, because the pools' reset
-// would clear or reuse it: the enrichment's and the DNS names cache's
-// shared lists (names, policies), the policy-verdict records appended to
-// the batch (derived copies the hub may have built), conntrack samples
-// (the node registry keeps them) and lost events.
-func recycle(b *ingestv1.Batch, received int) {
-	clear(b.Flows[received:])
-	b.Flows = b.Flows[:received]
-	for _, f := range b.Flows {
-		f.SourceNames, f.DestinationNames = nil, nil
-		f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy = nil, nil, nil, nil
-	}
-	b.Conntrack, b.LostEvents = nil, nil
-	b.ReturnToVTPool()
+	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
 }
 
 // prepare completes, enriches and counts the records of an accepted batch.
@@ -321,9 +290,8 @@ func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observe
 	}
 }
 
-// settle is the writer's verdict on a batch. It reports whether the hub
-// never shared the batch's records (they may be recycled).
-func (s *Server) settle(node, boot string, seq uint64, key string, err error) (unshared bool) {
+// settle is the writer's verdict on a batch.
+func (s *Server) settle(node, boot string, seq uint64, key string, err error) {
 	s.mu.Lock()
 	p := s.pending[key]
 	delete(s.pending, key)
@@ -331,20 +299,20 @@ func (s *Server) settle(node, boot string, seq uint64, key string, err error) (u
 		s.ackedWindow(node, boot).add(seq)
 	}
 	s.mu.Unlock()
-	unshared = s.hub.Stored(key) // stored, or never will be by this relay: forget it
+	s.hub.Stored(key) // stored, or never will be by this relay: forget it
 	if err != nil {
 		// Not stored (the writer stopped): no answer. The agent resends
 		// the batch after it reconnects, here or to another replica.
 		s.log.Debug("batch not stored", "key", key, "err", err)
-		return unshared
+		return
 	}
 	s.m.lastInsert.Store(time.Now().UnixNano())
-	if p != nil {
-		for _, a := range p.acks {
-			a()
-		}
+	if p == nil {
+		return
 	}
-	return unshared
+	for _, a := range p.acks {
+		a()
+	}
 }
 
 func lostCause(src flowv1.LostEventSource) string {

@@ -18,7 +18,6 @@ import (
 	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	io "io"
 	math "math"
-	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -33,7 +32,7 @@ func (m *Flow) CloneVT() *Flow {
 	if m == nil {
 		return (*Flow)(nil)
 	}
-	r := FlowFromVTPool()
+	r := new(Flow)
 	r.Time = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.Time).CloneVT())
 	r.Uuid = m.Uuid
 	r.Verdict = m.Verdict
@@ -206,7 +205,7 @@ func (m *Ethernet) CloneVT() *Ethernet {
 	if m == nil {
 		return (*Ethernet)(nil)
 	}
-	r := EthernetFromVTPool()
+	r := new(Ethernet)
 	r.Source = m.Source
 	r.Destination = m.Destination
 	if len(m.unknownFields) > 0 {
@@ -224,7 +223,7 @@ func (m *IP) CloneVT() *IP {
 	if m == nil {
 		return (*IP)(nil)
 	}
-	r := IPFromVTPool()
+	r := new(IP)
 	r.Source = m.Source
 	r.Destination = m.Destination
 	r.IpVersion = m.IpVersion
@@ -244,7 +243,7 @@ func (m *Layer4) CloneVT() *Layer4 {
 	if m == nil {
 		return (*Layer4)(nil)
 	}
-	r := Layer4FromVTPool()
+	r := new(Layer4)
 	if m.Protocol != nil {
 		r.Protocol = m.Protocol.(interface{ CloneVT() isLayer4_Protocol }).CloneVT()
 	}
@@ -308,7 +307,7 @@ func (m *TCP) CloneVT() *TCP {
 	if m == nil {
 		return (*TCP)(nil)
 	}
-	r := TCPFromVTPool()
+	r := new(TCP)
 	r.SourcePort = m.SourcePort
 	r.DestinationPort = m.DestinationPort
 	r.Flags = m.Flags.CloneVT()
@@ -327,7 +326,7 @@ func (m *TCPFlags) CloneVT() *TCPFlags {
 	if m == nil {
 		return (*TCPFlags)(nil)
 	}
-	r := TCPFlagsFromVTPool()
+	r := new(TCPFlags)
 	r.FIN = m.FIN
 	r.SYN = m.SYN
 	r.RST = m.RST
@@ -352,7 +351,7 @@ func (m *UDP) CloneVT() *UDP {
 	if m == nil {
 		return (*UDP)(nil)
 	}
-	r := UDPFromVTPool()
+	r := new(UDP)
 	r.SourcePort = m.SourcePort
 	r.DestinationPort = m.DestinationPort
 	if len(m.unknownFields) > 0 {
@@ -494,7 +493,7 @@ func (m *NetworkInterface) CloneVT() *NetworkInterface {
 	if m == nil {
 		return (*NetworkInterface)(nil)
 	}
-	r := NetworkInterfaceFromVTPool()
+	r := new(NetworkInterface)
 	r.Index = m.Index
 	r.Name = m.Name
 	if len(m.unknownFields) > 0 {
@@ -2786,208 +2785,6 @@ func (m *KernelFeature) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	return len(dAtA) - i, nil
 }
 
-var vtprotoPool_Flow = sync.Pool{
-	New: func() interface{} {
-		return &Flow{}
-	},
-}
-
-func (m *Flow) ResetVT() {
-	if m != nil {
-		m.Ethernet.ReturnToVTPool()
-		m.IP.ReturnToVTPool()
-		m.L4.ReturnToVTPool()
-		f0 := m.SourceNames[:0]
-		f1 := m.DestinationNames[:0]
-		m.Interface.ReturnToVTPool()
-		for _, mm := range m.EgressAllowedBy {
-			mm.Reset()
-		}
-		f2 := m.EgressAllowedBy[:0]
-		for _, mm := range m.IngressAllowedBy {
-			mm.Reset()
-		}
-		f3 := m.IngressAllowedBy[:0]
-		for _, mm := range m.EgressDeniedBy {
-			mm.Reset()
-		}
-		f4 := m.EgressDeniedBy[:0]
-		for _, mm := range m.IngressDeniedBy {
-			mm.Reset()
-		}
-		f5 := m.IngressDeniedBy[:0]
-		m.Reset()
-		m.SourceNames = f0
-		m.DestinationNames = f1
-		m.EgressAllowedBy = f2
-		m.IngressAllowedBy = f3
-		m.EgressDeniedBy = f4
-		m.IngressDeniedBy = f5
-	}
-}
-func (m *Flow) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_Flow.Put(m)
-	}
-}
-func FlowFromVTPool() *Flow {
-	return vtprotoPool_Flow.Get().(*Flow)
-}
-
-var vtprotoPool_Ethernet = sync.Pool{
-	New: func() interface{} {
-		return &Ethernet{}
-	},
-}
-
-func (m *Ethernet) ResetVT() {
-	if m != nil {
-		m.Reset()
-	}
-}
-func (m *Ethernet) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_Ethernet.Put(m)
-	}
-}
-func EthernetFromVTPool() *Ethernet {
-	return vtprotoPool_Ethernet.Get().(*Ethernet)
-}
-
-var vtprotoPool_IP = sync.Pool{
-	New: func() interface{} {
-		return &IP{}
-	},
-}
-
-func (m *IP) ResetVT() {
-	if m != nil {
-		m.Reset()
-	}
-}
-func (m *IP) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_IP.Put(m)
-	}
-}
-func IPFromVTPool() *IP {
-	return vtprotoPool_IP.Get().(*IP)
-}
-
-var vtprotoPool_Layer4 = sync.Pool{
-	New: func() interface{} {
-		return &Layer4{}
-	},
-}
-
-func (m *Layer4) ResetVT() {
-	if m != nil {
-		if oneof, ok := m.Protocol.(*Layer4_TCP); ok {
-			oneof.TCP.ReturnToVTPool()
-		}
-		if oneof, ok := m.Protocol.(*Layer4_UDP); ok {
-			oneof.UDP.ReturnToVTPool()
-		}
-		m.Reset()
-	}
-}
-func (m *Layer4) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_Layer4.Put(m)
-	}
-}
-func Layer4FromVTPool() *Layer4 {
-	return vtprotoPool_Layer4.Get().(*Layer4)
-}
-
-var vtprotoPool_TCP = sync.Pool{
-	New: func() interface{} {
-		return &TCP{}
-	},
-}
-
-func (m *TCP) ResetVT() {
-	if m != nil {
-		m.Flags.ReturnToVTPool()
-		m.Reset()
-	}
-}
-func (m *TCP) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_TCP.Put(m)
-	}
-}
-func TCPFromVTPool() *TCP {
-	return vtprotoPool_TCP.Get().(*TCP)
-}
-
-var vtprotoPool_TCPFlags = sync.Pool{
-	New: func() interface{} {
-		return &TCPFlags{}
-	},
-}
-
-func (m *TCPFlags) ResetVT() {
-	if m != nil {
-		m.Reset()
-	}
-}
-func (m *TCPFlags) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_TCPFlags.Put(m)
-	}
-}
-func TCPFlagsFromVTPool() *TCPFlags {
-	return vtprotoPool_TCPFlags.Get().(*TCPFlags)
-}
-
-var vtprotoPool_UDP = sync.Pool{
-	New: func() interface{} {
-		return &UDP{}
-	},
-}
-
-func (m *UDP) ResetVT() {
-	if m != nil {
-		m.Reset()
-	}
-}
-func (m *UDP) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_UDP.Put(m)
-	}
-}
-func UDPFromVTPool() *UDP {
-	return vtprotoPool_UDP.Get().(*UDP)
-}
-
-var vtprotoPool_NetworkInterface = sync.Pool{
-	New: func() interface{} {
-		return &NetworkInterface{}
-	},
-}
-
-func (m *NetworkInterface) ResetVT() {
-	if m != nil {
-		m.Reset()
-	}
-}
-func (m *NetworkInterface) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_NetworkInterface.Put(m)
-	}
-}
-func NetworkInterfaceFromVTPool() *NetworkInterface {
-	return vtprotoPool_NetworkInterface.Get().(*NetworkInterface)
-}
 func (m *Flow) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -3965,7 +3762,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Ethernet == nil {
-				m.Ethernet = EthernetFromVTPool()
+				m.Ethernet = &Ethernet{}
 			}
 			if err := m.Ethernet.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4001,7 +3798,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.IP == nil {
-				m.IP = IPFromVTPool()
+				m.IP = &IP{}
 			}
 			if err := m.IP.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4037,7 +3834,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.L4 == nil {
-				m.L4 = Layer4FromVTPool()
+				m.L4 = &Layer4{}
 			}
 			if err := m.L4.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4419,7 +4216,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Interface == nil {
-				m.Interface = NetworkInterfaceFromVTPool()
+				m.Interface = &NetworkInterface{}
 			}
 			if err := m.Interface.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -4838,14 +4635,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.EgressAllowedBy) == cap(m.EgressAllowedBy) {
-				m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
-			} else {
-				m.EgressAllowedBy = m.EgressAllowedBy[:len(m.EgressAllowedBy)+1]
-				if m.EgressAllowedBy[len(m.EgressAllowedBy)-1] == nil {
-					m.EgressAllowedBy[len(m.EgressAllowedBy)-1] = &Policy{}
-				}
-			}
+			m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
 			if err := m.EgressAllowedBy[len(m.EgressAllowedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4879,14 +4669,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.IngressAllowedBy) == cap(m.IngressAllowedBy) {
-				m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
-			} else {
-				m.IngressAllowedBy = m.IngressAllowedBy[:len(m.IngressAllowedBy)+1]
-				if m.IngressAllowedBy[len(m.IngressAllowedBy)-1] == nil {
-					m.IngressAllowedBy[len(m.IngressAllowedBy)-1] = &Policy{}
-				}
-			}
+			m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
 			if err := m.IngressAllowedBy[len(m.IngressAllowedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4920,14 +4703,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.EgressDeniedBy) == cap(m.EgressDeniedBy) {
-				m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
-			} else {
-				m.EgressDeniedBy = m.EgressDeniedBy[:len(m.EgressDeniedBy)+1]
-				if m.EgressDeniedBy[len(m.EgressDeniedBy)-1] == nil {
-					m.EgressDeniedBy[len(m.EgressDeniedBy)-1] = &Policy{}
-				}
-			}
+			m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
 			if err := m.EgressDeniedBy[len(m.EgressDeniedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -4961,14 +4737,7 @@ func (m *Flow) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.IngressDeniedBy) == cap(m.IngressDeniedBy) {
-				m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
-			} else {
-				m.IngressDeniedBy = m.IngressDeniedBy[:len(m.IngressDeniedBy)+1]
-				if m.IngressDeniedBy[len(m.IngressDeniedBy)-1] == nil {
-					m.IngressDeniedBy[len(m.IngressDeniedBy)-1] = &Policy{}
-				}
-			}
+			m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
 			if err := m.IngressDeniedBy[len(m.IngressDeniedBy)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -5918,7 +5687,7 @@ func (m *Layer4) UnmarshalVT(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := TCPFromVTPool()
+				v := &TCP{}
 				if err := v.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -5959,7 +5728,7 @@ func (m *Layer4) UnmarshalVT(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := UDPFromVTPool()
+				v := &UDP{}
 				if err := v.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -6208,7 +5977,7 @@ func (m *TCP) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Flags == nil {
-				m.Flags = TCPFlagsFromVTPool()
+				m.Flags = &TCPFlags{}
 			}
 			if err := m.Flags.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9334,7 +9103,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Ethernet == nil {
-				m.Ethernet = EthernetFromVTPool()
+				m.Ethernet = &Ethernet{}
 			}
 			if err := m.Ethernet.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9370,7 +9139,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.IP == nil {
-				m.IP = IPFromVTPool()
+				m.IP = &IP{}
 			}
 			if err := m.IP.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9406,7 +9175,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.L4 == nil {
-				m.L4 = Layer4FromVTPool()
+				m.L4 = &Layer4{}
 			}
 			if err := m.L4.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -9804,7 +9573,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Interface == nil {
-				m.Interface = NetworkInterfaceFromVTPool()
+				m.Interface = &NetworkInterface{}
 			}
 			if err := m.Interface.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
@@ -10239,14 +10008,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.EgressAllowedBy) == cap(m.EgressAllowedBy) {
-				m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
-			} else {
-				m.EgressAllowedBy = m.EgressAllowedBy[:len(m.EgressAllowedBy)+1]
-				if m.EgressAllowedBy[len(m.EgressAllowedBy)-1] == nil {
-					m.EgressAllowedBy[len(m.EgressAllowedBy)-1] = &Policy{}
-				}
-			}
+			m.EgressAllowedBy = append(m.EgressAllowedBy, &Policy{})
 			if err := m.EgressAllowedBy[len(m.EgressAllowedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10280,14 +10042,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.IngressAllowedBy) == cap(m.IngressAllowedBy) {
-				m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
-			} else {
-				m.IngressAllowedBy = m.IngressAllowedBy[:len(m.IngressAllowedBy)+1]
-				if m.IngressAllowedBy[len(m.IngressAllowedBy)-1] == nil {
-					m.IngressAllowedBy[len(m.IngressAllowedBy)-1] = &Policy{}
-				}
-			}
+			m.IngressAllowedBy = append(m.IngressAllowedBy, &Policy{})
 			if err := m.IngressAllowedBy[len(m.IngressAllowedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10321,14 +10076,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.EgressDeniedBy) == cap(m.EgressDeniedBy) {
-				m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
-			} else {
-				m.EgressDeniedBy = m.EgressDeniedBy[:len(m.EgressDeniedBy)+1]
-				if m.EgressDeniedBy[len(m.EgressDeniedBy)-1] == nil {
-					m.EgressDeniedBy[len(m.EgressDeniedBy)-1] = &Policy{}
-				}
-			}
+			m.EgressDeniedBy = append(m.EgressDeniedBy, &Policy{})
 			if err := m.EgressDeniedBy[len(m.EgressDeniedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -10362,14 +10110,7 @@ func (m *Flow) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.IngressDeniedBy) == cap(m.IngressDeniedBy) {
-				m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
-			} else {
-				m.IngressDeniedBy = m.IngressDeniedBy[:len(m.IngressDeniedBy)+1]
-				if m.IngressDeniedBy[len(m.IngressDeniedBy)-1] == nil {
-					m.IngressDeniedBy[len(m.IngressDeniedBy)-1] = &Policy{}
-				}
-			}
+			m.IngressDeniedBy = append(m.IngressDeniedBy, &Policy{})
 			if err := m.IngressDeniedBy[len(m.IngressDeniedBy)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -11359,7 +11100,7 @@ func (m *Layer4) UnmarshalVTUnsafe(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := TCPFromVTPool()
+				v := &TCP{}
 				if err := v.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -11400,7 +11141,7 @@ func (m *Layer4) UnmarshalVTUnsafe(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := UDPFromVTPool()
+				v := &UDP{}
 				if err := v.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -11649,7 +11390,7 @@ func (m *TCP) UnmarshalVTUnsafe(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Flags == nil {
-				m.Flags = TCPFlagsFromVTPool()
+				m.Flags = &TCPFlags{}
 			}
 			if err := m.Flags.UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err

@@ -13,7 +13,6 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
-	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -170,7 +169,7 @@ func (m *Batch) CloneVT() *Batch {
 	if m == nil {
 		return (*Batch)(nil)
 	}
-	r := BatchFromVTPool()
+	r := new(Batch)
 	r.NodeName = m.NodeName
 	r.BootId = m.BootId
 	r.Sequence = m.Sequence
@@ -987,41 +986,6 @@ func (m *Nack) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	return len(dAtA) - i, nil
 }
 
-var vtprotoPool_Batch = sync.Pool{
-	New: func() interface{} {
-		return &Batch{}
-	},
-}
-
-func (m *Batch) ResetVT() {
-	if m != nil {
-		for _, mm := range m.Flows {
-			mm.ResetVT()
-		}
-		f0 := m.Flows[:0]
-		for _, mm := range m.Conntrack {
-			mm.Reset()
-		}
-		f1 := m.Conntrack[:0]
-		for _, mm := range m.LostEvents {
-			mm.Reset()
-		}
-		f2 := m.LostEvents[:0]
-		m.Reset()
-		m.Flows = f0
-		m.Conntrack = f1
-		m.LostEvents = f2
-	}
-}
-func (m *Batch) ReturnToVTPool() {
-	if m != nil {
-		m.ResetVT()
-		vtprotoPool_Batch.Put(m)
-	}
-}
-func BatchFromVTPool() *Batch {
-	return vtprotoPool_Batch.Get().(*Batch)
-}
 func (m *StreamRequest) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -2215,14 +2179,7 @@ func (m *Batch) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.Flows) == cap(m.Flows) {
-				m.Flows = append(m.Flows, &v1.Flow{})
-			} else {
-				m.Flows = m.Flows[:len(m.Flows)+1]
-				if m.Flows[len(m.Flows)-1] == nil {
-					m.Flows[len(m.Flows)-1] = &v1.Flow{}
-				}
-			}
+			m.Flows = append(m.Flows, &v1.Flow{})
 			if unmarshal, ok := interface{}(m.Flows[len(m.Flows)-1]).(interface {
 				UnmarshalVT([]byte) error
 			}); ok {
@@ -2264,14 +2221,7 @@ func (m *Batch) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.Conntrack) == cap(m.Conntrack) {
-				m.Conntrack = append(m.Conntrack, &v1.ConntrackSample{})
-			} else {
-				m.Conntrack = m.Conntrack[:len(m.Conntrack)+1]
-				if m.Conntrack[len(m.Conntrack)-1] == nil {
-					m.Conntrack[len(m.Conntrack)-1] = &v1.ConntrackSample{}
-				}
-			}
+			m.Conntrack = append(m.Conntrack, &v1.ConntrackSample{})
 			if unmarshal, ok := interface{}(m.Conntrack[len(m.Conntrack)-1]).(interface {
 				UnmarshalVT([]byte) error
 			}); ok {
@@ -2313,14 +2263,7 @@ func (m *Batch) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.LostEvents) == cap(m.LostEvents) {
-				m.LostEvents = append(m.LostEvents, &v1.LostEvent{})
-			} else {
-				m.LostEvents = m.LostEvents[:len(m.LostEvents)+1]
-				if m.LostEvents[len(m.LostEvents)-1] == nil {
-					m.LostEvents[len(m.LostEvents)-1] = &v1.LostEvent{}
-				}
-			}
+			m.LostEvents = append(m.LostEvents, &v1.LostEvent{})
 			if unmarshal, ok := interface{}(m.LostEvents[len(m.LostEvents)-1]).(interface {
 				UnmarshalVT([]byte) error
 			}); ok {
@@ -3797,14 +3740,7 @@ func (m *Batch) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.Flows) == cap(m.Flows) {
-				m.Flows = append(m.Flows, &v1.Flow{})
-			} else {
-				m.Flows = m.Flows[:len(m.Flows)+1]
-				if m.Flows[len(m.Flows)-1] == nil {
-					m.Flows[len(m.Flows)-1] = &v1.Flow{}
-				}
-			}
+			m.Flows = append(m.Flows, &v1.Flow{})
 			if unmarshal, ok := interface{}(m.Flows[len(m.Flows)-1]).(interface {
 				UnmarshalVTUnsafe([]byte) error
 			}); ok {
@@ -3846,14 +3782,7 @@ func (m *Batch) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.Conntrack) == cap(m.Conntrack) {
-				m.Conntrack = append(m.Conntrack, &v1.ConntrackSample{})
-			} else {
-				m.Conntrack = m.Conntrack[:len(m.Conntrack)+1]
-				if m.Conntrack[len(m.Conntrack)-1] == nil {
-					m.Conntrack[len(m.Conntrack)-1] = &v1.ConntrackSample{}
-				}
-			}
+			m.Conntrack = append(m.Conntrack, &v1.ConntrackSample{})
 			if unmarshal, ok := interface{}(m.Conntrack[len(m.Conntrack)-1]).(interface {
 				UnmarshalVTUnsafe([]byte) error
 			}); ok {
@@ -3895,14 +3824,7 @@ func (m *Batch) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			if len(m.LostEvents) == cap(m.LostEvents) {
-				m.LostEvents = append(m.LostEvents, &v1.LostEvent{})
-			} else {
-				m.LostEvents = m.LostEvents[:len(m.LostEvents)+1]
-				if m.LostEvents[len(m.LostEvents)-1] == nil {
-					m.LostEvents[len(m.LostEvents)-1] = &v1.LostEvent{}
-				}
-			}
+			m.LostEvents = append(m.LostEvents, &v1.LostEvent{})
 			if unmarshal, ok := interface{}(m.LostEvents[len(m.LostEvents)-1]).(interface {
 				UnmarshalVTUnsafe([]byte) error
 			}); ok {
