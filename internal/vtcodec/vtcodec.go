@@ -74,13 +74,17 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return nil, fmt.Errorf("vtcodec: cannot marshal %T: not a protobuf message", v)
 }
 
-// Unmarshal implements encoding.CodecV2. The generated unmarshaller copies
-// every string and byte field out of the buffer, so the pooled buffer is
-// returned at once; strings are then checked for UTF-8 (utf8.go).
+// Unmarshal implements encoding.CodecV2. A Request's batch takes its
+// strings from the stream's table (strings.go); otherwise the generated
+// unmarshaller copies every string and byte field out of the buffer. Either
+// way nothing decoded refers to the pooled buffer, which is returned when
+// Unmarshal returns; strings are checked for UTF-8 (utf8.go, strings.go).
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	switch m := v.(type) {
+	case *Request:
+		return unmarshalRequest(m, buf.ReadOnlyData())
 	case Message:
 		if err := m.UnmarshalVT(buf.ReadOnlyData()); err != nil {
 			return err

@@ -70,6 +70,15 @@ func TestInvalidUTF8IsRefusedWhereverTheRuntimeRefusesIt(t *testing.T) {
 			if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, &ingestv1.StreamRequest{}); err == nil {
 				t.Error("the codec accepted invalid UTF-8 that the protobuf runtime refuses")
 			}
+			// The same through the stream's string table, twice: the
+			// second time the table must not have remembered the bad string.
+			tbl := NewStrings(0)
+			for range 2 {
+				req := &Request{Msg: &ingestv1.StreamRequest{}, Strings: tbl}
+				if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, req); err == nil {
+					t.Error("the codec accepted invalid UTF-8 into a Request that the protobuf runtime refuses")
+				}
+			}
 		})
 	}
 }
@@ -113,6 +122,15 @@ func BenchmarkUnmarshalBatch(b *testing.B) {
 		b.SetBytes(int64(len(wire)))
 		for b.Loop() {
 			if err := proto.Unmarshal(wire, &ingestv1.StreamRequest{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("codec, strings from the stream's table", func(b *testing.B) {
+		b.SetBytes(int64(len(wire)))
+		tbl := NewStrings(0)
+		for b.Loop() {
+			if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, &Request{Msg: &ingestv1.StreamRequest{}, Strings: tbl}); err != nil {
 				b.Fatal(err)
 			}
 		}

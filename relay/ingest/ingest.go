@@ -66,7 +66,10 @@ type Sink interface {
 	Enqueue(b *store.Batch, done func(error))
 }
 
-// Server implements ingestv1.IngestServiceServer.
+// Server implements ingestv1.IngestServiceServer. Register it on a gRPC
+// server with grpc.ForceServerCodecV2(vtcodec.Codec{}): Stream receives
+// into vtcodec.Request (batches decoded with the stream's string table),
+// which only that codec decodes.
 type Server struct {
 	ingestv1.UnimplementedIngestServiceServer
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -21,6 +23,7 @@ import (
 	"github.com/trawl-dev/trawl/agent/shipper"
 	"github.com/trawl-dev/trawl/agent/shipper/shippertest"
 	"github.com/trawl-dev/trawl/internal/flowid"
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -160,7 +163,7 @@ func startRelay(t *testing.T, cfg ingest.Config, opts ...grpc.ServerOption) *bed
 	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
 	b.reg.MustRegister(lost)
 	b.srv = ingest.New(cfg, b.sink, b.hub, nodes.New(nil), ingest.NewMetrics(b.reg, lost))
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(vtcodec.Codec{}))...)
 	ingestv1.RegisterIngestServiceServer(g, b.srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -520,7 +523,7 @@ func TestBackPressureDoesNotMakeAnAgentLookSilent(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
 	srv := ingest.New(ingest.Config{}, sink, hub.New(hub.Config{}), nodes.New(nil), ingest.NewMetrics(reg, lost))
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(vtcodec.Codec{}))
 	ingestv1.RegisterIngestServiceServer(g, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -537,4 +540,57 @@ func TestBackPressureDoesNotMakeAnAgentLookSilent(t *testing.T) {
 	waitFor(t, "last-seen to move while the stream is held", 15*time.Second, func() bool {
 		return metricSum(t, reg, "trawl_relay_agent_last_seen_timestamp_seconds") > first
 	})
+}
+
+// batchCounter counts the batches gRPC decoded on the server.
+type batchCounter struct{ n atomic.Int64 }
+
+func (p *batchCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (p *batchCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		if r, ok := in.Payload.(*vtcodec.Request); ok && r.Msg.GetBatch() != nil {
+			p.n.Add(1)
+		}
+	}
+}
+func (p *batchCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (p *batchCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// While the writer's queue is full a stream holds the one batch it is
+// handing over, decoded, and does not decode the next one meanwhile (it
+// waits in gRPC's flow control, encoded): the relay's memory must not grow
+// by a decoded batch per connected agent beyond that. Once the writer takes
+// the batch the stream goes on and every batch is stored.
+func TestAStreamHeldByAFullQueueDecodesNoFurtherBatch(t *testing.T) {
+	sink := blockingSink{release: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	lost := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trawl_relay_lost_events_total"}, []string{"cause"})
+	srv := ingest.New(ingest.Config{}, sink, hub.New(hub.Config{}), nodes.New(nil), ingest.NewMetrics(reg, lost))
+	decoded := &batchCounter{}
+	g := grpc.NewServer(grpc.ForceServerCodecV2(vtcodec.Codec{}), grpc.StatsHandler(decoded))
+	ingestv1.RegisterIngestServiceServer(g, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	defer g.Stop()
+	s, _ := startShipper(t, lis.Addr().String(), shipper.Config{BatchRecords: 1, FlushInterval: time.Hour, HeartbeatInterval: time.Hour})
+	for i := range 3 {
+		s.Publish(testFlow(i))
+	}
+	s.Flush()
+	waitFor(t, "the first batch to reach the blocked writer", 5*time.Second, func() bool { return metricSum(t, reg, "trawl_relay_ingest_batches_total") == 1 })
+	// A stream that read ahead decodes the second batch within
+	// milliseconds; this watches for a while (it cannot fail on a stream
+	// that does not read ahead, however slow the machine).
+	for range 30 {
+		if n := decoded.n.Load(); n > 1 {
+			t.Fatalf("the server decoded %d batches while the first waited for the writer; want 1", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(sink.release)
+	waitFor(t, "every batch handed to the writer", 10*time.Second, func() bool { return metricSum(t, reg, "trawl_relay_ingest_batches_total") == 3 })
+	waitFor(t, "every batch acknowledged", 10*time.Second, func() bool { q, _ := s.Stats(); return q == 0 })
 }

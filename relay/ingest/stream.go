@@ -16,6 +16,7 @@ import (
 
 	"github.com/trawl-dev/trawl/internal/flowid"
 	"github.com/trawl-dev/trawl/internal/version"
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
@@ -101,15 +102,30 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 	}
 	recvd := make(chan received)
 	recvErr := make(chan error, 1)
+	// handled: the loop is done with the last message received. The
+	// receiver waits for it before decoding the next one, so a stream holds
+	// one decoded batch, not two, while it waits in a full writer queue
+	// (the relay's memory grows with the agents connected, not only with
+	// the queue); gRPC's flow-control window holds what follows, encoded.
+	handled := make(chan struct{}, 1)
 	go func() {
+		// Batches of one stream share their repeated strings (namespaces,
+		// labels, pods): internal/vtcodec.Strings, used by this goroutine
+		// only.
+		strs := vtcodec.NewStrings(0)
 		for {
-			m, err := stream.Recv()
-			if err != nil {
+			m := new(ingestv1.StreamRequest)
+			if err := stream.RecvMsg(&vtcodec.Request{Msg: m, Strings: strs}); err != nil {
 				recvErr <- err
 				return
 			}
 			select {
 			case recvd <- received{m, takeSize(ctx)}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-handled:
 			case <-ctx.Done():
 				return
 			}
@@ -143,6 +159,7 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 			reason = "empty message"
 			return status.Error(codes.InvalidArgument, "stream message carries neither hello, batch nor heartbeat")
 		}
+		handled <- struct{}{}
 	}
 }
 
