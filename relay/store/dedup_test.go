@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/dev/chtest"
@@ -296,12 +295,5 @@ func TestTheBatchesOfAGroupNotYetStoredReadBackFieldForField(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := query(t, s, &observerv1.GetFlowsRequest{})
-	if len(got) != len(want) {
-		t.Fatalf("got %d records, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if !proto.Equal(got[i].GetFlow(), want[i]) {
-			t.Errorf("flow %d differs:\n got %v\nwant %v", i, got[i].GetFlow(), want[i])
-		}
-	}
+	requireFlows(t, got, want)
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/dev/chtest"
@@ -193,14 +192,7 @@ func TestMigrateToVersion6KeepsEveryRowOfAVersion5Database(t *testing.T) {
 	}
 	got := query(t, s, &observerv1.GetFlowsRequest{})
 	want := append(append([]*flowv1.Flow(nil), old...), fresh...)
-	if len(got) != len(want) {
-		t.Fatalf("read %d flows, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if !proto.Equal(got[i].GetFlow(), want[i]) {
-			t.Errorf("flow %d (node %s) reads back as\n%v\nwant\n%v", i, want[i].GetNodeName(), got[i].GetFlow(), want[i])
-		}
-	}
+	requireFlows(t, got, want)
 
 	// New rows: only the policies the names cannot rebuild are in extra.
 	rows, err := conn.Query(ctx, "SELECT node, toInt64(id_lo), policy_egress, extra != '' FROM flows ORDER BY node, time")

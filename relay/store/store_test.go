@@ -158,13 +158,8 @@ func TestFlowsRoundTripFieldForField(t *testing.T) {
 	want := richFlows()
 	write(t, w, &store.Batch{Key: "node-a/boot/1", Flows: want[:5]}, &store.Batch{Key: "node-a/boot/2", Flows: want[5:]})
 	got := query(t, s, &observerv1.GetFlowsRequest{})
-	if len(got) != len(want) {
-		t.Fatalf("got %d records, want %d", len(got), len(want))
-	}
+	requireFlows(t, got, want)
 	for i := range want {
-		if !proto.Equal(got[i].GetFlow(), want[i]) {
-			t.Errorf("flow %d differs:\n got %v\nwant %v", i, got[i].GetFlow(), want[i])
-		}
 		if got[i].GetNodeName() != want[i].NodeName || !proto.Equal(got[i].GetTime(), want[i].Time) {
 			t.Errorf("flow %d: envelope node %q time %v", i, got[i].GetNodeName(), got[i].GetTime())
 		}
@@ -442,5 +437,19 @@ func TestEnqueueAfterStopFailsTheBatch(t *testing.T) {
 	w.Enqueue(&store.Batch{Key: "k", Flows: filtertest.Flows()}, func(err error) { got = err })
 	if !errors.Is(got, store.ErrClosed) {
 		t.Errorf("done(%v), want ErrClosed", got)
+	}
+}
+
+// requireFlows fails unless the records read back are exactly the flows
+// written, in order.
+func requireFlows(t *testing.T, got []*observerv1.GetFlowsResponse, want []*flowv1.Flow) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !proto.Equal(got[i].GetFlow(), want[i]) {
+			t.Errorf("flow %d (node %s) reads back as\n%v\nwant\n%v", i, want[i].GetNodeName(), got[i].GetFlow(), want[i])
+		}
 	}
 }
