@@ -101,16 +101,13 @@ struct flow_agg {
 	__u8 first_dropped; /* the first packet was dropped: its new-flow event is DROPPED */
 	__u8 pad2[2];
 
-	/* TCP health, written rarely: on handshake packets (flow.c, tcp.h)
-	 * and by tcp_retrans.c when a local socket retransmits. The handshake
-	 * is timed in the client's (SYN) entry; CLOCK_MONOTONIC. */
+	/* TCP health, written rarely: on handshake packets (flow.c, tcp.h).
+	 * The handshake is timed in the client's (SYN) entry; CLOCK_MONOTONIC.
+	 * Retransmits are not here: tcp_retrans.c records them for the agent,
+	 * which adds them to the flow. */
 	__u64 syn_ns;    /* the latest SYN */
 	__u64 synack_ns; /* client's entry: the first SYN-ACK answering it; server's: its latest SYN-ACK */
 	__u64 ack_ns;    /* the first ACK after it: the handshake is complete */
-	__u32 retransmits; /* segments a local socket retransmitted in this direction */
-	/* tcp_retrans.c: 1 + the retransmitting socket's total_retrans that
-	 * retransmits already counts; 0 before its first retransmission. */
-	__u32 retrans_synced;
 };
 
 #define FLOWS_MAP                                                      \
@@ -145,9 +142,7 @@ enum counter {
 	CNT_DNS_RATE_LIMITED = 10, /* DNS messages suppressed by their token bucket */
 	CNT_DNS_RINGBUF_FULL = 11, /* DNS ring buffer reserve failed */
 	CNT_HANDSHAKES = 12,       /* TCP handshakes timed (first ACK after a SYN-ACK) */
-	CNT_RETRANS_UNUSED = 13,  /* (the retransmit program's run count is in its BPF stats) */
-	CNT_RETRANS_NO_FLOW = 14, /* retransmissions of a socket whose flow has no entry (tcp_retrans.c) */
-	CNT_MAX = 15,
+	CNT_MAX = 13,
 };
 
 /* Instant event kinds carried in ring buffer records. */

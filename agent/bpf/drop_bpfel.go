@@ -78,8 +78,6 @@ type DropFlowAgg struct {
 	SynNs         uint64
 	SynackNs      uint64
 	AckNs         uint64
-	Retransmits   uint32
-	RetransSynced uint32
 }
 
 type DropFlowKey struct {

@@ -29,9 +29,7 @@ const (
 	FlowCounterCNT_DNS_RATE_LIMITED FlowCounter = 10
 	FlowCounterCNT_DNS_RINGBUF_FULL FlowCounter = 11
 	FlowCounterCNT_HANDSHAKES       FlowCounter = 12
-	FlowCounterCNT_RETRANS_UNUSED   FlowCounter = 13
-	FlowCounterCNT_RETRANS_NO_FLOW  FlowCounter = 14
-	FlowCounterCNT_MAX              FlowCounter = 15
+	FlowCounterCNT_MAX              FlowCounter = 13
 )
 
 type FlowCtSrcKey struct {
@@ -100,8 +98,6 @@ type FlowFlowAgg struct {
 	SynNs         uint64
 	SynackNs      uint64
 	AckNs         uint64
-	Retransmits   uint32
-	RetransSynced uint32
 }
 
 type FlowFlowEvent struct {

@@ -17,5 +17,5 @@ package bpf
 //   bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type flow_key -type flow_agg -type flow_event -type flow_tuple -type counter -type event_kind -type hook -type ct_src_key -type dns_event Flow flow.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel TcpRetrans tcp_retrans.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type retrans_slot -type retrans_ring -type retrans_kind -type retrans_row TcpRetrans tcp_retrans.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package bpf -target bpfel -type drop_key -type drop_agg -type drop_event -type reason_flag Drop drop.c -- -I. -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror

@@ -1,19 +1,36 @@
 //go:build ignore
 
 /* Retransmitted TCP segments of the node's own sockets (every network
- * namespace of the machine: the node's and its pods'), added to the flow
- * entry of the retransmitting socket's direction in flow.c's map.
+ * namespace of the machine: the node's and its pods'), recorded for the
+ * agent, which adds them to the flow of the retransmitting socket's
+ * direction (agent/collect/retrans.go).
  *
  * tp_btf/tcp_retransmit_skb fires for a connected socket's retransmission,
- * tp_btf/tcp_retransmit_synack for a listener's SYN-ACK sent again; both
- * give the socket, whose tuple is the packet's as the socket sent it, before
- * any NAT of the node: that is the tuple flow.c keyed the entry by (tcx
- * ingress and netfilter LOCAL_OUT both run before the node's NAT). A socket
- * whose packets no watched hook counts (forwarded traffic's sockets live on
- * other nodes; an unwatched interface) has no entry: counted, not recorded.
- * Segments are counted as the kernel's TcpRetransSegs counts them, from the
- * socket's own total (what `ss -ti` shows as retrans:x/TOTAL); a third
- * program, on TCP state changes, adds what the retransmit program missed. */
+ * tp_btf/tcp_retransmit_synack for a listener's SYN-ACK sent again, and
+ * tp_btf/inet_sock_set_state on a socket's state changes. Each writes one
+ * slot: the socket's tuple (the packets' as the socket sent them, before any
+ * NAT of the node: how flow.c keys its entries), the socket's identity, its
+ * total_retrans (what `ss -ti` shows as retrans:x/TOTAL; the kernel adds to
+ * it exactly what it adds to TcpRetransSegs) and this event's segments. The
+ * agent counts each socket from its total (docs/tcp-health.md, Retransmits).
+ *
+ * Why slots and not the flow entry: a retransmission comes once every few
+ * hundred kB of a flow, so a lookup in flow.c's map (131,072 entries,
+ * vmalloc'd in 4K pages) misses the caches and the TLB, in a VM a nested
+ * page walk: that lookup was most of this program's cost. The slots are a
+ * small array map (kmalloc'd, in the kernel's huge-page linear map) that the
+ * agent reads every 50 ms, which keeps their lines warm.
+ *
+ * The ring: one row per CPU and program (a tp_btf program does not nest in
+ * itself on a CPU, but the retransmit program may interrupt the state
+ * program there), a head counting the row's events, and RETRANS_SLOTS slots
+ * that event n writes at n % RETRANS_SLOTS. The writer fills the slot, then
+ * advances the head; on x86 (the only target these objects are built for)
+ * stores are seen in program order, and the compiler barrier keeps that
+ * order in the object. The agent reads rows with plain map lookups, which
+ * copy a row while it may be written: it trusts a slot only when the heads
+ * it read before and after prove the copy whole (collect/retrans.go), and
+ * counts the events overwritten before it could read them. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -23,97 +40,28 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-#define AF_INET_ 2
-#define AF_INET6_ 10
+#include "retrans.h"
 
-FLOWS_MAP
+/* For bpf2go -type: the agent decodes slots with these. */
+const struct retrans_slot *unused_retrans_slot __attribute__((unused));
+const enum retrans_kind *unused_retrans_kind __attribute__((unused));
+const enum retrans_row *unused_retrans_row __attribute__((unused));
 
-COUNTERS_MAP
-
-/* flow_of is the flow entry of the socket's direction, NULL (and counted)
- * when it has none. c is the socket's (or request socket's) common part, a
- * trusted BTF pointer; sport its local port (a closing socket's skc_num is
- * already 0). */
-static __always_inline struct flow_agg *flow_of(const struct sock_common *c, __u16 sport)
-{
-	struct flow_key key = { .tuple = { .proto = IPPROTO_TCP_ } };
-	__u16 family = c->skc_family;
-	int v4 = family == AF_INET_;
-	if (family == AF_INET6_) {
-		/* A dual-stack socket talking IPv4 keeps ::ffff:a.b.c.d; its
-		 * packets are IPv4, and so is its entry. */
-		const __u32 *d = c->skc_v6_daddr.in6_u.u6_addr32;
-		v4 = d[0] == 0 && d[1] == 0 && d[2] == bpf_htonl(0xffff);
-		if (!v4) {
-			key.tuple.family = 6;
-			__builtin_memcpy(key.tuple.saddr, &c->skc_v6_rcv_saddr, 16);
-			__builtin_memcpy(key.tuple.daddr, &c->skc_v6_daddr, 16);
-		}
-	} else if (!v4) {
-		return 0;
-	}
-	if (v4) {
-		key.tuple.family = 4;
-		__builtin_memcpy(key.tuple.saddr, &c->skc_rcv_saddr, 4);
-		__builtin_memcpy(key.tuple.daddr, &c->skc_daddr, 4);
-	}
-	key.tuple.sport = sport;
-	key.tuple.dport = bpf_ntohs(c->skc_dport);
-
-	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
-	if (!st)
-		count(CNT_RETRANS_NO_FLOW);
-	return st;
-}
-
-/* Where a socket's count starts, when the program first meets it. */
-enum start {
-	START_EVENT,    /* count this event's segments only, unless the agent saw the connection begin */
-	START_ACCEPTED, /* an accepted connection: its total starts at its listener's SYN-ACKs sent again, counted one by one below */
-};
-
-/* sync brings the socket's flow entry up to the socket's total_retrans,
- * remembered in the entry (retrans_synced). Counting from the socket's own
- * total rather than one event at a time matters: on Linux 6.18 the kernel
- * now and then fires the tracepoints without running their BPF programs
- * (seen beside the tracefs event of the same tracepoint, with no recursion
- * miss counted: in this project's test VM, for every event in a softirq that
- * interrupted the VM's init process's threads), and a retransmission lost so
- * would be lost for good. Now the socket's next retransmission or state
- * change (its FIN, its close) brings it back. A new connection on the same
- * tuple while the entry lives starts below the remembered total: it starts
- * afresh. */
-static __always_inline void sync(struct sock *sk, struct tcp_sock *tp, enum start start, __u32 event_segs)
-{
-	__u32 total = tp->total_retrans;
-	struct flow_agg *st = flow_of(&sk->__sk_common, bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport));
-	if (!st)
-		return;
-	__u32 synced = st->retrans_synced;
-	if (!synced || total + 1 < synced) {
-		if (start == START_ACCEPTED)
-			synced = total + 1;
-		else if ((st->first_tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN && !st->retransmits)
-			synced = 1; /* the client's entry began with its SYN: the agent saw it all */
-		else
-			synced = total + 1 - event_segs; /* opened before the agent or the entry, or accepted unseen */
-	}
-	if (total + 1 > synced)
-		__sync_fetch_and_add(&st->retransmits, total + 1 - synced);
-	st->retrans_synced = total + 1;
-}
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Linux 6.13+ passes the transmit's error and fires on failures too. */
 #define ENOBUFS_ 105
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(trawl_tcp_retransmit, struct sock *sk, const struct sk_buff *skb, int err)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
+	/* tcp_retransmit_skb only ever has a full TCP socket: a cast the
+	 * verifier inlines, not bpf_skc_to_tcp_sock, whose checks read a
+	 * line of the socket nothing else here needs (about 90 ns per event,
+	 * measured: variants reads and reads_cast of the benchmark). */
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	/* What this event added to the socket's total, needed only when the
-	 * program meets a socket whose start it did not see: the kernel adds
-	 * a retransmission's segments to TcpRetransSegs and total_retrans once
+	 * agent meets a socket whose start it did not see: the kernel adds a
+	 * retransmission's segments to TcpRetransSegs and total_retrans once
 	 * it hands them to tcp_transmit_skb, whose errors are a positive
 	 * NET_XMIT_* code or, among others, -ENOBUFS; the errors before that
 	 * point (-EBUSY, -EAGAIN, -ENOMEM, -EINVAL, -EHOSTUNREACH) sent and
@@ -125,14 +73,15 @@ int BPF_PROG(trawl_tcp_retransmit, struct sock *sk, const struct sk_buff *skb, i
 		if (!segs)
 			segs = 1;
 	}
-	sync(sk, tp, START_EVENT, segs);
+	record(ROW_RETRANSMIT, sk, tp, RETRANS_EVENT, segs);
 	return 0;
 }
 
-/* A TCP socket's state changes: at every change after a retransmission
- * (its FIN, its close), what the retransmit program missed is added; an
- * accepted connection whose listener sent its SYN-ACK again starts its
- * count there. A socket that never retransmitted returns at once. */
+/* A TCP socket's state changes: after a retransmission (its FIN, its
+ * close) they carry the socket's total, so what the retransmit program
+ * missed is counted; an accepted connection whose listener sent its SYN-ACK
+ * again starts its count there. A socket that never retransmitted returns
+ * at once. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(trawl_tcp_state, struct sock *sk, const int oldstate, const int newstate)
 {
@@ -142,7 +91,7 @@ int BPF_PROG(trawl_tcp_state, struct sock *sk, const int oldstate, const int new
 	if (!tp || !tp->total_retrans)
 		return 0;
 	int accepted = oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED;
-	sync(sk, tp, accepted ? START_ACCEPTED : START_EVENT, 0);
+	record(ROW_STATE, sk, tp, accepted ? RETRANS_ACCEPTED : RETRANS_STATE, 0);
 	return 0;
 }
 
@@ -151,8 +100,17 @@ int BPF_PROG(trawl_tcp_state, struct sock *sk, const int oldstate, const int new
 SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(trawl_tcp_retransmit_synack, const struct sock *sk, const struct request_sock *req)
 {
-	struct flow_agg *st = flow_of(&req->__req_common, req->__req_common.skc_num);
-	if (st)
-		__sync_fetch_and_add(&st->retransmits, 1);
+	__u64 *head;
+	struct retrans_slot *s = slot_next(ROW_SYNACK, &head);
+	if (!s)
+		return 0;
+	__builtin_memset(&s->tuple, 0, sizeof(s->tuple));
+	if (!tuple_of(&s->tuple, &req->__req_common, req->__req_common.skc_num))
+		return 0;
+	s->sock = 0;
+	s->total = 0;
+	s->segs = 1;
+	s->kind = RETRANS_SYNACK;
+	publish(head);
 	return 0;
 }

@@ -13,41 +13,32 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type TcpRetransFlowAgg struct {
-	_             structs.HostLayout
-	FirstNs       uint64
-	LastNs        uint64
-	Packets       uint64
-	Bytes         uint64
-	FirstSkb      uint64
-	TcpFlags      uint32
-	FirstTcpFlags uint32
-	Ifindex       uint32
-	Hook          uint8
-	HsWait        uint8
-	Answered      uint8
-	Pad           uint8
-	ZeroWindows   uint32
-	PadLine       [64]uint8
-	_             [4]byte
-	DropPackets   uint64
-	DropBytes     uint64
-	SamePackets   uint64
-	SameBytes     uint64
-	DropReason    uint32
-	DropIfindex   uint32
-	DropNetns     uint32
-	DropHasSk     uint8
-	FirstDropped  uint8
-	Pad2          [2]uint8
-	SynNs         uint64
-	SynackNs      uint64
-	AckNs         uint64
-	Retransmits   uint32
-	RetransSynced uint32
+type TcpRetransRetransKind uint32
+
+const (
+	TcpRetransRetransKindRETRANS_EVENT    TcpRetransRetransKind = 1
+	TcpRetransRetransKindRETRANS_STATE    TcpRetransRetransKind = 2
+	TcpRetransRetransKindRETRANS_ACCEPTED TcpRetransRetransKind = 3
+	TcpRetransRetransKindRETRANS_SYNACK   TcpRetransRetransKind = 4
+)
+
+type TcpRetransRetransRing struct {
+	_     structs.HostLayout
+	Head  uint64
+	Pad   [56]uint8
+	Slots [64]TcpRetransRetransSlot
 }
 
-type TcpRetransFlowKey struct {
+type TcpRetransRetransRow uint32
+
+const (
+	TcpRetransRetransRowROW_RETRANSMIT       TcpRetransRetransRow = 0
+	TcpRetransRetransRowROW_STATE            TcpRetransRetransRow = 1
+	TcpRetransRetransRowROW_SYNACK           TcpRetransRetransRow = 2
+	TcpRetransRetransRowRETRANS_ROWS_PER_CPU TcpRetransRetransRow = 3
+)
+
+type TcpRetransRetransSlot struct {
 	_     structs.HostLayout
 	Tuple struct {
 		_      structs.HostLayout
@@ -59,17 +50,25 @@ type TcpRetransFlowKey struct {
 		Family uint8
 		Pad    [2]uint8
 	}
+	Sock  uint64
+	Total uint32
+	Segs  uint16
+	Kind  uint8
+	Pad   uint8
+	Pad2  [8]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcpRetransMapCounters                  = "counters"
-	TcpRetransMapFlows                     = "flows"
+	TcpRetransMapRetransRings              = "retrans_rings"
 	TcpRetransProgTrawlTcpRetransmit       = "trawl_tcp_retransmit"
 	TcpRetransProgTrawlTcpRetransmitSynack = "trawl_tcp_retransmit_synack"
 	TcpRetransProgTrawlTcpState            = "trawl_tcp_state"
+	TcpRetransVarUnusedRetransKind         = "unused_retrans_kind"
+	TcpRetransVarUnusedRetransRow          = "unused_retrans_row"
+	TcpRetransVarUnusedRetransSlot         = "unused_retrans_slot"
 )
 
 // LoadTcpRetrans returns the embedded CollectionSpec for TcpRetrans.
@@ -123,14 +122,16 @@ type TcpRetransProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpRetransMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	RetransRings *ebpf.MapSpec `ebpf:"retrans_rings"`
 }
 
 // TcpRetransVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpRetransVariableSpecs struct {
+	UnusedRetransKind *ebpf.VariableSpec `ebpf:"unused_retrans_kind"`
+	UnusedRetransRow  *ebpf.VariableSpec `ebpf:"unused_retrans_row"`
+	UnusedRetransSlot *ebpf.VariableSpec `ebpf:"unused_retrans_slot"`
 }
 
 // TcpRetransObjects contains all objects after they have been loaded into the kernel.
@@ -153,14 +154,12 @@ func (o *TcpRetransObjects) Close() error {
 //
 // It can be passed to LoadTcpRetransObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpRetransMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Flows    *ebpf.Map `ebpf:"flows"`
+	RetransRings *ebpf.Map `ebpf:"retrans_rings"`
 }
 
 func (m *TcpRetransMaps) Close() error {
 	return _TcpRetransClose(
-		m.Counters,
-		m.Flows,
+		m.RetransRings,
 	)
 }
 
@@ -168,6 +167,9 @@ func (m *TcpRetransMaps) Close() error {
 //
 // It can be passed to LoadTcpRetransObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpRetransVariables struct {
+	UnusedRetransKind *ebpf.Variable `ebpf:"unused_retrans_kind"`
+	UnusedRetransRow  *ebpf.Variable `ebpf:"unused_retrans_row"`
+	UnusedRetransSlot *ebpf.Variable `ebpf:"unused_retrans_slot"`
 }
 
 // TcpRetransPrograms contains all programs after they have been loaded into the kernel.

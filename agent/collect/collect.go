@@ -148,6 +148,8 @@ type Collector struct {
 	flowEntries int           // flow map entries after the last poll
 
 	dns dnsState
+
+	retrans retransState // guarded by mu
 }
 
 // New makes a collector; Run starts it.
@@ -172,6 +174,7 @@ func New(cfg Config, dp *datapath.Datapath, pub export.Publisher, m *metrics.Age
 	}
 	c.refreshLocal()
 	c.initDNS()
+	c.initRetrans()
 	return c
 }
 
@@ -224,8 +227,16 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer t.Stop()
 	fate := time.NewTicker(100 * time.Millisecond)
 	defer fate.Stop()
+	// The retransmit rings hold 64 events per CPU and program; an event is
+	// applied two reads after it was written (retrans.go).
+	retrans := time.NewTicker(retransReadInterval)
+	defer retrans.Stop()
 	for {
 		select {
+		case <-retrans.C:
+			c.mu.Lock()
+			c.readRetrans()
+			c.mu.Unlock()
 		case <-ctx.Done():
 			c.releaseDue(time.Now(), true)
 			c.Poll(true)
@@ -413,6 +424,11 @@ func (c *Collector) Poll(final bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.refreshLocal()
+	if final {
+		c.flushRetrans()
+	} else {
+		c.readRetrans()
+	}
 	c.pollFlows(final)
 	if c.dp.Drop != nil {
 		c.pollDrops()
@@ -477,6 +493,7 @@ func (c *Collector) pollFlows(final bool) {
 		}
 		st := c.exportSameDrops(e.k, &v, e.st, clk, ifaces)
 		c.exportFlow(e.k, &v, st, clk, ifaces, now, true)
+		c.forgetRetrans(e.k)
 	}
 	c.flowEntries = seen - len(evict)
 	c.m.MapEntries.WithLabelValues("flows").Set(float64(c.flowEntries))
@@ -488,11 +505,12 @@ func (c *Collector) pollFlows(final bool) {
 func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowState, clk clock, ifaces map[int]datapath.Interface, now uint64, exact bool) flowState {
 	pkts, bytes := deliveredTarget(v, &st, now, uint64(c.cfg.FateWait), exact)
 	tcp := k.Tuple.Proto == l4.TCP
+	retrans := c.retransmits(k)
 	// A flow's last record also carries TCP health that came after its
 	// last delivered packet (a retransmission lost before the hook), with
 	// no packet of its own; a flow with no delivered packet has no
 	// AGGREGATE record (its DROP records count its packets).
-	if pkts <= st.packets && !(exact && tcp && st.exported && st.tcp.pending(v)) {
+	if pkts <= st.packets && !(exact && tcp && st.exported && st.tcp.pending(v, retrans)) {
 		return st // nothing newly known delivered; a late drop is not un-sent
 	}
 	pkts = max(pkts, st.packets)
@@ -512,7 +530,7 @@ func (c *Collector) exportFlow(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, st flowSta
 		f.Bytes = bytes - st.bytes
 	}
 	if tcp {
-		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp, c.handshakeSynAck(k, v, st.tcp))
+		f.TcpHealth, st.tcp = c.tcpHealth(k, v, st.tcp, c.handshakeSynAck(k, v, st.tcp), retrans)
 		orient(f, f.GetTcpHealth().GetResetBy())
 	}
 	dir, verdict := f.TrafficDirection.String(), f.Verdict.String()
@@ -631,6 +649,7 @@ func Counters(m *ebpf.Map) ([]uint64, error) {
 }
 
 func (c *Collector) pollCounters() {
+	c.publishRetransLost()
 	progs := map[string]*ebpf.Map{"flow": c.dp.Flow.Counters}
 	if c.dp.Drop != nil {
 		progs["drop"] = c.dp.Drop.Counters
@@ -735,5 +754,7 @@ func (c *Collector) Totals() map[string]uint64 {
 			out[prog+"_"+lc.cause] += cur[lc.slot]
 		}
 	}
+	out["tcp_retrans_"+causeRetransOverrun] = c.retrans.lost
+	out["tcp_retrans_no_flow"] = c.retrans.noFlow
 	return out
 }

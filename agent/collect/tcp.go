@@ -16,7 +16,8 @@ import (
 // first SYN-ACK answering it, the first ACK after that; a SYN-ACK sent again
 // is timed in the server's entry only, see handshakeSynAck), whether the
 // other side answered (a SYN-ACK or a RST), and zero-window advertisements;
-// tcp_retrans.c adds the segments the node's own sockets retransmitted.
+// tcp_retrans.c records the segments the node's own sockets retransmitted,
+// which retrans.go counts per flow.
 // Here they become Flow.tcp_health on AGGREGATE records (as deltas, like
 // packets) and FLOW_CLOSE events, and CONNECT_TIMEOUT records.
 
@@ -28,9 +29,10 @@ type tcpState struct {
 	timeout                  bool // the attempt was judged: CONNECT_TIMEOUT sent, or answered, or dropped
 }
 
-// pending reports TCP health not yet carried by a record.
-func (s tcpState) pending(v *bpf.FlowFlowAgg) bool {
-	return v.Retransmits != s.retransmits || v.ZeroWindows != s.zeroWindows
+// pending reports TCP health not yet carried by a record; retrans is the
+// flow's retransmits counted so far (retrans.go).
+func (s tcpState) pending(v *bpf.FlowFlowAgg, retrans uint32) bool {
+	return retrans != s.retransmits || v.ZeroWindows != s.zeroWindows
 }
 
 // handshakeSynAck is the SYN-ACK a client entry's handshake is timed from:
@@ -52,13 +54,14 @@ func (c *Collector) handshakeSynAck(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcp
 }
 
 // tcpHealth is the TCP health a flow's next AGGREGATE record carries, nil
-// when there is nothing new; synack is from handshakeSynAck.
-func (c *Collector) tcpHealth(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState, synack uint64) (*flowv1.TCPHealth, tcpState) {
+// when there is nothing new; synack is from handshakeSynAck, retrans the
+// flow's retransmits counted so far (retrans.go).
+func (c *Collector) tcpHealth(k bpf.FlowFlowKey, v *bpf.FlowFlowAgg, s tcpState, synack uint64, retrans uint32) (*flowv1.TCPHealth, tcpState) {
 	h := &flowv1.TCPHealth{
-		Retransmits: v.Retransmits - s.retransmits,
+		Retransmits: retrans - s.retransmits,
 		ZeroWindows: v.ZeroWindows - s.zeroWindows,
 	}
-	s.retransmits, s.zeroWindows = v.Retransmits, v.ZeroWindows
+	s.retransmits, s.zeroWindows = retrans, v.ZeroWindows
 	if !s.handshake && v.AckNs != 0 {
 		s.handshake = true
 		// Each half from the latest packet that started it; out of order

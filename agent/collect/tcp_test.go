@@ -15,21 +15,20 @@ func TestTCPHealthCarriesTheHandshakeOnceAndRetransmitsAsDeltas(t *testing.T) {
 	c := &Collector{}
 	k := bpf.FlowFlowKey{Tuple: bpf.FlowFlowTuple{Proto: l4.TCP, Family: 4, Sport: 40000, Dport: 80}}
 	v := bpf.FlowFlowAgg{FirstTcpFlags: uint32(l4.SYN), TcpFlags: uint32(l4.SYN | l4.ACK),
-		SynNs: 1_000_000, SynackNs: 21_000_000, AckNs: 21_100_000, Retransmits: 3, ZeroWindows: 1}
-	h, s := c.tcpHealth(k, &v, tcpState{}, v.SynackNs)
+		SynNs: 1_000_000, SynackNs: 21_000_000, AckNs: 21_100_000, ZeroWindows: 1}
+	h, s := c.tcpHealth(k, &v, tcpState{}, v.SynackNs, 3)
 	if h.GetHandshakeSynAck().AsDuration() != 20*time.Millisecond || h.GetHandshakeAck().AsDuration() != 100*time.Microsecond {
 		t.Errorf("handshake halves %v + %v, want 20ms + 100µs", h.GetHandshakeSynAck().AsDuration(), h.GetHandshakeAck().AsDuration())
 	}
 	if h.Retransmits != 3 || h.ZeroWindows != 1 || h.ResetBy != flowv1.TCPSide_TCP_SIDE_UNKNOWN {
 		t.Errorf("first record %v: want 3 retransmits, 1 zero window, no reset", h)
 	}
-	v.Retransmits = 5
 	v.TcpFlags |= uint32(l4.RST)
-	h, s = c.tcpHealth(k, &v, s, v.SynackNs)
+	h, s = c.tcpHealth(k, &v, s, v.SynackNs, 5)
 	if h.GetHandshakeSynAck() != nil || h.Retransmits != 2 || h.ZeroWindows != 0 || h.ResetBy != flowv1.TCPSide_CLIENT {
 		t.Errorf("second record %v: want no handshake, 2 retransmits, no zero window, reset by the client", h)
 	}
-	if h, _ := c.tcpHealth(k, &v, s, v.SynackNs); h != nil {
+	if h, _ := c.tcpHealth(k, &v, s, v.SynackNs, 5); h != nil {
 		t.Errorf("nothing new, yet %v", h)
 	}
 }
@@ -38,7 +37,7 @@ func TestAHandshakeWhoseSYNCrossedItsSYNACKIsNotTimed(t *testing.T) {
 	c := &Collector{}
 	k := bpf.FlowFlowKey{Tuple: bpf.FlowFlowTuple{Proto: l4.TCP, Family: 4}}
 	v := bpf.FlowFlowAgg{FirstTcpFlags: uint32(l4.SYN), SynNs: 30, SynackNs: 20, AckNs: 40}
-	h, s := c.tcpHealth(k, &v, tcpState{}, v.SynackNs)
+	h, s := c.tcpHealth(k, &v, tcpState{}, v.SynackNs, 0)
 	if h != nil || !s.handshake {
 		t.Errorf("record %v, handshake done %v: want no halves, and never again", h, s.handshake)
 	}

@@ -158,10 +158,12 @@ type Datapath struct {
 	TCXEgress bool
 
 	dropProg *ebpf.Program
-	links    []link.Link // drop, retransmit and netfilter links
-	// Retrans counts retransmitted segments (tcp_retrans.c); nil when its
-	// tracepoints could not be attached (Features.Detail says why).
-	Retrans *bpf.TcpRetransObjects
+	links    []link.Link // drop and netfilter links
+	// Retrans records retransmitted segments (tcp_retrans.c) for the
+	// collector; nil when its tracepoints could not be attached
+	// (Features.Detail says why).
+	Retrans      *bpf.TcpRetransObjects
+	retransLinks []link.Link
 
 	mu     sync.Mutex
 	ifaces map[int]*attachment
@@ -253,17 +255,21 @@ func Open(cfg Config) (_ *Datapath, err error) {
 
 // loadRetrans loads tcp_retrans.c and attaches it to the
 // sock:inet_sock_set_state, tcp:tcp_retransmit_skb and
-// tcp:tcp_retransmit_synack tracepoints (tp_btf), sharing the flow program's
-// map.
+// tcp:tcp_retransmit_synack tracepoints (tp_btf). Its programs write small
+// per-CPU rings (retrans_rings, one row per CPU and program) that the
+// collector reads; they touch no flow entry.
 func (d *Datapath) loadRetrans() error {
 	spec, err := bpf.LoadTcpRetrans()
 	if err != nil {
 		return fmt.Errorf("load tcp_retrans program spec: %w", err)
 	}
-	spec.Maps[bpf.TcpRetransMapFlows].MaxEntries = d.cfg.FlowMapSize
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.TcpRetransMapFlows: d.Flow.Flows}}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count possible CPUs for the retransmit rings: %w", err)
+	}
+	spec.Maps[bpf.TcpRetransMapRetransRings].MaxEntries = uint32(cpus) * uint32(bpf.TcpRetransRetransRowRETRANS_ROWS_PER_CPU)
 	var objs bpf.TcpRetransObjects
-	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return fmt.Errorf("load tp_btf/tcp_retransmit_skb (the kernel needs the tcp:tcp_retransmit_skb tracepoint with its err argument, Linux 6.13+): %w", err)
 	}
 	var links []link.Link
@@ -287,7 +293,7 @@ func (d *Datapath) loadRetrans() error {
 		}
 		links = append(links, l)
 	}
-	d.links = append(d.links, links...)
+	d.retransLinks = links
 	d.Retrans = &objs
 	d.Features.TCPRetransmit = true
 	return nil
@@ -531,6 +537,12 @@ func (d *Datapath) Close() error {
 		}
 	}
 	d.links = nil
+	for _, l := range d.retransLinks {
+		if err := l.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.retransLinks = nil
 	if d.dropProg != nil {
 		d.dropProg.Close()
 		d.Drop.Close()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -15,20 +17,33 @@ import (
 	"github.com/trawl-dev/trawl/internal/testbed"
 )
 
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package datapath -output-suffix _test -target bpfel retransVariants ../bpf/retrans_variants.c -- -I../bpf -D__TARGET_ARCH_x86 -mcpu=v3 -O2 -g -Wall -Werror
+
 // BenchmarkRetransmitTracepoint measures the in-kernel cost of one run of
 // the retransmit program (tp_btf/tcp_retransmit_skb), and of the state
 // program beside it (tp_btf/inet_sock_set_state), during lossy TCP
 // transfers between two pods of a test bed, with the flow program attached
-// in the node so the program finds its flow's entry as in production, and
-// the kfree_skb program beside it as a reference. One
-// iteration is a 1 MB transfer through 5 % loss; kernel-ns/event is the
-// kernel's run_time_ns / run_cnt (BPF run-time stats, enabled for the
-// benchmark only through BPF_ENABLE_STATS, which the kernel turns off again
-// when its file descriptor closes: kernel.bpf_stats_enabled reads 1
-// meanwhile). empty-ns/event is an empty program on the same tracepoint in
-// the same runs: what the stats themselves (two clock reads per run, in this
-// VM a paravirtual clock) and the dispatch cost, which every program pays;
-// net-ns/event is the retransmit program's own work above that.
+// in the node as in production, the kfree_skb program beside it as a
+// reference, and the agent's reading of the retransmit rings (every 50 ms,
+// as the collector does; it keeps their lines warm). One iteration is a
+// 1 MB transfer through 5 % loss; kernel-ns/event is the kernel's
+// run_time_ns / run_cnt (BPF run-time stats, enabled for the benchmark only
+// through BPF_ENABLE_STATS, which the kernel turns off again when its file
+// descriptor closes: kernel.bpf_stats_enabled reads 1 meanwhile).
+// empty-ns/event is an empty program on the same tracepoint in the same
+// runs: what the stats themselves (two clock reads per run, in this VM a
+// paravirtual clock) and the dispatch cost, which every program pays;
+// net-ns/event is the measured program's own work above that.
+//
+// The sub-benchmarks: program=production is the agent's program; the
+// variant=... ones are parts of it (retrans_variants.c), each attached
+// alone (the production programs detached) so no other program warms the
+// lines it touches: reads (the socket conversion and the tuple's reads),
+// lookup (those, then the flow entry's lookup the program made before the
+// rings), reads_cast (reads through bpf_rdonly_cast instead of the
+// bpf_skc_to_tcp_sock helper), ring_noid (the production slot without the
+// socket's identity), ring_cookie_helper (with bpf_get_socket_cookie as
+// the identity).
 func BenchmarkRetransmitTracepoint(b *testing.B) {
 	bed := testbed.NewT(b, testbed.Config{Pods: []string{"client", "server"}})
 	client, server := bed.Pod("client"), bed.Pod("server")
@@ -63,40 +78,125 @@ func BenchmarkRetransmitTracepoint(b *testing.B) {
 			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-
-	empty := attachEmptyTracing(b, "tcp_retransmit_skb")
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer stats.Close()
-	before := runStats(b, dp.Retrans.TrawlTcpRetransmit)
-	emptyBefore := runStats(b, empty)
-	stateBefore := runStats(b, dp.Retrans.TrawlTcpState)
-	dropBefore := runStats(b, dp.dropProg)
-	buf := make([]byte, 1<<20)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		c, err := client.Dial(ctx, "tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
+	transfers := func(b *testing.B) {
+		buf := make([]byte, 1<<20)
+		for i := 0; i < b.N; i++ {
+			c, err := client.Dial(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
 		}
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
 	}
+
+	b.Run("program=production", func(b *testing.B) {
+		stop := readRings(dp.Retrans.RetransRings)
+		defer stop()
+		measureRetrans(b, dp, dp.Retrans.TrawlTcpRetransmit, dp.Retrans.TrawlTcpState, transfers)
+	})
+
+	// The variants run alone: the production programs are detached for
+	// good (the last sub-benchmark above was theirs).
+	for _, l := range dp.retransLinks {
+		l.Close()
+	}
+	dp.retransLinks = nil
+	spec, err := loadRetransVariants()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec.Maps["retrans_rings"].MaxEntries = uint32(cpus) * uint32(bpf.TcpRetransRetransRowRETRANS_ROWS_PER_CPU)
+	var vars retransVariantsObjects
+	if err := spec.LoadAndAssign(&vars, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"flows": dp.Flow.Flows}}); err != nil {
+		b.Fatalf("load the variant programs: %v", err)
+	}
+	defer vars.Close()
+	for _, v := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"reads", vars.VariantReads},
+		{"lookup", vars.VariantLookup},
+		{"reads_cast", vars.VariantReadsCast},
+		{"ring_noid", vars.VariantRingNoid},
+		{"ring_cookie_helper", vars.VariantRingCookieHelper},
+	} {
+		b.Run("variant="+v.name, func(b *testing.B) {
+			l, err := link.AttachTracing(link.TracingOptions{Program: v.prog})
+			if err != nil {
+				b.Fatalf("attach variant %s: %v", v.name, err)
+			}
+			defer l.Close()
+			stop := readRings(vars.RetransRings)
+			defer stop()
+			measureRetrans(b, dp, v.prog, nil, transfers)
+		})
+	}
+}
+
+// readRings copies every row of a retransmit ring map every 50 ms, as the
+// collector does, until stop is called.
+func readRings(m *ebpf.Map) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var row bpf.TcpRetransRetransRing
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for i := uint32(0); i < m.MaxEntries(); i++ {
+					m.Lookup(i, &row)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// measureRetrans runs transfers with an empty program beside prog on its
+// tracepoint and reports prog's (and state's, when not nil) cost per run.
+func measureRetrans(b *testing.B, dp *Datapath, prog, state *ebpf.Program, transfers func(*testing.B)) {
+	empty := attachEmptyTracing(b, "tcp_retransmit_skb")
+	before := runStats(b, prog)
+	emptyBefore := runStats(b, empty)
+	var stateBefore progStats
+	if state != nil {
+		stateBefore = runStats(b, state)
+	}
+	dropBefore := runStats(b, dp.dropProg)
+	b.ResetTimer()
+	transfers(b)
 	b.StopTimer()
-	after := runStats(b, dp.Retrans.TrawlTcpRetransmit)
+	after := runStats(b, prog)
 	emptyAfter := runStats(b, empty)
-	stateAfter := runStats(b, dp.Retrans.TrawlTcpState)
 	dropAfter := runStats(b, dp.dropProg)
 	// The state program runs on every TCP state change of the machine (a
 	// connection has about eight, both ends on this machine): its cost per
 	// run, and per connection of the loop.
-	if d := stateAfter.runs - stateBefore.runs; d > 0 {
-		b.ReportMetric(float64(stateAfter.ns-stateBefore.ns)/float64(d), "state-ns/run")
-		b.ReportMetric(float64(d)/float64(b.N), "state-runs/op")
+	if state != nil {
+		stateAfter := runStats(b, state)
+		if d := stateAfter.runs - stateBefore.runs; d > 0 {
+			b.ReportMetric(float64(stateAfter.ns-stateBefore.ns)/float64(d), "state-ns/run")
+			b.ReportMetric(float64(d)/float64(b.N), "state-runs/op")
+		}
 	}
 	// The kfree_skb program in the same runs, a reference for what the
 	// machine's load does to a rarely run program: each lost packet is one
@@ -108,14 +208,6 @@ func BenchmarkRetransmitTracepoint(b *testing.B) {
 	b.ReportMetric(float64(runs)/float64(b.N), "events/op")
 	if runs == 0 {
 		return // a short run (the framework's first, b.N = 1) may lose nothing
-	}
-	var per []uint64
-	if err := dp.Retrans.Counters.Lookup(uint32(bpf.FlowCounterCNT_RETRANS_NO_FLOW), &per); err == nil {
-		var miss uint64
-		for _, v := range per {
-			miss += v
-		}
-		b.ReportMetric(float64(miss), "no-flow")
 	}
 	perEvent := float64(ns) / float64(runs)
 	b.ReportMetric(perEvent, "kernel-ns/event")
