@@ -46,13 +46,24 @@ int BPF_PROG(variant_lookup, struct sock *sk, const struct sk_buff *skb, int err
 	return st ? 1 + tp->total_retrans : 0;
 }
 
-/* The ring slot without the socket's identity. */
+/* The lookup after reads through the cast (as the production program
+ * reads): what the rings replace. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(variant_lookup_cast, struct sock *sk, const struct sk_buff *skb, int err)
+{
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	struct flow_key key = {};
+	if (!tuple_of(&key.tuple, &sk->__sk_common, bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport)))
+		return 0;
+	struct flow_agg *st = bpf_map_lookup_elem(&flows, &key);
+	return st ? 1 + tp->total_retrans : 0;
+}
+
+/* The production program's slot without the socket's identity. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(variant_ring_noid, struct sock *sk, const struct sk_buff *skb, int err)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	record_slot(ROW_RETRANSMIT, sk, tp, RETRANS_EVENT, 1, 0);
 	return 0;
 }
@@ -62,9 +73,7 @@ int BPF_PROG(variant_ring_noid, struct sock *sk, const struct sk_buff *skb, int 
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(variant_ring_cookie_helper, struct sock *sk, const struct sk_buff *skb, int err)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	record_slot(ROW_RETRANSMIT, sk, tp, RETRANS_EVENT, 1, bpf_get_socket_cookie(sk));
 	return 0;
 }

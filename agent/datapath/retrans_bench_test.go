@@ -41,9 +41,10 @@ import (
 // lines it touches: reads (the socket conversion and the tuple's reads),
 // lookup (those, then the flow entry's lookup the program made before the
 // rings), reads_cast (reads through bpf_rdonly_cast instead of the
-// bpf_skc_to_tcp_sock helper), ring_noid (the production slot without the
-// socket's identity), ring_cookie_helper (with bpf_get_socket_cookie as
-// the identity).
+// bpf_skc_to_tcp_sock helper, as the production program reads),
+// lookup_cast (those, then the lookup), ring_noid (the production program
+// without the socket's identity), ring_cookie_helper (with
+// bpf_get_socket_cookie as the identity).
 func BenchmarkRetransmitTracepoint(b *testing.B) {
 	bed := testbed.NewT(b, testbed.Config{Pods: []string{"client", "server"}})
 	client, server := bed.Pod("client"), bed.Pod("server")
@@ -130,6 +131,7 @@ func BenchmarkRetransmitTracepoint(b *testing.B) {
 		{"reads", vars.VariantReads},
 		{"lookup", vars.VariantLookup},
 		{"reads_cast", vars.VariantReadsCast},
+		{"lookup_cast", vars.VariantLookupCast},
 		{"ring_noid", vars.VariantRingNoid},
 		{"ring_cookie_helper", vars.VariantRingCookieHelper},
 	} {

@@ -91,6 +91,7 @@ const (
 	retransVariantsMapFlows                    = "flows"
 	retransVariantsMapRetransRings             = "retrans_rings"
 	retransVariantsProgVariantLookup           = "variant_lookup"
+	retransVariantsProgVariantLookupCast       = "variant_lookup_cast"
 	retransVariantsProgVariantReads            = "variant_reads"
 	retransVariantsProgVariantReadsCast        = "variant_reads_cast"
 	retransVariantsProgVariantRingCookieHelper = "variant_ring_cookie_helper"
@@ -140,6 +141,7 @@ type retransVariantsSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type retransVariantsProgramSpecs struct {
 	VariantLookup           *ebpf.ProgramSpec `ebpf:"variant_lookup"`
+	VariantLookupCast       *ebpf.ProgramSpec `ebpf:"variant_lookup_cast"`
 	VariantReads            *ebpf.ProgramSpec `ebpf:"variant_reads"`
 	VariantReadsCast        *ebpf.ProgramSpec `ebpf:"variant_reads_cast"`
 	VariantRingCookieHelper *ebpf.ProgramSpec `ebpf:"variant_ring_cookie_helper"`
@@ -202,6 +204,7 @@ type retransVariantsVariables struct {
 // It can be passed to loadRetransVariantsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type retransVariantsPrograms struct {
 	VariantLookup           *ebpf.Program `ebpf:"variant_lookup"`
+	VariantLookupCast       *ebpf.Program `ebpf:"variant_lookup_cast"`
 	VariantReads            *ebpf.Program `ebpf:"variant_reads"`
 	VariantReadsCast        *ebpf.Program `ebpf:"variant_reads_cast"`
 	VariantRingCookieHelper *ebpf.Program `ebpf:"variant_ring_cookie_helper"`
@@ -211,6 +214,7 @@ type retransVariantsPrograms struct {
 func (p *retransVariantsPrograms) Close() error {
 	return _RetransVariantsClose(
 		p.VariantLookup,
+		p.VariantLookupCast,
 		p.VariantReads,
 		p.VariantReadsCast,
 		p.VariantRingCookieHelper,
