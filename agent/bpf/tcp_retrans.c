@@ -55,9 +55,10 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(trawl_tcp_retransmit, struct sock *sk, const struct sk_buff *skb, int err)
 {
 	/* tcp_retransmit_skb only ever has a full TCP socket: a cast the
-	 * verifier inlines, not bpf_skc_to_tcp_sock, whose checks read a
-	 * line of the socket nothing else here needs (about 90 ns per event,
-	 * measured: variants reads and reads_cast of the benchmark). */
+	 * verifier inlines, not bpf_skc_to_tcp_sock, a helper call whose
+	 * checks read socket fields nothing else here needs (the benchmark's
+	 * variants reads and reads_cast: 62 against 56 ns per event, medians
+	 * of 5 runs, not resolved; single runs before showed up to 90 ns). */
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	/* What this event added to the socket's total, needed only when the
 	 * agent meets a socket whose start it did not see: the kernel adds a
