@@ -756,5 +756,6 @@ func (c *Collector) Totals() map[string]uint64 {
 	}
 	out["tcp_retrans_"+causeRetransOverrun] = c.retrans.lost
 	out["tcp_retrans_no_flow"] = c.retrans.noFlow
+	out["tcp_retrans_torn_reads"] = c.retrans.torn
 	return out
 }

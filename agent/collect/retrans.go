@@ -68,6 +68,7 @@ type retransState struct {
 	flows         map[bpf.FlowFlowKey]*retransFlow
 	applied, lost uint64 // events, since the start
 	noFlow        uint64 // events of a socket whose flow has no entry
+	torn          uint64 // row copies skipped: their heads went backwards
 	reportedLost  uint64 // lost events already published
 	readErrLogged bool
 	cur           bpf.TcpRetransRetransRing // scratch copy
@@ -112,7 +113,19 @@ func (c *Collector) readRetrans() {
 // head of the copy read after it. Event n sits in slot n % retransSlots
 // until event n + retransSlots starts, which cannot happen before the head
 // reaches n + retransSlots.
+//
+// The rules trust each copy's 8-byte head to be read whole (the kernel
+// copies an aligned word in one access on x86-64 and arm64). Heads only
+// grow, so a copy whose head is below the copy's before it shows that one
+// of the two was read torn: then nothing is applied from this copy, and
+// the events wait for the next reads (counted lost, if overwritten by
+// then), rather than trusting a head that may be too high.
 func (c *Collector) applyRow(row *retransRow, head uint64) {
+	if row.prev.Head < row.prevHead || head < row.prev.Head {
+		c.retrans.torn++
+		row.prevHead = min(row.prevHead, row.prev.Head, head)
+		return
+	}
 	for n := row.next; n < row.prevHead; n++ {
 		if n+retransSlots <= head {
 			c.retrans.lost++

@@ -231,3 +231,36 @@ func TestASlotIsAppliedOnlyWhenTheNextReadShowsItWasNotOverwritten(t *testing.T)
 		t.Errorf("records carry %d retransmits, want 63", got)
 	}
 }
+
+func TestARowCopyWhoseHeadWentBackwardsIsNotTrusted(t *testing.T) {
+	c, dp, pub := newRetransCollector(t)
+	k := tcpKey(40004, 80)
+	now := monoNow()
+	if err := dp.Flow.Flows.Put(k, bpf.FlowFlowAgg{FirstNs: now, LastNs: now, Packets: 10, Bytes: 1000, FirstTcpFlags: uint32(l4.ACK)}); err != nil {
+		t.Fatal(err)
+	}
+	w := &ringWriter{t: t, dp: dp}
+	w.write(slot(k, evRetrans, 7, 1, 1), slot(k, evRetrans, 7, 2, 1))
+	c.readRetrans()
+	// A head read torn high, as if 300 events had been written: had it
+	// been trusted, the next copy's slots 2..299 (stale or empty) would
+	// be applied and those events skipped for good.
+	c.retrans.rows[0].prevHead = 300
+	c.readRetrans()
+	if c.retrans.torn != 1 {
+		t.Fatalf("%d torn copies counted, want 1", c.retrans.torn)
+	}
+	if c.retrans.applied != 0 || c.retrans.lost != 0 {
+		t.Fatalf("applied %d, lost %d from a copy with a torn head, want none", c.retrans.applied, c.retrans.lost)
+	}
+	// The events are applied from the next reads.
+	w.write(slot(k, evRetrans, 7, 3, 1))
+	c.Poll(true)
+	if c.retrans.applied != 3 || c.retrans.lost != 0 {
+		t.Errorf("applied %d, lost %d after the torn copy, want 3 and 0", c.retrans.applied, c.retrans.lost)
+	}
+	// Socket 7 is counted from its total before its first event (0): all 3.
+	if got := retransOf(aggregates(pub.take()), 40004); got != 3 {
+		t.Errorf("records carry %d retransmits, want 3", got)
+	}
+}
