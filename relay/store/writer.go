@@ -311,7 +311,6 @@ func (w *Writer) recycle(g *group) {
 // minSpareRows: columns for this many rows (about 3 MiB) are always kept.
 const minSpareRows = 8192
 
-
 func (w *Writer) finish(g *group, err error) {
 	w.mu.Lock()
 	w.rows -= g.rows
