@@ -130,20 +130,6 @@ func flowStream(r *observerv1.GetFlowsResponse) bool {
 	return r.GetFlow() != nil || r.GetLostEvents() != nil || r.GetNodeStatus() != nil
 }
 
-func inWindow(r *observerv1.GetFlowsResponse, since, until *timestamppb.Timestamp) bool {
-	t := r.GetTime().AsTime()
-	if r.GetTime() == nil {
-		return true
-	}
-	if since != nil && t.Before(since.AsTime()) {
-		return false
-	}
-	if until != nil && t.After(until.AsTime()) {
-		return false
-	}
-	return true
-}
-
 // GetFlows serves history, then (with follow) live records.
 func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Observer_GetFlowsServer) error {
 	ctx := stream.Context()
@@ -223,7 +209,7 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 				}
 			}
 		}
-		notStored := s.awaitStored(ctx, inFlight, sub, keep)
+		notStored, waited := s.awaitStored(ctx, inFlight, sub, keep)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -244,7 +230,7 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 			if s.cfg.OnLost != nil {
 				s.cfg.OnLost(notStored)
 			}
-			if err := send(seamLost(notStored, s.cfg.SeamWait)); err != nil {
+			if err := send(seamLost(notStored, waited)); err != nil {
 				return err
 			}
 		}
@@ -280,22 +266,23 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 }
 
 // awaitStored waits until the inserts in flight when the follow subscribed
-// are stored, at most SeamWait, keeping what arrives live meanwhile. It
-// returns the number of their records not in ClickHouse.
-func (s *Server) awaitStored(ctx context.Context, f *hub.InFlight, sub *subscription, keep func(*observerv1.GetFlowsResponse)) int {
+// are settled, at most SeamWait, keeping what arrives live meanwhile. It
+// returns the number of their records not in ClickHouse and how long it
+// waited.
+func (s *Server) awaitStored(ctx context.Context, f *hub.InFlight, sub *subscription, keep func(*observerv1.GetFlowsResponse)) (int, time.Duration) {
+	start := time.Now()
 	timeout := time.NewTimer(s.cfg.SeamWait)
 	defer timeout.Stop()
 	for {
 		select {
 		case <-f.Done():
-			return f.Release()
 		case <-timeout.C:
-			return f.Release()
 		case <-ctx.Done():
-			return f.Release()
 		case r := <-sub.C():
 			keep(r)
+			continue
 		}
+		return f.Release(), time.Since(start).Round(time.Millisecond)
 	}
 }
 
@@ -306,8 +293,8 @@ func seamLost(n int, waited time.Duration) *observerv1.GetFlowsResponse {
 	return &observerv1.GetFlowsResponse{
 		ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
 			Source: flowv1.LostEventSource_OBSERVER_EVENTS_QUEUE, NumEventsLost: uint64(n), Time: now,
-			Detail: fmt.Sprintf("%d records the relay received before this follow started were not yet in ClickHouse after %s "+
-				"(their insert is failing or slow), so this follow's history misses them; counted before the follow's filter", n, waited),
+			Detail: fmt.Sprintf("%d records the relay received before this follow started were not yet in ClickHouse when its history was read "+
+				"(their insert failed, or had not succeeded after %s), so this follow misses them; counted before the follow's filter", n, waited),
 		}},
 		Time: now,
 	}
