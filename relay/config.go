@@ -67,6 +67,11 @@ type Config struct {
 	IngestMaxConnectionAge time.Duration
 	// LiveBuffer is each --follow subscriber's buffer in records.
 	LiveBuffer int
+	// FollowSeamWait bounds how long a follow with history waits for the
+	// inserts in flight when it started before it queries ClickHouse
+	// (default observer.DefaultSeamWait); their records not stored by then
+	// are reported lost to it.
+	FollowSeamWait time.Duration
 
 	// Peers are other relay replicas (host:port of their observer API, or
 	// one DNS name resolving to all of them) whose live streams a follow

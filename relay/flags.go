@@ -38,6 +38,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "gRPC keepalive ping interval")
 	fs.DurationVar(&cfg.IngestMaxConnectionAge, "ingest-max-connection-age", cfg.IngestMaxConnectionAge, "end agent connections after this long so agents spread over relay replicas again (0: never)")
 	fs.IntVar(&cfg.LiveBuffer, "follow-buffer", cfg.LiveBuffer, "records buffered per --follow subscriber before it loses records")
+	fs.DurationVar(&cfg.FollowSeamWait, "follow-seam-wait", cfg.FollowSeamWait, "longest wait of a --follow with history for the inserts in flight when it started; records not stored by then are reported lost to it (0: 5s)")
 	fs.StringSliceVar(&cfg.Peers, "peers", cfg.Peers, "other relay replicas' observer addresses (or one DNS name for all) merged into --follow")
 	fs.StringVar(&cfg.PeerTLS.CA, "peer-tls-ca", cfg.PeerTLS.CA, "CA file verifying peer relays' observer certificates")
 	fs.StringVar(&cfg.PeerTLS.Cert, "peer-tls-cert", cfg.PeerTLS.Cert, "client certificate presented to peers (when their observer API requires one)")

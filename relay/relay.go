@@ -141,7 +141,10 @@ func (r *Relay) build() error {
 		}
 		peers = p
 	}
-	r.observer = observer.New(observer.Config{LiveBuffer: cfg.LiveBuffer, Log: cfg.Log, Peers: peers}, back, r.hub, r.nodes, r.ingest)
+	r.observer = observer.New(observer.Config{
+		LiveBuffer: cfg.LiveBuffer, SeamWait: cfg.FollowSeamWait, Log: cfg.Log, Peers: peers,
+		OnLost: func(n int) { m.lost.WithLabelValues("observer_events_queue").Add(float64(n)) },
+	}, back, r.hub, r.nodes, r.ingest)
 
 	if err := r.newIngestServer(); err != nil {
 		return err

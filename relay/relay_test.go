@@ -359,6 +359,98 @@ func TestHistoryThenFollowAcrossAConcurrentIngestNeitherSkipsNorRepeats(t *testi
 	}
 }
 
+// While inserts fail (ClickHouse refuses the flows, queries still work), a
+// follow with history cannot show what is in flight: it waits at most
+// FollowSeamWait, then reports those records as lost to it, exactly as many
+// as there are, and goes on live; nothing is skipped silently or repeated.
+func TestAFollowStartedWhileInsertsFailReportsWhatItsHistoryMisses(t *testing.T) {
+	dsn := chtest.Database(t)
+	r := startRelay(t, dsn, func(c *relay.Config) {
+		c.FollowSeamWait = time.Second
+		c.BatchInterval = 50 * time.Millisecond
+	})
+	s := startShipper(t, r.IngestAddr(), "node-a", func(c *shipper.Config) { c.BatchRecords = 20 })
+	since := time.Now().Add(-time.Minute)
+	const stored, inFlight, live = 100, 60, 40
+	i := 0
+	for ; i < stored; i++ {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "the first flows acked", 30*time.Second, func() bool { return acked(s) })
+
+	conn := chtest.Open(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := conn.Exec(ctx, "ALTER TABLE flows ADD CONSTRAINT refuse_in_test CHECK packets = 0"); err != nil {
+		t.Fatalf("make ClickHouse refuse flows: %v", err)
+	}
+	for ; i < stored+inFlight; i++ {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	waitFor(t, "the relay to receive the flows it cannot store", 30*time.Second, func() bool {
+		return metric(t, r, "trawl_relay_ingest_records_total") == stored+inFlight
+	})
+
+	st, err := observerClient(t, r).GetFlows(ctx, &observerv1.GetFlowsRequest{Since: timestamppb.New(since), Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]int{} // by packets: flow i has i+1
+	var lost []*flowv1.LostEvent
+	recv := func(until func() bool) {
+		t.Helper()
+		for !until() {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatalf("after %d flows: %v", len(seen), err)
+			}
+			if f := resp.GetFlow(); f != nil {
+				seen[f.GetPackets()]++
+			}
+			if l := resp.GetLostEvents(); l != nil {
+				lost = append(lost, l)
+			}
+		}
+	}
+	recv(func() bool { return len(lost) > 0 })
+	if len(seen) != stored {
+		t.Errorf("history before the lost event has %d flows, want the %d stored", len(seen), stored)
+	}
+	if l := lost[0]; l.GetNumEventsLost() != inFlight || l.GetSource() != flowv1.LostEventSource_OBSERVER_EVENTS_QUEUE ||
+		!strings.Contains(l.GetDetail(), "not yet in ClickHouse") {
+		t.Errorf("lost event %v, want %d records not yet in ClickHouse (OBSERVER_EVENTS_QUEUE)", l, inFlight)
+	}
+
+	if err := conn.Exec(ctx, "ALTER TABLE flows DROP CONSTRAINT refuse_in_test"); err != nil {
+		t.Fatalf("let ClickHouse store flows again: %v", err)
+	}
+	for ; i < stored+inFlight+live; i++ {
+		publish(s, realisticFlow(i, time.Now()))
+	}
+	s.Flush()
+	recv(func() bool { return len(seen) == stored+live })
+	waitFor(t, "every flow acked", time.Minute, func() bool { return acked(s) })
+	if rows, distinct := countRows(t, dsn, "flows"); rows != stored+inFlight+live || distinct != rows {
+		t.Errorf("flows table holds %d rows (%d distinct), want %d", rows, distinct, stored+inFlight+live)
+	}
+	for p, c := range seen {
+		switch n := int(p) - 1; {
+		case c != 1:
+			t.Errorf("flow %d delivered %d times", n, c)
+		case n >= stored && n < stored+inFlight:
+			t.Errorf("flow %d, in flight when the follow started, was delivered although reported lost", n)
+		}
+	}
+	if len(lost) != 1 {
+		t.Errorf("%d lost events, want 1: %v", len(lost), lost)
+	}
+	if got := metric(t, r, "trawl_relay_lost_events_total"); got != inFlight {
+		t.Errorf("trawl_relay_lost_events_total = %v, want %d", got, inFlight)
+	}
+}
+
 func metric(t *testing.T, r *relay.Relay, name string) float64 {
 	t.Helper()
 	mfs, err := r.Registry().Gather()

@@ -7,15 +7,21 @@
 // and counted; the observer turns the count into a LostEvent record
 // (OBSERVER_EVENTS_QUEUE). Ingest and other subscribers are never slowed.
 //
-// The hub also remembers records published but not yet stored (Publish with a
-// key, Stored when the key's insert succeeded). Subscribe returns them along
-// with the subscription, atomically: a record is then either in ClickHouse
-// before the history query runs, in that snapshot, or delivered live — so
-// history followed by live has no gap. Records that appear twice (in history
-// and the snapshot) share a uuid; the observer drops the repeat.
+// The hub also counts the records of inserts in flight: published with a
+// key, not yet settled (Settled with the key when its insert succeeded or
+// will not be made by this relay). It keeps their number, not the records:
+// the records die once the writer has them as columns. A subscriber that
+// reads history before going live (SubscribeSeam) gets the inserts in
+// flight at the moment it subscribed and waits for them before it queries
+// ClickHouse. A record is then either in ClickHouse before the history
+// query runs, delivered live, or counted as lost to that subscriber (its
+// insert did not succeed in time) — so history followed by live has no
+// silent gap. Records that appear twice (stored after subscribing, so both
+// live and in history) share a uuid; the observer drops the repeat.
 package hub
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -26,10 +32,6 @@ import (
 type Config struct {
 	// SubscriberBuffer is the records buffered per subscriber (default 8192).
 	SubscriberBuffer int
-	// MaxUnstored bounds the records kept while waiting for their insert
-	// (default 1,000,000); beyond it the oldest keys are forgotten, which
-	// only weakens the seam guarantee during a long ClickHouse outage.
-	MaxUnstored int
 	// OnLost is called with records dropped for a slow subscriber (metrics).
 	OnLost func(n int)
 	// OnSubscribers is called with the subscriber count when it changes.
@@ -37,35 +39,27 @@ type Config struct {
 }
 
 // Hub fans records out to subscribers. The zero value is not usable; use New.
+//
+// The inserts in flight need no bound of their own: the relay publishes a
+// batch just before handing it to the writer, whose queue is bounded and
+// blocks the stream, so they are at most the writer's queue plus one batch
+// per ingest stream (a key and a count each).
 type Hub struct {
 	cfg Config
 
 	mu   sync.RWMutex
 	subs map[*Subscription]struct{}
 
-	umu       sync.Mutex
-	unstored  map[string]*pending
-	order     []string // keys in publish order
-	unstoredN int
+	fmu       sync.Mutex
+	flights   map[string]*flight
+	flightRec int // records of all flights
 }
 
-// pending is the records of one key waiting for their insert. They are
-// built only when needed (a subscriber exists when they are published, or
-// one subscribes before they are stored), so ingest without --follow
-// subscribers allocates no GetFlowsResponse per record. build is called at
-// most once, either before the entry is shared or under the hub's write
-// lock, so it never runs concurrently with a reader of recs.
-type pending struct {
-	n     int
-	recs  []*observerv1.GetFlowsResponse
-	build func() []*observerv1.GetFlowsResponse
-}
-
-func (p *pending) get() []*observerv1.GetFlowsResponse {
-	if p.build != nil {
-		p.recs, p.build = p.build(), nil
-	}
-	return p.recs
+// flight is one insert's records in flight: their number and the seams
+// waiting for them.
+type flight struct {
+	n       int
+	waiters []*InFlight
 }
 
 // New returns an empty hub.
@@ -73,10 +67,7 @@ func New(cfg Config) *Hub {
 	if cfg.SubscriberBuffer <= 0 {
 		cfg.SubscriberBuffer = 8192
 	}
-	if cfg.MaxUnstored <= 0 {
-		cfg.MaxUnstored = 1_000_000
-	}
-	return &Hub{cfg: cfg, subs: map[*Subscription]struct{}{}, unstored: map[string]*pending{}}
+	return &Hub{cfg: cfg, subs: map[*Subscription]struct{}{}, flights: map[string]*flight{}}
 }
 
 // Subscription receives matching records published after it was created.
@@ -117,80 +108,124 @@ func (s *Subscription) Close() {
 	})
 }
 
-// Subscribe registers a subscriber for records match accepts (all when nil)
-// and returns the matching records published but not yet stored, oldest
-// first. buffer <= 0 uses the configured default.
-func (h *Hub) Subscribe(match func(*observerv1.GetFlowsResponse) bool, buffer int) (*Subscription, []*observerv1.GetFlowsResponse) {
+// InFlight is the inserts that were in flight when a subscriber subscribed:
+// their records were published before it (so it does not get them live)
+// and may not be in ClickHouse yet (so a history query may miss them).
+type InFlight struct {
+	hub     *Hub
+	keys    []string
+	done    chan struct{} // closed when every key has settled
+	left    int           // keys not settled
+	pending int           // records of keys not settled
+	failed  int           // records of keys settled without being stored
+	gone    bool          // released: settles no longer change it
+}
+
+// Done is closed when every insert has settled.
+func (f *InFlight) Done() <-chan struct{} { return f.done }
+
+// Release stops following the inserts and returns how many of their
+// records are not in ClickHouse: still in flight, or settled without being
+// stored. Later calls return the same number.
+func (f *InFlight) Release() (notStored int) {
+	f.hub.fmu.Lock()
+	defer f.hub.fmu.Unlock()
+	if !f.gone {
+		f.gone = true
+		for _, k := range f.keys {
+			if fl := f.hub.flights[k]; fl != nil {
+				fl.waiters = slices.DeleteFunc(fl.waiters, func(w *InFlight) bool { return w == f })
+			}
+		}
+		f.keys = nil
+	}
+	return f.pending + f.failed
+}
+
+func (h *Hub) subscribe(match func(*observerv1.GetFlowsResponse) bool, buffer int, seam bool) (*Subscription, *InFlight) {
 	if buffer <= 0 {
 		buffer = h.cfg.SubscriberBuffer
 	}
 	s := &Subscription{hub: h, match: match, ch: make(chan *observerv1.GetFlowsResponse, buffer)}
-	// Hold the subscriber lock while taking the snapshot so no Publish
-	// falls between the two (Publish adds to unstored under mu's read lock).
+	var f *InFlight
+	// Hold the subscriber lock while taking the inserts in flight so no
+	// Publish falls between the two (Publish adds flights under mu's read
+	// lock): a record is either in a flight taken here or delivered live.
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	n := len(h.subs)
-	h.umu.Lock()
-	var snap []*observerv1.GetFlowsResponse
-	for _, k := range h.order {
-		for _, r := range h.unstored[k].get() {
-			if match == nil || match(r) {
-				snap = append(snap, r)
-			}
+	if seam {
+		f = &InFlight{hub: h, done: make(chan struct{})}
+		h.fmu.Lock()
+		for k, fl := range h.flights {
+			fl.waiters = append(fl.waiters, f)
+			f.keys = append(f.keys, k)
+			f.pending += fl.n
 		}
+		f.left = len(f.keys)
+		if f.left == 0 {
+			close(f.done)
+		}
+		h.fmu.Unlock()
 	}
-	h.umu.Unlock()
 	h.mu.Unlock()
 	if h.cfg.OnSubscribers != nil {
 		h.cfg.OnSubscribers(n)
 	}
-	return s, snap
+	return s, f
+}
+
+// Subscribe registers a subscriber for records match accepts (all when nil)
+// published from now on. buffer <= 0 uses the configured default.
+func (h *Hub) Subscribe(match func(*observerv1.GetFlowsResponse) bool, buffer int) *Subscription {
+	s, _ := h.subscribe(match, buffer, false)
+	return s
+}
+
+// SubscribeSeam is Subscribe for a subscriber that reads ClickHouse's
+// history before it goes live: it also returns the inserts in flight at
+// the moment it subscribed. Wait for them (InFlight.Done) before querying
+// history, then Release them and report what was not stored as lost.
+func (h *Hub) SubscribeSeam(match func(*observerv1.GetFlowsResponse) bool, buffer int) (*Subscription, *InFlight) {
+	return h.subscribe(match, buffer, true)
 }
 
 // Publish sends records to every matching subscriber without waiting. With a
-// non-empty key the records are remembered as unstored until Stored(key).
+// non-empty key their number is counted in flight until Settled(key).
 // Records are shared between subscribers and must not be modified.
 func (h *Hub) Publish(key string, recs []*observerv1.GetFlowsResponse) {
 	if len(recs) == 0 {
 		return
 	}
-	h.publish(key, &pending{n: len(recs), recs: recs})
+	h.publish(key, len(recs), func() []*observerv1.GetFlowsResponse { return recs })
 }
 
 // PublishFunc is Publish for n records that build returns when asked: it
-// is called at most once, only if a subscriber needs the records (now, or
-// by subscribing before Stored(key)), possibly after PublishFunc returned
-// and on another goroutine. It must return the same n records each time
-// it could be called, and what it reads must not change meanwhile.
+// is called before PublishFunc returns and only if there are subscribers,
+// so ingest without --follow subscribers allocates no GetFlowsResponse per
+// record. The hub keeps neither build nor the records.
 func (h *Hub) PublishFunc(key string, n int, build func() []*observerv1.GetFlowsResponse) {
 	if n <= 0 {
 		return
 	}
-	h.publish(key, &pending{n: n, build: build})
+	h.publish(key, n, build)
 }
 
-func (h *Hub) publish(key string, p *pending) {
+func (h *Hub) publish(key string, n int, build func() []*observerv1.GetFlowsResponse) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	var recs []*observerv1.GetFlowsResponse
-	if len(h.subs) > 0 {
-		recs = p.get() // before p is shared
-	}
 	if key != "" {
-		h.umu.Lock()
-		if _, dup := h.unstored[key]; !dup {
-			h.unstored[key] = p
-			h.order = append(h.order, key)
-			h.unstoredN += p.n
-			for h.unstoredN > h.cfg.MaxUnstored && len(h.order) > 1 {
-				old := h.order[0]
-				h.order = h.order[1:]
-				h.unstoredN -= h.unstored[old].n
-				delete(h.unstored, old)
-			}
+		h.fmu.Lock()
+		if _, dup := h.flights[key]; !dup {
+			h.flights[key] = &flight{n: n}
+			h.flightRec += n
 		}
-		h.umu.Unlock()
+		h.fmu.Unlock()
 	}
+	if len(h.subs) == 0 {
+		return
+	}
+	recs := build()
 	for s := range h.subs {
 		dropped := 0
 		for _, r := range recs {
@@ -212,20 +247,26 @@ func (h *Hub) publish(key string, p *pending) {
 	}
 }
 
-// Stored forgets the unstored records of key: they are in ClickHouse now.
-func (h *Hub) Stored(key string) {
-	h.umu.Lock()
-	defer h.umu.Unlock()
-	p, ok := h.unstored[key]
+// Settled ends key's flight: stored says whether its records are in
+// ClickHouse now (false: this relay will not store them, e.g. it is
+// stopping; the agent resends them).
+func (h *Hub) Settled(key string, stored bool) {
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	fl, ok := h.flights[key]
 	if !ok {
 		return
 	}
-	delete(h.unstored, key)
-	h.unstoredN -= p.n
-	for i, k := range h.order {
-		if k == key {
-			h.order = append(h.order[:i], h.order[i+1:]...)
-			break
+	delete(h.flights, key)
+	h.flightRec -= fl.n
+	for _, w := range fl.waiters {
+		w.pending -= fl.n
+		if !stored {
+			w.failed += fl.n
+		}
+		w.left--
+		if w.left == 0 {
+			close(w.done)
 		}
 	}
 }
@@ -237,9 +278,10 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// Unstored returns the number of records waiting for their insert.
-func (h *Hub) Unstored() int {
-	h.umu.Lock()
-	defer h.umu.Unlock()
-	return h.unstoredN
+// InFlightRecords returns the number of records published with a key and
+// not yet settled.
+func (h *Hub) InFlightRecords() int {
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	return h.flightRec
 }

@@ -299,7 +299,7 @@ func (s *Server) settle(node, boot string, seq uint64, key string, err error) {
 		s.ackedWindow(node, boot).add(seq)
 	}
 	s.mu.Unlock()
-	s.hub.Stored(key) // stored, or never will be by this relay: forget it
+	s.hub.Settled(key, err == nil) // stored, or never will be by this relay
 	if err != nil {
 		// Not stored (the writer stopped): no answer. The agent resends
 		// the batch after it reconnects, here or to another replica.

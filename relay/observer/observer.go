@@ -2,11 +2,14 @@
 // history from ClickHouse, live records from the hub, node and server status.
 //
 // GetFlows with follow and history subscribes to the hub before it queries
-// ClickHouse. The hub hands back the records published but not yet stored;
-// together with the live subscription and the history query that covers
-// every record exactly once: a history row whose uuid is also in the
-// snapshot or already queued live is skipped in history and sent from there,
-// so there is no gap and no repeat at the seam.
+// ClickHouse. The hub hands back the inserts in flight at that moment (their
+// records were published before the subscription, so they do not come
+// live); GetFlows waits until they are stored (Config.SeamWait at most),
+// then queries history. Every record is then in history or live, once: a
+// history row whose uuid is already queued live is skipped in history and
+// sent from there. Records whose insert did not succeed within the wait are
+// not in history; they are reported as lost to that follow (a LostEvent),
+// never skipped silently.
 package observer
 
 import (
@@ -66,10 +69,16 @@ const PeerHeader = "x-trawl-peer"
 type Config struct {
 	// LiveBuffer is the per-subscriber buffer (records); hub default when 0.
 	LiveBuffer int
-	// OnLost counts records lost for slow subscribers.
+	// OnLost counts records lost to a follow at the seam (the hub counts
+	// those lost to slow subscribers itself).
 	OnLost func(n int)
-	Log    *slog.Logger
-	Peers  Peers
+	// SeamWait bounds how long a follow with history waits for the inserts
+	// in flight when it started (default 5 s): ClickHouse slow or down
+	// must not hold the follow back for long; what is not stored by then
+	// is reported lost to it.
+	SeamWait time.Duration
+	Log      *slog.Logger
+	Peers    Peers
 }
 
 // Server implements observerv1.ObserverServer.
@@ -89,8 +98,15 @@ func New(cfg Config, st Store, h *hub.Hub, reg *nodes.Registry, in Ingest) *Serv
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.SeamWait <= 0 {
+		cfg.SeamWait = DefaultSeamWait
+	}
 	return &Server{cfg: cfg, store: st, hub: h, nodes: reg, ingest: in, started: time.Now()}
 }
+
+// DefaultSeamWait is Config.SeamWait's default: at full ingest the writer's
+// queue is stored within a few seconds.
+const DefaultSeamWait = 5 * time.Second
 
 // recordKey identifies a record for the seam de-duplication.
 func recordKey(r *observerv1.GetFlowsResponse) string {
@@ -114,20 +130,6 @@ func flowStream(r *observerv1.GetFlowsResponse) bool {
 	return r.GetFlow() != nil || r.GetLostEvents() != nil || r.GetNodeStatus() != nil
 }
 
-func inWindow(r *observerv1.GetFlowsResponse, since, until *timestamppb.Timestamp) bool {
-	t := r.GetTime().AsTime()
-	if r.GetTime() == nil {
-		return true
-	}
-	if since != nil && t.Before(since.AsTime()) {
-		return false
-	}
-	if until != nil && t.After(until.AsTime()) {
-		return false
-	}
-	return true
-}
-
 // GetFlows serves history, then (with follow) live records.
 func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Observer_GetFlowsServer) error {
 	ctx := stream.Context()
@@ -149,7 +151,15 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 		return s.history(ctx, req, send)
 	}
 	match := func(r *observerv1.GetFlowsResponse) bool { return flowStream(r) && f.Match(r) }
-	sub, snap := s.hub.Subscribe(match, s.cfg.LiveBuffer)
+	liveOnly := req.GetNumber() == 0 && req.GetSince() == nil
+	var sub *subscription
+	var inFlight *hub.InFlight
+	if liveOnly {
+		sub = s.hub.Subscribe(match, s.cfg.LiveBuffer)
+	} else {
+		sub, inFlight = s.hub.SubscribeSeam(match, s.cfg.LiveBuffer)
+		defer inFlight.Release()
+	}
 	defer sub.Close()
 
 	var peerC chan *observerv1.GetFlowsResponse
@@ -172,19 +182,19 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 		}()
 	}
 
-	liveOnly := req.GetNumber() == 0 && req.GetSince() == nil
 	if !liveOnly {
-		// Records that will be sent after history: the unstored snapshot
-		// and whatever arrives live while history streams.
-		later := make(map[string]struct{}, len(snap))
+		// Records that will be sent after history: whatever arrives live
+		// meanwhile (bounded; beyond it they are reported lost).
+		later := map[string]struct{}{}
 		var queued []*observerv1.GetFlowsResponse
-		for _, r := range snap {
-			if !inWindow(r, req.GetSince(), nil) {
-				continue
-			}
+		keep := func(r *observerv1.GetFlowsResponse) {
 			k := recordKey(r)
 			if _, dup := later[k]; dup && k != "" {
-				continue
+				return
+			}
+			if len(queued) >= maxQueued {
+				sub.AddLost(1) // reported like any slow follower's loss
+				return
 			}
 			later[k] = struct{}{}
 			queued = append(queued, r)
@@ -193,20 +203,15 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 			for {
 				select {
 				case r := <-sub.C():
-					k := recordKey(r)
-					if _, dup := later[k]; dup && k != "" {
-						continue
-					}
-					if len(queued) >= maxQueued {
-						sub.AddLost(1) // reported like any slow follower's loss
-						continue
-					}
-					later[k] = struct{}{}
-					queued = append(queued, r)
+					keep(r)
 				default:
 					return
 				}
 			}
+		}
+		notStored, waited := s.awaitStored(ctx, inFlight, sub, keep)
+		if ctx.Err() != nil {
+			return nil
 		}
 		err := s.history(ctx, req, func(r *observerv1.GetFlowsResponse) error {
 			// Anything stored has been published first, so it is in the
@@ -221,6 +226,14 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 			return err
 		}
 		drain()
+		if notStored > 0 {
+			if s.cfg.OnLost != nil {
+				s.cfg.OnLost(notStored)
+			}
+			if err := send(seamLost(notStored, waited)); err != nil {
+				return err
+			}
+		}
 		for _, r := range queued {
 			if err := send(r); err != nil {
 				return err
@@ -249,6 +262,41 @@ func (s *Server) GetFlows(req *observerv1.GetFlowsRequest, stream observerv1.Obs
 				return err
 			}
 		}
+	}
+}
+
+// awaitStored waits until the inserts in flight when the follow subscribed
+// are settled, at most SeamWait, keeping what arrives live meanwhile. It
+// returns the number of their records not in ClickHouse and how long it
+// waited.
+func (s *Server) awaitStored(ctx context.Context, f *hub.InFlight, sub *subscription, keep func(*observerv1.GetFlowsResponse)) (int, time.Duration) {
+	start := time.Now()
+	timeout := time.NewTimer(s.cfg.SeamWait)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-f.Done():
+		case <-timeout.C:
+		case <-ctx.Done():
+		case r := <-sub.C():
+			keep(r)
+			continue
+		}
+		return f.Release(), time.Since(start).Round(time.Millisecond)
+	}
+}
+
+// seamLost is the LostEvent of records a follow's history misses because
+// their insert had not succeeded when the history query ran.
+func seamLost(n int, waited time.Duration) *observerv1.GetFlowsResponse {
+	now := timestamppb.Now()
+	return &observerv1.GetFlowsResponse{
+		ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
+			Source: flowv1.LostEventSource_OBSERVER_EVENTS_QUEUE, NumEventsLost: uint64(n), Time: now,
+			Detail: fmt.Sprintf("%d records the relay received before this follow started were not yet in ClickHouse when its history was read "+
+				"(their insert failed, or had not succeeded after %s), so this follow misses them; counted before the follow's filter", n, waited),
+		}},
+		Time: now,
 	}
 }
 
@@ -384,7 +432,7 @@ func (s *Server) GetConntrack(req *observerv1.GetConntrackRequest, stream observ
 	}
 	var sub *subscription
 	if req.GetFollow() {
-		sub, _ = s.hub.Subscribe(match, s.cfg.LiveBuffer)
+		sub = s.hub.Subscribe(match, s.cfg.LiveBuffer)
 		defer sub.Close()
 	}
 	latest := map[string]*flowv1.ConntrackSample{}

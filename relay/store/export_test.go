@@ -92,3 +92,15 @@ func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, ve
 	}
 	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), c.input[:n])
 }
+
+// SpareColumnBytesForTest is about the memory the writer's emptied insert
+// columns, kept for the next inserts, hold.
+func SpareColumnBytesForTest(w *Writer) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, sp := range w.free {
+		n += sp.cols.memBytes()
+	}
+	return n
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,14 +103,25 @@ type Writer struct {
 	stopped bool
 	wake    chan struct{}
 	last    time.Time
-	free    []*flowColumns // emptied columns of sent inserts, for the next ones
+	free    []spare // emptied columns of sent inserts, for the next ones
+	// recent is the rows of the last inserts (recycle's measure of what
+	// the inserts need now); inserts counts them all.
+	recent  [8]int
+	inserts int
 
 	onDedup func(batches int)
+}
+
+// spare is emptied columns and the most rows they held: their capacity.
+type spare struct {
+	cols *flowColumns
+	peak int
 }
 
 // group is the batches of one insert, their flows already columns.
 type group struct {
 	cols  *flowColumns
+	peak  int // the most rows cols held before this insert
 	items []item
 	rows  int // of the batches in items and those being added
 	size  int // their Batch.size
@@ -183,7 +195,7 @@ func (w *Writer) groupFor(n, size int) *group {
 	}
 	g := &group{at: time.Now()}
 	if k := len(w.free); k > 0 {
-		g.cols, w.free = w.free[k-1], w.free[:k-1]
+		g.cols, g.peak, w.free = w.free[k-1].cols, w.free[k-1].peak, w.free[:k-1]
 	} else {
 		g.cols = newFlowColumns()
 	}
@@ -245,7 +257,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx ended: the rest get ErrClosed from stop
 		}
-		w.recycle(g.cols)
+		w.recycle(g)
 	}
 }
 
@@ -274,14 +286,30 @@ func (w *Writer) take() (*group, time.Duration) {
 
 // recycle keeps the columns of a sent insert for a later one: two at most,
 // as many as the queue's bytes usually need (one sent, one filling).
-func (w *Writer) recycle(cols *flowColumns) {
-	cols.reset()
+//
+// Emptied columns keep the capacity of the largest insert they held. After
+// a catch-up (a burst, or the backlog of a ClickHouse outage, sent as
+// inserts of BatchRows rows or half the queue) that would keep the
+// catch-up's memory for good, while the steady inserts need a fraction of
+// it. So columns that once held more than twice the rows of every recent
+// insert are left to the collector, and their successors grow only as far
+// as the inserts need.
+func (w *Writer) recycle(g *group) {
+	rows := g.cols.len()
+	peak := max(g.peak, rows)
+	g.cols.reset()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.free) < 2 {
-		w.free = append(w.free, cols)
+	w.recent[w.inserts%len(w.recent)] = rows
+	w.inserts++
+	need := slices.Max(w.recent[:min(w.inserts, len(w.recent))])
+	if len(w.free) < 2 && (peak <= 2*need || peak <= minSpareRows) {
+		w.free = append(w.free, spare{g.cols, peak})
 	}
 }
+
+// minSpareRows: columns for this many rows (about 3 MiB) are always kept.
+const minSpareRows = 8192
 
 func (w *Writer) finish(g *group, err error) {
 	w.mu.Lock()
