@@ -256,24 +256,30 @@ func (t *tcpColumnsOf) add(f *flowv1.Flow) (present uint16) {
 // not the policies' addresses: flows decoded from the wire carry their own
 // Policy messages, so addresses would miss on every flow.
 func appendPolicyKey(key []byte, lists *[4][]*flowv1.Policy) []byte {
+	for _, list := range lists {
+		key = binary.AppendUvarint(key, uint64(len(list)))
+		for _, p := range list {
+			key = appendPolicyKeyEntry(key, p.GetName(), p.GetNamespace(), p.GetKind(), p.GetRevision(), p.GetLabels(), p.ProtoReflect().GetUnknown())
+		}
+	}
+	return key
+}
+
+// appendPolicyKeyEntry appends one policy to a key (appendPolicyKey).
+func appendPolicyKeyEntry(key []byte, name, namespace, kind string, revision uint64, labels []string, unknown []byte) []byte {
 	str := func(s string) {
 		key = binary.AppendUvarint(key, uint64(len(s)))
 		key = append(key, s...)
 	}
-	for _, list := range lists {
-		key = binary.AppendUvarint(key, uint64(len(list)))
-		for _, p := range list {
-			str(p.GetName())
-			str(p.GetNamespace())
-			str(p.GetKind())
-			key = binary.AppendUvarint(key, p.GetRevision())
-			key = binary.AppendUvarint(key, uint64(len(p.GetLabels())))
-			for _, l := range p.GetLabels() {
-				str(l)
-			}
-			str(string(p.ProtoReflect().GetUnknown()))
-		}
+	str(name)
+	str(namespace)
+	str(kind)
+	key = binary.AppendUvarint(key, revision)
+	key = binary.AppendUvarint(key, uint64(len(labels)))
+	for _, l := range labels {
+		str(l)
 	}
+	str(string(unknown))
 	return key
 }
 
