@@ -23,7 +23,7 @@ const (
 	pods       = 200
 	nodes      = 4
 	tuples     = 5000
-	batchSize  = 1000 // Records per agent batch.
+	BatchSize  = 1000 // records per agent batch
 )
 
 type pod struct {
@@ -69,7 +69,7 @@ type Batch struct {
 }
 
 // Generate makes n flow records over the hour before end, in batches of
-// batchSize per node, with ids derived as the agent derives them.
+// BatchSize per node, with ids derived as the agent derives them.
 func Generate(n int, end time.Time) []Batch {
 	r := rand.New(rand.NewPCG(1, 2))
 	hr := rand.New(rand.NewPCG(3, 4)) // TCP health: its own stream, the other fields stay as before
@@ -82,7 +82,7 @@ func Generate(n int, end time.Time) []Batch {
 		nodeIdx := len(out) % nodes
 		seqs[nodeIdx]++
 		b := Batch{Node: fmt.Sprintf("node-%d", nodeIdx), Boot: fmt.Sprintf("boot-%d", nodeIdx), Seq: seqs[nodeIdx]}
-		for j := 0; j < batchSize && i < n; j, i = j+1, i+1 {
+		for j := 0; j < BatchSize && i < n; j, i = j+1, i+1 {
 			f := record(r, ps, ts, start.Add(time.Duration(i)*step))
 			tcpHealth(hr, f)
 			f.NodeName = b.Node
