@@ -156,9 +156,13 @@ func DropFields(f *flowv1.Flow) {
 			return // the usual case: the agent's class, canonical
 		}
 	}
-	if c, err := dropclass.Parse(f.DropClass); err == nil && f.DropClass != "" {
-		f.DropClass = string(c)
-		return
+	// An agent before drop classes sends none: nothing to parse (Parse
+	// builds its error message, a cost per drop record).
+	if f.DropClass != "" {
+		if c, err := dropclass.Parse(f.DropClass); err == nil {
+			f.DropClass = string(c)
+			return
+		}
 	}
 	reason := f.DropReasonKernel
 	if reason == "" {

@@ -493,10 +493,16 @@ func (m *Metrics) Observe(flows []*flowv1.Flow, lost []*flowv1.LostEvent) {
 	}
 	for _, h := range m.passes {
 		h.now = now.UnixNano()
-		for _, f := range flows {
-			if !m.cfg.TeardownDrops && f.GetDropClass() == "teardown" {
-				continue
-			}
+	}
+	// Record by record, every metric while the record is in cache: a
+	// batch's records do not fit in it, and a pass per metric over the
+	// batch read each of them from memory again (each metric keeps its
+	// own series, so the order it sees is the same).
+	for _, f := range flows {
+		if !m.cfg.TeardownDrops && f.GetDropClass() == "teardown" {
+			continue
+		}
+		for _, h := range m.passes {
 			h.observe(h, f)
 		}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -107,10 +108,11 @@ type flowColumns struct {
 	// input names the columns in flowColumnNames order, then batch.
 	input proto.Input
 
-	// Per-insert cache: the enrichment hands many flows the same policy
-	// slices, so their names and encoding are computed once per insert.
-	// Keys are pointers that the flows of this insert keep alive.
-	policyCache map[policyKey]policyEnc
+	// Per-insert cache: many flows carry the same policies, so their names
+	// and encoding are computed once per insert and distinct policy set
+	// (appendPolicyKey); policyKey is the reused key buffer.
+	policyCache map[string]policyEnc
+	policyKey   []byte
 }
 
 func newFlowColumns() *flowColumns {
@@ -248,13 +250,40 @@ func (t *tcpColumnsOf) add(f *flowv1.Flow) (present uint16) {
 	return present
 }
 
-type policyKey struct {
-	p [4]*flowv1.Policy
-	n [4]int
+// appendPolicyKey appends a key that two flows share only when their four
+// policy lists are equal field by field (unknown fields included), which is
+// all that their names, policy_egress and extra depend on. A content key,
+// not the policies' addresses: flows decoded from the wire carry their own
+// Policy messages, so addresses would miss on every flow.
+func appendPolicyKey(key []byte, lists *[4][]*flowv1.Policy) []byte {
+	for _, list := range lists {
+		key = binary.AppendUvarint(key, uint64(len(list)))
+		for _, p := range list {
+			key = appendPolicyKeyEntry(key, p.GetName(), p.GetNamespace(), p.GetKind(), p.GetRevision(), p.GetLabels(), p.ProtoReflect().GetUnknown())
+		}
+	}
+	return key
+}
+
+// appendPolicyKeyEntry appends one policy to a key (appendPolicyKey).
+func appendPolicyKeyEntry(key []byte, name, namespace, kind string, revision uint64, labels []string, unknown []byte) []byte {
+	str := func(s string) {
+		key = binary.AppendUvarint(key, uint64(len(s)))
+		key = append(key, s...)
+	}
+	str(name)
+	str(namespace)
+	str(kind)
+	key = binary.AppendUvarint(key, revision)
+	key = binary.AppendUvarint(key, uint64(len(labels)))
+	for _, l := range labels {
+		str(l)
+	}
+	str(string(unknown))
+	return key
 }
 
 type policyEnc struct {
-	lists           [4][]*flowv1.Policy
 	allowed, denied []string
 	extra           string
 	egress          uint16
@@ -298,20 +327,6 @@ func namedPolicies(names []string, egress int) (eg, in []*flowv1.Policy) {
 	return eg, in
 }
 
-func samePolicies(a, b [4][]*flowv1.Policy) bool {
-	for i := range a {
-		if len(a[i]) != len(b[i]) {
-			return false
-		}
-		for j := range a[i] {
-			if a[i][j] != b[i][j] {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 func (c *flowColumns) len() int { return c.time.Rows() }
 
 func (c *flowColumns) reset() {
@@ -321,31 +336,19 @@ func (c *flowColumns) reset() {
 	clear(c.policyCache)
 }
 
-func first(ps []*flowv1.Policy) *flowv1.Policy {
-	if len(ps) == 0 {
-		return nil
-	}
-	return ps[0]
-}
-
 // policies returns the allowed/denied name lists of a flow, its
 // policy_egress and, when the policies are all the flow needs beyond its
 // columns and the names cannot rebuild them, its extra encoding.
 func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra string, egress uint16) {
-	// The key is the first element and length of each list; a hit counts
-	// only when every element is the same pointer.
-	k := policyKey{
-		p: [4]*flowv1.Policy{first(f.EgressAllowedBy), first(f.IngressAllowedBy), first(f.EgressDeniedBy), first(f.IngressDeniedBy)},
-		n: [4]int{len(f.EgressAllowedBy), len(f.IngressAllowedBy), len(f.EgressDeniedBy), len(f.IngressDeniedBy)},
-	}
-	if k.n == [4]int{} {
+	lists := [4][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy}
+	if len(lists[0])+len(lists[1])+len(lists[2])+len(lists[3]) == 0 {
 		return nil, nil, "", 0
 	}
-	lists := [4][]*flowv1.Policy{f.EgressAllowedBy, f.IngressAllowedBy, f.EgressDeniedBy, f.IngressDeniedBy}
-	if e, ok := c.policyCache[k]; ok && samePolicies(e.lists, lists) {
+	c.policyKey = appendPolicyKey(c.policyKey[:0], &lists)
+	if e, ok := c.policyCache[string(c.policyKey)]; ok {
 		return e.allowed, e.denied, e.extra, e.egress
 	}
-	e := policyEnc{lists: lists,
+	e := policyEnc{
 		allowed: policyNames(nil, f.EgressAllowedBy, f.IngressAllowedBy),
 		denied:  policyNames(nil, f.EgressDeniedBy, f.IngressDeniedBy),
 	}
@@ -356,9 +359,9 @@ func (c *flowColumns) policies(f *flowv1.Flow) (allowed, denied []string, extra 
 		e.extra = string(b)
 	}
 	if c.policyCache == nil {
-		c.policyCache = map[policyKey]policyEnc{}
+		c.policyCache = map[string]policyEnc{}
 	}
-	c.policyCache[k] = e
+	c.policyCache[string(c.policyKey)] = e
 	return e.allowed, e.denied, e.extra, e.egress
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/trawl-dev/trawl/agent/shipper"
+	"github.com/trawl-dev/trawl/dev/benchdata"
 	"github.com/trawl-dev/trawl/dev/chserver"
 	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 	"github.com/trawl-dev/trawl/relay/store"
@@ -67,7 +68,7 @@ func main() {
 	_ = conn.QueryRow(ctx, "SELECT version()").Scan(&version)
 	log.Printf("ClickHouse %s; generating %d flows…", version, *nFlows)
 	end := time.Now().Truncate(time.Minute)
-	batches := generate(*nFlows, end)
+	batches := benchdata.Generate(*nFlows, end)
 	if *runs == 0 {
 		queries(ctx, dsn, conn, end)
 		return
@@ -195,7 +196,7 @@ func runRaw(ctx context.Context, dsn string, conn driver.Conn, db string, batche
 	var chunks []*store.Columns
 	cur := &store.Columns{}
 	for _, b := range batches {
-		for _, f := range b.flows {
+		for _, f := range b.Flows {
 			cur.Add(f)
 		}
 		if cur.Len() >= *insertBlock {
@@ -250,8 +251,8 @@ func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, s
 	rows := 0
 	for _, b := range batches {
 		wg.Add(1)
-		rows += len(b.flows)
-		w.Enqueue(b.storeBatch(), func(err error) {
+		rows += len(b.Flows)
+		w.Enqueue(storeBatch(b), func(err error) {
 			if err != nil {
 				log.Fatalf("writer: %v", err)
 			}
@@ -353,7 +354,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 		go func() {
 			defer pubWG.Done()
 			for j := i; j < len(batches); j += len(ships) {
-				for _, f := range batches[j].flows {
+				for _, f := range batches[j].Flows {
 					sh.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: f}})
 				}
 				// Stay below the agent buffer: never let it drop.
@@ -369,7 +370,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 		}()
 	}
 	for _, b := range batches {
-		total += len(b.flows)
+		total += len(b.Flows)
 	}
 	pubWG.Wait()
 	for {
