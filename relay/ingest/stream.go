@@ -217,11 +217,9 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 
 // prepare completes, enriches and counts the records of an accepted batch.
 // It returns their number as GetFlowsResponse records for the hub and a
-// function building those records: the hub calls it only when a --follow
-// subscriber needs them, so ingest without subscribers does not allocate a
-// wrapper per record. After prepare nothing changes the batch's records
-// (the writer and the hub only read them), so building later is the same as
-// building now.
+// function building those records: the hub calls it at once, and only
+// when a --follow subscriber exists, so ingest without subscribers does not
+// allocate a wrapper per record.
 func (s *Server) prepare(node string, b *ingestv1.Batch) (int, func() []*observerv1.GetFlowsResponse) {
 	received := len(b.GetFlows())
 	pv, _ := s.cfg.Enricher.(PolicyVerdicter)

@@ -3,10 +3,12 @@ package store
 // A measured prototype of issue 15's "no Flow objects on the storage path"
 // (docs/benchmarks/relay.md, "Third pass: CPU"): a batch's flows read from
 // their wire bytes into one reused flat view, and appended from that view
-// to the insert columns, with no heap object per flow. Not wired into the
-// relay yet: BenchmarkWirePath compares it with the path the relay takes
-// today, and TestWireFlowColumnsEqualTheFlowPath holds it to the same
-// columns. A flow with a field the view does not carry (L7, services,
+// to the insert columns, with no heap object per flow. It is test code
+// until it is wired into the relay (ingest, enrichment, metrics and the hub
+// read Flows today; the note in the doc lists the steps), so the relay has
+// one way from a flow to its columns: BenchmarkWirePath compares it with
+// the path the relay takes, and TestWireFlowColumnsEqualTheFlowPath holds
+// it to the same columns. A flow with a field the view does not carry (L7, services,
 // DNS names, Ethernet, conntrack, endpoint ids, policies beyond names) is
 // reported as not handled, for the caller to take the Flow path for it.
 
