@@ -427,22 +427,7 @@ func TestInstantEventsAreRateLimitedAndAFullMapIsCounted(t *testing.T) {
 // before and after a change (docs/benchmarks/dns.md).
 func BenchmarkFlowProgram(b *testing.B) {
 	roottest.Require(b, "loads BPF programs")
-	spec, err := LoadFlow()
-	if path := os.Getenv("TRAWL_FLOW_OBJECT"); path != "" {
-		spec, err = ebpf.LoadCollectionSpec(path)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	var objs struct {
-		TrawlFlowIngress *ebpf.Program `ebpf:"trawl_flow_ingress"`
-		Flows            *ebpf.Map     `ebpf:"flows"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		b.Fatal(err)
-	}
-	defer objs.TrawlFlowIngress.Close()
-	defer objs.Flows.Close()
+	objs := loadFlowBench(b)
 	pkts := map[string][]byte{
 		"IPv4 TCP": frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag, 1000))),
 		"IPv6 UDP": frame(0x86DD, ipv6(17, udp(1000, 2000, 64))),
@@ -507,4 +492,32 @@ func BenchmarkFlowProgram(b *testing.B) {
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "kernel-ns/run")
 		})
 	}
+}
+
+// benchFlow is the flow program and its map, as the benchmarks load them.
+type benchFlow struct {
+	TrawlFlowIngress *ebpf.Program `ebpf:"trawl_flow_ingress"`
+	Flows            *ebpf.Map     `ebpf:"flows"`
+}
+
+// loadFlowBench loads the embedded flow object, or the one TRAWL_FLOW_OBJECT
+// names, closed when the benchmark ends.
+func loadFlowBench(b *testing.B) *benchFlow {
+	b.Helper()
+	spec, err := LoadFlow()
+	if path := os.Getenv("TRAWL_FLOW_OBJECT"); path != "" {
+		spec, err = ebpf.LoadCollectionSpec(path)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	var objs benchFlow
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		objs.TrawlFlowIngress.Close()
+		objs.Flows.Close()
+	})
+	return &objs
 }

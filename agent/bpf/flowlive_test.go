@@ -33,22 +33,7 @@ import (
 //   - stream: one iteration is an iperf3 run of TRAWL_STREAM_SECONDS (1 by
 //     default), client pinned to CPU 0 and server to CPU 1.
 func BenchmarkFlowProgramLive(b *testing.B) {
-	spec, err := LoadFlow()
-	if path := os.Getenv("TRAWL_FLOW_OBJECT"); path != "" {
-		spec, err = ebpf.LoadCollectionSpec(path)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	var objs struct {
-		TrawlFlowIngress *ebpf.Program `ebpf:"trawl_flow_ingress"`
-		Flows            *ebpf.Map     `ebpf:"flows"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		b.Fatal(err)
-	}
-	defer objs.TrawlFlowIngress.Close()
-	defer objs.Flows.Close()
+	objs := loadFlowBench(b)
 	bed := testbed.NewT(b, testbed.Config{Pods: []string{"client", "server"}})
 	client, server := bed.Pod("client"), bed.Pod("server")
 	if err := bed.Node.Do(func() error {
