@@ -26,6 +26,10 @@ const (
 	BatchSize  = 1000 // records per agent batch
 )
 
+// Nodes is the data set's node count. A relay takes a stream's batches only
+// from the node the stream named, so the gRPC path needs one agent per node.
+const Nodes = nodes
+
 type pod struct {
 	ns, name, ip, node, wl, veth string
 	labels                       []string

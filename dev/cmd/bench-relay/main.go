@@ -38,7 +38,7 @@ var (
 	nFlows      = flag.Int("flows", 1_000_000, "flows per insert run")
 	runs        = flag.Int("runs", 3, "runs of each insert path (medians reported)")
 	relayBin    = flag.String("relay", "", "path of trawl-relay: also measure agents → gRPC → relay → ClickHouse; several paths separated by commas (a before and an after build) are measured in turn in every run, against the same raw baseline, their order alternating")
-	agents      = flag.Int("agents", 4, "synthetic agents for the gRPC path")
+	agents      = flag.Int("agents", 4, "synthetic agents for the gRPC path: one per node of the data set, which has 4")
 	queryFlows  = flag.Int("query-flows", 50_000_000, "flows in the query data set (0: skip queries)")
 	queryRuns   = flag.Int("query-runs", 5, "runs of each query (median reported)")
 	insertBlock = flag.Int("block", 50_000, "rows per insert (baseline and writer)")
@@ -52,6 +52,9 @@ var (
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *relayBin != "" && *agents != benchdata.Nodes {
+		log.Fatalf("bench-relay: -agents %d: the data set's flows come from %d nodes and each agent sends one node's batches, so -agents must be %d", *agents, benchdata.Nodes, benchdata.Nodes)
+	}
 	ctx := context.Background()
 	dsn := os.Getenv("TRAWL_CLICKHOUSE_DSN")
 	var srv *chserver.Server
