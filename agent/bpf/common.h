@@ -141,7 +141,8 @@ enum counter {
 	CNT_DNS_EVENTS = 9,        /* DNS messages sent to user space (flow program) */
 	CNT_DNS_RATE_LIMITED = 10, /* DNS messages suppressed by their token bucket */
 	CNT_DNS_RINGBUF_FULL = 11, /* DNS ring buffer reserve failed */
-	CNT_MAX = 12,
+	CNT_HANDSHAKES = 12,       /* TCP handshakes timed (first ACK after a SYN-ACK) */
+	CNT_MAX = 13,
 };
 
 /* Instant event kinds carried in ring buffer records. */

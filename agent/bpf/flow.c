@@ -371,10 +371,9 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		__u64 now = coarse && !(tcp_flags & TCP_FLAG_SYN) ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 		if (st->first_skb == kskb)
 			st->first_skb = 0; /* reused: the first packet is gone */
-		__u32 seen = st->tcp_flags;
 		add(st, now, segs, bytes, tcp_flags);
 		if (tcp)
-			tcp_seen(st, seen, tcp_flags, win, now);
+			tcp_seen(st, tcp_flags, win, now);
 		if (closing)
 			send_event(key, ifindex, hook, bpf_ktime_get_ns(), bytes, tcp_flags, EV_FLOW_CLOSE);
 		return;
@@ -399,10 +398,9 @@ static __always_inline void account(struct flow_key *key, __u64 kskb, __u32 ifin
 		/* Another CPU created it first: add to its entry. */
 		st = bpf_map_lookup_elem(&flows, key);
 		if (st) {
-			__u32 seen = st->tcp_flags;
 			add(st, now, segs, bytes, tcp_flags);
 			if (tcp)
-				tcp_seen(st, seen, tcp_flags, win, now);
+				tcp_seen(st, tcp_flags, win, now);
 		}
 		return;
 	}

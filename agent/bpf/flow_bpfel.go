@@ -28,7 +28,8 @@ const (
 	FlowCounterCNT_DNS_EVENTS       FlowCounter = 9
 	FlowCounterCNT_DNS_RATE_LIMITED FlowCounter = 10
 	FlowCounterCNT_DNS_RINGBUF_FULL FlowCounter = 11
-	FlowCounterCNT_MAX              FlowCounter = 12
+	FlowCounterCNT_HANDSHAKES       FlowCounter = 12
+	FlowCounterCNT_MAX              FlowCounter = 13
 )
 
 type FlowCtSrcKey struct {

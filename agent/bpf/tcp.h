@@ -27,13 +27,11 @@ static __always_inline void tcp_new(struct flow_agg *st, __u16 flags, __u16 win,
 		st->zero_windows = 1;
 }
 
-/* tcp_seen updates an existing entry. seen is the entry's OR of flags
- * before this packet, which add() reads anyway: the common case (an ACK
- * with data and an open window on an established connection) then costs
- * three tests on registers and reads no TCP-health field. now is the
- * precise clock for a SYN or SYN-ACK (account reads it instead of the
+/* tcp_seen updates an existing entry. The common case (an ACK with data and
+ * an open window on an established connection) costs three tests. now is
+ * the precise clock for a SYN or SYN-ACK (account reads it instead of the
  * coarse one: one clock read per packet). */
-static __always_inline void tcp_seen(struct flow_agg *st, __u32 seen, __u16 flags, __u16 win, __u64 now)
+static __always_inline void tcp_seen(struct flow_agg *st, __u16 flags, __u16 win, __u64 now)
 {
 	/* A RST carries window 0 without advertising anything. */
 	if (win == 0 && !(flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
@@ -45,14 +43,12 @@ static __always_inline void tcp_seen(struct flow_agg *st, __u32 seen, __u16 flag
 			st->syn_ns = now; /* the SYN again: time from the latest */
 		return;
 	}
-	/* Only the client's first packet after its SYNs (none of them carried
-	 * an ACK) can complete the handshake; hs_wait says a SYN-ACK came. The
-	 * ACK's time must be as precise as the SYN-ACK's (the client's half
-	 * is often microseconds): one precise clock read per connection. */
-	if (!(seen & TCP_FLAG_ACK) && st->hs_wait) {
+	if (st->hs_wait) {
 		st->hs_wait = 0;
-		if ((flags & (TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_ACK)
+		if ((flags & (TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_ACK) {
 			st->ack_ns = bpf_ktime_get_ns();
+			count(CNT_HANDSHAKES);
+		}
 	}
 }
 

@@ -48,6 +48,9 @@ func TestFlowProgramTimesTheHandshakeInTheClientsEntryOnce(t *testing.T) {
 	if s.SynNs != 0 || s.AckNs != 0 || s.Packets != 1 || s.SynackNs != c.SynackNs {
 		t.Errorf("server entry %+v: want one packet, its SYN-ACK's time as in the client's entry (%d), no SYN or ACK time", s, c.SynackNs)
 	}
+	if got := p.counters(t)[FlowCounterCNT_HANDSHAKES]; got != 1 {
+		t.Errorf("handshakes counted %d, want 1", got)
+	}
 	ack := c.AckNs
 	p.run(t, in, frame(0x0800, reply(ipv4(6, tcp(40000, 80, synFlag|ackFlag, 0)))), nil) // SYN-ACK again
 	p.run(t, in, frame(0x0800, ipv4(6, tcp(40000, 80, ackFlag|pshFlag, 100))), nil)
