@@ -78,6 +78,7 @@ func BenchmarkFlowProgramLive(b *testing.B) {
 		if n := conns(); n > 0 {
 			b.ReportMetric(float64(ns)/float64(n), "kernel-ns/conn")
 		}
+		reportKinds(b, objs.TrawlFlowIngress)
 	}
 
 	b.Run("conn-per-request", func(b *testing.B) {
@@ -139,4 +140,43 @@ func BenchmarkFlowProgramLive(b *testing.B) {
 			}
 		})
 	})
+}
+
+// kindNames name the slots of kind_ns, the per-packet-kind run time of a
+// bench-only build of flow.c (bench/flowkinds/patch.py).
+var kindNames = []string{"syn-new", "synack-new", "hs-ack", "ack", "data", "fin", "rst", "other"}
+
+// reportKinds prints, for an object built by bench/flowkinds, each packet
+// kind's count per iteration and mean ns of the timed account() call. The
+// production object has no kind_ns map: then it prints nothing.
+func reportKinds(b *testing.B, prog *ebpf.Program) {
+	info, err := prog.Info()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids, _ := info.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		if mi, err := m.Info(); err != nil || mi.Name != "kind_ns" {
+			continue
+		}
+		for k, name := range kindNames {
+			var per []struct{ N, Ns uint64 }
+			if err := m.Lookup(uint32(k), &per); err != nil {
+				b.Fatal(err)
+			}
+			var n, ns uint64
+			for _, c := range per {
+				n, ns = n+c.N, ns+c.Ns
+			}
+			if n > 0 {
+				b.ReportMetric(float64(n)/float64(b.N), name+"/op")
+				b.ReportMetric(float64(ns)/float64(n), name+"-ns")
+			}
+		}
+	}
 }
