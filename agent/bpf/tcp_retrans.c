@@ -18,8 +18,10 @@
  * hundred kB of a flow, so a lookup in flow.c's map (131,072 entries,
  * vmalloc'd in 4K pages) misses the caches and the TLB, in a VM a nested
  * page walk: that lookup was most of this program's cost. The slots are a
- * small array map (kmalloc'd, in the kernel's huge-page linear map) that the
- * agent reads every 50 ms, which keeps their lines warm.
+ * small array map that the agent reads every 50 ms, which keeps their lines
+ * warm; up to 32 KiB (two CPUs' rows) the kernel kmallocs it, in its
+ * huge-page linear map, above that it is vmalloc'd too (each CPU's row is
+ * still about one page, not a walk through buckets and elements).
  *
  * The ring: one row per CPU and program (a tp_btf program does not nest in
  * itself on a CPU, but the retransmit program may interrupt the state
