@@ -674,20 +674,26 @@ func (c *Collector) pollCounters() {
 			if d == 0 {
 				continue
 			}
-			c.m.LostEvents.WithLabelValues(lc.cause).Add(float64(d))
-			c.pub.Publish(&observerv1.GetFlowsResponse{
-				ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
-					Source:        lc.source,
-					NumEventsLost: d,
-					NodeName:      c.cfg.NodeName,
-					Time:          now,
-					Detail:        fmt.Sprintf("%s program: %s", prog, counterName(lc.slot)),
-				}},
-				NodeName: c.cfg.NodeName,
-				Time:     now,
-			})
+			c.publishLost(lc.source, lc.cause, d, now, fmt.Sprintf("%s program: %s", prog, counterName(lc.slot)))
 		}
 	}
+}
+
+// publishLost counts n lost events in the lost-events metric and publishes
+// them as a lost-events record.
+func (c *Collector) publishLost(source flowv1.LostEventSource, cause string, n uint64, now *timestamppb.Timestamp, detail string) {
+	c.m.LostEvents.WithLabelValues(cause).Add(float64(n))
+	c.pub.Publish(&observerv1.GetFlowsResponse{
+		ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
+			Source:        source,
+			NumEventsLost: n,
+			NodeName:      c.cfg.NodeName,
+			Time:          now,
+			Detail:        detail,
+		}},
+		NodeName: c.cfg.NodeName,
+		Time:     now,
+	})
 }
 
 func counterName(s bpf.FlowCounter) string {

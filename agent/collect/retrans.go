@@ -9,7 +9,6 @@ import (
 	"github.com/trawl-dev/trawl/agent/bpf"
 	"github.com/trawl-dev/trawl/internal/l4"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
-	observerv1 "github.com/trawl-dev/trawl/proto/trawl/observer/v1"
 )
 
 // Retransmits (agent/bpf/tcp_retrans.c, docs/tcp-health.md). The kernel
@@ -223,20 +222,9 @@ func (c *Collector) publishRetransLost() {
 		return
 	}
 	c.retrans.reportedLost = c.retrans.lost
-	c.m.LostEvents.WithLabelValues(causeRetransOverrun).Add(float64(d))
-	now := timestamppb.Now()
-	c.pub.Publish(&observerv1.GetFlowsResponse{
-		ResponseTypes: &observerv1.GetFlowsResponse_LostEvents{LostEvents: &flowv1.LostEvent{
-			Source:        flowv1.LostEventSource_RINGBUF_RESERVE_FAILED,
-			NumEventsLost: d,
-			NodeName:      c.cfg.NodeName,
-			Time:          now,
-			Detail: fmt.Sprintf("tcp_retrans program: %d retransmit events overwritten in their ring before the agent read them "+
-				"(each socket's next event brings its count back; records carry no segment that was not seen)", d),
-		}},
-		NodeName: c.cfg.NodeName,
-		Time:     now,
-	})
+	c.publishLost(flowv1.LostEventSource_RINGBUF_RESERVE_FAILED, causeRetransOverrun, d, timestamppb.Now(),
+		fmt.Sprintf("tcp_retrans program: %d retransmit events overwritten in their ring before the agent read them "+
+			"(each socket's next event brings its count back; records carry no segment that was not seen)", d))
 }
 
 // retransReadInterval is how often the rings are read: a row overruns when
