@@ -64,7 +64,7 @@ func encodedColumns(c *flowColumns) map[string][]byte {
 // The flat view must give every column exactly what the Flow path gives,
 // and leave to the Flow path what it cannot carry.
 func TestWireFlowColumnsEqualTheFlowPath(t *testing.T) {
-	flows := benchdata.Generate(3000, time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC))[0].Flows
+	flows := benchdata.Generate(3000, time.Now())[0].Flows
 	// Shapes the data set lacks: a flow without uuid, a drop with a
 	// class in another spelling, a reply, SCTP and ICMP, a failed handshake.
 	flows[1].Uuid = ""
@@ -149,7 +149,7 @@ func batchBytes(t testing.TB, req []byte) []byte {
 // A string that is not UTF-8 rejects the batch with a clear error, as the
 // ingest codec does.
 func TestWireFlowRejectsInvalidUTF8(t *testing.T) {
-	flows := benchdata.Generate(10, time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC))[0].Flows
+	flows := benchdata.Generate(10, time.Now())[0].Flows
 	flows[4].ObservationPoint = "tcx-\xff"
 	req, _ := benchBatch(t, flows)
 	_, err := newFlowColumns().addBatchWire(&wireFlow{}, batchBytes(t, req), "node-0")
@@ -164,7 +164,7 @@ func TestWireFlowRejectsInvalidUTF8(t *testing.T) {
 // columns (today's path, without Hubble metrics); "view" reads the wire
 // bytes into the flat view and encodes the same columns from it.
 func BenchmarkWirePath(b *testing.B) {
-	flows := benchdata.Generate(1000, time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC))[0].Flows
+	flows := benchdata.Generate(1000, time.Now())[0].Flows
 	req, _ := benchBatch(b, flows)
 	batch := batchBytes(b, req)
 	perFlow := func(b *testing.B) {
