@@ -102,9 +102,27 @@ static __always_inline void publish(__u64 *head)
 	*head += 1;
 }
 
-/* record writes a connected socket's event. The slot's tuple is cleared
- * first: its padding and, for IPv4, the addresses' last 12 bytes are part
- * of the agent's key. */
+/* record_event writes one event into this CPU's row. The slot's tuple is
+ * cleared first: its padding and, for IPv4, the addresses' last 12 bytes
+ * are part of the agent's key. c is the socket's (or request socket's)
+ * common part, sport its local port. */
+static __always_inline void record_event(enum retrans_row row, const struct sock_common *c, __u16 sport,
+					 __u64 sock, __u32 total, __u32 segs, enum retrans_kind kind)
+{
+	__u64 *head;
+	struct retrans_slot *s = slot_next(row, &head);
+	if (!s)
+		return;
+	__builtin_memset(&s->tuple, 0, sizeof(s->tuple));
+	if (!tuple_of(&s->tuple, c, sport))
+		return;
+	s->sock = sock;
+	s->total = total;
+	s->segs = segs;
+	s->kind = kind;
+	publish(head);
+}
+
 /* sock_id tells the agent one socket from another on the same tuple: its
  * cookie when something made one (never reused while the machine runs),
  * else its address (a plain read: bpf_get_socket_cookie makes the cookie at
@@ -122,20 +140,10 @@ static __always_inline __u64 sock_id(struct sock *sk)
 	return cookie ? cookie : (__u64)sk;
 }
 
+/* record_slot writes a connected socket's event under the identity sock. */
 static __always_inline void record_slot(enum retrans_row row, struct sock *sk, struct tcp_sock *tp, enum retrans_kind kind, __u32 segs, __u64 sock)
 {
-	__u64 *head;
-	struct retrans_slot *s = slot_next(row, &head);
-	if (!s)
-		return;
-	__builtin_memset(&s->tuple, 0, sizeof(s->tuple));
-	if (!tuple_of(&s->tuple, &sk->__sk_common, bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport)))
-		return;
-	s->sock = sock;
-	s->total = tp->total_retrans;
-	s->segs = segs;
-	s->kind = kind;
-	publish(head);
+	record_event(row, &sk->__sk_common, bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport), sock, tp->total_retrans, segs, kind);
 }
 
 static __always_inline void record(enum retrans_row row, struct sock *sk, struct tcp_sock *tp, enum retrans_kind kind, __u32 segs)

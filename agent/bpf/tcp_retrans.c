@@ -103,17 +103,6 @@ int BPF_PROG(trawl_tcp_state, struct sock *sk, const int oldstate, const int new
 SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(trawl_tcp_retransmit_synack, const struct sock *sk, const struct request_sock *req)
 {
-	__u64 *head;
-	struct retrans_slot *s = slot_next(ROW_SYNACK, &head);
-	if (!s)
-		return 0;
-	__builtin_memset(&s->tuple, 0, sizeof(s->tuple));
-	if (!tuple_of(&s->tuple, &req->__req_common, req->__req_common.skc_num))
-		return 0;
-	s->sock = 0;
-	s->total = 0;
-	s->segs = 1;
-	s->kind = RETRANS_SYNACK;
-	publish(head);
+	record_event(ROW_SYNACK, &req->__req_common, req->__req_common.skc_num, 0, 0, 1, RETRANS_SYNACK);
 	return 0;
 }
