@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -225,15 +226,27 @@ func (s *Server) start(ctx context.Context, launcher, lib string, cfg Config, ti
 	if cfg.Log != nil {
 		s.cmd.Stdout, s.cmd.Stderr = cfg.Log, cfg.Log
 	}
-	if err := s.cmd.Start(); err != nil {
-		close(s.done)
-		return fmt.Errorf("start ClickHouse launcher: %w", err)
-	}
-	done := s.done
+	// Pdeathsig fires when the OS thread that forked the child exits, not
+	// the process: a Go thread can exit under a running server (a goroutine
+	// that ends while locked to its thread, as namespace switching does).
+	// So the fork happens on a thread locked to the goroutine that waits for
+	// the process, and that thread lives exactly as long as the server.
+	done, started := s.done, make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			close(done)
+			return
+		}
+		started <- nil
 		s.waitErr = s.cmd.Wait()
 		close(done)
 	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("start ClickHouse launcher: %w", err)
+	}
 	return s.waitReady(ctx, timeout)
 }
 
@@ -260,6 +273,20 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 
 // Done is closed when the server process has exited.
 func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is how the process ended (its exit status or signal), once Done is
+// closed.
+func (s *Server) Err() error {
+	select {
+	case <-s.done:
+		if s.waitErr == nil {
+			return errors.New("exit status 0")
+		}
+		return s.waitErr
+	default:
+		return nil
+	}
+}
 
 // Stop ends the server with SIGTERM (SIGKILL after 15 s) and waits for it.
 // A temporary data directory is removed.

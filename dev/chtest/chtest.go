@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,8 @@ import (
 var shared struct {
 	once sync.Once
 	srv  *chserver.Server
-	base string // DSN without a database
+	log  *os.File // the server's output, kept when it died under the tests
+	base string   // DSN without a database
 	err  error
 }
 
@@ -41,8 +43,13 @@ func SkipShort(t testing.TB) {
 func Main(m *testing.M) {
 	code := m.Run()
 	if shared.srv != nil {
-		if err := shared.srv.Stop(); err != nil {
+		if died := exited(); died != "" {
+			fmt.Fprintln(os.Stderr, "chtest:", died)
+		} else if err := shared.srv.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "chtest: stop ClickHouse:", err)
+		} else {
+			shared.log.Close()
+			os.Remove(shared.log.Name())
 		}
 	}
 	os.Exit(code)
@@ -62,7 +69,10 @@ func Server(t testing.TB) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		shared.srv, shared.err = chserver.Start(ctx, chserver.Config{})
+		if shared.log, shared.err = os.CreateTemp("", "trawl-chtest-*.log"); shared.err != nil {
+			return
+		}
+		shared.srv, shared.err = chserver.Start(ctx, chserver.Config{Log: shared.log})
 		if shared.err == nil {
 			shared.base = "clickhouse://" + shared.srv.Addr
 		}
@@ -71,6 +81,31 @@ func Server(t testing.TB) string {
 		t.Fatalf("embedded ClickHouse: %v", shared.err)
 	}
 	return shared.base
+}
+
+// exited says, when the shared server is no longer running, how it ended
+// and where its log is, with the log's first lines: a test that finds the
+// server gone must say why, not only that it refused a connection.
+func exited() string {
+	if shared.srv == nil {
+		return ""
+	}
+	select {
+	case <-shared.srv.Done():
+	case <-time.After(2 * time.Second):
+		return ""
+	}
+	tail := ""
+	if b, err := os.ReadFile(shared.log.Name()); err == nil {
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		// A crash report starts with the signal and the query.
+		if len(lines) > 12 {
+			lines = lines[:12]
+		}
+		tail = "\n\t" + strings.Join(lines, "\n\t")
+	}
+	return fmt.Sprintf("the embedded ClickHouse exited during the tests (%v); its log is %s, starting:%s",
+		shared.srv.Err(), shared.log.Name(), tail)
 }
 
 // Database creates a fresh database on the shared server, drops it when the
@@ -84,6 +119,9 @@ func Database(t testing.TB) string {
 	conn := Open(t, base)
 	ctx := context.Background()
 	if err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		if died := exited(); died != "" {
+			t.Fatalf("create database %s: %v; %s", name, err, died)
+		}
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {

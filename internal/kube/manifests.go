@@ -77,9 +77,11 @@ func (m *ManifestSource) Start(ctx context.Context, s *Store) error {
 }
 
 func manifestFiles(path string) ([]string, error) {
+	// The errors of Stat and WalkDir name the path; the caller names the
+	// source.
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("manifests %s: %w", path, err)
+		return nil, err
 	}
 	if !st.IsDir() {
 		return []string{path}, nil
@@ -102,7 +104,7 @@ func manifestFiles(path string) ([]string, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("manifests %s: %w", path, err)
+		return nil, err
 	}
 	sort.Strings(files)
 	return files, nil
