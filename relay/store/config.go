@@ -3,6 +3,8 @@ package store
 import (
 	"log/slog"
 	"time"
+
+	"github.com/ClickHouse/ch-go"
 )
 
 // Config configures a Store. Zero fields take DefaultConfiguration's values.
@@ -76,4 +78,30 @@ func (c *Config) setDefaults(def Config) {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+}
+
+// workSettings are query settings of every insert that change how much
+// work ClickHouse does for it, never what it stores (the de-duplication
+// and visibility settings are insertInput's).
+//
+// optimize_on_insert = 0: with it on (ClickHouse's default), every part
+// written to a Summing or Aggregating table is sorted and then merged
+// with itself, to sum rows of equal keys, at insert time. The rollups'
+// materialized views already GROUP BY their table's key, so each view's
+// block has one row per key and that pass finds nothing to sum: on the
+// benchmark's data it cost 1.5 of the 2.2 CPU s per 1M flows of the
+// flows_1m view and 0.6 of policy_1m's 1.05 (docs/benchmarks/relay.md,
+// "ClickHouse's side of an insert"). Readers sum the rollups' rows by
+// key anyway, as background merges are lazy.
+var workSettings = []ch.Setting{ch.SettingInt("optimize_on_insert", 0)}
+
+// InsertWorkSettings are workSettings as clickhouse-go settings, for a
+// client that inserts the same rows outside the writer and should cost
+// ClickHouse the same (dev/cmd/bench-relay's raw insert).
+func InsertWorkSettings() map[string]any {
+	m := make(map[string]any, len(workSettings))
+	for _, s := range workSettings {
+		m[s.Key] = s.Value
+	}
+	return m
 }

@@ -116,6 +116,7 @@ func (s *Store) insertInput(ctx context.Context, table, token string, input prot
 		// acknowledged: never buffered on the server.
 		ch.SettingInt("async_insert", 0),
 	}
+	settings = append(settings, workSettings...)
 	if s.cfg.Cluster != "" {
 		settings = append(settings, ch.SettingInt("insert_distributed_sync", 1)) // ack only once the shards have it
 	}

@@ -47,6 +47,8 @@ var (
 	queryDB     = flag.String("query-db", "bench_query", "database of the query data set (with -keep, two builds can each keep theirs on one server and be timed in turns)")
 	hubbleRuns  = flag.Int("hubble", 0, "on the query data set: also time GetFlows number 20 on Trawl's API and Hubble's, interleaved, this many runs each (issue 12)")
 	dataDir     = flag.String("data-dir", "", "data directory of the embedded ClickHouse (kept; with -keep the query data set survives between runs)")
+	serverPID   = flag.Int("server-pid", 0, "with TRAWL_CLICKHOUSE_DSN: the ClickHouse server's process, whose CPU each insert path is charged (the embedded server's is known)")
+	settle      = flag.Duration("settle", 30*time.Second, "after each insert path, wait up to this long for its database's merges to end, charging their CPU to the path (0: do not wait)")
 )
 
 func main() {
@@ -65,6 +67,7 @@ func main() {
 		}
 		defer srv.Stop()
 		dsn = "clickhouse://" + srv.Addr
+		*serverPID = srv.PID()
 	}
 	conn := open(dsn)
 	var version string
@@ -77,30 +80,44 @@ func main() {
 		return
 	}
 	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
-	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw |%s\n", relayHeader())
-	fmt.Printf("|---|---|---|---|%s\n", relayRule())
+	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw | ClickHouse CPU s per 1M: raw | Writer |%s\n", relayHeader())
+	fmt.Printf("|---|---|---|---|---|---|%s\n", relayRule())
 	var raws, writers, ratios []float64
 	relayBins := strings.Split(*relayBin, ",")
 	if *relayBin == "" {
 		relayBins = nil
 	}
 	relays, relayRatios, relayCPU, relayRSS := make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
+	relayServer := make([][]float64, len(relayBins))
+	var rawServer, writerServer []float64
 	var lastDB string
 	for r := 1; r <= *runs; r++ {
 		// Alternate which path goes first: the machine is shared and noisy,
 		// and the server merges the previous insert's parts for a while.
-		var raw, wr float64
+		var raw, wr, rawCH, wrCH float64
 		var wdb string
+		rawDB := fmt.Sprintf("bench_raw_%d", r)
+		doRaw := func() {
+			openStore(ctx, dsn, rawDB).Close()
+			rawCH = serverCost(ctx, conn, rawDB, func() { raw = runRaw(ctx, conn, rawDB, batches) })
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+rawDB+" SYNC")
+		}
+		doWriter := func() {
+			s := openStore(ctx, dsn, fmt.Sprintf("bench_writer_%d", r))
+			defer s.Close()
+			wrCH = serverCost(ctx, conn, s.Database(), func() { wr, wdb = runWriter(ctx, s, batches) })
+		}
 		if r%2 == 1 {
-			raw = runRaw(ctx, dsn, conn, fmt.Sprintf("bench_raw_%d", r), batches)
-			wr, wdb = runWriter(ctx, dsn, fmt.Sprintf("bench_writer_%d", r), batches)
+			doRaw()
+			doWriter()
 		} else {
-			wr, wdb = runWriter(ctx, dsn, fmt.Sprintf("bench_writer_%d", r), batches)
-			raw = runRaw(ctx, dsn, conn, fmt.Sprintf("bench_raw_%d", r), batches)
+			doWriter()
+			doRaw()
 		}
 		lastDB = wdb
 		raws, writers, ratios = append(raws, raw), append(writers, wr), append(ratios, wr/raw)
-		line := fmt.Sprintf("| %d | %.0f | %.0f | %.2f |", r, raw, wr, wr/raw)
+		rawServer, writerServer = append(rawServer, rawCH), append(writerServer, wrCH)
+		line := fmt.Sprintf("| %d | %.0f | %.0f | %.2f | %s | %s |", r, raw, wr, wr/raw, cpuCell(rawCH), cpuCell(wrCH))
 		lines := make([]string, len(relayBins))
 		for k := range relayBins {
 			i := k
@@ -108,11 +125,13 @@ func main() {
 				i = len(relayBins) - 1 - k
 			}
 			db := fmt.Sprintf("bench_relay_%d_%d", r, i)
-			rr, cpu, rss := runRelay(ctx, relayBins[i], dsn, conn, db, batches)
+			var rr, cpu, rss float64
+			chCPU := serverCost(ctx, conn, db, func() { rr, cpu, rss = runRelay(ctx, relayBins[i], dsn, conn, db, batches) })
 			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
 			relays[i], relayRatios[i] = append(relays[i], rr), append(relayRatios[i], rr/raw)
 			relayCPU[i], relayRSS[i] = append(relayCPU[i], cpu), append(relayRSS[i], rss)
-			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.0f |", line, relayName(relayBins, i), rr, rr/raw, cpu, rss)
+			relayServer[i] = append(relayServer[i], chCPU)
+			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.0f | %s |", line, relayName(relayBins, i), rr, rr/raw, cpu, rss, cpuCell(chCPU))
 		}
 		if len(lines) == 0 {
 			lines = []string{line}
@@ -120,14 +139,13 @@ func main() {
 		for _, l := range lines {
 			fmt.Println(l)
 		}
-		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+fmt.Sprintf("bench_raw_%d", r)+" SYNC")
 		if r < *runs {
 			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+wdb+" SYNC")
 		}
 	}
-	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** |", median(raws), median(writers), median(ratios))
+	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** | %s | %s |", median(raws), median(writers), median(ratios), cpuCell(median(rawServer)), cpuCell(median(writerServer)))
 	for i := range relayBins {
-		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.0f |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayRSS[i]))
+		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.0f | %s |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])))
 	}
 	if len(relayBins) == 0 {
 		fmt.Println(line)
@@ -146,7 +164,7 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
 }
 
 // relayName is how a relay binary is shown: its base name, and its position
@@ -165,7 +183,7 @@ func relayRule() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return "---|---|---|---|---|"
+	return "---|---|---|---|---|---|"
 }
 
 func open(dsn string) driver.Conn {
@@ -194,8 +212,10 @@ func openStore(ctx context.Context, dsn, db string) *store.Store {
 
 // runRaw: columns built before timing, then sequential columnar inserts of
 // insertBlock rows into the same schema (materialized views included).
-func runRaw(ctx context.Context, dsn string, conn driver.Conn, db string, batches []batch) float64 {
-	openStore(ctx, dsn, db).Close()
+func runRaw(ctx context.Context, conn driver.Conn, db string, batches []batch) float64 {
+	// The writer's settings that shape ClickHouse's work, so that the raw
+	// insert costs the server what the writer's does.
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(store.InsertWorkSettings()))
 	var chunks []*store.Columns
 	cur := &store.Columns{}
 	for _, b := range batches {
@@ -233,9 +253,7 @@ func runRaw(ctx context.Context, dsn string, conn driver.Conn, db string, batche
 
 // runWriter: agent-sized batches (1000 flows) enqueued as fast as the
 // writer takes them; timed until the last one is acknowledged.
-func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, string) {
-	s := openStore(ctx, dsn, db)
-	defer s.Close()
+func runWriter(ctx context.Context, s *store.Store, batches []batch) (float64, string) {
 	w := s.NewWriter(nil)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -267,7 +285,7 @@ func runWriter(ctx context.Context, dsn, db string, batches []batch) (float64, s
 	writerCPU = append(writerCPU, (selfCPU()-cpu0)/(float64(rows)/1e6))
 	cancel()
 	<-done
-	return float64(rows) / el.Seconds(), db
+	return float64(rows) / el.Seconds(), s.Database()
 }
 
 // writerCPU is the bench process's CPU seconds per 1M flows in each writer
