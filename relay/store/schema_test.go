@@ -1,11 +1,16 @@
 package store_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trawl-dev/trawl/dev/chtest"
+	"github.com/trawl-dev/trawl/internal/filter/filtertest"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	"github.com/trawl-dev/trawl/relay/store"
 )
@@ -93,5 +98,52 @@ func TestEventKindEnumHasEveryKindOfTheProto(t *testing.T) {
 		if strings.HasPrefix(st, "ALTER TABLE `trawl`.`flows` ON CLUSTER") && strings.Contains(st, "CODEC") {
 			t.Errorf("the Distributed table gets a codec: %s", st)
 		}
+	}
+}
+
+// Inserts skip ClickHouse's on-insert merge of rollup parts
+// (optimize_on_insert = 0, config.go): that is only lossless while every
+// rollup view groups its insert by its table's whole key, so that a part
+// holds each key once. The same records three times in one insert must
+// give one row per key, with three times the counts.
+func TestEachRollupGetsOneRowPerKeyFromAnInsert(t *testing.T) {
+	dsn := chtest.Database(t)
+	s := openStore(t, dsn)
+	w := runWriter(t, s)
+	once := append(filtertest.Flows(), richTCPFlows()...)
+	var thrice []*flowv1.Flow
+	for range 3 {
+		for _, f := range once {
+			thrice = append(thrice, proto.Clone(f).(*flowv1.Flow))
+		}
+	}
+	write(t, w, &store.Batch{Key: "node-a/boot/1", Flows: thrice})
+	conn := chtest.Open(t, dsn)
+	cases := []struct {
+		table, key, sum string
+		want            uint64
+	}{
+		{"flows_1m", "minute, node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, direction, drop_reason_desc, proto, port, drop_class",
+			"records", 3 * uint64(len(once))},
+		{"policy_1m", "minute, policy, effect, node, src_namespace, dst_namespace, src_workload, dst_workload, verdict, proto, port", "records", 0},
+		{"tcp_1m", "minute, node, client_namespace, client_workload, server_namespace, server_workload, server_port", "connections", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.table, func(t *testing.T) {
+			var rows, keys, sum uint64
+			if err := conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count(), uniqExact(%s), sum(%s) FROM %s.%s", tc.key, tc.sum, s.Database(), tc.table)).
+				Scan(&rows, &keys, &sum); err != nil {
+				t.Fatal(err)
+			}
+			if rows == 0 || sum == 0 {
+				t.Fatalf("%s has %d rows summing %d %s: the records roll up nothing there, the test covers too little", tc.table, rows, sum, tc.sum)
+			}
+			if rows != keys {
+				t.Errorf("%s has %d rows for %d keys after one insert", tc.table, rows, keys)
+			}
+			if sum%3 != 0 || (tc.want != 0 && sum != tc.want) {
+				t.Errorf("%s: sum(%s) = %d, want three times each record's (%d)", tc.table, tc.sum, sum, tc.want)
+			}
+		})
 	}
 }
