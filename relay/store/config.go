@@ -88,11 +88,12 @@ func (c *Config) setDefaults(def Config) {
 // written to a Summing or Aggregating table is sorted and then merged
 // with itself, to sum rows of equal keys, at insert time. The rollups'
 // materialized views already GROUP BY their table's key, so each view's
-// block has one row per key and that pass finds nothing to sum: on the
-// benchmark's data it cost 1.5 of the 2.2 CPU s per 1M flows of the
-// flows_1m view and 0.6 of policy_1m's 1.05 (docs/benchmarks/relay.md,
-// "ClickHouse's side of an insert"). Readers sum the rollups' rows by
-// key anyway, as background merges are lazy.
+// block has one row per key and that pass finds nothing to sum
+// (TestEachRollupGetsOneRowPerKeyFromAnInsert). Replaying the benchmark's
+// data, it cost 1.5 of the flows_1m view's 2.7 CPU s per 1M flows and 0.5
+// of policy_1m's 1.15 (docs/benchmarks/relay.md, "ClickHouse's side of an
+// insert"). Readers sum the rollups' rows by key anyway, as background
+// merges are lazy.
 var workSettings = []ch.Setting{ch.SettingInt("optimize_on_insert", 0)}
 
 // InsertWorkSettings are workSettings as clickhouse-go settings, for a
