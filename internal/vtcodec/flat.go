@@ -3,6 +3,7 @@ package vtcodec
 import (
 	"errors"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -84,7 +85,7 @@ func (d *flatDecoder) unique(v []byte) string {
 		d.o.err = errInvalidUTF8
 	}
 	if cap(d.s.ids)-len(d.s.ids) < len(v) {
-		d.s.ids = make([]byte, 0, max(36*d.s.n, len(v)))
+		d.s.ids = make([]byte, 0, max(min(36*d.s.n, maxChunk), len(v)))
 	}
 	d.s.ids = append(d.s.ids, v...)
 	return unsafeString(d.s.ids[len(d.s.ids)-len(v):])
@@ -92,10 +93,21 @@ func (d *flatDecoder) unique(v []byte) string {
 
 func next[T any](s *[]T, n int) *T {
 	if len(*s) == cap(*s) {
-		*s = make([]T, 0, max(n, 16))
+		*s = make([]T, 0, chunk[T](n))
 	}
 	*s = (*s)[:len(*s)+1]
 	return &(*s)[len(*s)-1]
+}
+
+// maxChunk keeps a slab's slices small objects for the allocator (at
+// most 32 KiB): a large one takes the heap's lock and, once the scavenger
+// returned the pages of the last one, page faults on every batch.
+const maxChunk = 32 << 10
+
+// chunk is the length of a new slab slice of T for a batch of n flows.
+func chunk[T any](n int) int {
+	var z T
+	return max(1, min(max(n, 16), maxChunk/int(unsafe.Sizeof(z))))
 }
 
 // window appends v to the window w (a field's values so far) and returns
@@ -107,7 +119,7 @@ func window[T any](s *[]T, w []T, v T, n int) []T {
 	tail := k == 0 || (len(*s) >= k && &(*s)[len(*s)-k] == &w[0])
 	if !tail || len(*s) == cap(*s) {
 		if cap(*s)-len(*s) < k+1 {
-			*s = make([]T, 0, max(n, 16, 2*(k+1)))
+			*s = make([]T, 0, max(chunk[T](n), 2*(k+1)))
 		}
 		*s = append(*s, w...)
 	}
