@@ -478,9 +478,65 @@ func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
 	})
 }
 
+// endpoint decodes an Endpoint. An agent's endpoints repeat (one per pod
+// it sees, in flow after flow), so a stream remembers each one's wire form
+// and the endpoint it decodes to: a repeat is one lookup instead of one per
+// string (namespace, pod, every label, workloads). Each flow still gets
+// its own Endpoint; its labels and workloads are shared, read-only (capped
+// slices: an append copies), as enrichment already shares the endpoints it
+// sets.
 func (d *flatDecoder) endpoint(b []byte) (*flowv1.Endpoint, error) {
 	e := next(&d.s.eps, d.s.n)
-	return e, fields(b, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
+	eps := &d.o.t.eps
+	if t, ok := (*eps)[string(b)]; ok {
+		t.copyTo(e)
+		return e, nil
+	}
+	if err := d.endpointFields(e, b); err != nil {
+		return e, err
+	}
+	// Only checked strings are remembered: an endpoint with invalid UTF-8
+	// must fail every batch that carries it.
+	if len(b) <= maxEndpointKey && d.o.err == nil {
+		if *eps == nil || len(*eps) >= d.o.t.max {
+			*eps = make(map[string]*endpointTemplate, min(d.o.t.max, 256))
+		}
+		(*eps)[string(b)] = newEndpointTemplate(e)
+	}
+	return e, nil
+}
+
+// maxEndpointKey bounds the wire form of a remembered endpoint (with the
+// table's bound in entries, the memory a stream's endpoints take).
+const maxEndpointKey = 512
+
+// endpointTemplate is a decoded endpoint, owning its slices.
+type endpointTemplate struct {
+	id, identity                  uint32
+	cluster, namespace, pod, node string
+	labels                        []string
+	workloads                     []*flowv1.Workload
+}
+
+func newEndpointTemplate(e *flowv1.Endpoint) *endpointTemplate {
+	t := &endpointTemplate{id: e.ID, identity: e.Identity, cluster: e.ClusterName, namespace: e.Namespace, pod: e.PodName, node: e.NodeName}
+	if len(e.Labels) > 0 {
+		t.labels = append([]string(nil), e.Labels...)
+	}
+	for _, w := range e.Workloads {
+		t.workloads = append(t.workloads, &flowv1.Workload{Name: w.Name, Kind: w.Kind})
+	}
+	return t
+}
+
+func (t *endpointTemplate) copyTo(e *flowv1.Endpoint) {
+	e.ID, e.Identity, e.ClusterName, e.Namespace, e.PodName, e.NodeName = t.id, t.identity, t.cluster, t.namespace, t.pod, t.node
+	e.Labels = t.labels[:len(t.labels):len(t.labels)]
+	e.Workloads = t.workloads[:len(t.workloads):len(t.workloads)]
+}
+
+func (d *flatDecoder) endpointFields(e *flowv1.Endpoint, b []byte) error {
+	return fields(b, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 		if t == protowire.VarintType {
 			switch n {
 			case 1:

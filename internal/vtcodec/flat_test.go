@@ -185,3 +185,42 @@ func BenchmarkUnmarshalDataSetBatch(b *testing.B) {
 		}
 	})
 }
+
+// A stream remembers the endpoints it decoded: a repeat decodes to the same
+// values in an Endpoint of its own (a consumer changing one flow's endpoint
+// changes no other flow's), and the memory stays bounded however many
+// distinct endpoints pass.
+func TestRememberedEndpointsAreCopiesAndStayBounded(t *testing.T) {
+	tbl := NewStrings(8)
+	ep := &flowv1.Endpoint{Namespace: "team-a", PodName: "p", Labels: []string{"k8s:app=a"}, Workloads: []*flowv1.Workload{{Name: "w", Kind: "Deployment"}}}
+	decode := func(eps ...*flowv1.Endpoint) []*flowv1.Flow {
+		t.Helper()
+		var fs [][]byte
+		for _, e := range eps {
+			fs = append(fs, flowWire(t, &flowv1.Flow{Source: e}))
+		}
+		got := &ingestv1.StreamRequest{}
+		if err := unmarshalRequest(&Request{Msg: got, Strings: tbl}, batchWire(fs...)); err != nil {
+			t.Fatal(err)
+		}
+		return got.GetBatch().GetFlows()
+	}
+	first := decode(ep)
+	again := decode(ep, ep)
+	for i, f := range append(first, again...) {
+		if !proto.Equal(f.GetSource(), ep) {
+			t.Fatalf("flow %d: source %v, want %v", i, f.GetSource(), ep)
+		}
+	}
+	again[0].Source.Namespace = "changed"
+	again[0].Source.Labels = append(again[0].Source.Labels, "k8s:extra=1")
+	if !proto.Equal(again[1].GetSource(), ep) || !proto.Equal(decode(ep)[0].GetSource(), ep) {
+		t.Error("changing one flow's endpoint changed another flow's")
+	}
+	for i := range 100 {
+		decode(&flowv1.Endpoint{PodName: string(rune('a'+i%26)) + "-" + string(rune('a'+i/26))})
+		if n := len(tbl.eps); n > 8 {
+			t.Fatalf("the stream remembers %d endpoints, beyond its bound of 8", n)
+		}
+	}
+}

@@ -34,6 +34,8 @@ import (
 type Strings struct {
 	m   map[string]string
 	max int
+	// eps: endpoints by wire form (flat.go), bounded as m.
+	eps map[string]*endpointTemplate
 }
 
 const (
