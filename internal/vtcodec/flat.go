@@ -100,8 +100,8 @@ func next[T any](s *[]T, n int) *T {
 }
 
 // maxChunk keeps a slab's slices small objects for the allocator (at
-// most 32 KiB): a large one takes the heap's lock and, once the scavenger
-// returned the pages of the last one, page faults on every batch.
+// most 32 KiB), which it serves from per-CPU caches; a larger one is taken
+// from the page heap, under its lock, every batch.
 const maxChunk = 32 << 10
 
 // chunk is the length of a new slab slice of T for a batch of n flows.
