@@ -3,6 +3,9 @@ package vtcodec
 import (
 	"strings"
 	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
@@ -31,6 +34,8 @@ import (
 type Strings struct {
 	m   map[string]string
 	max int
+	// eps: endpoints by wire form (flat.go), bounded as m.
+	eps map[string]*endpointTemplate
 }
 
 const (
@@ -67,6 +72,17 @@ type Request struct {
 // unmarshalRequest decodes data into r. data must stay unchanged until it
 // returns; afterwards nothing decoded refers to it.
 func unmarshalRequest(r *Request, data []byte) error {
+	if v, ok := onlyBatch(data); ok {
+		b := &ingestv1.Batch{}
+		o := owner{t: r.Strings}
+		if ok, err := batchFlat(&o, b, v); ok {
+			if err != nil {
+				return err
+			}
+			r.Msg.Msg = &ingestv1.StreamRequest_Batch{Batch: b}
+			return o.err
+		}
+	}
 	if err := r.Msg.UnmarshalVTUnsafe(data); err != nil {
 		return err
 	}
@@ -82,6 +98,21 @@ func unmarshalRequest(r *Request, data []byte) error {
 		return err
 	}
 	return checkUTF8(shapeOf(r.Msg.ProtoReflect().Descriptor()), data)
+}
+
+// onlyBatch returns the Batch's bytes of a StreamRequest that is one batch
+// field and nothing else (what agents send); anything else is decoded as
+// before.
+func onlyBatch(data []byte) ([]byte, bool) {
+	n, t, m := protowire.ConsumeTag(data)
+	if m < 0 || n != 2 || t != protowire.BytesType {
+		return nil, false
+	}
+	v, l := protowire.ConsumeBytes(data[m:])
+	if l < 0 || m+l != len(data) {
+		return nil, false
+	}
+	return v, true
 }
 
 // owner replaces the strings of a message decoded by UnmarshalVTUnsafe with
@@ -245,4 +276,27 @@ func (o *owner) conntrack(c *flowv1.ConntrackSample) {
 			o.endpoint(tc.Endpoint)
 		}
 	}
+}
+
+// bytes is str for a string still in wire form: the table's copy, or a
+// checked fresh one (the map lookup with string(v) does not allocate).
+func (o *owner) bytes(v []byte) string {
+	if len(v) == 0 {
+		return ""
+	}
+	if len(v) <= maxInterned {
+		if c, ok := o.t.m[string(v)]; ok {
+			return c
+		}
+	}
+	s := unsafeString(v)
+	o.str(&s)
+	return s
+}
+
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/ClickHouse/ch-go/proto"
 )
@@ -31,6 +32,14 @@ type lowCardinality[T comparable] struct {
 	// own makes a copy of a new value that the map may keep without keeping
 	// the record's memory reachable (strings.Clone for strings).
 	own func(T) T
+	// ident is a string value's bytes' address and length (nil for other
+	// types). Strings decoded by the relay are interned per stream
+	// (internal/vtcodec), so a repeated value is usually the same bytes:
+	// seen finds it by address, without hashing it. The slot keeps the
+	// address, which keeps those bytes alive and unchanged (Go strings are
+	// immutable), so a hit is always the same value.
+	ident func(T) (unsafe.Pointer, int)
+	seen  [64]seenSlot
 
 	width  proto.CardinalityKey
 	keys8  proto.ColUInt8
@@ -38,8 +47,16 @@ type lowCardinality[T comparable] struct {
 	keys32 proto.ColUInt32
 }
 
+// seenSlot is a string's address and length and its key in the dictionary.
+type seenSlot struct {
+	p  unsafe.Pointer
+	n  int
+	id uint32
+}
+
 func newLowCardinalityString() *lowCardinality[string] {
-	return &lowCardinality[string]{dict: new(proto.ColStr), own: strings.Clone}
+	return &lowCardinality[string]{dict: new(proto.ColStr), own: strings.Clone,
+		ident: func(s string) (unsafe.Pointer, int) { return unsafe.Pointer(unsafe.StringData(s)), len(s) }}
 }
 
 func newLowCardinalityIPv6() *lowCardinality[proto.IPv6] {
@@ -51,6 +68,19 @@ func (c *lowCardinality[T]) add(v T) {
 		c.appendKey(c.lastKey)
 		return
 	}
+	var slot *seenSlot
+	var p unsafe.Pointer
+	var n int
+	if c.ident != nil {
+		if p, n = c.ident(v); n > 0 {
+			slot = &c.seen[(uintptr(p)>>4)%uintptr(len(c.seen))]
+			if slot.p == p && slot.n == n {
+				c.appendKey(slot.id)
+				c.last, c.lastKey, c.hasLast = v, slot.id, true
+				return
+			}
+		}
+	}
 	id, ok := c.ids[v]
 	if !ok {
 		if c.ids == nil {
@@ -61,6 +91,9 @@ func (c *lowCardinality[T]) add(v T) {
 		c.dict.Append(v)
 		c.ids[v] = id
 		c.widen(id)
+	}
+	if slot != nil {
+		*slot = seenSlot{p, n, id}
 	}
 	c.appendKey(id)
 	c.last, c.lastKey, c.hasLast = v, id, true
@@ -110,6 +143,7 @@ func (c *lowCardinality[T]) value(i int) T { return c.dict.Row(c.key(i)) }
 func (c *lowCardinality[T]) Reset() {
 	c.dict.Reset()
 	clear(c.ids)
+	clear(c.seen[:])
 	var zero T
 	c.last, c.hasLast = zero, false
 	c.width = proto.KeyUInt8

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +109,41 @@ func TestLowCardinalityKeysReadBackAcrossTheirWidths(t *testing.T) {
 				if got := c.value(i); got != v {
 					t.Fatalf("row %d reads %q, want %q", i, got, v)
 				}
+			}
+		})
+	}
+}
+
+// A value found by its bytes' address (a string interned by the stream's
+// decoder, seen before) reads back as the value, whether its rows repeat
+// the same bytes or copies of them, in one insert and the next (a reset
+// forgets the addresses with the dictionary).
+func TestLowCardinalityValuesReadBackWhetherTheyRepeatTheirBytesOrNot(t *testing.T) {
+	interned := make([]string, 300)
+	for i := range interned {
+		interned[i] = fmt.Sprintf("value-%d", i)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	c := newLowCardinalityString()
+	for _, name := range []string{"first insert", "after a reset"} {
+		t.Run(name, func(t *testing.T) {
+			c.Reset()
+			var want []string
+			for range 5000 {
+				v := interned[r.IntN(len(interned))]
+				if r.IntN(4) == 0 {
+					v = strings.Clone(v)
+				}
+				c.add(v)
+				want = append(want, v)
+			}
+			for i, v := range want {
+				if got := c.value(i); got != v {
+					t.Fatalf("row %d reads %q, want %q", i, got, v)
+				}
+			}
+			if n := c.dict.Rows(); n > len(interned) {
+				t.Errorf("the dictionary holds %d values for %d distinct ones", n, len(interned))
 			}
 		})
 	}
