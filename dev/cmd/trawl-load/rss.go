@@ -40,6 +40,7 @@ type procMem struct {
 	// started with the load); 0 when it was running before the load began.
 	startMinute int
 	peak        map[int]float64 // minute → highest RSS sample, MiB
+	cpu         map[int]float64 // minute → CPU seconds used (utime+stime) at its last sample
 }
 
 func minuteOf(since time.Duration) int {
@@ -49,14 +50,25 @@ func minuteOf(since time.Duration) int {
 	return int((since + time.Minute - 1) / time.Minute)
 }
 
-func (p *procMem) add(minute int, mib float64) {
+func (p *procMem) add(minute int, mib, cpu float64) {
 	if mib <= 0 { // the process was gone when read
 		return
 	}
 	if p.peak == nil {
-		p.peak = map[int]float64{}
+		p.peak, p.cpu = map[int]float64{}, map[int]float64{}
 	}
 	p.peak[minute] = max(p.peak[minute], mib)
+	p.cpu[minute] = max(p.cpu[minute], cpu)
+}
+
+// cpuPerMinute is the CPU seconds the process used per minute over the
+// counted minutes (from the end of the first to the end of the last).
+func (p *procMem) cpuPerMinute(counted []int) float64 {
+	if len(counted) < 2 {
+		return 0
+	}
+	first, last := counted[0], counted[len(counted)-1]
+	return (p.cpu[last] - p.cpu[first]) / float64(last-first)
 }
 
 // flatness is the verdict's figures for one process.
@@ -110,8 +122,8 @@ func flatnessOf(p *procMem, eventMinutes map[int]bool) flatness {
 // flatReport writes the per-process figures as a Markdown table and returns
 // the processes that are not flat (or could not be judged).
 func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool) (notFlat []string) {
-	b.WriteString("| process | pid | started (minute) | minutes counted | lowest MiB | highest MiB | spread | trend (last vs first minutes) | spread outside event minutes (diagnostic) | flat within 10 % |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| process | pid | started (minute) | minutes counted | lowest MiB | highest MiB | spread | trend (last vs first minutes) | spread outside event minutes (diagnostic) | CPU s per minute | flat within 10 % |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range procs {
 		f := flatnessOf(p, eventMinutes)
 		started := "before the load"
@@ -119,7 +131,7 @@ func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool)
 			started = fmt.Sprint(p.startMinute)
 		}
 		if !f.enoughToTell {
-			fmt.Fprintf(b, "| %s | %d | %s | %d | | | | | | not judged (under 2 minutes) |\n", p.name, p.pid, started, len(f.counted))
+			fmt.Fprintf(b, "| %s | %d | %s | %d | | | | | | | not judged (under 2 minutes) |\n", p.name, p.pid, started, len(f.counted))
 			notFlat = append(notFlat, fmt.Sprintf("%s (pid %d): under 2 minutes to judge", p.name, p.pid))
 			continue
 		}
@@ -132,9 +144,9 @@ func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool)
 			verdict = "**no**"
 			notFlat = append(notFlat, fmt.Sprintf("%s (pid %d) %.1f %%", p.name, p.pid, 100*f.spread))
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %d–%d (%d) | %.0f | %.0f | %.1f %% | %+.1f %% | %s | %s |\n",
+		fmt.Fprintf(b, "| %s | %d | %s | %d–%d (%d) | %.0f | %.0f | %.1f %% | %+.1f %% | %s | %.1f | %s |\n",
 			p.name, p.pid, started, f.counted[0], f.counted[len(f.counted)-1], len(f.counted), f.lo, f.hi,
-			100*f.spread, 100*f.trend, quiet, verdict)
+			100*f.spread, 100*f.trend, quiet, p.cpuPerMinute(f.counted), verdict)
 	}
 	return notFlat
 }

@@ -10,7 +10,7 @@ import (
 func mem(start int, perMinute ...float64) *procMem {
 	p := &procMem{name: "p", pid: 1, startMinute: start}
 	for i, v := range perMinute {
-		p.add(i+1, v)
+		p.add(i+1, v, float64(i))
 	}
 	return p
 }
@@ -80,7 +80,7 @@ func TestAMinuteFigureIsTheHighestSampleInIt(t *testing.T) {
 		at  time.Duration
 		mib float64
 	}{{5 * time.Second, 100}, {30 * time.Second, 140}, {60 * time.Second, 120}, {65 * time.Second, 90}, {70 * time.Second, 0}} {
-		p.add(minuteOf(s.at), s.mib)
+		p.add(minuteOf(s.at), s.mib, 1)
 	}
 	if p.peak[1] != 140 || p.peak[2] != 90 || len(p.peak) != 2 {
 		t.Fatalf("minutes %v, want 1: 140 and 2: 90 (a zero reading is a process gone, not a figure)", p.peak)

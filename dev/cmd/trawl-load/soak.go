@@ -231,13 +231,13 @@ func runSoak(args []string) error {
 		if pid <= 0 {
 			return
 		}
-		_, r, _ := scale.ProcStat(pid)
+		cpu, r, _ := scale.ProcStat(pid)
 		m := max(minuteOf(time.Since(start)), 1)
 		memMu.Lock()
 		defer memMu.Unlock()
 		for _, p := range mem {
 			if p.name == name && p.pid == pid {
-				p.add(m, r)
+				p.add(m, r, cpu)
 				return
 			}
 		}
@@ -247,7 +247,7 @@ func runSoak(args []string) error {
 				p.startMinute = m
 			}
 		}
-		p.add(m, r)
+		p.add(m, r, cpu)
 		mem = append(mem, p)
 	}
 	sampleAll := func() {
