@@ -120,8 +120,9 @@ func flatnessOf(p *procMem, eventMinutes map[int]bool) flatness {
 }
 
 // flatReport writes the per-process figures as a Markdown table and returns
-// the processes that are not flat (or could not be judged).
-func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool) (notFlat []string) {
+// the processes that are not flat, and those that lived too short to judge
+// (a relay killed in its first minutes, an agent restarted near the end).
+func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool) (notFlat, notJudged []string) {
 	b.WriteString("| process | pid | started (minute) | minutes counted | lowest MiB | highest MiB | spread | trend (last vs first minutes) | spread outside event minutes (diagnostic) | CPU s per minute | flat within 10 % |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range procs {
@@ -132,7 +133,7 @@ func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool)
 		}
 		if !f.enoughToTell {
 			fmt.Fprintf(b, "| %s | %d | %s | %d | | | | | | | not judged (under 2 minutes) |\n", p.name, p.pid, started, len(f.counted))
-			notFlat = append(notFlat, fmt.Sprintf("%s (pid %d): under 2 minutes to judge", p.name, p.pid))
+			notJudged = append(notJudged, fmt.Sprintf("%s (pid %d)", p.name, p.pid))
 			continue
 		}
 		quiet := "none"
@@ -148,5 +149,5 @@ func flatReport(b *strings.Builder, procs []*procMem, eventMinutes map[int]bool)
 			p.name, p.pid, started, f.counted[0], f.counted[len(f.counted)-1], len(f.counted), f.lo, f.hi,
 			100*f.spread, 100*f.trend, quiet, p.cpuPerMinute(f.counted), verdict)
 	}
-	return notFlat
+	return notFlat, notJudged
 }
