@@ -186,6 +186,21 @@ func runSoak(args []string) error {
 		}
 	}
 	var procsMu sync.Mutex // procs[0] and finished change at the agent restart
+	// A shard that exits when the soak did not stop it is reported with
+	// how it ended: the run's figures are then about that, not the code.
+	var shardMu sync.Mutex // the shard stop replaces Servers[1]
+	stoppingShard := -1
+	watchShard := func(i int) {
+		srv := b.shards.Servers[i]
+		go func() {
+			<-srv.Done()
+			shardMu.Lock()
+			defer shardMu.Unlock()
+			if stoppingShard != i && time.Since(start) < dur {
+				note(fmt.Sprintf("ClickHouse shard %d exited on its own (%v): the rest of this run measures that", i, srv.Err()))
+			}
+		}()
+	}
 	events := []event{
 		{dur / 5, "relay 0 killed (SIGKILL), restarted 5 s later", "relay 0 killed", func() error {
 			b.relays[0].Kill()
@@ -193,11 +208,21 @@ func runSoak(args []string) error {
 			return b.relays[0].Start(ctx)
 		}},
 		{dur * 9 / 20, fmt.Sprintf("ClickHouse shard 1 stopped for %s, then started", *chStop), "shard 1 stopped", func() error {
+			shardMu.Lock()
+			stoppingShard = 1
+			shardMu.Unlock()
 			if err := b.shards.Stop(1); err != nil {
 				return err
 			}
 			time.Sleep(*chStop)
-			return b.shards.Start(ctx, 1)
+			if err := b.shards.Start(ctx, 1); err != nil {
+				return err
+			}
+			shardMu.Lock()
+			stoppingShard = -1
+			shardMu.Unlock()
+			watchShard(1)
+			return nil
 		}},
 		{dur * 7 / 10, "agent 0 restarted (SIGTERM, drain, new boot id)", "agent 0 restarted", func() error {
 			procsMu.Lock()
@@ -332,6 +357,9 @@ func runSoak(args []string) error {
 		logf("minute %d: sent %d, stored %s, lost %d", m, sent, stored, lost)
 	}
 
+	for i := range b.shards.Servers {
+		watchShard(i)
+	}
 	var evWG sync.WaitGroup
 	evErr := make(chan error, len(events))
 	for _, e := range events {
