@@ -589,13 +589,13 @@ func (s *Shipper) session(ctx context.Context) error {
 		return fmt.Errorf("send heartbeat: %w", err)
 	}
 	for {
-		out := s.nextToSend(gen)
-		for i, o := range out {
-			if err := stream.SendMsg(o.msg); err != nil {
-				for _, rest := range out[i+1:] {
-					rest.msg.Free()
-				}
-				return fmt.Errorf("send batch %d: %w", o.seq, err)
+		for _, e := range s.nextToSend(gen) {
+			msg := s.sendCopy(e)
+			if msg == nil {
+				continue // dropped for space since, and counted
+			}
+			if err := stream.SendMsg(msg); err != nil {
+				return fmt.Errorf("send batch %d: %w", e.seq, err)
 			}
 			s.m.sent.Inc()
 		}
@@ -613,19 +613,9 @@ func (s *Shipper) session(ctx context.Context) error {
 	}
 }
 
-// outgoing is a batch on its way to gRPC: a copy of its bytes, in gRPC's
-// buffer pool, which gRPC frees when it has written them.
-type outgoing struct {
-	seq uint64
-	msg mem.Buffer
-}
-
 // nextToSend seals pending lost-event reports and returns the unsent batches
-// that fit in the in-flight window, marking them sent on gen. Each is copied
-// here, under the lock: once the lock is released a batch may be dropped
-// and its place in the arena taken by the next one, while gRPC may still be
-// writing (or keeping for a retry) what it was given.
-func (s *Shipper) nextToSend(gen uint64) []outgoing {
+// that fit in the in-flight window, marking them sent on gen.
+func (s *Shipper) nextToSend(gen uint64) []*entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pendingLost) > 0 {
@@ -648,7 +638,7 @@ func (s *Shipper) nextToSend(gen uint64) []outgoing {
 		s.sealLocked(true)
 	}
 	inflight := 0
-	var out []outgoing
+	var out []*entry
 	for _, e := range s.queue {
 		if e.sentGen == gen {
 			inflight++
@@ -659,9 +649,30 @@ func (s *Shipper) nextToSend(gen uint64) []outgoing {
 		}
 		e.sentGen = gen
 		inflight++
-		out = append(out, outgoing{seq: e.seq, msg: mem.Copy(e.msg, mem.DefaultBufferPool())})
+		out = append(out, e)
 	}
 	return out
+}
+
+// sendCopy copies a batch's bytes, under the lock, into a buffer of gRPC's
+// pool that gRPC frees once it has written them; nil when the batch has
+// been dropped for space meanwhile (it never reached this stream, so its
+// records are counted lost now, not when the stream ends). Why a copy: once the lock is released
+// the batch may be dropped and its place in the arena taken by the next
+// one, while gRPC may still be writing (or keeping for a retry) what it was
+// given. One batch at a time, so the copies in hand stay one batch, not the
+// in-flight window, after a reconnect resends the whole buffer.
+func (s *Shipper) sendCopy(e *entry) mem.Buffer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.msg == nil {
+		if n, ok := s.droppedInflight[e.seq]; ok {
+			delete(s.droppedInflight, e.seq)
+			s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, n)
+		}
+		return nil
+	}
+	return mem.Copy(e.msg, mem.DefaultBufferPool())
 }
 
 func (s *Shipper) receive(stream ingestv1.IngestService_StreamClient, gen uint64) error {
