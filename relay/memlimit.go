@@ -30,11 +30,9 @@ import (
 // The budget (--memory-limit auto, the default) is sized from what the relay
 // holds at full ingest: a live heap of ~105 MB with the default 32 MiB queue
 // (the queued batches' columns, the insert being encoded and sent, the
-// streams' decoders). 8 × --insert-queue-bytes (256 MiB by default) leaves
-// the collector more room than the live heap and keeps the RSS at full
-// ingest under 300 MiB (a 280 MiB budget peaked at 310 MiB: the RSS holds
-// what the runtime does not count, such as the binary's pages), at most 90 %
-// of the container's memory limit.
+// streams' decoders). 8 × --insert-queue-bytes + 24 MiB (280 MiB by default)
+// leaves the collector more room than the live heap, at most 90 % of the
+// container's memory limit (the rest covers what the runtime does not count).
 // A live heap that outgrows half the budget (more agents' streams than
 // measured here) would make the collector run back to back: the budget is
 // then raised to twice the live heap, up to the container's share, and the
@@ -139,6 +137,7 @@ func cgroupMemoryLimit(root string, procSelfCgroup []byte) int64 {
 // Sizing of the automatic budget (see the top of this file).
 const (
 	budgetPerQueueByte = 8
+	budgetBase         = 24 << 20
 	// budgetCheck is how often the live heap is compared with the budget.
 	budgetCheck = time.Second
 )
@@ -146,7 +145,7 @@ const (
 // autoBudget is the budget for a writer queue of queueBytes under a
 // container limit of cgroup bytes (0: none).
 func autoBudget(queueBytes int, cgroup int64) (budget, ceiling int64) {
-	budget = budgetPerQueueByte * int64(queueBytes)
+	budget = budgetPerQueueByte*int64(queueBytes) + budgetBase
 	if cgroup > 0 {
 		ceiling = int64(float64(cgroup) * cgroupShare)
 		budget = min(budget, ceiling)

@@ -118,9 +118,9 @@ func TestTheAutomaticBudgetIsSizedFromTheQueueUnderTheContainersShare(t *testing
 		cgroup               int64
 		wantBudget, wantCeil int64
 	}{
-		{"the default queue without a container limit is 256 MiB", 32 << 20, 0, 256 << 20, 0},
-		{"a smaller queue gets a smaller budget", 16 << 20, 0, 128 << 20, 0},
-		{"a container limit above the budget leaves it and is the ceiling", 32 << 20, 1000 << 20, 256 << 20, 900 << 20},
+		{"the default queue without a container limit is 280 MiB", 32 << 20, 0, 280 << 20, 0},
+		{"a smaller queue gets a smaller budget", 16 << 20, 0, 152 << 20, 0},
+		{"a container limit above the budget leaves it and is the ceiling", 32 << 20, 1000 << 20, 280 << 20, 900 << 20},
 		{"a container limit below the budget caps it at 90 %", 32 << 20, 200 << 20, 180 << 20, 180 << 20},
 	}
 	for _, tt := range tests {
@@ -140,10 +140,10 @@ func TestTheBudgetIsRaisedWhenTheLiveHeapOutgrowsHalfOfIt(t *testing.T) {
 		budget, live, ceiling int64
 		want                  int64
 	}{
-		{"a live heap under half the budget leaves it", 256 * mib, 105 * mib, 0, 256 * mib},
-		{"exactly half leaves it", 256 * mib, 128 * mib, 0, 256 * mib},
-		{"over half raises it to twice the live heap", 256 * mib, 200 * mib, 0, 400 * mib},
-		{"the raise stops at the ceiling", 256 * mib, 200 * mib, 350 * mib, 350 * mib},
+		{"a live heap under half the budget leaves it", 280 * mib, 105 * mib, 0, 280 * mib},
+		{"exactly half leaves it", 280 * mib, 140 * mib, 0, 280 * mib},
+		{"over half raises it to twice the live heap", 280 * mib, 200 * mib, 0, 400 * mib},
+		{"the raise stops at the ceiling", 280 * mib, 200 * mib, 350 * mib, 350 * mib},
 		{"a budget already at its ceiling stays", 350 * mib, 300 * mib, 350 * mib, 350 * mib},
 		{"it is never lowered", 400 * mib, 50 * mib, 0, 400 * mib},
 	}
