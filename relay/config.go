@@ -99,12 +99,9 @@ type Config struct {
 	Log      *slog.Logger
 	// ShutdownTimeout bounds the graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
-	// MemoryLimit is the memory budget the relay holds while Run serves
-	// (the Go runtime's soft memory limit, collecting only there), in
-	// bytes: 0 (default) sizes it from QueueBytes, at most 90 % of the
-	// cgroup's memory limit, and raises it if the live heap outgrows half
-	// of it (relay/memlimit.go); <0 is none. GOMEMLIMIT in the environment
-	// wins.
+	// MemoryLimit is the Go runtime's soft memory limit applied while Run
+	// serves, in bytes: 0 (default) is 90 % of the cgroup's memory limit
+	// when there is one, <0 is none. GOMEMLIMIT in the environment wins.
 	MemoryLimit int64
 }
 

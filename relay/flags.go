@@ -16,7 +16,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.IngestAddr, "ingest-address", cfg.IngestAddr, "agent ingest address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-address", cfg.MetricsAddr, "Prometheus /metrics address (empty: off)")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go profiles at /debug/pprof/ on --metrics-address")
-	fs.Var(memoryLimit{&cfg.MemoryLimit}, "memory-limit", "memory the relay holds (e.g. 900MiB): the collector runs when the heap reaches it; auto: 8 x --insert-queue-bytes + 24MiB, at most 90% of the container's limit, raised if the live heap outgrows half of it; off: none (env GOMEMLIMIT wins)")
+	fs.Var(memoryLimit{&cfg.MemoryLimit}, "memory-limit", "soft limit of the relay's memory (e.g. 900MiB): the collector works harder near it; auto: 90% of the container's limit; off: none (env GOMEMLIMIT wins)")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", cfg.ClickHouseDSN, "ClickHouse DSN, clickhouse://user:pass@host:9000/database (env TRAWL_CLICKHOUSE_DSN)")
 	fs.StringVar(&cfg.ClickHouseCluster, "clickhouse-cluster", cfg.ClickHouseCluster, "ClickHouse cluster name: Replicated + Distributed tables, DDL ON CLUSTER")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long flows are kept (TTL)")

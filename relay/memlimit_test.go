@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -66,92 +65,26 @@ func TestCgroupMemoryLimitIsFoundInV1V2AndNamespacedLayouts(t *testing.T) {
 	}
 }
 
-func TestAnExplicitMemoryLimitIsHeldWithoutCollectingOnTheLiveHeapAndRestored(t *testing.T) {
+func TestAnExplicitMemoryLimitIsAppliedAndRestored(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	t.Setenv("GOGC", "")
-	log := slog.New(slog.DiscardHandler)
 	before := debug.SetMemoryLimit(-1)
-	beforeGC := debug.SetGCPercent(-1)
-	debug.SetGCPercent(beforeGC)
-	limit, restore := applyMemoryLimit(700<<20, 32<<20, log)
+	limit, restore := applyMemoryLimit(700 << 20)
 	if limit != 700<<20 {
 		t.Fatalf("applied %d, want %d", limit, 700<<20)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 700<<20 {
 		t.Errorf("runtime memory limit %d, want %d", got, 700<<20)
 	}
-	gc := debug.SetGCPercent(-1)
-	debug.SetGCPercent(gc)
-	if gc != -1 {
-		t.Errorf("GOGC %d under the limit, want off (-1)", gc)
-	}
-	// A second relay in the process shares the budget; the last one to
-	// stop restores the settings.
-	second, restore2 := applyMemoryLimit(300<<20, 32<<20, log)
-	if second != 700<<20 {
-		t.Errorf("second relay applied %d, want the first's %d", second, 700<<20)
-	}
 	restore()
-	if got := debug.SetMemoryLimit(-1); got != 700<<20 {
-		t.Errorf("limit %d while the second relay runs, want %d", got, 700<<20)
-	}
-	restore2()
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Errorf("limit after restore %d, want %d", got, before)
 	}
-	if gc := debug.SetGCPercent(beforeGC); gc != beforeGC {
-		t.Errorf("GOGC after restore %d, want %d", gc, beforeGC)
-	}
-	if limit, _ := applyMemoryLimit(-1, 32<<20, log); limit != 0 {
+	if limit, _ := applyMemoryLimit(-1); limit != 0 {
 		t.Errorf("--memory-limit off applied %d", limit)
 	}
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	if limit, _ := applyMemoryLimit(700<<20, 32<<20, log); limit != 0 {
+	if limit, _ := applyMemoryLimit(700 << 20); limit != 0 {
 		t.Errorf("applied %d although GOMEMLIMIT is set, want the environment to win", limit)
-	}
-}
-
-func TestTheAutomaticBudgetIsSizedFromTheQueueUnderTheContainersShare(t *testing.T) {
-	tests := []struct {
-		name                 string
-		queue                int
-		cgroup               int64
-		wantBudget, wantCeil int64
-	}{
-		{"the default queue without a container limit is 280 MiB", 32 << 20, 0, 280 << 20, 0},
-		{"a smaller queue gets a smaller budget", 16 << 20, 0, 152 << 20, 0},
-		{"a container limit above the budget leaves it and is the ceiling", 32 << 20, 1000 << 20, 280 << 20, 900 << 20},
-		{"a container limit below the budget caps it at 90 %", 32 << 20, 200 << 20, 180 << 20, 180 << 20},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b, c := autoBudget(tt.queue, tt.cgroup)
-			if b != tt.wantBudget || c != tt.wantCeil {
-				t.Fatalf("budget %d, ceiling %d; want %d, %d", b, c, tt.wantBudget, tt.wantCeil)
-			}
-		})
-	}
-}
-
-func TestTheBudgetIsRaisedWhenTheLiveHeapOutgrowsHalfOfIt(t *testing.T) {
-	const mib = 1 << 20
-	tests := []struct {
-		name                  string
-		budget, live, ceiling int64
-		want                  int64
-	}{
-		{"a live heap under half the budget leaves it", 280 * mib, 105 * mib, 0, 280 * mib},
-		{"exactly half leaves it", 280 * mib, 140 * mib, 0, 280 * mib},
-		{"over half raises it to twice the live heap", 280 * mib, 200 * mib, 0, 400 * mib},
-		{"the raise stops at the ceiling", 280 * mib, 200 * mib, 350 * mib, 350 * mib},
-		{"a budget already at its ceiling stays", 350 * mib, 300 * mib, 350 * mib, 350 * mib},
-		{"it is never lowered", 400 * mib, 50 * mib, 0, 400 * mib},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := raisedBudget(tt.budget, tt.live, tt.ceiling); got != tt.want {
-				t.Fatalf("raisedBudget(%d, %d, %d) = %d MiB, want %d MiB", tt.budget/mib, tt.live/mib, tt.ceiling/mib, got/mib, tt.want/mib)
-			}
-		})
 	}
 }

@@ -25,7 +25,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) run(ctx context.Context) error {
 	defer r.close()
-	if limit, restore := applyMemoryLimit(r.cfg.MemoryLimit, r.cfg.QueueBytes, r.log); limit > 0 {
+	if limit, restore := applyMemoryLimit(r.cfg.MemoryLimit); limit > 0 {
 		defer restore()
 		r.log.Info("soft memory limit", "bytes", limit)
 	}
