@@ -61,7 +61,8 @@ bench-scale:
 	bash bench/scale.sh
 
 # SOAK_MINUTES (30) at half the measured maximum with a relay kill, a
-# ClickHouse stop and an agent restart: flows sent vs stored, RSS per minute.
+# ClickHouse stop and an agent restart: flows sent vs stored, RSS per minute
+# and whether each process's memory stayed flat within 10 %.
 soak:
 	bash bench/soak.sh
 

@@ -7,10 +7,11 @@
 //
 // The buffer of unacknowledged batches is bounded (Config.BufferBytes). A
 // sealed batch is held encoded, as the StreamRequest bytes that are sent and
-// resent, so the bound is the memory the buffer takes (as decoded messages
-// the same batches took about five times their encoded size). When
-// it is full the oldest batches are dropped and exactly their records are
-// counted as lost (trawl_agent_lost_events_total{cause="buffer_overflow"});
+// resent (as decoded messages the same batches took about five times their
+// encoded size), in one mapping of BufferBytes made resident when the
+// shipper is made (arena.go says why): the buffer's memory is the bound from
+// the start, full or empty. When a batch does not fit the oldest batches are
+// dropped and exactly their records are counted as lost (trawl_agent_lost_events_total{cause="buffer_overflow"});
 // the relay learns about them through a LostEvent record (source
 // AGENT_BUFFER_OVERFLOW) sent as soon as the stream is up. Records of a batch
 // the relay rejects (Nack) are counted with cause "batch_rejected" and also
@@ -43,6 +44,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/internal/backoff"
@@ -65,9 +67,9 @@ type Config struct {
 	// BootID is random per agent start (generated when empty); sequences
 	// restart at 1 with a new one.
 	BootID string
-	// BufferBytes bounds the unacknowledged batches, which are held encoded:
-	// it is their size on the wire before compression and in memory
-	// (default 64 MiB).
+	// BufferBytes bounds the unacknowledged batches, which are held encoded
+	// (their size on the wire before compression). It is also the memory
+	// the buffer takes, resident from the start (default 64 MiB).
 	BufferBytes int
 	// BatchRecords closes a batch at this many records (default 1000).
 	BatchRecords int
@@ -122,7 +124,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 		cfg.BufferBytes = DefaultBufferBytes
 	}
 	fs.StringVar(&cfg.Addr, "relay", cfg.Addr, "relay ingest address host:port")
-	fs.IntVar(&cfg.BufferBytes, "buffer-size", cfg.BufferBytes, "bytes of unacknowledged batches kept (encoded) for resending; the oldest are dropped (and counted) beyond it")
+	fs.IntVar(&cfg.BufferBytes, "buffer-size", cfg.BufferBytes, "bytes of unacknowledged batches kept (encoded) for resending, resident from the start; the oldest are dropped (and counted) beyond it")
 	fs.StringVar(&cfg.TLS.Cert, "tls-cert", cfg.TLS.Cert, "client certificate file for mutual TLS to the relay")
 	fs.StringVar(&cfg.TLS.Key, "tls-key", cfg.TLS.Key, "client key file for mutual TLS to the relay")
 	fs.StringVar(&cfg.TLS.CA, "tls-ca", cfg.TLS.CA, "CA file verifying the relay (default: system roots)")
@@ -173,7 +175,8 @@ func (c *Config) setDefaults() {
 
 // entry is one sealed batch waiting for its Ack.
 type entry struct {
-	msg     vtcodec.Encoded // the StreamRequest carrying the batch
+	msg     []byte  // the StreamRequest carrying the batch
+	reg     *region // msg's place in the arena; nil for a kept batch (on the heap)
 	seq     uint64
 	size    int
 	records int
@@ -185,10 +188,11 @@ type entry struct {
 
 // Shipper streams records to the relay. Create it with New.
 type Shipper struct {
-	cfg  Config
-	log  *slog.Logger
-	conn *grpc.ClientConn
-	m    metrics
+	cfg   Config
+	log   *slog.Logger
+	conn  *grpc.ClientConn
+	m     metrics
+	arena *arena // guarded by mu
 
 	wake chan struct{}
 
@@ -246,8 +250,14 @@ func New(cfg Config, reg prometheus.Registerer) (*Shipper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shipper: relay address %q: %w", cfg.Addr, err)
 	}
+	ar, err := newArena(cfg.BufferBytes)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("shipper: --buffer-size: %w", err)
+	}
 	s := &Shipper{
 		cfg:             cfg,
+		arena:           ar,
 		log:             cfg.Log.With("component", "shipper", "relay", cfg.Addr),
 		conn:            conn,
 		wake:            make(chan struct{}, 1),
@@ -355,17 +365,29 @@ func (s *Shipper) sealLocked(keep bool) {
 		}
 	}
 	records := len(b.Flows) + len(b.Conntrack) + len(b.LostEvents)
-	msg, err := (&ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: b}}).MarshalVT()
+	req := &ingestv1.StreamRequest{Msg: &ingestv1.StreamRequest_Batch{Batch: b}}
+	e := &entry{seq: b.Sequence, records: records, keep: keep}
+	var err error
+	if keep {
+		// Lost-event reports are a few hundred bytes and never dropped:
+		// held on the heap, they can never block the arena.
+		e.msg, err = req.MarshalVT()
+	} else {
+		e.reg, e.msg, err = s.placeLocked(req)
+	}
 	if err != nil {
 		// Not expected from generated code; never silent all the same.
 		s.log.Error("cannot encode batch; its records are lost", "sequence", b.Sequence, "records", records, "err", err)
 		s.countLostLocked(flowv1.LostEventSource_BATCH_REJECTED, records)
 		return
 	}
-	e := &entry{msg: msg, seq: b.Sequence, size: len(msg), records: records, keep: keep}
+	if e.msg == nil {
+		s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, records)
+		return
+	}
+	e.size = len(e.msg)
 	s.queue = append(s.queue, e)
 	s.bufBytes += e.size
-	s.dropOverflowLocked()
 	s.m.bufferBytes.Set(float64(s.bufBytes))
 	select {
 	case s.wake <- struct{}{}:
@@ -373,23 +395,58 @@ func (s *Shipper) sealLocked(keep bool) {
 	}
 }
 
-// dropOverflowLocked drops the oldest droppable batches until the buffer
-// fits, counting their records.
-func (s *Shipper) dropOverflowLocked() {
-	for i := 0; s.bufBytes > s.cfg.BufferBytes && i < len(s.queue); {
-		e := s.queue[i]
+// placeLocked encodes req into the arena, dropping the oldest droppable
+// batches (their records counted) until it fits. It returns nil bytes when
+// the batch is larger than the whole buffer: that batch alone is lost.
+func (s *Shipper) placeLocked(req *ingestv1.StreamRequest) (*region, []byte, error) {
+	n := req.SizeVT()
+	if n > s.arena.size() {
+		return nil, nil, nil
+	}
+	for {
+		if r, buf := s.arena.alloc(n); r != nil {
+			if _, err := req.MarshalToSizedBufferVT(buf); err != nil {
+				s.arena.free(r)
+				return nil, nil, err
+			}
+			return r, buf, nil
+		}
+		if !s.dropOldestLocked() {
+			// Only kept batches are left, and they are on the heap: the
+			// arena is empty and n fits it, so this is not reached.
+			return nil, nil, fmt.Errorf("buffer of %d bytes holds no droppable batch and has no room for %d", s.arena.size(), n)
+		}
+	}
+}
+
+// dropOldestLocked drops the oldest droppable batch, counting its records
+// (a batch in flight on the current stream only if that stream ends without
+// its Ack). False when there is none.
+func (s *Shipper) dropOldestLocked() bool {
+	for i, e := range s.queue {
 		if e.keep {
-			i++
 			continue
 		}
 		s.queue = append(s.queue[:i], s.queue[i+1:]...)
-		s.bufBytes -= e.size
+		s.releaseLocked(e)
 		if e.sentGen == s.gen && s.connected {
 			s.droppedInflight[e.seq] = e.records
-			continue
+		} else {
+			s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, e.records)
 		}
-		s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, e.records)
+		return true
 	}
+	return false
+}
+
+// releaseLocked gives a batch's memory back once it left the queue.
+func (s *Shipper) releaseLocked(e *entry) {
+	s.bufBytes -= e.size
+	s.m.bufferBytes.Set(float64(s.bufBytes))
+	if e.reg != nil {
+		s.arena.free(e.reg)
+	}
+	e.msg, e.reg = nil, nil
 }
 
 func (s *Shipper) countLostLocked(src flowv1.LostEventSource, n int) {
@@ -533,7 +590,11 @@ func (s *Shipper) session(ctx context.Context) error {
 	}
 	for {
 		for _, e := range s.nextToSend(gen) {
-			if err := stream.SendMsg(e.msg); err != nil {
+			msg := s.sendCopy(e)
+			if msg == nil {
+				continue // dropped for space since, and counted
+			}
+			if err := stream.SendMsg(msg); err != nil {
 				return fmt.Errorf("send batch %d: %w", e.seq, err)
 			}
 			s.m.sent.Inc()
@@ -593,6 +654,27 @@ func (s *Shipper) nextToSend(gen uint64) []*entry {
 	return out
 }
 
+// sendCopy copies a batch's bytes, under the lock, into a buffer of gRPC's
+// pool that gRPC frees once it has written them; nil when the batch has
+// been dropped for space meanwhile (it never reached this stream, so its
+// records are counted lost now, not when the stream ends). Why a copy: once the lock is released
+// the batch may be dropped and its place in the arena taken by the next
+// one, while gRPC may still be writing (or keeping for a retry) what it was
+// given. One batch at a time, so the copies in hand stay one batch, not the
+// in-flight window, after a reconnect resends the whole buffer.
+func (s *Shipper) sendCopy(e *entry) mem.Buffer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.msg == nil {
+		if n, ok := s.droppedInflight[e.seq]; ok {
+			delete(s.droppedInflight, e.seq)
+			s.countLostLocked(flowv1.LostEventSource_AGENT_BUFFER_OVERFLOW, n)
+		}
+		return nil
+	}
+	return mem.Copy(e.msg, mem.DefaultBufferPool())
+}
+
 func (s *Shipper) receive(stream ingestv1.IngestService_StreamClient, gen uint64) error {
 	for {
 		resp, err := stream.Recv()
@@ -635,8 +717,7 @@ func (s *Shipper) settle(gen uint64, boot string, seq uint64, reason string) {
 			continue
 		}
 		s.queue = append(s.queue[:i], s.queue[i+1:]...)
-		s.bufBytes -= e.size
-		s.m.bufferBytes.Set(float64(s.bufBytes))
+		s.releaseLocked(e)
 		if rejected {
 			s.countLostLocked(flowv1.LostEventSource_BATCH_REJECTED, e.records)
 		} else {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/trawl-dev/trawl/agent/export"
 	"github.com/trawl-dev/trawl/agent/shipper"
@@ -223,58 +221,5 @@ func TestShipperKeepsTheCollectorsIDAndDerivesOnlyMissingOnes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no batch reached the relay")
-	}
-}
-
-// While the relay is away the buffer fills to --buffer-size and then drops
-// the oldest batches; what it holds in memory is what it counts (the
-// batches are kept encoded), not several times that.
-func TestAFullBufferTakesTheMemoryItCounts(t *testing.T) {
-	const buffer = 8 << 20
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens: every batch stays buffered
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	s, err := shipper.New(shipper.Config{Addr: addr, NodeName: "node-a", Insecure: true, BufferBytes: buffer}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		s.Publish(&observerv1.GetFlowsResponse{ResponseTypes: &observerv1.GetFlowsResponse_Flow{Flow: labelledFlow(i)}})
-		if _, held := s.Stats(); held > buffer-(64<<10) || i > 1_000_000 {
-			break
-		}
-	}
-	s.Flush()
-	runtime.GC()
-	runtime.ReadMemStats(&m1)
-	_, held := s.Stats()
-	grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
-	if held < buffer/2 {
-		t.Fatalf("the buffer holds %d bytes, want it nearly full (%d)", held, buffer)
-	}
-	if grew > int64(held)*3/2 {
-		t.Errorf("live heap grew %d bytes for %d buffered bytes: %.1f times what the buffer counts", grew, held, float64(grew)/float64(held))
-	}
-	runtime.KeepAlive(s)
-}
-
-// labelledFlow is an aggregated record with pods, labels and ports, as an
-// agent's enriched record looks.
-func labelledFlow(i int) *flowv1.Flow {
-	return &flowv1.Flow{
-		Time: timestamppb.New(time.Unix(1_700_000_000+int64(i), 0)),
-		Uuid: flowid.Derive("node-a", "boot", uint64(i/1000+1), i%1000),
-		IP:   &flowv1.IP{Source: "10.0.1.5", Destination: "10.0.2.7", IpVersion: flowv1.IPVersion_IPv4},
-		L4:   &flowv1.Layer4{Protocol: &flowv1.Layer4_TCP{TCP: &flowv1.TCP{SourcePort: uint32(30000 + i%20000), DestinationPort: 5432}}},
-		Source: &flowv1.Endpoint{Namespace: "shop", PodName: "web-7d9f-abcde",
-			Labels: []string{"k8s:app=web", "k8s:tier=frontend", "k8s:io.kubernetes.pod.namespace=shop"}},
-		Destination: &flowv1.Endpoint{Namespace: "shop", PodName: "db-0", Labels: []string{"k8s:app=db", "k8s:tier=backend"}},
-		Verdict:     flowv1.Verdict_FORWARDED, EventKind: flowv1.EventKind_AGGREGATE, Packets: uint64(i % 100), Bytes: uint64(i * 40),
 	}
 }

@@ -1,7 +1,7 @@
 // Package vtcodec is the gRPC codec of the agent → relay ingest stream: it
 // marshals and unmarshals with the reflection-free methods vtprotobuf
-// generates beside the messages (proto/*_vtproto.pb.go), and sends an
-// Encoded message's bytes as they are. It names itself "proto", so it is
+// generates beside the messages (proto/*_vtproto.pb.go), and sends a message
+// already encoded (a mem.Buffer) as it is. It names itself "proto", so it is
 // wire-compatible with every other protobuf peer; each side installs it on
 // the ingest connection only (grpc.ForceServerCodecV2 on the relay's ingest
 // server, grpc.ForceCodecV2 on the agent's stream), not globally.
@@ -23,10 +23,6 @@ import (
 // Name is the codec's content-subtype: protobuf, as gRPC's default.
 const Name = "proto"
 
-// Encoded is a message already in wire form (for example a StreamRequest
-// marshalled once and kept for resending); Marshal sends it unchanged.
-type Encoded []byte
-
 // Message is what vtprotobuf generates for each message.
 type Message interface {
 	SizeVT() int
@@ -42,12 +38,15 @@ var _ encoding.CodecV2 = Codec{}
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return Name }
 
-// Marshal implements encoding.CodecV2: Encoded as is, generated messages
-// with their own marshaller, anything else with the protobuf runtime.
+// Marshal implements encoding.CodecV2: a message already in wire form
+// (mem.Buffer: the agent's copy of a batch it holds encoded for resending)
+// as it is, handed over to gRPC, which frees it once written; generated
+// messages with their own marshaller; anything else with the protobuf
+// runtime.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
-	case Encoded:
-		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
+	case mem.Buffer:
+		return mem.BufferSlice{m}, nil
 	case Message:
 		size := m.SizeVT()
 		if mem.IsBelowBufferPoolingThreshold(size) {

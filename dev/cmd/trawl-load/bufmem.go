@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 
 // runBufMem measures what the shipper's buffer costs in memory: records are
 // published to a relay that is not there until the buffer (--buffer-size,
-// counted in encoded batch bytes) is full, then the live heap is compared
-// with the bytes the shipper counts.
+// counted in encoded batch bytes) drops, and the process's RSS and live heap
+// are read before the shipper is made, once it is made (the buffer is
+// resident from then on) and once the buffer is full.
 func runBufMem(args []string) error {
 	fs := flag.NewFlagSet("bufmem", flag.ExitOnError)
 	buffer := fs.Int("buffer", 16<<20, "shipper buffer, bytes")
@@ -21,24 +23,29 @@ func runBufMem(args []string) error {
 	if err != nil {
 		return err
 	}
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
+	read := func() (rss, heap float64) {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		_, rss, _ = scale.ProcStat(os.Getpid())
+		return rss, float64(m.HeapAlloc) / (1 << 20)
+	}
+	rss0, heap0 := read()
 	a, err := scale.StartAgent(addr, "bufmem-node", "boot-1", *buffer)
 	if err != nil {
 		return err
 	}
 	defer a.Stop()
+	rss1, heap1 := read()
 	for a.Lost() == 0 {
 		a.PublishChunk(time.Now())
 	}
 	a.Sh.Flush()
-	runtime.GC()
-	runtime.ReadMemStats(&m1)
+	rss2, heap2 := read()
 	batches, bytes := a.Sh.Stats()
 	records := batches * scale.ChunkRecords
-	heap := float64(m1.HeapAlloc) - float64(m0.HeapAlloc)
-	fmt.Printf("buffer %d bytes: %d batches, %d counted bytes (%.0f B per record), live heap +%.1f MiB (%.0f B per record, %.1f× the counted bytes)\n",
-		*buffer, batches, bytes, float64(bytes)/float64(records), heap/(1<<20), heap/float64(records), heap/float64(bytes))
+	fmt.Printf("buffer %d bytes: full at %d batches, %d counted bytes (%.0f B per record)\n", *buffer, batches, bytes, float64(bytes)/float64(records))
+	fmt.Printf("RSS MiB: %.1f before the shipper, %.1f once made (+%.1f), %.1f with the buffer full (+%.1f)\n", rss0, rss1, rss1-rss0, rss2, rss2-rss1)
+	fmt.Printf("live heap MiB: %.1f before, %.1f once made, %.1f with the buffer full (+%.1f, %.2f× the counted bytes)\n", heap0, heap1, heap2, heap2-heap1, (heap2-heap1)*(1<<20)/float64(bytes))
 	return nil
 }

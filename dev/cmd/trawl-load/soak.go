@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,12 +75,6 @@ func (p *agentProc) stop() agentStatus {
 	return p.status()
 }
 
-type series struct {
-	name string
-	pid  int
-	rss  []float64
-}
-
 func runSoak(args []string) error {
 	fs := flag.NewFlagSet("soak", flag.ExitOnError)
 	relayBin := fs.String("relay", "bin/trawl-relay", "trawl-relay binary")
@@ -91,11 +86,16 @@ func runSoak(args []string) error {
 	chStop := fs.Duration("clickhouse-stop", 30*time.Second, "how long shard 1 is stopped")
 	dir := fs.String("dir", "", "data directory (default: a temporary one, removed at the end)")
 	verbose := fs.Bool("v", false, "show ClickHouse and relay output")
+	agentBin := fs.String("agent-bin", "", "binary run as `<bin> agent ...` for each agent process (default: this one; another build's trawl-load measures its shipper)")
+	relayArgs := fs.String("relay-args", "", "extra trawl-relay flags, space-separated (e.g. --memory-limit 280MiB)")
 	_ = fs.Parse(args)
 	ctx := context.Background()
 	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	if *agentBin != "" {
+		self = *agentBin
 	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "trawl-soak-")
@@ -109,7 +109,7 @@ func runSoak(args []string) error {
 	if *verbose {
 		out = os.Stderr
 	}
-	b, err := newBed(ctx, *relayBin, filepath.Join(*dir, "ch"), out, out, nil)
+	b, err := newBed(ctx, *relayBin, filepath.Join(*dir, "ch"), out, out, strings.Fields(*relayArgs))
 	if err != nil {
 		return err
 	}
@@ -160,31 +160,79 @@ func runSoak(args []string) error {
 	logf("soak: %s at %.0f flows/s, %d agents (buffer %d MiB each)", dur, *rate, *agents, *buffer>>20)
 
 	type event struct {
-		at   time.Duration
-		name string
-		do   func() error
+		at          time.Duration
+		name, short string
+		do          func() error
 	}
+	var evMu sync.Mutex
 	var evLog []string
+	eventMinutes := map[int]string{} // minute → what happened in it
 	note := func(s string) {
-		evLog = append(evLog, fmt.Sprintf("%s %s", time.Since(start).Round(time.Second), s))
+		el := time.Since(start)
+		evMu.Lock()
+		evLog = append(evLog, fmt.Sprintf("%s %s", el.Round(time.Second), s))
+		evMu.Unlock()
 		logf("%s", s)
 	}
+	// during marks the minutes from an event's start to its end.
+	during := func(short string, from, to time.Duration) {
+		evMu.Lock()
+		defer evMu.Unlock()
+		for m := max(minuteOf(from), 1); m <= max(minuteOf(to), 1); m++ {
+			if eventMinutes[m] != "" {
+				eventMinutes[m] += "; "
+			}
+			eventMinutes[m] += short
+		}
+	}
+	var procsMu sync.Mutex // procs[0] and finished change at the agent restart
+	// A shard that exits when the soak did not stop it is reported with
+	// how it ended: the run's figures are then about that, not the code.
+	var shardMu sync.Mutex // the shard stop replaces Servers[1]
+	stoppingShard := -1
+	watchShard := func(i int) {
+		srv := b.shards.Servers[i]
+		go func() {
+			<-srv.Done()
+			shardMu.Lock()
+			defer shardMu.Unlock()
+			if stoppingShard != i && time.Since(start) < dur {
+				note(fmt.Sprintf("ClickHouse shard %d exited on its own (%v): the rest of this run measures that", i, srv.Err()))
+			}
+		}()
+	}
 	events := []event{
-		{dur / 5, "relay 0 killed (SIGKILL), restarted 5 s later", func() error {
+		{dur / 5, "relay 0 killed (SIGKILL), restarted 5 s later", "relay 0 killed", func() error {
 			b.relays[0].Kill()
 			time.Sleep(5 * time.Second)
 			return b.relays[0].Start(ctx)
 		}},
-		{dur * 9 / 20, fmt.Sprintf("ClickHouse shard 1 stopped for %s, then started", *chStop), func() error {
+		{dur * 9 / 20, fmt.Sprintf("ClickHouse shard 1 stopped for %s, then started", *chStop), "shard 1 stopped", func() error {
+			shardMu.Lock()
+			stoppingShard = 1
+			shardMu.Unlock()
 			if err := b.shards.Stop(1); err != nil {
 				return err
 			}
 			time.Sleep(*chStop)
-			return b.shards.Start(ctx, 1)
+			if err := b.shards.Start(ctx, 1); err != nil {
+				return err
+			}
+			shardMu.Lock()
+			stoppingShard = -1
+			shardMu.Unlock()
+			watchShard(1)
+			return nil
 		}},
-		{dur * 7 / 10, "agent 0 restarted (SIGTERM, drain, new boot id)", func() error {
-			finished = append(finished, procs[0].stop())
-			p, err := startAgentProc(self, lb.Addr, procs[0].node, "boot-2", *rate/float64(*agents), *buffer, os.Stderr)
+		{dur * 7 / 10, "agent 0 restarted (SIGTERM, drain, new boot id)", "agent 0 restarted", func() error {
+			procsMu.Lock()
+			old := procs[0]
+			procsMu.Unlock()
+			st := old.stop()
+			p, err := startAgentProc(self, lb.Addr, old.node, "boot-2", *rate/float64(*agents), *buffer, os.Stderr)
+			procsMu.Lock()
+			defer procsMu.Unlock()
+			finished = append(finished, st)
 			if err != nil {
 				return err
 			}
@@ -193,36 +241,104 @@ func runSoak(args []string) error {
 		}},
 	}
 
-	var rssMu sync.Mutex
-	var rss []*series
-	sample := func(name string, pid int) float64 {
-		_, r, _ := scale.ProcStat(pid)
-		rssMu.Lock()
-		defer rssMu.Unlock()
-		for _, s := range rss {
-			if s.name == name && s.pid == pid {
-				s.rss = append(s.rss, r)
-				return r
-			}
-		}
-		rss = append(rss, &series{name: name, pid: pid, rss: []float64{r}})
-		return r
+	// RSS: every process sampled every rssEvery by one goroutine; a
+	// minute's figure is its highest sample (rss.go says how it is read).
+	var memMu sync.Mutex
+	var mem []*procMem
+	// The agents start with the load: minute 1 is their start. A new pid
+	// under a name already seen is a restart, starting in the minute it is
+	// first seen (sampled within rssEvery of its start).
+	born := map[int]int{}
+	for _, p := range procs {
+		born[p.cmd.Process.Pid] = 1
 	}
-	var table strings.Builder
-	table.WriteString("| minute | relay 0 RSS MiB | relay 1 RSS MiB | agent RSS MiB (0..n) | flows sent | flows stored | lost (agents) |\n|---|---|---|---|---|---|---|\n")
-	minuteRow := func(m int) {
-		var cols []string
-		for i, r := range b.relays {
-			if _, rss, _ := scale.ProcStat(r.PID()); r.PID() > 0 && rss > 0 {
-				cols = append(cols, fmt.Sprintf("%.0f", sample(fmt.Sprintf("relay %d", i), r.PID())))
-			} else {
-				cols = append(cols, "down")
+	record := func(name string, pid int) {
+		if pid <= 0 {
+			return
+		}
+		el := time.Since(start)
+		if el > dur { // the load is over: the drain at the end is not a minute of it
+			return
+		}
+		cpu, r, _ := scale.ProcStat(pid)
+		m := max(minuteOf(el), 1)
+		memMu.Lock()
+		defer memMu.Unlock()
+		for _, p := range mem {
+			if p.name == name && p.pid == pid {
+				p.add(m, r, cpu)
+				return
 			}
 		}
-		var ar []string
+		p := &procMem{name: name, pid: pid, startMinute: born[pid]}
+		for _, q := range mem {
+			if q.name == name {
+				p.startMinute = m
+			}
+		}
+		p.add(m, r, cpu)
+		mem = append(mem, p)
+	}
+	sampleAll := func() {
+		for i, r := range b.relays {
+			record(fmt.Sprintf("relay %d", i), r.PID())
+		}
+		procsMu.Lock()
+		ps := slices.Clone(procs)
+		procsMu.Unlock()
+		for i, p := range ps {
+			select {
+			case <-p.done:
+			default:
+				record(fmt.Sprintf("agent %d", i), p.cmd.Process.Pid)
+			}
+		}
+	}
+	samplerCtx, stopSampler := context.WithCancel(ctx)
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			sampleAll()
+			select {
+			case <-samplerCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	defer stopSampler()
+	// peakIn is a process's figure for minute m: "down" when it had no
+	// sample, "old→new" when a restart falls in the minute.
+	peakIn := func(name string, m int) string {
+		memMu.Lock()
+		defer memMu.Unlock()
+		var vals []string
+		for _, p := range mem {
+			if v, ok := p.peak[m]; p.name == name && ok {
+				s := fmt.Sprintf("%.0f", v)
+				if p.startMinute == m {
+					s += " (started)"
+				}
+				vals = append(vals, s)
+			}
+		}
+		if len(vals) == 0 {
+			return "down"
+		}
+		return strings.Join(vals, "→")
+	}
+	type minuteCounts struct {
+		sent, lost uint64
+		stored     string
+	}
+	counts := map[int]minuteCounts{}
+	minuteRow := func(m int) {
 		var sent, lost uint64
-		for i, p := range procs {
-			ar = append(ar, fmt.Sprintf("%.0f", sample(fmt.Sprintf("agent %d", i), p.cmd.Process.Pid)))
+		procsMu.Lock()
+		for _, p := range procs {
 			s := p.status()
 			sent += s.Published
 			lost += s.Lost
@@ -231,16 +347,19 @@ func runSoak(args []string) error {
 			sent += s.Published
 			lost += s.Lost
 		}
+		procsMu.Unlock()
 		stored := "?" // count() only: the exact distinct count is for the end
 		var n uint64
 		if err := b.conn.QueryRow(ctx, "SELECT count() FROM "+scale.Database+".flows WHERE node IN ?", nodes).Scan(&n); err == nil {
 			stored = fmt.Sprint(n)
 		}
-		row := fmt.Sprintf("| %d | %s | %s | %s | %d | %s | %d |\n", m, cols[0], cols[1], strings.Join(ar, " "), sent, stored, lost)
-		table.WriteString(row)
-		logf("%s", strings.TrimSpace(row))
+		counts[m] = minuteCounts{sent: sent, lost: lost, stored: stored}
+		logf("minute %d: sent %d, stored %s, lost %d", m, sent, stored, lost)
 	}
 
+	for i := range b.shards.Servers {
+		watchShard(i)
+	}
 	var evWG sync.WaitGroup
 	evErr := make(chan error, len(events))
 	for _, e := range events {
@@ -248,8 +367,11 @@ func runSoak(args []string) error {
 		go func() {
 			defer evWG.Done()
 			time.Sleep(time.Until(start.Add(e.at)))
+			from := time.Since(start)
 			note("start: " + e.name)
-			if err := e.do(); err != nil {
+			err := e.do()
+			during(e.short, from, time.Since(start))
+			if err != nil {
 				evErr <- fmt.Errorf("%s: %w", e.name, err)
 				return
 			}
@@ -269,6 +391,8 @@ func runSoak(args []string) error {
 		return err
 	default:
 	}
+	stopSampler()
+	<-samplerDone
 	// The end: agents stop (drain), then ClickHouse is read.
 	var final []agentStatus
 	final = append(final, finished...)
@@ -301,20 +425,35 @@ func runSoak(args []string) error {
 	fmt.Printf("\n| flows sent | dropped by agents (shipper metric) | unacked batches at agent exit (≤ 1000 flows each) | stored distinct | missing (sent - stored) | missing beyond drops and unacked: lost of those acked | rows | duplicates | lost-event records (sum in ClickHouse) |\n|---|---|---|---|---|---|---|---|---|\n")
 	lostAcked := max(missing-int64(lost)-abandoned, 0)
 	fmt.Printf("| %d | %d | %d | %d | %d | %d | %d | %d | %d |\n\n", sent, lost, unacked, c.Distinct, missing, lostAcked, c.Rows, c.Duplicates(), c.LostEvents)
-	fmt.Printf("RSS every minute:\n\n%s\n", table.String())
-	fmt.Printf("RSS spread per process (from minute 3 of the process on; (max - min) / min):\n\n")
-	for _, s := range rss {
-		xs := s.rss
-		if len(xs) > 2 {
-			xs = xs[2:]
-		}
-		lo, hi := xs[0], xs[0]
-		for _, x := range xs {
-			lo, hi = min(lo, x), max(hi, x)
-		}
-		fmt.Printf("- %s (pid %d): %d samples used, %.0f–%.0f MiB, spread %.1f %%\n", s.name, s.pid, len(xs), lo, hi, 100*(hi-lo)/lo)
+	var table strings.Builder
+	var names []string
+	for i := range b.relays {
+		names = append(names, fmt.Sprintf("relay %d", i))
 	}
-	fmt.Println()
+	for i := range procs {
+		names = append(names, fmt.Sprintf("agent %d", i))
+	}
+	table.WriteString("| minute | events | " + strings.Join(names, " | ") + " | flows sent | flows stored (count()) | lost (agents) |\n|---|---|" + strings.Repeat("---|", len(names)) + "---|---|---|\n")
+	lastMinute := 0
+	for m := range counts {
+		lastMinute = max(lastMinute, m)
+	}
+	for m := 1; m <= lastMinute; m++ {
+		var cols []string
+		for _, n := range names {
+			cols = append(cols, peakIn(n, m))
+		}
+		c := counts[m]
+		fmt.Fprintf(&table, "| %d | %s | %s | %d | %s | %d |\n", m, eventMinutes[m], strings.Join(cols, " | "), c.sent, c.stored, c.lost)
+	}
+	fmt.Printf("RSS (MiB) per minute, each the highest of the minute's samples (every %s); \"(started)\" marks a process's first minute, which is not counted:\n\n%s\n", rssEvery, table.String())
+	evMinutes := map[int]bool{}
+	for m := range eventMinutes {
+		evMinutes[m] = true
+	}
+	var flat strings.Builder
+	notFlat, notJudged := flatReport(&flat, mem, evMinutes)
+	fmt.Printf("Memory flat within 10 %%: every minute after a process's start counts, event minutes included; spread = (highest - lowest) / lowest; trend = median of the last %d counted minutes against the first %d:\n\n%s\n", trendMinutes, trendMinutes, flat.String())
 	var fails []string
 	if lostAcked != 0 {
 		fails = append(fails, fmt.Sprintf("%d acknowledged flows missing", lostAcked))
@@ -329,9 +468,22 @@ func runSoak(args []string) error {
 		fails = append(fails, fmt.Sprintf("%d batches unacknowledged at agent exit (lost without a lost-event record; their lost-event reports too)", unacked))
 	}
 	if len(fails) > 0 {
-		fmt.Printf("**FAIL**: %s\n", strings.Join(fails, "; "))
+		fmt.Printf("Accounting: **FAIL**: %s\n\n", strings.Join(fails, "; "))
+	} else {
+		fmt.Printf("Accounting: **PASS**: 0 lost of those acked, 0 duplicates, lost-event records = agents' drops (%d)\n\n", lost)
+	}
+	judged := ""
+	if len(notJudged) > 0 {
+		judged = fmt.Sprintf(" (not judged, under 2 counted minutes of life: %s)", strings.Join(notJudged, "; "))
+	}
+	if len(notFlat) > 0 {
+		fmt.Printf("Memory flat within 10 %%: **NOT MET**: %s%s\n", strings.Join(notFlat, "; "), judged)
+		fails = append(fails, "memory not flat within 10 %: "+strings.Join(notFlat, "; "))
+	} else {
+		fmt.Printf("Memory flat within 10 %%: **MET** by every process judged%s\n", judged)
+	}
+	if len(fails) > 0 {
 		return fmt.Errorf("soak failed: %s", strings.Join(fails, "; "))
 	}
-	fmt.Printf("**PASS**: 0 lost of those acked, 0 duplicates, lost-event records = agents' drops (%d)\n", lost)
 	return nil
 }
