@@ -38,6 +38,12 @@ int main(int argc, char **argv)
 	}
 	// Die with whoever started us, so a killed test leaves no server behind.
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	// A server writing to a client that has gone must get EPIPE, not die:
+	// clickhouse-server's daemon ignores SIGPIPE, clickhouse-local (what
+	// libchdb runs) neither ignores nor catches it, and a process killed by
+	// it leaves no log. Servers under CI and soaks died without a log as
+	// clients went away; this is the likeliest cause, not a proven one.
+	signal(SIGPIPE, SIG_IGN);
 	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
 		fprintf(stderr, "trawl-clickhouse: load %s: %s\n", argv[1], dlerror());
