@@ -115,6 +115,16 @@ func Launcher(ctx context.Context) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	// Servers started together, in one process or several, build it once:
+	// the others wait and find it built.
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
 	src := filepath.Join(dir, fmt.Sprintf("launcher-%d.c", os.Getpid()))
 	if err := os.WriteFile(src, launcherSource, 0o644); err != nil {
 		return "", err
