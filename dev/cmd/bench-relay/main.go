@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -88,6 +89,7 @@ func main() {
 		relayBins = nil
 	}
 	relays, relayRatios, relayCPU, relayRSS := make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
+	relayCPU2, relayFaults := make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	relayServer := make([][]float64, len(relayBins))
 	var rawServer, writerServer []float64
 	var lastDB string
@@ -125,13 +127,14 @@ func main() {
 				i = len(relayBins) - 1 - k
 			}
 			db := fmt.Sprintf("bench_relay_%d_%d", r, i)
-			var rr, cpu, rss float64
-			chCPU := serverCost(ctx, conn, db, func() { rr, cpu, rss = runRelay(ctx, relayBins[i], dsn, conn, db, batches) })
+			var m relayRun
+			chCPU := serverCost(ctx, conn, db, func() { m = runRelay(ctx, relayBins[i], dsn, conn, db, batches) })
 			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC")
-			relays[i], relayRatios[i] = append(relays[i], rr), append(relayRatios[i], rr/raw)
-			relayCPU[i], relayRSS[i] = append(relayCPU[i], cpu), append(relayRSS[i], rss)
+			relays[i], relayRatios[i] = append(relays[i], m.rate), append(relayRatios[i], m.rate/raw)
+			relayCPU[i], relayRSS[i] = append(relayCPU[i], m.cpuPerM), append(relayRSS[i], m.rssMiB)
+			relayCPU2[i], relayFaults[i] = append(relayCPU2[i], m.cpuPerM2), append(relayFaults[i], m.faults)
 			relayServer[i] = append(relayServer[i], chCPU)
-			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.0f | %s |", line, relayName(relayBins, i), rr, rr/raw, cpu, rss, cpuCell(chCPU))
+			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %s |", line, relayName(relayBins, i), m.rate, m.rate/raw, m.cpuPerM, m.cpuPerM2, m.faults, m.rssMiB, cpuCell(chCPU))
 		}
 		if len(lines) == 0 {
 			lines = []string{line}
@@ -145,7 +148,7 @@ func main() {
 	}
 	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** | %s | %s |", median(raws), median(writers), median(ratios), cpuCell(median(rawServer)), cpuCell(median(writerServer)))
 	for i := range relayBins {
-		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.0f | %s |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])))
+		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.2f | %.0f | %.0f | %s |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayCPU2[i]), median(relayFaults[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])))
 	}
 	if len(relayBins) == 0 {
 		fmt.Println(line)
@@ -164,7 +167,7 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, second half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
 }
 
 // relayName is how a relay binary is shown: its base name, and its position
@@ -310,13 +313,7 @@ func freeAddr() string {
 
 // procStat returns CPU seconds and peak RSS (MiB) of a process.
 func procStat(pid int) (cpu, rssMiB float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err == nil {
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		cpu = (ut + st) / 100 // USER_HZ
-	}
+	cpu, _ = procCPU(pid)
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err == nil {
 		for _, l := range strings.Split(string(s), "\n") {
@@ -329,9 +326,39 @@ func procStat(pid int) (cpu, rssMiB float64) {
 	return cpu, rssMiB
 }
 
+// procCPU returns CPU seconds and minor page faults of a process. The
+// faults are where a young relay spends a good part of its first seconds:
+// every page its heap grows into is zeroed by the kernel when first
+// touched, which on these guests costs several microseconds per page.
+func procCPU(pid int) (cpu, minorFaults float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		minorFaults, _ = strconv.ParseFloat(f[7], 64)
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		cpu = (ut + st) / 100 // USER_HZ
+	}
+	return cpu, minorFaults
+}
+
+// relayRun is what one run of a relay measured.
+type relayRun struct {
+	rate     float64 // flows stored per second, start to end
+	cpuPerM  float64 // relay CPU s per 1M flows, start to end
+	cpuPerM2 float64 // the same over the second half of the flows only
+	faults   float64 // the relay's minor page faults, start to end
+	rssMiB   float64 // peak RSS
+}
+
 // runRelay: the real trawl-relay process, fed by synthetic agents (the
 // agent's own shipper) over gRPC; timed until every flow is in ClickHouse.
-func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string, batches []batch) (rate, cpuPerM, rss float64) {
+//
+// Besides the whole run it measures the second half on its own (from the
+// moment half the flows are stored to the end): a relay's first seconds
+// grow its heap from nothing, and the page faults that costs are paid once
+// per process, not per flow at full ingest.
+func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string, batches []batch) relayRun {
 	ingest := freeAddr()
 	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
 		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
@@ -366,7 +393,8 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = sh.Run(sctx) }()
 	}
-	cpu0, _ := procStat(cmd.Process.Pid)
+	pid := cmd.Process.Pid
+	cpu0, faults0 := procCPU(pid)
 	start := time.Now()
 	total := 0
 	var pubWG sync.WaitGroup
@@ -393,22 +421,42 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	for _, b := range batches {
 		total += len(b.Flows)
 	}
-	pubWG.Wait()
+	half, cpuHalf := uint64(0), 0.0
 	for {
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&n); err != nil {
 			log.Fatal(err)
 		}
+		if half == 0 && n >= uint64(total)/2 {
+			half = n
+			cpuHalf, _ = procCPU(pid)
+		}
 		if n >= uint64(total) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		if half == 0 {
+			time.Sleep(50 * time.Millisecond) // inserts land every half second or so: fine enough, and less load on the server
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
+	pubWG.Wait()
 	el := time.Since(start)
-	cpu1, peak := procStat(cmd.Process.Pid)
+	cpu1, faults1 := procCPU(pid)
+	_, peak := procStat(pid)
 	cancel()
 	wg.Wait()
-	return float64(total) / el.Seconds(), (cpu1 - cpu0) / (float64(total) / 1e6), peak
+	cpuPerM2 := math.NaN() // the half mark came with the last insert: no second half to measure
+	if rest := uint64(total) - half; rest > 0 {
+		cpuPerM2 = (cpu1 - cpuHalf) / (float64(rest) / 1e6)
+	}
+	return relayRun{
+		rate:     float64(total) / el.Seconds(),
+		cpuPerM:  (cpu1 - cpu0) / (float64(total) / 1e6),
+		cpuPerM2: cpuPerM2,
+		faults:   faults1 - faults0,
+		rssMiB:   peak,
+	}
 }
 
 func storage(ctx context.Context, conn driver.Conn, db string) {
