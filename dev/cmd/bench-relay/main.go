@@ -167,7 +167,7 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, second half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, middle half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
 }
 
 // relayName is how a relay binary is shown: its base name, and its position
@@ -346,7 +346,7 @@ func procCPU(pid int) (cpu, minorFaults float64) {
 type relayRun struct {
 	rate     float64 // flows stored per second, start to end
 	cpuPerM  float64 // relay CPU s per 1M flows, start to end
-	cpuPerM2 float64 // the same over the second half of the flows only
+	cpuPerM2 float64 // the same between a quarter and three quarters of the flows stored
 	faults   float64 // the relay's minor page faults, start to end
 	rssMiB   float64 // peak RSS
 }
@@ -354,10 +354,13 @@ type relayRun struct {
 // runRelay: the real trawl-relay process, fed by synthetic agents (the
 // agent's own shipper) over gRPC; timed until every flow is in ClickHouse.
 //
-// Besides the whole run it measures the second half on its own (from the
-// moment half the flows are stored to the end): a relay's first seconds
-// grow its heap from nothing, and the page faults that costs are paid once
-// per process, not per flow at full ingest.
+// Besides the whole run it measures the middle half on its own, from the
+// moment a quarter of the flows are stored to the moment three quarters
+// are: a relay's first seconds grow its heap from nothing (page faults),
+// fill its caches and create its metric series, paid once per process, not
+// per flow at full ingest; and the last inserts of a run leave the relay
+// waiting. Between the two marks it holds about as many flows not yet
+// stored at each, so their CPU is charged fairly.
 func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string, batches []batch) relayRun {
 	ingest := freeAddr()
 	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
@@ -421,20 +424,25 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	for _, b := range batches {
 		total += len(b.Flows)
 	}
-	half, cpuHalf := uint64(0), 0.0
+	var q1, q3 uint64 // flows stored at the two marks
+	var cpuQ1, cpuQ3 float64
 	for {
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&n); err != nil {
 			log.Fatal(err)
 		}
-		if half == 0 && n >= uint64(total)/2 {
-			half = n
-			cpuHalf, _ = procCPU(pid)
+		if q1 == 0 && n >= uint64(total)/4 {
+			q1 = n
+			cpuQ1, _ = procCPU(pid)
+		}
+		if q3 == 0 && n >= uint64(total)*3/4 {
+			q3 = n
+			cpuQ3, _ = procCPU(pid)
 		}
 		if n >= uint64(total) {
 			break
 		}
-		if half == 0 {
+		if q3 == 0 {
 			time.Sleep(50 * time.Millisecond) // inserts land every half second or so: fine enough, and less load on the server
 		} else {
 			time.Sleep(20 * time.Millisecond)
@@ -446,9 +454,9 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	_, peak := procStat(pid)
 	cancel()
 	wg.Wait()
-	cpuPerM2 := math.NaN() // the half mark came with the last insert: no second half to measure
-	if rest := uint64(total) - half; rest > 0 {
-		cpuPerM2 = (cpu1 - cpuHalf) / (float64(rest) / 1e6)
+	cpuPerM2 := math.NaN() // both marks came with one insert: nothing between them to measure
+	if mid := q3 - q1; mid > 0 {
+		cpuPerM2 = (cpuQ3 - cpuQ1) / (float64(mid) / 1e6)
 	}
 	return relayRun{
 		rate:     float64(total) / el.Seconds(),
