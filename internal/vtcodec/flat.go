@@ -2,6 +2,7 @@ package vtcodec
 
 import (
 	"errors"
+	"math"
 	"unicode/utf8"
 	"unsafe"
 
@@ -14,14 +15,15 @@ import (
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 )
 
-// A batch's flows are decoded by hand into per-batch slabs: one slice of
-// Flows, one of Endpoints, one of Timestamps, ... for the whole batch,
-// instead of the generated unmarshaller's heap object per message (about
-// 26 per flow). Why: at full ingest the relay's decoding and the garbage it
-// leaves were about 40 % of its CPU (docs/benchmarks/relay.md, "Third pass:
-// CPU"); a batch's flows live and die together (until their insert's
-// columns are filled), so one allocation per kind of message per batch
-// loses nothing. Strings come from the stream's table as before.
+// A batch's flows are decoded by hand into a slab: chunks of Flows, of
+// Endpoints, of Timestamps, ... for the whole batch, instead of the
+// generated unmarshaller's heap object per message (about 26 per flow).
+// Why: at full ingest the relay's decoding and the garbage it leaves were
+// about 40 % of its CPU (docs/benchmarks/relay.md, "Third pass: CPU"); a
+// batch's flows live and die together (until their insert's columns are
+// filled), so memory per kind of message per batch loses nothing, and a
+// slab can be recycled for a later batch (Slabs). Strings come from the
+// stream's table as before.
 //
 // The hand decoder reads only what it knows exactly: a flow with a field
 // it does not decode (L7 records, unknown fields), a message field given
@@ -32,51 +34,126 @@ import (
 // errNotFlat: the flow needs the generated unmarshaller.
 var errNotFlat = errors.New("flow not decoded by the flat decoder")
 
-// slab hands out zeroed messages from slices allocated per batch. A slice
-// is never grown in place (pointers into it stay valid): when one is full
-// a new one is started.
-type slab struct {
-	n int // the batch's flows: the size of a new slice
+// Slab hands out zeroed messages for one batch's flows from chunks of
+// memory it keeps: a chunk is never grown in place (pointers into it stay
+// valid); when one is full the next one is taken, or a new one made.
+//
+// A slab can be recycled (Slabs): once nothing can reach the batch's
+// messages any more, Slabs.Put clears the chunks' used parts and keeps them
+// for a later batch, so a batch costs clearing warm memory instead of
+// allocating fresh (zeroed, page-faulted, later collected) memory. Why:
+// the slabs were more than half of the bytes the relay allocated per flow
+// at full ingest (docs/benchmarks/relay.md, "Fifth pass").
+//
+// A slab holds no string bytes: a Go string is immutable, and consumers
+// may keep one (map keys, metric labels, the observer's de-duplication),
+// so the uuids decoded per batch go into a buffer of the batch's own
+// (ids), left to the garbage collector; every other string comes from the
+// stream's table.
+type Slab struct {
+	flows  pile[flowv1.Flow]
+	ts     pile[timestamppb.Timestamp]
+	durs   pile[durationpb.Duration]
+	eps    pile[flowv1.Endpoint]
+	ips    pile[flowv1.IP]
+	eths   pile[flowv1.Ethernet]
+	l4s    pile[flowv1.Layer4]
+	tcps   pile[flowv1.TCP]
+	l4tcp  pile[flowv1.Layer4_TCP]
+	flags  pile[flowv1.TCPFlags]
+	udps   pile[flowv1.UDP]
+	l4udp  pile[flowv1.Layer4_UDP]
+	sctps  pile[flowv1.SCTP]
+	l4sctp pile[flowv1.Layer4_SCTP]
+	icmp4  pile[flowv1.ICMPv4]
+	l4i4   pile[flowv1.Layer4_ICMPv4]
+	icmp6  pile[flowv1.ICMPv6]
+	l4i6   pile[flowv1.Layer4_ICMPv6]
+	bools  pile[wrapperspb.BoolValue]
+	svcs   pile[flowv1.Service]
+	ifs    pile[flowv1.NetworkInterface]
+	cts    pile[flowv1.ConntrackInfo]
+	health pile[flowv1.TCPHealth]
+	wls    pile[flowv1.Workload]
+	pols   pile[flowv1.Policy]
 
-	flows  []flowv1.Flow
-	ts     []timestamppb.Timestamp
-	durs   []durationpb.Duration
-	eps    []flowv1.Endpoint
-	ips    []flowv1.IP
-	eths   []flowv1.Ethernet
-	l4s    []flowv1.Layer4
-	tcps   []flowv1.TCP
-	l4tcp  []flowv1.Layer4_TCP
-	flags  []flowv1.TCPFlags
-	udps   []flowv1.UDP
-	l4udp  []flowv1.Layer4_UDP
-	sctps  []flowv1.SCTP
-	l4sctp []flowv1.Layer4_SCTP
-	icmp4  []flowv1.ICMPv4
-	l4i4   []flowv1.Layer4_ICMPv4
-	icmp6  []flowv1.ICMPv6
-	l4i6   []flowv1.Layer4_ICMPv6
-	bools  []wrapperspb.BoolValue
-	svcs   []flowv1.Service
-	ifs    []flowv1.NetworkInterface
-	cts    []flowv1.ConntrackInfo
-	health []flowv1.TCPHealth
-	wls    []flowv1.Workload
-	pols   []flowv1.Policy
-
-	// Repeated fields take windows of shared slices, capped at their
+	// Repeated fields take windows of shared chunks, capped at their
 	// length so that an append by a consumer copies instead of writing
 	// into the next window.
-	strs   []string
-	wlPtrs []*flowv1.Workload
-	pPtrs  []*flowv1.Policy
+	strs   pile[string]
+	wlPtrs pile[*flowv1.Workload]
+	pPtrs  pile[*flowv1.Policy]
 
-	// ids holds the flows' uuids (unique per flow, so not in the table):
-	// one allocation per batch instead of one per flow.
+	// wire is batchFlat's list of the flows' wire forms (scratch, empty
+	// between batches).
+	wire [][]byte
+
+	// ids holds the batch's uuids (unique per flow, so not in the table):
+	// one allocation per batch instead of one per flow, never recycled.
 	ids []byte
 }
 
-// unique is owner.unique into the slab's ids.
+// reset clears what the batch used and returns the slab's size in bytes.
+func (s *Slab) reset() int {
+	s.ids = nil
+	return s.flows.reset() + s.ts.reset() + s.durs.reset() + s.eps.reset() + s.ips.reset() +
+		s.eths.reset() + s.l4s.reset() + s.tcps.reset() + s.l4tcp.reset() + s.flags.reset() +
+		s.udps.reset() + s.l4udp.reset() + s.sctps.reset() + s.l4sctp.reset() + s.icmp4.reset() +
+		s.l4i4.reset() + s.icmp6.reset() + s.l4i6.reset() + s.bools.reset() + s.svcs.reset() +
+		s.ifs.reset() + s.cts.reset() + s.health.reset() + s.wls.reset() + s.pols.reset() +
+		s.strs.reset() + s.wlPtrs.reset() + s.pPtrs.reset() +
+		cap(s.wire)*int(unsafe.Sizeof([]byte(nil)))
+}
+
+// pile is a slab's chunks of one type. A chunk's length is what the
+// current batch used of it; beyond its length a chunk is always zero (new,
+// or cleared by reset), so the messages it hands out need no clearing.
+type pile[T any] struct {
+	chunks [][]T
+	k      int // the chunk being filled
+	total  int // elements in all chunks: the next chunk's size
+}
+
+// room returns the chunk being filled with room for need more elements:
+// the current one, the next one with room, or a new one.
+func (p *pile[T]) room(need int) *[]T {
+	for ; p.k < len(p.chunks); p.k++ {
+		if c := &p.chunks[p.k]; cap(*c)-len(*c) >= need {
+			return c
+		}
+	}
+	// Chunks double (a message kind most flows lack takes a small one)
+	// up to maxChunk bytes: small objects for the allocator, which it
+	// serves from per-CPU caches; a larger one is taken from the page
+	// heap, under its lock.
+	var z T
+	size := max(need, min(max(p.total, 16), maxChunk/int(unsafe.Sizeof(z))))
+	p.chunks = append(p.chunks, make([]T, 0, size))
+	p.total += size
+	return &p.chunks[p.k]
+}
+
+// cur is the chunk being filled, nil before the first.
+func (p *pile[T]) cur() *[]T {
+	if p.k < len(p.chunks) {
+		return &p.chunks[p.k]
+	}
+	return nil
+}
+
+// reset clears the chunks' used parts for the next batch and returns
+// their size in bytes.
+func (p *pile[T]) reset() int {
+	for i := range p.chunks[:min(p.k+1, len(p.chunks))] {
+		clear(p.chunks[i])
+		p.chunks[i] = p.chunks[i][:0]
+	}
+	p.k = 0
+	var z T
+	return p.total * int(unsafe.Sizeof(z))
+}
+
+// unique is owner.unique into the batch's ids.
 func (d *flatDecoder) unique(v []byte) string {
 	if len(v) == 0 {
 		return ""
@@ -85,42 +162,32 @@ func (d *flatDecoder) unique(v []byte) string {
 		d.o.err = errInvalidUTF8
 	}
 	if cap(d.s.ids)-len(d.s.ids) < len(v) {
-		d.s.ids = make([]byte, 0, max(min(36*d.s.n, maxChunk), len(v)))
+		d.s.ids = make([]byte, 0, max(min(36*d.n, maxChunk), len(v)))
 	}
 	d.s.ids = append(d.s.ids, v...)
 	return unsafeString(d.s.ids[len(d.s.ids)-len(v):])
 }
 
-func next[T any](s *[]T, n int) *T {
-	if len(*s) == cap(*s) {
-		*s = make([]T, 0, chunk[T](n))
-	}
-	*s = (*s)[:len(*s)+1]
-	return &(*s)[len(*s)-1]
+// next hands out a zero T.
+func next[T any](p *pile[T]) *T {
+	c := p.room(1)
+	*c = (*c)[:len(*c)+1]
+	return &(*c)[len(*c)-1]
 }
 
-// maxChunk keeps a slab's slices small objects for the allocator (at
-// most 32 KiB), which it serves from per-CPU caches; a larger one is taken
-// from the page heap, under its lock, every batch.
+// maxChunk bounds a chunk of a slab (see pile.room).
 const maxChunk = 32 << 10
 
-// chunk is the length of a new slab slice of T for a batch of n flows.
-func chunk[T any](n int) int {
-	var z T
-	return max(1, min(max(n, 16), maxChunk/int(unsafe.Sizeof(z))))
-}
-
 // window appends v to the window w (a field's values so far) and returns
-// the window with v, capped at its length. Windows live in one shared
-// slice; w is moved to its tail when another window came in between, and
-// to a new slice when the shared one is full.
-func window[T any](s *[]T, w []T, v T, n int) []T {
+// the window with v, capped at its length. Windows live in shared chunks;
+// w is moved to the chunk's tail when another window came in between, and
+// to the next chunk when the current one is full.
+func window[T any](p *pile[T], w []T, v T) []T {
 	k := len(w)
-	tail := k == 0 || (len(*s) >= k && &(*s)[len(*s)-k] == &w[0])
+	s := p.cur()
+	tail := s != nil && (k == 0 || (len(*s) >= k && &(*s)[len(*s)-k] == &w[0]))
 	if !tail || len(*s) == cap(*s) {
-		if cap(*s)-len(*s) < k+1 {
-			*s = make([]T, 0, max(chunk[T](n), 2*(k+1)))
-		}
+		s = p.room(k + 1)
 		*s = append(*s, w...)
 	}
 	*s = append(*s, v)
@@ -132,7 +199,8 @@ func window[T any](s *[]T, w []T, v T, n int) []T {
 // stream's table (owner).
 type flatDecoder struct {
 	o *owner
-	s slab
+	s *Slab
+	n int // the batch's flows
 }
 
 // flow decodes one Flow's bytes into f (zero). On errNotFlat or a parse
@@ -196,12 +264,12 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 		case 1009:
 			f.DropClass = d.o.bytes(v)
 		case 13:
-			f.SourceNames = window(&d.s.strs, f.SourceNames, d.o.bytes(v), d.s.n)
+			f.SourceNames = window(&d.s.strs, f.SourceNames, d.o.bytes(v))
 		case 14:
-			f.DestinationNames = window(&d.s.strs, f.DestinationNames, d.o.bytes(v), d.s.n)
+			f.DestinationNames = window(&d.s.strs, f.DestinationNames, d.o.bytes(v))
 		case 4:
 			if err = once(1 << 3); err == nil {
-				e := next(&d.s.eths, d.s.n)
+				e := next(&d.s.eths)
 				err = d.strings(v, &e.Source, &e.Destination)
 				f.Ethernet = e
 			}
@@ -223,7 +291,7 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 			}
 		case 190:
 			if err = once(1 << 8); err == nil {
-				w := next(&d.s.bools, d.s.n)
+				w := next(&d.s.bools)
 				err = varints(v, func(n protowire.Number, x uint64) bool {
 					w.Value = x != 0
 					return n == 1
@@ -236,7 +304,7 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 				bit = 1 << 10
 			}
 			if err = once(bit); err == nil {
-				s := next(&d.s.svcs, d.s.n)
+				s := next(&d.s.svcs)
 				err = d.strings(v, &s.Name, &s.Namespace)
 				if n == 20 {
 					f.SourceService = s
@@ -246,7 +314,7 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 			}
 		case 26:
 			if err = once(1 << 11); err == nil {
-				i := next(&d.s.ifs, d.s.n)
+				i := next(&d.s.ifs)
 				err = fields(v, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 					switch {
 					case n == 1 && t == protowire.VarintType:
@@ -270,7 +338,7 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 			f.IngressDeniedBy, err = d.policy(f.IngressDeniedBy, v)
 		case 1008:
 			if err = once(1 << 12); err == nil {
-				c := next(&d.s.cts, d.s.n)
+				c := next(&d.s.cts)
 				err = varints(v, func(n protowire.Number, x uint64) bool {
 					c.NewEntry = x != 0
 					return n == 1
@@ -290,21 +358,36 @@ func (d *flatDecoder) flow(f *flowv1.Flow, b []byte) error {
 
 // fields walks one message's fields, calling fn with each field's number,
 // wire type and value (varints in x, length-delimited in v); other wire
-// types are not in the flat view.
+// types are not in the flat view. One-byte tags, varints and lengths (most
+// of them) are read here, longer ones by protowire: its calls per field
+// were a tenth of the decoder's time (docs/benchmarks/relay.md, "Fifth
+// pass").
 func fields(b []byte, fn func(n protowire.Number, t protowire.Type, x uint64, v []byte) error) error {
 	for len(b) > 0 {
-		n, t, m := protowire.ConsumeTag(b)
-		if m < 0 {
-			return errNotFlat // the generated unmarshaller says what is wrong
+		tag, m := uint64(b[0]), 1
+		if tag >= 0x80 {
+			tag, m = protowire.ConsumeVarint(b)
+		}
+		// protowire.ConsumeTag's checks; the generated unmarshaller says
+		// what is wrong.
+		if m < 0 || tag>>3 == 0 || tag>>3 > math.MaxInt32 {
+			return errNotFlat
 		}
 		b = b[m:]
 		var x uint64
 		var v []byte
-		switch t {
-		case protowire.VarintType:
+		if len(b) > 0 && b[0] < 0x80 {
+			x, m = uint64(b[0]), 1
+		} else {
 			x, m = protowire.ConsumeVarint(b)
+		}
+		switch protowire.Type(tag & 7) {
+		case protowire.VarintType:
 		case protowire.BytesType:
-			v, m = protowire.ConsumeBytes(b)
+			if m < 0 || x > uint64(len(b)-m) {
+				return errNotFlat
+			}
+			v, m = b[m:m+int(x)], m+int(x)
 		default:
 			return errNotFlat
 		}
@@ -312,7 +395,7 @@ func fields(b []byte, fn func(n protowire.Number, t protowire.Type, x uint64, v 
 			return errNotFlat
 		}
 		b = b[m:]
-		if err := fn(n, t, x, v); err != nil {
+		if err := fn(protowire.Number(tag>>3), protowire.Type(tag&7), x, v); err != nil {
 			return err
 		}
 	}
@@ -342,7 +425,7 @@ func (d *flatDecoder) strings(b []byte, ps ...*string) error {
 }
 
 func (d *flatDecoder) timestamp(b []byte) (*timestamppb.Timestamp, error) {
-	ts := next(&d.s.ts, d.s.n)
+	ts := next(&d.s.ts)
 	return ts, varints(b, func(n protowire.Number, x uint64) bool {
 		switch n {
 		case 1:
@@ -357,7 +440,7 @@ func (d *flatDecoder) timestamp(b []byte) (*timestamppb.Timestamp, error) {
 }
 
 func (d *flatDecoder) duration(b []byte) (*durationpb.Duration, error) {
-	du := next(&d.s.durs, d.s.n)
+	du := next(&d.s.durs)
 	return du, varints(b, func(n protowire.Number, x uint64) bool {
 		switch n {
 		case 1:
@@ -372,7 +455,7 @@ func (d *flatDecoder) duration(b []byte) (*durationpb.Duration, error) {
 }
 
 func (d *flatDecoder) ip(b []byte) (*flowv1.IP, error) {
-	ip := next(&d.s.ips, d.s.n)
+	ip := next(&d.s.ips)
 	return ip, fields(b, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 		switch {
 		case n == 1 && t == protowire.BytesType:
@@ -406,7 +489,7 @@ func ports(b []byte, a, c *uint32) error {
 }
 
 func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
-	l := next(&d.s.l4s, d.s.n)
+	l := next(&d.s.l4s)
 	one := false
 	return l, fields(b, func(n protowire.Number, t protowire.Type, _ uint64, v []byte) error {
 		if t != protowire.BytesType || one {
@@ -415,7 +498,7 @@ func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
 		one = true
 		switch n {
 		case 1:
-			tcp := next(&d.s.tcps, d.s.n)
+			tcp := next(&d.s.tcps)
 			seenFlags := false
 			if err := fields(v, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 				switch {
@@ -425,7 +508,7 @@ func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
 					tcp.DestinationPort = uint32(x)
 				case n == 3 && t == protowire.BytesType && !seenFlags:
 					seenFlags = true
-					fl := next(&d.s.flags, d.s.n)
+					fl := next(&d.s.flags)
 					tcp.Flags = fl
 					return varints(v, func(n protowire.Number, x uint64) bool {
 						if n < 1 || n > 9 {
@@ -441,35 +524,35 @@ func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
 			}); err != nil {
 				return err
 			}
-			w := next(&d.s.l4tcp, d.s.n)
+			w := next(&d.s.l4tcp)
 			w.TCP, l.Protocol = tcp, w
 		case 2:
-			u := next(&d.s.udps, d.s.n)
+			u := next(&d.s.udps)
 			if err := ports(v, &u.SourcePort, &u.DestinationPort); err != nil {
 				return err
 			}
-			w := next(&d.s.l4udp, d.s.n)
+			w := next(&d.s.l4udp)
 			w.UDP, l.Protocol = u, w
 		case 3:
-			i := next(&d.s.icmp4, d.s.n)
+			i := next(&d.s.icmp4)
 			if err := ports(v, &i.Type, &i.Code); err != nil {
 				return err
 			}
-			w := next(&d.s.l4i4, d.s.n)
+			w := next(&d.s.l4i4)
 			w.ICMPv4, l.Protocol = i, w
 		case 4:
-			i := next(&d.s.icmp6, d.s.n)
+			i := next(&d.s.icmp6)
 			if err := ports(v, &i.Type, &i.Code); err != nil {
 				return err
 			}
-			w := next(&d.s.l4i6, d.s.n)
+			w := next(&d.s.l4i6)
 			w.ICMPv6, l.Protocol = i, w
 		case 5:
-			s := next(&d.s.sctps, d.s.n)
+			s := next(&d.s.sctps)
 			if err := ports(v, &s.SourcePort, &s.DestinationPort); err != nil {
 				return err
 			}
-			w := next(&d.s.l4sctp, d.s.n)
+			w := next(&d.s.l4sctp)
 			w.SCTP, l.Protocol = s, w
 		default:
 			return errNotFlat
@@ -486,7 +569,7 @@ func (d *flatDecoder) l4(b []byte) (*flowv1.Layer4, error) {
 // slices: an append copies), as enrichment already shares the endpoints it
 // sets.
 func (d *flatDecoder) endpoint(b []byte) (*flowv1.Endpoint, error) {
-	e := next(&d.s.eps, d.s.n)
+	e := next(&d.s.eps)
 	eps := &d.o.t.eps
 	if t, ok := (*eps)[string(b)]; ok {
 		t.copyTo(e)
@@ -552,15 +635,15 @@ func (d *flatDecoder) endpointFields(e *flowv1.Endpoint, b []byte) error {
 		case 3:
 			e.Namespace = d.o.bytes(v)
 		case 4:
-			e.Labels = window(&d.s.strs, e.Labels, d.o.bytes(v), 4*d.s.n)
+			e.Labels = window(&d.s.strs, e.Labels, d.o.bytes(v))
 		case 5:
 			e.PodName = d.o.bytes(v)
 		case 6:
-			w := next(&d.s.wls, d.s.n)
+			w := next(&d.s.wls)
 			if err := d.strings(v, &w.Name, &w.Kind); err != nil {
 				return err
 			}
-			e.Workloads = window(&d.s.wlPtrs, e.Workloads, w, d.s.n)
+			e.Workloads = window(&d.s.wlPtrs, e.Workloads, w)
 		case 7:
 			e.ClusterName = d.o.bytes(v)
 		case 1000:
@@ -573,7 +656,7 @@ func (d *flatDecoder) endpointFields(e *flowv1.Endpoint, b []byte) error {
 }
 
 func (d *flatDecoder) policy(list []*flowv1.Policy, b []byte) ([]*flowv1.Policy, error) {
-	p := next(&d.s.pols, d.s.n)
+	p := next(&d.s.pols)
 	err := fields(b, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 		switch {
 		case n == 1 && t == protowire.BytesType:
@@ -581,7 +664,7 @@ func (d *flatDecoder) policy(list []*flowv1.Policy, b []byte) ([]*flowv1.Policy,
 		case n == 2 && t == protowire.BytesType:
 			p.Namespace = d.o.bytes(v)
 		case n == 3 && t == protowire.BytesType:
-			p.Labels = window(&d.s.strs, p.Labels, d.o.bytes(v), d.s.n)
+			p.Labels = window(&d.s.strs, p.Labels, d.o.bytes(v))
 		case n == 4 && t == protowire.VarintType:
 			p.Revision = x
 		case n == 5 && t == protowire.BytesType:
@@ -591,11 +674,11 @@ func (d *flatDecoder) policy(list []*flowv1.Policy, b []byte) ([]*flowv1.Policy,
 		}
 		return nil
 	})
-	return window(&d.s.pPtrs, list, p, d.s.n), err
+	return window(&d.s.pPtrs, list, p), err
 }
 
 func (d *flatDecoder) tcpHealth(b []byte) (*flowv1.TCPHealth, error) {
-	h := next(&d.s.health, d.s.n)
+	h := next(&d.s.health)
 	var seen [2]bool
 	return h, fields(b, func(n protowire.Number, t protowire.Type, x uint64, v []byte) error {
 		var err error
@@ -620,13 +703,14 @@ func (d *flatDecoder) tcpHealth(b []byte) (*flowv1.TCPHealth, error) {
 	})
 }
 
-// batchFlat decodes a Batch's wire bytes into b: its flows through the
-// slab (each one the flat decoder cannot take through the generated
+// batchFlat decodes a Batch's wire bytes into b: its flows into the
+// slab s (each one the flat decoder cannot take through the generated
 // unmarshaller, in place), everything else with the generated unmarshaller
 // and owned as before. ok is false when the batch is not one this path
 // takes (malformed at the top level): the caller decodes it as before.
-func batchFlat(o *owner, b *ingestv1.Batch, data []byte) (ok bool, err error) {
-	var flows [][]byte
+func batchFlat(o *owner, s *Slab, b *ingestv1.Batch, data []byte) (ok bool, err error) {
+	// The wire forms point into the receive buffer: dropped on return.
+	defer func() { clear(s.wire); s.wire = s.wire[:0] }()
 	var rest []byte // the batch without its flows
 	for p := data; len(p) > 0; {
 		n, t, m := protowire.ConsumeTag(p)
@@ -639,7 +723,7 @@ func batchFlat(o *owner, b *ingestv1.Batch, data []byte) (ok bool, err error) {
 		}
 		if n == 5 && t == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(p[m:])
-			flows = append(flows, v)
+			s.wire = append(s.wire, v)
 		} else {
 			rest = append(rest, p[:m+l]...)
 		}
@@ -649,10 +733,10 @@ func batchFlat(o *owner, b *ingestv1.Batch, data []byte) (ok bool, err error) {
 		return false, nil
 	}
 	o.batch(b) // before the flows: b.Flows is empty
-	d := flatDecoder{o: o, s: slab{n: len(flows)}}
-	b.Flows = make([]*flowv1.Flow, len(flows))
-	for i, v := range flows {
-		f := next(&d.s.flows, d.s.n)
+	d := flatDecoder{o: o, s: s, n: len(s.wire)}
+	b.Flows = make([]*flowv1.Flow, len(s.wire))
+	for i, v := range s.wire {
+		f := next(&d.s.flows)
 		if d.flow(f, v) == nil {
 			b.Flows[i] = f
 			continue

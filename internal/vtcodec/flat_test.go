@@ -103,7 +103,7 @@ func TestFlatDecodingEqualsTheGeneratedUnmarshaller(t *testing.T) {
 			}
 			for i, fw := range tc.flows {
 				wantFlat := tc.flat == nil || tc.flat[i]
-				d := flatDecoder{o: &owner{t: NewStrings(0)}, s: slab{n: 1}}
+				d := flatDecoder{o: &owner{t: NewStrings(0)}, s: &Slab{}, n: 1}
 				if gotFlat := d.flow(&flowv1.Flow{}, fw) == nil; gotFlat != wantFlat {
 					t.Errorf("flow %d: decoded flat %v, want %v", i, gotFlat, wantFlat)
 				}
@@ -182,6 +182,17 @@ func BenchmarkUnmarshalDataSetBatch(b *testing.B) {
 			if err := unmarshalRequest(&Request{Msg: &ingestv1.StreamRequest{}, Strings: tbl}, wire); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("slabs recycled, strings from the table", func(b *testing.B) {
+		tbl, slabs := NewStrings(0), NewSlabs(1)
+		b.SetBytes(int64(len(wire)))
+		for b.Loop() {
+			r := &Request{Msg: &ingestv1.StreamRequest{}, Strings: tbl, Slabs: slabs}
+			if err := unmarshalRequest(r, wire); err != nil {
+				b.Fatal(err)
+			}
+			slabs.Put(r.Slab)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package vtcodec
 
 import (
+	"cmp"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -67,6 +68,13 @@ func (t *Strings) Len() int { return len(t.m) }
 type Request struct {
 	Msg     *ingestv1.StreamRequest
 	Strings *Strings
+	// Slabs is optional: the pool a batch's slab is taken from (flat.go);
+	// nil, a new slab per batch.
+	Slabs *Slabs
+	// Slab is set by the codec when the batch's flows were decoded into a
+	// slab of Slabs: give it back with Slabs.Put once nothing can reach
+	// them, or drop it.
+	Slab *Slab
 }
 
 // unmarshalRequest decodes data into r. data must stay unchanged until it
@@ -75,12 +83,23 @@ func unmarshalRequest(r *Request, data []byte) error {
 	if v, ok := onlyBatch(data); ok {
 		b := &ingestv1.Batch{}
 		o := owner{t: r.Strings}
-		if ok, err := batchFlat(&o, b, v); ok {
-			if err != nil {
-				return err
-			}
+		s := &Slab{}
+		if r.Slabs != nil {
+			s = r.Slabs.get()
+		}
+		ok, err := batchFlat(&o, s, b, v)
+		if ok && err == nil && o.err == nil {
 			r.Msg.Msg = &ingestv1.StreamRequest_Batch{Batch: b}
-			return o.err
+			if r.Slabs != nil {
+				r.Slab = s
+			}
+			return nil
+		}
+		if r.Slabs != nil {
+			r.Slabs.Put(s) // b is dropped: nothing else saw its flows
+		}
+		if ok {
+			return cmp.Or(err, o.err)
 		}
 	}
 	if err := r.Msg.UnmarshalVTUnsafe(data); err != nil {

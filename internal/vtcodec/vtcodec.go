@@ -74,8 +74,8 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal implements encoding.CodecV2. A Request's batch takes its
-// strings from the stream's table (strings.go) and its flows from slabs
-// allocated per batch (flat.go); otherwise the generated
+// strings from the stream's table (strings.go) and its flows from a slab,
+// recycled when the caller gives one back (flat.go, slabs.go); otherwise the generated
 // unmarshaller copies every string and byte field out of the buffer. Either
 // way nothing decoded refers to the pooled buffer, which is returned when
 // Unmarshal returns; strings are checked for UTF-8 (utf8.go, strings.go).

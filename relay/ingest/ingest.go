@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trawl-dev/trawl/internal/vtcodec"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 	ingestv1 "github.com/trawl-dev/trawl/proto/trawl/ingest/v1"
 	"github.com/trawl-dev/trawl/relay/enrich"
@@ -62,6 +63,12 @@ func (NopEnricher) EnrichConntrack(*flowv1.ConntrackSample) {}
 // writer stopped) and is not answered: the agent resends after reconnecting.
 // The batch is the store's type (store.Batch): ingest hands the writer what
 // it stores, with no conversion.
+//
+// Enqueue must not keep b.Flows, or anything they point to, once it
+// returns (copy what is kept, as the store's Writer does into its
+// columns): ingest then reuses their memory for later batches
+// (internal/vtcodec.Slabs). Strings taken from them stay valid; the
+// conntrack samples and lost events may be kept.
 type Sink interface {
 	Enqueue(b *store.Batch, done func(error))
 }
@@ -79,7 +86,8 @@ type Server struct {
 	nodes *nodes.Registry
 	m     *Metrics
 	log   *slog.Logger
-	names *enrich.Names // nil: naming off
+	names *enrich.Names  // nil: naming off
+	slabs *vtcodec.Slabs // decode memory, recycled across batches and streams
 
 	mu      sync.Mutex
 	pending map[string]*pendingBatch // key → waiting for the insert
@@ -108,7 +116,7 @@ func New(cfg Config, sink Sink, h *hub.Hub, reg *nodes.Registry, m *Metrics) *Se
 		names = enrich.NewNames(cfg.NameEntries)
 	}
 	return &Server{
-		cfg: cfg, sink: sink, hub: h, nodes: reg, m: m, log: cfg.Log.With("component", "ingest"), names: names,
+		cfg: cfg, sink: sink, hub: h, nodes: reg, m: m, log: cfg.Log.With("component", "ingest"), names: names, slabs: vtcodec.NewSlabs(0),
 		pending: map[string]*pendingBatch{}, acked: map[string]*window{}, bootsOf: map[string][]string{},
 	}
 }

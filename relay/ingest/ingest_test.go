@@ -35,7 +35,8 @@ import (
 
 // memSink stores batches in memory and, like ClickHouse with
 // insert_deduplication_token, stores a key only once. While held it
-// queues inserts (ClickHouse down).
+// queues inserts (ClickHouse down). It keeps copies of the flows, as the
+// store's Writer keeps columns (Sink: ingest reuses the flows' memory).
 type memSink struct {
 	mu       sync.Mutex
 	stored   map[string]*store.Batch
@@ -47,6 +48,12 @@ type memSink struct {
 func newMemSink() *memSink { return &memSink{stored: map[string]*store.Batch{}} }
 
 func (m *memSink) Enqueue(b *store.Batch, done func(error)) {
+	kept := *b
+	kept.Flows = make([]*flowv1.Flow, len(b.Flows))
+	for i, f := range b.Flows {
+		kept.Flows[i] = proto.Clone(f).(*flowv1.Flow)
+	}
+	b = &kept
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.enqueues++

@@ -98,7 +98,8 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 
 	type received struct {
 		m    *ingestv1.StreamRequest
-		size int // encoded size of m when StatsHandler reported it, else -1
+		size int           // encoded size of m when StatsHandler reported it, else -1
+		slab *vtcodec.Slab // what a batch's flows were decoded into, nil otherwise
 	}
 	recvd := make(chan received)
 	recvErr := make(chan error, 1)
@@ -115,12 +116,13 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 		strs := vtcodec.NewStrings(0)
 		for {
 			m := new(ingestv1.StreamRequest)
-			if err := stream.RecvMsg(&vtcodec.Request{Msg: m, Strings: strs}); err != nil {
+			req := &vtcodec.Request{Msg: m, Strings: strs, Slabs: s.slabs}
+			if err := stream.RecvMsg(req); err != nil {
 				recvErr <- err
 				return
 			}
 			select {
-			case recvd <- received{m, takeSize(ctx)}:
+			case recvd <- received{m, takeSize(ctx), req.Slab}:
 			case <-ctx.Done():
 				return
 			}
@@ -147,7 +149,9 @@ func (s *Server) Stream(stream ingestv1.IngestService_StreamServer) error {
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
 			s.nodes.Seen(node)
 			blocked.Store(true)
-			s.handleBatch(ctx, hello, x.Batch, batchSize(r.m, r.size), out.put)
+			if !s.handleBatch(ctx, hello, x.Batch, batchSize(r.m, r.size), out.put) {
+				s.slabs.Put(r.slab)
+			}
 			blocked.Store(false)
 		case *ingestv1.StreamRequest_Heartbeat:
 			s.m.lastSeen.WithLabelValues(node).SetToCurrentTime()
@@ -169,7 +173,11 @@ func Key(node, boot string, seq uint64) string {
 }
 
 // handleBatch handles one batch; size is its encoded size, -1 if unknown.
-func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse)) {
+// shared reports whether the hub handed the batch's records to --follow
+// subscribers, who may hold them for as long as they take to read them;
+// otherwise nothing reaches the batch's messages once it returns (the
+// sink keeps none, see Sink), and their memory can be reused.
+func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *ingestv1.Batch, size int, send func(*ingestv1.StreamResponse)) (shared bool) {
 	boot, seq := b.GetBootId(), b.GetSequence()
 	if size < 0 {
 		size = b.SizeVT() // the writer's queue counts it too
@@ -180,7 +188,7 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 		s.m.lost.WithLabelValues("batch_rejected").Add(float64(n))
 		s.log.Warn("batch rejected", "node", hello.GetNodeName(), "sequence", seq, "err", err)
 		send(&ingestv1.StreamResponse{Msg: &ingestv1.StreamResponse_Nack{Nack: &ingestv1.Nack{BootId: boot, Sequence: seq, Reason: err.Error()}}})
-		return
+		return false
 	}
 	node := hello.GetNodeName()
 	key := Key(node, boot, seq)
@@ -194,7 +202,7 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 		s.m.batches.WithLabelValues("duplicate").Inc()
 		s.m.dedup.Inc()
 		send(ack(true))
-		return
+		return false
 	}
 	if p := s.pending[key]; p != nil {
 		// A resend of a batch still waiting for its insert: answer both
@@ -203,16 +211,21 @@ func (s *Server) handleBatch(ctx context.Context, hello *ingestv1.Hello, b *inge
 		s.mu.Unlock()
 		s.m.batches.WithLabelValues("duplicate").Inc()
 		s.m.dedup.Inc()
-		return
+		return false
 	}
 	s.pending[key] = &pendingBatch{acks: []func(){answer(false)}}
 	s.mu.Unlock()
 
 	n, records := s.prepare(node, b)
 	s.m.batches.WithLabelValues("accepted").Inc()
-	s.hub.PublishFunc(key, n, records)
+	// The hub calls build before PublishFunc returns, or never.
+	s.hub.PublishFunc(key, n, func() []*observerv1.GetFlowsResponse {
+		shared = true
+		return records()
+	})
 	sb := &store.Batch{Key: key, Flows: b.GetFlows(), Conntrack: b.GetConntrack(), Lost: b.GetLostEvents(), Bytes: size}
 	s.sink.Enqueue(sb, func(err error) { s.settle(node, boot, seq, key, err) })
+	return shared
 }
 
 // prepare completes, enriches and counts the records of an accepted batch.
