@@ -303,13 +303,9 @@ func (b *heapBudget) fill() {
 		for i := 0; i < len(p); i += pageSize {
 			p[i] = 1
 		}
-		heapFillSink = p
+		runtime.KeepAlive(p)
 	}
-	heapFillSink = nil
 }
-
-// heapFillSink keeps fill's allocations from being optimized away.
-var heapFillSink []byte
 
 func gcCycles() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
