@@ -145,6 +145,8 @@ func TestTheMemoryBudgetIsTheHeapGoalWhateverTheLiveHeap(t *testing.T) {
 	near := func(goal uint64) bool { return goal > budget*95/100 && goal < budget*105/100 }
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
+	runtime.GC()
+	rssBefore := residentBytes(t)
 	release, held := holdHeapBudget(budget, slog.New(slog.DiscardHandler))
 	if !held {
 		t.Fatal("budget not held")
@@ -155,8 +157,12 @@ func TestTheMemoryBudgetIsTheHeapGoalWhateverTheLiveHeap(t *testing.T) {
 			release()
 		}
 	}()
-	if rss := residentBytes(t); rss < budget*9/10 {
+	rss := residentBytes(t)
+	if rss < budget*9/10 {
 		t.Errorf("resident %d MiB once the budget is held, want at least 90 %% of the %d MiB budget", rss>>20, budget>>20)
+	}
+	if grown := rss - min(rss, rssBefore); grown > budget*11/10 {
+		t.Errorf("holding the budget took the resident memory from %d to %d MiB: more than the %d MiB budget and 10 %%", rssBefore>>20, rss>>20, budget>>20)
 	}
 	heapGoal(t, "with a small live heap", near)
 	if _, again := holdHeapBudget(budget, slog.New(slog.DiscardHandler)); again {
