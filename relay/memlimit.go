@@ -238,6 +238,10 @@ func holdHeapBudget(bytes int64, log *slog.Logger) (release func(), held bool) {
 	b := &heapBudget{bytes: uint64(bytes), log: log, done: make(chan struct{}), exited: make(chan struct{})}
 	prev := debug.SetGCPercent(b.gogc())
 	b.fill()
+	// run sets GOGC after the collections it sees end; the fill's may have
+	// ended before it starts, and the GOGC set above for the heap before
+	// the fill would then stay: a goal of ~390 MB once the load came.
+	debug.SetGCPercent(b.gogc())
 	go b.run()
 	return func() {
 		close(b.done)

@@ -164,6 +164,13 @@ func TestTheMemoryBudgetIsTheHeapGoalWhateverTheLiveHeap(t *testing.T) {
 	if grown := rss - min(rss, rssBefore); grown > budget*11/10 {
 		t.Errorf("holding the budget took the resident memory from %d to %d MiB: more than the %d MiB budget and 10 %%", rssBefore>>20, rss>>20, budget>>20)
 	}
+	// At once, before any collection of the test's: the fill's own must not
+	// leave the goal that GOGC gave the heap before it.
+	goalNow := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(goalNow)
+	if goal := goalNow[0].Value.Uint64(); !near(goal) {
+		t.Errorf("heap goal %d MiB once the budget is held, want the %d MiB budget", goal>>20, budget>>20)
+	}
 	heapGoal(t, "with a small live heap", near)
 	if _, again := holdHeapBudget(budget, slog.New(slog.DiscardHandler)); again {
 		t.Error("a second budget was held in the same process")
