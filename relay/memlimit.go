@@ -25,6 +25,7 @@ import (
 // soft limit below the container's makes the collector work harder near it
 // instead of the kernel killing the relay; below the limit, collecting half
 // as often (GOGC 200) saves CPU (measured in docs/benchmarks/relay.md).
+// While the relay holds a memory budget (below), GOGC is the budget's.
 
 // memoryLimit is the value of --memory-limit and --memory-budget: bytes, 0
 // for auto, -1 for off.
@@ -167,9 +168,9 @@ func applyMemoryLimit(limit int64) (int64, func()) {
 //     heap leaves of it, not a multiple of the live heap. The runtime has
 //     no hook at the end of a collection, so a goroutine looks every
 //     heapTuneEvery (a cleanup of an object dropped in the collection came
-//     seconds late under load: the goal, computed with the last GOGC for a
-//     live heap that had just grown, let the heap reach 336 MiB RSS);
-//   - the heap's pages are touched up to the budget at start, and an idle
+//     seconds late under load: a goal computed with the idle heap's GOGC
+//     for the loaded heap's live part, 390 MB, took a relay to 411 MiB);
+//   - the heap's pages are touched up to 95 % of the goal at start, and an idle
 //     relay gets a collection at the goal every heapKeepEvery, because the
 //     runtime keeps about 110 % of the heap in use at the last collection
 //     and returns the rest: a relay whose only collections are the
