@@ -103,6 +103,12 @@ type Config struct {
 	// serves, in bytes: 0 (default) is 90 % of the cgroup's memory limit
 	// when there is one, <0 is none. GOMEMLIMIT in the environment wins.
 	MemoryLimit int64
+	// MemoryBudget is the heap the relay takes at start and holds while Run
+	// serves, idle or loaded (memlimit.go), in bytes: 0 (default) is
+	// 6 × QueueBytes + 8 MiB (200 MiB with the default queue), at most
+	// three quarters of the memory limit; <0 is none (the heap follows the
+	// load, paced by GOGC). GOGC in the environment wins.
+	MemoryBudget int64
 }
 
 // DefaultConfiguration returns the relay's defaults: ports 4245/4246/9966, a

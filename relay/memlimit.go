@@ -4,11 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Memory: at full ingest the relay's live heap is set by its writer queue
@@ -20,9 +25,10 @@ import (
 // soft limit below the container's makes the collector work harder near it
 // instead of the kernel killing the relay; below the limit, collecting half
 // as often (GOGC 200) saves CPU (measured in docs/benchmarks/relay.md).
+// While the relay holds a memory budget (below), GOGC is the budget's.
 
-// memoryLimit is the value of --memory-limit: bytes, 0 for auto (a share
-// of the cgroup's memory limit, if any), -1 for off.
+// memoryLimit is the value of --memory-limit and --memory-budget: bytes, 0
+// for auto, -1 for off.
 type memoryLimit struct{ dst *int64 }
 
 func (m memoryLimit) String() string {
@@ -67,7 +73,7 @@ func parseMemoryLimit(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n <= 0 || n > (1<<62)/mul {
-		return 0, fmt.Errorf("--memory-limit %q: want auto, off or a size such as 900MiB or 1GiB", s)
+		return 0, fmt.Errorf("%q: want auto, off or a size such as 900MiB or 1GiB", s)
 	}
 	return n * mul, nil
 }
@@ -142,6 +148,195 @@ func applyMemoryLimit(limit int64) (int64, func()) {
 		debug.SetMemoryLimit(prevLimit)
 		if prevGC != -2 {
 			debug.SetGCPercent(prevGC)
+		}
+	}
+}
+
+// The relay's heap budget: the memory it is sized for, taken at start and
+// held whatever the load.
+//
+// Left to GOGC the collector runs when the heap has grown by its live part,
+// so the heap goal (and the RSS, since the runtime returns pages above the
+// goal) follows the load: a relay with no agents sat at ~47 MiB, one with
+// half the agents at ~115, one catching up after a ClickHouse stop at ~300
+// (docs/benchmarks/relay.md, "Soak: flat memory"). The operator sizes for
+// the last figure anyway. So the relay holds its heap goal at a fixed
+// budget instead:
+//
+//   - after every collection GOGC is set so that the next goal is the
+//     budget: the garbage allowed between collections is whatever the live
+//     heap leaves of it, not a multiple of the live heap. The runtime has
+//     no hook at the end of a collection, so a goroutine looks every
+//     heapTuneEvery (a cleanup of an object dropped in the collection came
+//     seconds late under load: a goal computed with the idle heap's GOGC
+//     for the loaded heap's live part, 390 MB, took a relay to 411 MiB);
+//   - the heap's pages are touched up to 95 % of the goal at start, and an idle
+//     relay gets a collection at the goal every heapKeepEvery, because the
+//     runtime keeps about 110 % of the heap in use at the last collection
+//     and returns the rest: a relay whose only collections are the
+//     runtime's two-minute ones would give its pages back and take them
+//     again when the load comes.
+//
+// Why not a memory limit with GOGC off (tried, docs/benchmarks/relay.md,
+// "The relay's memory budget: measured, and reverted"): at its limit the
+// runtime returns pages to stay 5 % under it, and takes them again on the
+// next allocations (synchronous scavenging, page faults), every cycle; it
+// cost +16 % relay CPU at full ingest. Below, the goal is the budget and
+// the memory limit (if any) stays well above it.
+
+// heapBudgetMinGOGC is the least GOGC the budget sets: when the live heap
+// leaves less than a third of the budget to garbage (more agents' streams
+// than the queue accounts for), the goal goes over the budget instead of
+// the collector running back to back; that is logged.
+const heapBudgetMinGOGC = 50
+
+// heapKeepEvery: an idle relay (no collection for this long) allocates up
+// to its goal so that a collection runs there, keeping its pages.
+const heapKeepEvery = 30 * time.Second
+
+// heapTuneEvery is how soon after a collection GOGC is set for the next:
+// at full ingest (~70 MB/s allocated) the heap grows by ~1.4 MB meanwhile.
+const heapTuneEvery = 20 * time.Millisecond
+
+// autoHeapBudget is --memory-budget auto: the live heap at full ingest
+// measured ~3 × --insert-queue-bytes (94–106 MB with the default 32 MiB:
+// the insert columns, the batches being decoded, gRPC's and ClickHouse's
+// buffers), and the collector gets as much again for garbage, as GOGC 100
+// gave it at full ingest; 8 MiB more for what does not scale with the
+// queue (Hubble's series, caches). 200 MiB with the default queue.
+func autoHeapBudget(queueBytes int) int64 { return 6*int64(queueBytes) + 8<<20 }
+
+// heapBudget holds the runtime's heap goal at bytes (see above).
+type heapBudget struct {
+	bytes  uint64
+	log    *slog.Logger
+	over   bool // the last tune could not keep the goal at the budget
+	done   chan struct{}
+	exited chan struct{}
+}
+
+// One budget per process: the runtime's GOGC is global, and tests run
+// several relays in one process.
+var (
+	heapBudgetMu   sync.Mutex
+	heapBudgetHeld bool
+)
+
+// holdHeapBudget holds the heap at bytes until the returned function is
+// called (which restores GOGC). It does nothing (held false) when GOGC is
+// set in the environment (it wins), bytes ≤ 0, or another relay of this
+// process holds a budget already.
+func holdHeapBudget(bytes int64, log *slog.Logger) (release func(), held bool) {
+	if bytes <= 0 || os.Getenv("GOGC") != "" {
+		return func() {}, false
+	}
+	heapBudgetMu.Lock()
+	defer heapBudgetMu.Unlock()
+	if heapBudgetHeld {
+		return func() {}, false
+	}
+	heapBudgetHeld = true
+	b := &heapBudget{bytes: uint64(bytes), log: log, done: make(chan struct{}), exited: make(chan struct{})}
+	prev := debug.SetGCPercent(b.gogc())
+	b.fill()
+	// run sets GOGC after the collections it sees end; the fill's may have
+	// ended before it starts, and the GOGC set above for the heap before
+	// the fill would then stay: a goal of ~390 MB once the load came.
+	debug.SetGCPercent(b.gogc())
+	go b.run()
+	return func() {
+		close(b.done)
+		<-b.exited
+		debug.SetGCPercent(prev)
+		heapBudgetMu.Lock()
+		heapBudgetHeld = false
+		heapBudgetMu.Unlock()
+	}, true
+}
+
+var heapBudgetMetrics = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
+
+// gogc is the GOGC that makes the next heap goal the budget: the runtime's
+// goal is live + (live + stacks + globals) × GOGC / 100, live being the
+// heap the last collection found reachable.
+func (b *heapBudget) gogc() int {
+	s := make([]metrics.Sample, len(heapBudgetMetrics))
+	for i, n := range heapBudgetMetrics {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	live := s[0].Value.Uint64()
+	scanned := live + s[1].Value.Uint64() + s[2].Value.Uint64()
+	pct := 0
+	if b.bytes > live && scanned > 0 {
+		pct = int((b.bytes - live) * 100 / scanned)
+	}
+	over := pct < heapBudgetMinGOGC
+	pct = max(pct, heapBudgetMinGOGC)
+	if b.over != over {
+		b.over = over
+		if over {
+			b.log.Warn("live heap too large for the memory budget: the heap goes over it", "live_bytes", live, "budget_bytes", b.bytes, "gogc", pct)
+		} else {
+			b.log.Info("heap back within the memory budget", "live_bytes", live, "budget_bytes", b.bytes)
+		}
+	}
+	return pct
+}
+
+// heapFillChunk is what fill allocates at a time.
+const heapFillChunk = 1 << 20
+
+// fill allocates and drops memory, touching each page, until the heap
+// holds 95 % of its goal (the collection it triggers on the way runs with
+// nearly the whole budget in use, so the runtime keeps those pages) or a
+// collection finished, at most twice the budget. Not past the goal: while
+// a collection marks, allocating 1 MiB at a time outruns it, and a fill
+// that went on until the collection ended took relays to 317–334 MiB RSS.
+func (b *heapBudget) fill() {
+	pageSize := os.Getpagesize()
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	start := s[0].Value.Uint64()
+	for n := uint64(0); n < 2*b.bytes; n += heapFillChunk {
+		p := make([]byte, heapFillChunk)
+		for i := 0; i < len(p); i += pageSize {
+			p[i] = 1
+		}
+		runtime.KeepAlive(p)
+		metrics.Read(s)
+		if s[0].Value.Uint64() != start || s[1].Value.Uint64() >= s[2].Value.Uint64()/100*95 {
+			return
+		}
+	}
+}
+
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// run sets GOGC after every collection, and fills the heap when none ran
+// for heapKeepEvery (see heapBudget), until the budget is released.
+func (b *heapBudget) run() {
+	defer close(b.exited)
+	t := time.NewTicker(heapTuneEvery)
+	defer t.Stop()
+	last, lastAt := gcCycles(), time.Now()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+		}
+		if n := gcCycles(); n != last {
+			debug.SetGCPercent(b.gogc())
+			last, lastAt = n, time.Now()
+			continue
+		}
+		if time.Since(lastAt) >= heapKeepEvery {
+			b.fill()
 		}
 	}
 }

@@ -1,10 +1,16 @@
 package relay
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestMemoryLimitFlagReadsAutoOffAndSizes(t *testing.T) {
@@ -86,5 +92,132 @@ func TestAnExplicitMemoryLimitIsAppliedAndRestored(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "1GiB")
 	if limit, _ := applyMemoryLimit(700 << 20); limit != 0 {
 		t.Errorf("applied %d although GOMEMLIMIT is set, want the environment to win", limit)
+	}
+}
+
+// heapGoal waits for the runtime's heap goal to satisfy ok (the budget sets
+// GOGC in a cleanup that runs after the collection) and returns it.
+func heapGoal(t *testing.T, what string, ok func(goal uint64) bool) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		metrics.Read(s)
+		if goal := s[0].Value.Uint64(); ok(goal) {
+			return goal
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: heap goal %d MiB", what, s[0].Value.Uint64()>>20)
+		}
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func residentBytes(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kib, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("VmRSS %q: %v", v, err)
+			}
+			return kib << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
+
+var liveHeap [][]byte
+
+// A held budget is the heap goal whatever the live heap (the collector
+// gets what the live heap leaves of it), its pages are resident from the
+// start, it goes over the budget only when the live heap leaves the
+// collector too little, and GOGC is restored when it is released.
+func TestTheMemoryBudgetIsTheHeapGoalWhateverTheLiveHeap(t *testing.T) {
+	t.Setenv("GOGC", "")
+	const budget = 160 << 20
+	near := func(goal uint64) bool { return goal > budget*95/100 && goal < budget*105/100 }
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	runtime.GC()
+	rssBefore := residentBytes(t)
+	release, held := holdHeapBudget(budget, slog.New(slog.DiscardHandler))
+	if !held {
+		t.Fatal("budget not held")
+	}
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+	rss := residentBytes(t)
+	if rss < budget*9/10 {
+		t.Errorf("resident %d MiB once the budget is held, want at least 90 %% of the %d MiB budget", rss>>20, budget>>20)
+	}
+	if grown := rss - min(rss, rssBefore); grown > budget*11/10 {
+		t.Errorf("holding the budget took the resident memory from %d to %d MiB: more than the %d MiB budget and 10 %%", rssBefore>>20, rss>>20, budget>>20)
+	}
+	// At once, before any collection of the test's: the fill's own must not
+	// leave the goal that GOGC gave the heap before it.
+	goalNow := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(goalNow)
+	if goal := goalNow[0].Value.Uint64(); !near(goal) {
+		t.Errorf("heap goal %d MiB once the budget is held, want the %d MiB budget", goal>>20, budget>>20)
+	}
+	heapGoal(t, "with a small live heap", near)
+	if _, again := holdHeapBudget(budget, slog.New(slog.DiscardHandler)); again {
+		t.Error("a second budget was held in the same process")
+	}
+	for range 50 { // 50 MiB more live heap
+		liveHeap = append(liveHeap, make([]byte, 1<<20))
+	}
+	heapGoal(t, "with 50 MiB more live heap", near)
+	for range 100 { // live 150 MiB: the collector would have no room under the budget
+		liveHeap = append(liveHeap, make([]byte, 1<<20))
+	}
+	heapGoal(t, "with a live heap of 150 MiB", func(goal uint64) bool { return goal > budget*110/100 })
+	liveHeap = nil
+	heapGoal(t, "once the live heap is small again", near)
+	release()
+	released = true
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC %d after the budget was released, want the 100 it found", got)
+	}
+}
+
+func TestTheMemoryBudgetIsNotHeldWhenGOGCIsSet(t *testing.T) {
+	t.Setenv("GOGC", "100")
+	if release, held := holdHeapBudget(64<<20, slog.New(slog.DiscardHandler)); held {
+		release()
+		t.Fatal("budget held although GOGC is set in the environment")
+	}
+}
+
+func TestTheAutoMemoryBudgetFollowsTheQueueUnderTheLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		budget, limit int64
+		queue         int
+		want          int64
+	}{
+		{"auto with the default queue", 0, 0, 32 << 20, 200 << 20},
+		{"auto with a queue of 64 MiB", 0, 0, 64 << 20, 392 << 20},
+		{"auto under a 200 MiB memory limit", 0, 200 << 20, 32 << 20, 150 << 20},
+		{"an explicit budget", 300 << 20, 0, 32 << 20, 300 << 20},
+		{"off", -1, 0, 32 << 20, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Relay{cfg: Config{MemoryBudget: tc.budget, QueueBytes: tc.queue}}
+			if got := r.memoryBudget(tc.limit); got != tc.want {
+				t.Errorf("budget %d MiB, want %d MiB", got>>20, tc.want>>20)
+			}
+		})
 	}
 }

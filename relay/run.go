@@ -12,6 +12,7 @@ import (
 
 	"github.com/trawl-dev/trawl/internal/version"
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
+	"github.com/trawl-dev/trawl/relay/store"
 )
 
 // Run serves until ctx ends, then shuts down: ingest stops first (agents
@@ -25,9 +26,19 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) run(ctx context.Context) error {
 	defer r.close()
-	if limit, restore := applyMemoryLimit(r.cfg.MemoryLimit); limit > 0 {
+	limit, restore := applyMemoryLimit(r.cfg.MemoryLimit)
+	if limit > 0 {
 		defer restore()
 		r.log.Info("soft memory limit", "bytes", limit)
+	}
+	if budget := r.memoryBudget(limit); budget > 0 {
+		release, held := holdHeapBudget(budget, r.log)
+		if held {
+			defer release()
+			r.log.Info("memory budget held", "heap_bytes", budget)
+		} else {
+			r.log.Info("memory budget not held: GOGC is set, or another relay of this process holds one", "heap_bytes", budget)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -100,6 +111,27 @@ func (r *Relay) run(ctx context.Context) error {
 	wg.Wait()
 	r.log.Info("relay stopped")
 	return runErr
+}
+
+// memoryBudget is the heap budget to hold (0: none) under the memory limit
+// applied (0: none).
+func (r *Relay) memoryBudget(limit int64) int64 {
+	budget := r.cfg.MemoryBudget
+	if budget < 0 {
+		return 0
+	}
+	if budget == 0 {
+		q := r.cfg.QueueBytes
+		if q <= 0 {
+			q = store.DefaultQueueBytes
+		}
+		budget = autoHeapBudget(q)
+	}
+	// The limit counts what the runtime holds besides the heap too.
+	if limit > 0 && budget > limit*3/4 {
+		budget = limit * 3 / 4
+	}
+	return budget
 }
 
 // stop drains a gRPC server, cutting long streams after timeout.

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -340,4 +341,46 @@ func dateTime64() *proto.ColDateTime64 {
 func (c *lowCardinality[T]) memBytes() int {
 	d := columnBytes(c.dict)
 	return cap(c.keys8) + 2*cap(c.keys16) + 4*cap(c.keys32) + 2*d
+}
+
+// reserve makes room for rows rows in every column without growing it: the
+// part of each column that takes the same bytes for every row (values,
+// dictionary keys of up to 256 values, array offsets, string positions).
+// Strings' bytes, array elements and dictionaries depend on the records;
+// they grow with the first inserts that need them.
+func (c *flowColumns) reserve(rows int) {
+	for _, col := range c.input {
+		reserveColumn(col.Data, rows)
+	}
+}
+
+func reserveColumn(col proto.ColInput, rows int) {
+	switch c := col.(type) {
+	case *proto.ColDateTime64:
+		c.Data = slices.Grow(c.Data, rows)
+	case *proto.ColUInt8:
+		*c = slices.Grow(*c, rows)
+	case *proto.ColUInt16:
+		*c = slices.Grow(*c, rows)
+	case *proto.ColUInt32:
+		*c = slices.Grow(*c, rows)
+	case *proto.ColUInt64:
+		*c = slices.Grow(*c, rows)
+	case *proto.ColInt64:
+		*c = slices.Grow(*c, rows)
+	case *enumColumn:
+		c.ColEnum8 = slices.Grow(c.ColEnum8, rows)
+	case *proto.ColStr:
+		c.Pos = slices.Grow(c.Pos, rows)
+	case *lowCardinality[string]:
+		c.keys8 = slices.Grow(c.keys8, rows)
+	case *lowCardinality[proto.IPv6]:
+		c.keys8 = slices.Grow(c.keys8, rows)
+	case *lowCardinalityArray:
+		c.offsets = slices.Grow(c.offsets, rows)
+	case *stringArray:
+		c.offsets = slices.Grow(c.offsets, rows)
+	default:
+		panic(fmt.Sprintf("no reserve for column type %T", col))
+	}
 }

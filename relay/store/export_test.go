@@ -10,7 +10,7 @@ import (
 // WriteGroupForTest inserts a group of batches exactly as one writer insert
 // (and each of its retries) does.
 func WriteGroupForTest(ctx context.Context, s *Store, batches []*Batch) error {
-	return s.NewWriter(nil).write(ctx, batches)
+	return newWriter(s, nil).write(ctx, batches)
 }
 
 // MigrateToForTest applies the migrations up to version only, as an older
@@ -93,14 +93,21 @@ func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, ve
 	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), c.input[:n])
 }
 
-// SpareColumnBytesForTest is about the memory the writer's emptied insert
-// columns, kept for the next inserts, hold.
-func SpareColumnBytesForTest(w *Writer) int {
+// IdleColumnsForTest is how many sets of insert columns the writer holds
+// unused and about the memory they hold (their capacity).
+func IdleColumnsForTest(w *Writer) (sets, bytes int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
-	for _, sp := range w.free {
-		n += sp.cols.memBytes()
+	for _, c := range w.free {
+		bytes += c.memBytes()
 	}
-	return n
+	return len(w.free), bytes
+}
+
+// ReservedColumnBytesForTest is about the memory of one set of insert
+// columns as NewWriter makes it for rows rows.
+func ReservedColumnBytesForTest(rows int) int {
+	c := newFlowColumns()
+	c.reserve(rows)
+	return c.memBytes()
 }

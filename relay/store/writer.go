@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,11 +83,21 @@ var ErrClosed = errors.New("store writer stopped before the batch was written")
 //
 // Back-pressure: the queue holds at most Config.QueueBytes of batches (their
 // encoded size, Batch.Bytes: encoded as columns they take less, see
-// TestColumnsTakeLessMemoryThanTheEncodedBatches), the insert being sent
-// included, and an insert takes at most half of it. When it is full, Enqueue
-// blocks until the writer has stored enough to make room (or stops). The
-// relay calls Enqueue from the agent's stream, so a ClickHouse outage stops
-// acks and then reads, and agents buffer on their side.
+// TestColumnsOfAnInsertTakeLessMemoryThanItsEncodedBatches), the insert
+// being sent included, and an insert takes at most half of it. When it is
+// full, Enqueue blocks until the writer has stored enough to make room (or
+// stops). The relay calls Enqueue from the agent's stream, so a ClickHouse
+// outage stops acks and then reads, and agents buffer on their side.
+//
+// Memory: the writer makes its insert columns once, in NewWriter, with room
+// for BatchRows rows each, and keeps them for its life: insertColumnSets
+// sets, one being sent and one filling, so an idle writer, a loaded one and
+// one catching up after an outage hold the same columns (the memory the
+// relay is sized for is taken at start, not when the load comes). A batch
+// that needs a new insert while both sets are in use waits in Enqueue, as
+// it does for bytes, until the insert being sent is stored. What a row's
+// strings and array elements take is not known ahead: those parts grow to
+// the largest insert's needs once and are kept too, never released.
 type Writer struct {
 	s        *Store
 	m        *writerMetrics
@@ -103,29 +112,31 @@ type Writer struct {
 	stopped bool
 	wake    chan struct{}
 	last    time.Time
-	free    []spare // emptied columns of sent inserts, for the next ones
-	// recent is the rows of the last inserts (recycle's measure of what
-	// the inserts need now); inserts counts them all.
-	recent  [8]int
-	inserts int
+	free    []*flowColumns // insert columns not in use, all made by NewWriter
+	// partial holds the rows of an insert whose batches are partly stored
+	// already (send); only Run's goroutine uses it. Made on first use and
+	// kept, as the sets are.
+	partial *flowColumns
 
 	onDedup func(batches int)
 }
 
-// spare is emptied columns and the most rows they held: their capacity.
-type spare struct {
-	cols *flowColumns
-	peak int
-}
+// insertColumnSets is how many sets of insert columns a writer has: one
+// being sent while the next fills is all the inserts need to follow each
+// other (they are sent one at a time); a batch arriving while both are in
+// use waits, as it would for the queue's bytes.
+const insertColumnSets = 2
 
 // group is the batches of one insert, their flows already columns.
 type group struct {
 	cols  *flowColumns
-	peak  int // the most rows cols held before this insert
 	items []item
 	rows  int // of the batches in items and those being added
 	size  int // their Batch.size
 	at    time.Time
+	// closed: a batch did not fit, so the group is sent without waiting
+	// for BatchInterval (the batch waits for columns of its own).
+	closed bool
 	// adding counts Enqueue calls still encoding into cols; fill orders
 	// them (rows and items are appended in the same order).
 	adding sync.WaitGroup
@@ -144,8 +155,21 @@ type item struct {
 	done      func(error)
 }
 
-// NewWriter makes a writer; run it with Run. reg may be nil.
+// NewWriter makes a writer and its insert columns; run it with Run. reg may
+// be nil.
 func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
+	w := newWriter(s, reg)
+	for range insertColumnSets {
+		c := newFlowColumns()
+		c.reserve(s.cfg.BatchRows)
+		w.free = append(w.free, c)
+	}
+	return w
+}
+
+// newWriter is a writer without insert columns (write, for tests, brings
+// its own).
+func newWriter(s *Store, reg prometheus.Registerer) *Writer {
 	w := &Writer{s: s, m: newWriterMetrics(reg), maxBytes: s.cfg.QueueBytes, wake: make(chan struct{}, 1)}
 	w.cond = sync.NewCond(&w.mu)
 	return w
@@ -153,12 +177,19 @@ func (s *Store) NewWriter(reg prometheus.Registerer) *Writer {
 
 // Enqueue queues a batch; done is called exactly once: with nil after the
 // insert containing the batch succeeded, or with an error when the writer
-// stopped first. Enqueue blocks while the queue is full (see Writer), then
-// encodes the batch's flows into the columns of its insert.
+// stopped first. Enqueue blocks while the queue is full or both sets of
+// insert columns are taken (see Writer), then encodes the batch's flows
+// into the columns of its insert.
 func (w *Writer) Enqueue(b *Batch, done func(error)) {
 	n, size := b.Rows(), b.size()
 	w.mu.Lock()
-	for !w.stopped && w.bytes > 0 && w.bytes+size > w.maxBytes {
+	var g *group
+	for !w.stopped {
+		if w.bytes == 0 || w.bytes+size <= w.maxBytes {
+			if g = w.groupFor(n, size); g != nil {
+				break
+			}
+		}
 		w.cond.Wait()
 	}
 	if w.stopped {
@@ -166,7 +197,6 @@ func (w *Writer) Enqueue(b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	g := w.groupFor(n, size)
 	g.adding.Add(1)
 	g.rows += n
 	g.size += size
@@ -185,20 +215,30 @@ func (w *Writer) Enqueue(b *Batch, done func(error)) {
 
 // groupFor returns the group a batch of n rows and size bytes joins: the
 // last one while it has room (BatchRows rows, half the queue's bytes), else
-// a new one. Called with mu held.
+// a new one on free insert columns; nil when there are none (the last group
+// is then closed, so Run sends it and frees its predecessor's columns).
+// Called with mu held.
 func (w *Writer) groupFor(n, size int) *group {
+	var last *group
 	if k := len(w.groups); k > 0 {
-		g := w.groups[k-1]
-		if g.rows+n <= w.s.cfg.BatchRows && g.size+size <= w.maxBytes/2 {
-			return g
+		last = w.groups[k-1]
+		if !last.closed && last.rows+n <= w.s.cfg.BatchRows && last.size+size <= w.maxBytes/2 {
+			return last
 		}
 	}
-	g := &group{at: time.Now()}
-	if k := len(w.free); k > 0 {
-		g.cols, g.peak, w.free = w.free[k-1].cols, w.free[k-1].peak, w.free[:k-1]
-	} else {
-		g.cols = newFlowColumns()
+	k := len(w.free)
+	if k == 0 {
+		if last != nil && !last.closed {
+			last.closed = true
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+		return nil
 	}
+	g := &group{at: time.Now(), cols: w.free[k-1]}
+	w.free = w.free[:k-1]
 	w.groups = append(w.groups, g)
 	return g
 }
@@ -272,7 +312,7 @@ func (w *Writer) take() (*group, time.Duration) {
 		return nil, 0
 	}
 	g := w.groups[0]
-	full := len(w.groups) > 1 || g.rows >= w.s.cfg.BatchRows || g.size >= w.maxBytes/2
+	full := len(w.groups) > 1 || g.closed || g.rows >= w.s.cfg.BatchRows || g.size >= w.maxBytes/2
 	if age := time.Since(g.at); !full && age < w.s.cfg.BatchInterval {
 		w.mu.Unlock()
 		return nil, w.s.cfg.BatchInterval - age
@@ -284,32 +324,15 @@ func (w *Writer) take() (*group, time.Duration) {
 	return g, 0
 }
 
-// recycle keeps the columns of a sent insert for a later one: two at most,
-// as many as the queue's bytes usually need (one sent, one filling).
-//
-// Emptied columns keep the capacity of the largest insert they held. After
-// a catch-up (a burst, or the backlog of a ClickHouse outage, sent as
-// inserts of BatchRows rows or half the queue) that would keep the
-// catch-up's memory for good, while the steady inserts need a fraction of
-// it. So columns that once held more than twice the rows of every recent
-// insert are left to the collector, and their successors grow only as far
-// as the inserts need.
+// recycle empties the columns of a sent insert, keeping their memory, for
+// the next insert, and wakes a batch that waits for them.
 func (w *Writer) recycle(g *group) {
-	rows := g.cols.len()
-	peak := max(g.peak, rows)
 	g.cols.reset()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.recent[w.inserts%len(w.recent)] = rows
-	w.inserts++
-	need := slices.Max(w.recent[:min(w.inserts, len(w.recent))])
-	if len(w.free) < 2 && (peak <= 2*need || peak <= minSpareRows) {
-		w.free = append(w.free, spare{g.cols, peak})
-	}
+	w.free = append(w.free, g.cols)
+	w.cond.Broadcast()
 }
-
-// minSpareRows: columns for this many rows (about 3 MiB) are always kept.
-const minSpareRows = 8192
 
 func (w *Writer) finish(g *group, err error) {
 	w.mu.Lock()
@@ -426,8 +449,8 @@ func appendN(s []uint64, v uint64, n int) []uint64 {
 	return s
 }
 
-// write encodes batches into one group and sends it as Run would (tests
-// use it to repeat an insert).
+// write encodes batches into one group of its own columns and sends it as
+// Run would (tests use it to repeat an insert).
 func (w *Writer) write(ctx context.Context, batches []*Batch) error {
 	g := &group{cols: newFlowColumns()}
 	for _, b := range batches {
@@ -566,14 +589,21 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 		case partFlows:
 			cols := g.cols
 			if !all {
-				cols = newFlowColumns()
+				if w.partial == nil {
+					w.partial = newFlowColumns()
+				}
+				cols = w.partial
 				for i, it := range g.items {
 					if include[i] {
 						cols.copyRows(g.cols, it.flows[0], it.flows[1])
 					}
 				}
 			}
-			if err := w.insert(ctx, t.name, token, cols.len(), cols.input); err != nil {
+			err := w.insert(ctx, t.name, token, cols.len(), cols.input)
+			if !all {
+				cols.reset()
+			}
+			if err != nil {
 				return err
 			}
 		case partConntrack:

@@ -12,15 +12,18 @@ import (
 	"github.com/trawl-dev/trawl/relay/store"
 )
 
-// A catch-up (here: a backlog sent as one large insert) grows the insert
-// columns the writer reuses; once the inserts are small again the writer
-// lets those columns go, so the relay's memory returns to its level before
-// the catch-up instead of keeping the largest insert's for good.
-func TestInsertColumnsGrownByACatchUpAreReleasedWhenInsertsGetSmall(t *testing.T) {
+// The writer's insert columns are its memory budget, taken up front: both
+// sets are made by NewWriter with room for BatchRows rows, a catch-up (a
+// backlog that fills both, and a batch that then waits for one) does not
+// make more or grow them once they held such inserts, and small inserts
+// afterwards release nothing. So an idle relay, a loaded one and one
+// catching up after an outage hold the same columns.
+func TestInsertColumnsAreMadeUpFrontAndKeptThroughACatchUp(t *testing.T) {
+	const batchRows = 2000
 	dsn := chtest.Database(t)
 	ctx := context.Background()
 	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: dsn, BatchInterval: 20 * time.Millisecond,
-		Log: slog.New(slog.DiscardHandler)})
+		BatchRows: batchRows, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,12 +33,11 @@ func TestInsertColumnsGrownByACatchUpAreReleasedWhenInsertsGetSmall(t *testing.T
 	}
 	w := s.NewWriter(nil) // not running yet: the backlog queues up
 	per := len(filtertest.Flows())
-	seq := 0
-	enqueue := func(batches int, done chan error) {
-		for range batches {
-			seq++
-			w.Enqueue(&store.Batch{Key: fmt.Sprintf("node/boot/%d", seq), Flows: filtertest.Flows()}, func(err error) { done <- err })
-		}
+	perInsert := batchRows / per // batches that fill one insert's rows
+	seq, stored := 0, 0
+	enqueue := func(done chan error) {
+		seq++
+		w.Enqueue(&store.Batch{Key: fmt.Sprintf("node/boot/%d", seq), Flows: filtertest.Flows()}, func(err error) { done <- err })
 	}
 	wait := func(what string, batches int, done chan error) {
 		t.Helper()
@@ -44,50 +46,82 @@ func TestInsertColumnsGrownByACatchUpAreReleasedWhenInsertsGetSmall(t *testing.T
 				t.Fatalf("%s: batch not stored: %v", what, err)
 			}
 		}
+		stored += batches
 	}
-	spare := func(what string, cond func(int) bool) int {
+	idle := func(what string) int {
 		t.Helper()
-		// The columns are kept after the insert's batches are answered.
+		// The columns come back after the insert's batches are answered.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			n := store.SpareColumnBytesForTest(w)
-			if cond(n) {
-				return n
+			sets, bytes := store.IdleColumnsForTest(w)
+			if sets == 2 {
+				return bytes
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: the writer keeps %d bytes of spare columns", what, n)
+				t.Fatalf("%s: %d sets of insert columns idle, want the writer's 2", what, sets)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 
-	backlog := 20000 / per
-	done := make(chan error, backlog)
-	enqueue(backlog, done)
+	made := idle("before any batch")
+	if want := 2 * store.ReservedColumnBytesForTest(batchRows); made != want {
+		t.Fatalf("NewWriter made %d bytes of insert columns, want 2 sets with room for %d rows each (%d bytes)", made, batchRows, want)
+	}
+	if made < 2*batchRows*100 {
+		t.Fatalf("NewWriter made %d bytes of insert columns: under 100 B per row, so they were not made for %d rows", made, batchRows)
+	}
+
+	// A catch-up: enough batches to fill both sets' inserts are queued at
+	// once; one more needs a third insert and waits for a set to come back.
 	runCtx, cancel := context.WithCancel(ctx)
 	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = w.Run(runCtx) }()
 	t.Cleanup(func() { cancel(); <-stopped })
-	wait("backlog", backlog, done)
-	big := spare("after the backlog", func(n int) bool { return n > 0 })
-
-	// Small inserts, one batch each, as at a low steady rate, until the
-	// catch-up's columns are gone. The writer judges by its last 8 inserts,
-	// and which spare columns an insert takes depends on whether the one
-	// before was recycled yet, so how many inserts that takes varies (12
-	// were once not enough under load); 40 is far more than it needs.
-	released := func(n int) bool { return n > 0 && n <= big/10 }
-	small, inserts := 0, 0
-	for inserts < 40 && !released(small) {
-		one := make(chan error, 1)
-		enqueue(1, one)
-		wait(fmt.Sprintf("small insert %d", inserts), 1, one)
-		inserts++
-		small = store.SpareColumnBytesForTest(w)
+	running := false
+	catchUp := func(what string) {
+		t.Helper()
+		done := make(chan error, 2*perInsert+1)
+		for range 2 * perInsert {
+			enqueue(done)
+		}
+		third := make(chan struct{})
+		go func() { enqueue(done); close(third) }()
+		if !running {
+			select {
+			case <-third:
+				t.Fatalf("%s: a batch was queued for a third insert while both sets of columns were taken", what)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if got, want := w.QueueRows(), 2*perInsert*per; got != want {
+				t.Errorf("%s: the queue holds %d rows while the batch waits, want both inserts' %d", what, got, want)
+			}
+			go func() { defer close(stopped); _ = w.Run(runCtx) }()
+			running = true
+		}
+		wait(what, 2*perInsert+1, done)
+		<-third
 	}
-	small = spare(fmt.Sprintf("after %d small inserts", inserts), released)
-	t.Logf("spare columns: %d bytes after the %d-row backlog, %d after %d small inserts", big, backlog*per, small, inserts)
-	if c := contentsOf(t, dsn); c.flows != uint64((backlog+inserts)*per) {
-		t.Errorf("stored %d flows, want %d", c.flows, (backlog+inserts)*per)
+	catchUp("first catch-up")
+	// What rows' strings and array elements take grows once, to what these
+	// inserts need.
+	filled := idle("after the first catch-up")
+	if filled < made {
+		t.Fatalf("after a catch-up the insert columns hold %d bytes, less than the %d made up front", filled, made)
+	}
+	catchUp("second catch-up")
+	if again := idle("after the second catch-up"); again != filled {
+		t.Errorf("a second catch-up of the same batches took the insert columns from %d to %d bytes, want them unchanged", filled, again)
+	}
+	for i := range 10 {
+		done := make(chan error, 1)
+		enqueue(done)
+		wait(fmt.Sprintf("small insert %d", i), 1, done)
+	}
+	if after := idle("after small inserts"); after != filled {
+		t.Errorf("small inserts after the catch-ups took the insert columns from %d to %d bytes, want them kept", filled, after)
+	}
+	t.Logf("insert columns: %d bytes made up front, %d after the catch-ups and small inserts", made, filled)
+	if c := contentsOf(t, dsn); c.flows != uint64(stored*per) {
+		t.Errorf("stored %d flows, want %d", c.flows, stored*per)
 	}
 }
