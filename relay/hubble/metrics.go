@@ -94,9 +94,10 @@ type handler struct {
 	overflow prometheus.Counter
 	count    prometheus.Gauge
 
-	now  int64
-	vals []string
-	key  []byte
+	now   int64
+	vals  []string
+	key   []byte
+	ports map[uint32]string // port label values (port-distribution, flows-to-world)
 	// recent finds the series of label values seen before without
 	// building and hashing their key (see seriesOf); nil: not used.
 	recent *seriesCache
@@ -656,6 +657,23 @@ func (s metricsSink) Enqueue(b *store.Batch, done func(error)) {
 	s.next.Enqueue(b, done)
 }
 
+// verdictNames are Hubble's verdict names by number, looked up in an
+// array: String() goes through the protobuf runtime's descriptors.
+var verdictNames = func() (out [16]string) {
+	for i := range out {
+		out[i] = flowpb.Verdict(i).String()
+	}
+	return out
+}()
+
+// verdictName is Hubble's name of v (as flowpb.Verdict's String).
+func verdictName(v flowv1.Verdict) string {
+	if uint(v) < uint(len(verdictNames)) {
+		return verdictNames[v]
+	}
+	return flowpb.Verdict(v).String()
+}
+
 func forwarded(v flowv1.Verdict) bool {
 	return v == flowv1.Verdict_FORWARDED || v == flowv1.Verdict_REDIRECTED
 }
@@ -676,7 +694,7 @@ func observeFlow(h *handler, f *flowv1.Flow) {
 	default:
 		proto = protocolName(f.GetL4())
 	}
-	h.add(f, 1, proto, eventTypeName(typ), sub, flowpb.Verdict(f.GetVerdict()).String())
+	h.add(f, 1, proto, eventTypeName(typ), sub, verdictName(f.GetVerdict()))
 }
 
 func observeDrop(h *handler, f *flowv1.Flow) {
@@ -711,16 +729,22 @@ func observeTCP(h *handler, f *flowv1.Flow) {
 	}
 }
 
-var portStrings sync.Map // uint32 → string
-
-func portString(p uint32) string {
-	if s, ok := portStrings.Load(p); ok {
-		return s.(string)
+// portString is p's label value, made once per port: the records of a
+// batch name a few ports over and over.
+func (h *handler) portString(p uint32) string {
+	if s, ok := h.ports[p]; ok {
+		return s
+	}
+	if h.ports == nil || len(h.ports) >= maxPorts {
+		h.ports = make(map[uint32]string)
 	}
 	s := strconv.FormatUint(uint64(p), 10)
-	portStrings.Store(p, s)
+	h.ports[p] = s
 	return s
 }
+
+// maxPorts bounds handler.ports; a full map is started afresh.
+const maxPorts = 4096
 
 func observePorts(h *handler, f *flowv1.Flow) {
 	if f.GetEventKind() != flowv1.EventKind_AGGREGATE || !forwarded(f.GetVerdict()) ||
@@ -730,11 +754,11 @@ func observePorts(h *handler, f *flowv1.Flow) {
 	l4 := f.GetL4()
 	switch {
 	case l4.GetTCP() != nil:
-		h.add(f, packets(f), "TCP", portString(l4.GetTCP().GetDestinationPort()))
+		h.add(f, packets(f), "TCP", h.portString(l4.GetTCP().GetDestinationPort()))
 	case l4.GetUDP() != nil:
-		h.add(f, packets(f), "UDP", portString(l4.GetUDP().GetDestinationPort()))
+		h.add(f, packets(f), "UDP", h.portString(l4.GetUDP().GetDestinationPort()))
 	case l4.GetSCTP() != nil:
-		h.add(f, packets(f), "SCTP", portString(l4.GetSCTP().GetDestinationPort()))
+		h.add(f, packets(f), "SCTP", h.portString(l4.GetSCTP().GetDestinationPort()))
 	case l4.GetICMPv4() != nil:
 		h.add(f, packets(f), "ICMPv4", "0")
 	case l4.GetICMPv6() != nil:
@@ -817,11 +841,11 @@ func observeToWorld(h *handler, f *flowv1.Flow) {
 	default:
 		return
 	}
-	vals := []string{protocolName(f.GetL4()), flowpb.Verdict(f.GetVerdict()).String()}
+	vals := []string{protocolName(f.GetL4()), verdictName(f.GetVerdict())}
 	if h.opts["port"] {
 		port := ""
 		if _, dp, ok := l4Ports(f.GetL4()); ok {
-			port = portString(dp)
+			port = h.portString(dp)
 		}
 		vals = append(vals, port)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -357,4 +358,30 @@ func seriesCounts(m *Metrics) map[string]int {
 		out[h.name] = len(h.series)
 	}
 	return out
+}
+
+// The verdict label is Hubble's name of the verdict, numbers without a
+// name included, as the enum's String says.
+func TestVerdictLabelIsTheEnumsName(t *testing.T) {
+	for v := int32(-2); v < 40; v++ {
+		if got, want := verdictName(flowv1.Verdict(v)), flowpb.Verdict(v).String(); got != want {
+			t.Errorf("verdict %d: %q, want %q", v, got, want)
+		}
+	}
+}
+
+// A port's label is its decimal number, also after the bounded table of
+// them was started afresh.
+func TestPortLabelIsTheNumber(t *testing.T) {
+	h := &handler{}
+	for round := range 2 {
+		for p := uint32(0); p < maxPorts+10; p += 7 {
+			if got := h.portString(p); got != fmt.Sprint(p) {
+				t.Fatalf("round %d: port %d labelled %q", round, p, got)
+			}
+		}
+		if len(h.ports) > maxPorts {
+			t.Fatalf("%d ports kept, more than %d", len(h.ports), maxPorts)
+		}
+	}
 }
