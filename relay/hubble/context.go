@@ -2,8 +2,10 @@ package hubble
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
+	"unsafe"
 
 	flowv1 "github.com/trawl-dev/trawl/proto/trawl/flow/v1"
 )
@@ -49,25 +51,79 @@ type contextOptions struct {
 	source, sourceIngress, sourceEgress []ctxID
 	dest, destIngress, destEgress       []ctxID
 	hasSource, hasDest                  bool
-	// joined interns "namespace/name" values (pod, workload contexts), so
-	// counting a record does not allocate them again; bounded.
-	joined map[[2]string]string
+	// names interns the "namespace/name" values of pod and workload
+	// contexts; one for all metrics (see joinedNames). Nil: not joined
+	// through it.
+	names *joinedNames
 }
 
-// maxJoined bounds contextOptions.joined; a full map is started afresh.
+// joinedNames interns "namespace/name" values, so that counting a record
+// does not allocate them again, and so that every metric's label values
+// are the same strings in memory: what seriesCache finds fastest.
+type joinedNames struct {
+	m map[[2]string]string // bounded by maxJoined
+	// recent is a direct-mapped cache in front of m, indexed by the
+	// addresses of namespace and name, as seriesCache and for the same
+	// reason: the map hashes both strings on every record. Nil: not used.
+	recent *joinCache
+}
+
+func newJoinedNames() *joinedNames {
+	return &joinedNames{recent: newJoinCache(recentJoinedSlots)}
+}
+
+type joinCache struct {
+	slots []joinedValue
+	shift uint // 64 - log2(len(slots))
+}
+
+type joinedValue struct{ ns, name, v string }
+
+// recentJoinedSlots is the size of a joinCache: a few hundred workloads or
+// pods per side of a record are common; 48 B a slot.
+const recentJoinedSlots = 1024
+
+func newJoinCache(slots int) *joinCache {
+	return &joinCache{slots: make([]joinedValue, slots), shift: uint(64 - bits.TrailingZeros(uint(slots)))}
+}
+
+// slot is where ns/name is cached; its content says whether it is.
+func (c *joinCache) slot(ns, name string) *joinedValue {
+	const mul = 0x9e3779b97f4a7c15
+	h := (uint64(uintptr(unsafe.Pointer(unsafe.StringData(ns)))) ^ uint64(len(ns))<<48) * mul
+	h = (h ^ uint64(uintptr(unsafe.Pointer(unsafe.StringData(name)))) ^ uint64(len(name))<<48) * mul
+	return &c.slots[h>>c.shift]
+}
+
+// maxJoined bounds joinedNames.m; a full map is started afresh.
 const maxJoined = 1 << 14
 
 // join is ns + "/" + name, interned.
 func (o *contextOptions) join(ns, name string) string {
+	n := o.names
+	if n == nil {
+		return ns + "/" + name
+	}
+	var e *joinedValue
+	if n.recent != nil {
+		// A hint only: the strings are compared (see seriesCache.find).
+		e = n.recent.slot(ns, name)
+		if e.v != "" && e.ns == ns && e.name == name {
+			return e.v
+		}
+	}
 	k := [2]string{ns, name}
-	if v, ok := o.joined[k]; ok {
-		return v
+	v, ok := n.m[k]
+	if !ok {
+		if n.m == nil || len(n.m) >= maxJoined {
+			n.m = make(map[[2]string]string)
+		}
+		v = ns + "/" + name
+		n.m[k] = v
 	}
-	if o.joined == nil || len(o.joined) >= maxJoined {
-		o.joined = make(map[[2]string]string)
+	if e != nil {
+		*e = joinedValue{ns, name, v}
 	}
-	v := ns + "/" + name
-	o.joined[k] = v
 	return v
 }
 

@@ -2,12 +2,14 @@ package hubble
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,24 +94,31 @@ type handler struct {
 	overflow prometheus.Counter
 	count    prometheus.Gauge
 
-	now  int64
-	vals []string
-	key  []byte
+	now   int64
+	vals  []string
+	key   []byte
+	ports map[uint32]string // port label values (port-distribution, flows-to-world)
+	// recent finds the series of label values seen before without
+	// building and hashing their key (see seriesOf); nil: not used.
+	recent *seriesCache
 	// added: series with counts of the batch being observed, added to
 	// their counters once at its end (flush).
 	added []*series
 }
 
 type series struct {
-	c    prometheus.Counter
-	o    prometheus.Observer // histograms
-	vals []string
+	// vals, last and pending first: counting a record reads and writes
+	// them, the counters only at the batch's end.
+	vals []string // in short when they fit: one allocation, and cache line, less per series
 	last int64
 	// pending is what the batch being observed counted so far. Why not
 	// Add at once: a counter's value is a cache line of its own, and the
 	// records of a batch touch a few hundred series in turn, so one atomic
 	// add per record and metric missed the cache each time.
 	pending float64
+	short   [4]string
+	c       prometheus.Counter
+	o       prometheus.Observer // histograms
 }
 
 // Metrics counts ingested records into Hubble's metrics. Safe for
@@ -217,12 +226,14 @@ func NewMetrics(cfg MetricsConfig, reg prometheus.Registerer) (*Metrics, error) 
 	count := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "trawl_hubble_metrics_series",
 		Help: "Series of each Hubble metric (bounded by --hubble-metrics-series-limit)."}, []string{"metric"})
 	seen := map[string]bool{}
+	names := newJoinedNames()
 	for _, spec := range cfg.Metrics {
 		hs, err := newHandlers(spec, cfg.SeriesLimit)
 		if err != nil {
 			return nil, err
 		}
 		for _, h := range hs {
+			h.ctx.names = names
 			if seen[h.name] {
 				return nil, fmt.Errorf("hubble metrics: %s configured twice", h.name)
 			}
@@ -320,7 +331,8 @@ func newHandlers(spec string, limit int) ([]*handler, error) {
 }
 
 func newHandler(name string, def metricDef, optStr string, limit int) (*handler, error) {
-	h := &handler{name: "hubble_" + def.name, observe: def.observe, series: map[string]*series{}, limit: limit, opts: map[string]bool{}}
+	h := &handler{name: "hubble_" + def.name, observe: def.observe, series: map[string]*series{}, limit: limit, opts: map[string]bool{},
+		recent: newSeriesCache()}
 	if def.histogram || def.trawl {
 		h.name = def.name
 	}
@@ -454,6 +466,14 @@ func (h *handler) seriesOf(f *flowv1.Flow, fixed []string) *series {
 		vals = h.appendContext(vals, f)
 	}
 	h.vals = vals
+	slot := -1
+	if h.recent != nil {
+		var s *series
+		if s, slot = h.recent.find(vals); s != nil {
+			s.last = h.now
+			return s
+		}
+	}
 	key := h.key[:0]
 	for _, v := range vals {
 		key = append(key, v...)
@@ -466,8 +486,9 @@ func (h *handler) seriesOf(f *flowv1.Flow, fixed []string) *series {
 			h.overflow.Inc()
 			return nil
 		}
-		vc := append([]string(nil), vals...)
-		s = &series{vals: vc}
+		s = &series{}
+		vc := append(s.short[:0:len(s.short)], vals...)
+		s.vals = vc
 		if h.hist != nil {
 			s.o = h.hist.WithLabelValues(vc...)
 		} else {
@@ -475,10 +496,87 @@ func (h *handler) seriesOf(f *flowv1.Flow, fixed []string) *series {
 		}
 		h.series[string(key)] = s
 		h.count.Set(float64(len(h.series)))
+		if h.recent != nil && h.recent.grow(len(h.series)) {
+			_, slot = h.recent.find(vals)
+		}
+	}
+	if slot >= 0 {
+		h.recent.slots[slot] = s
 	}
 	s.last = h.now
 	return s
 }
+
+// seriesCache is a direct-mapped cache in front of a handler's series map,
+// indexed by the addresses and lengths of the label values. Why addresses:
+// the values a record yields are mostly the same strings in memory as the
+// last record of that series had (constants, interned names, the ingest
+// stream's string table), so hashing their addresses costs a few
+// multiplications where building the byte key and hashing it cost a copy
+// and a pass over every byte, for every record and metric.
+//
+// A slot is a hint, never trusted: a hit compares the values themselves
+// (string equality, which is a pointer check when the memory is the
+// same), so a collision, a moved or a reused address can only miss. A
+// cached series keeps its values alive, so their addresses are not reused
+// while it is cached.
+type seriesCache struct {
+	slots []*series
+	shift uint // 64 - log2(len(slots))
+	max   int  // most slots: maxRecentSlots, less in tests
+}
+
+// Bounds of the cache's slots per metric: a pair of workloads per series
+// (tcp-health) reaches thousands of series; 8 B a slot.
+const (
+	minRecentSlots = 64
+	maxRecentSlots = 16384
+)
+
+func newSeriesCache() *seriesCache {
+	c := &seriesCache{max: maxRecentSlots}
+	c.resize(minRecentSlots)
+	return c
+}
+
+func (c *seriesCache) resize(n int) {
+	c.slots = make([]*series, n)
+	c.shift = uint(64 - bits.TrailingZeros(uint(n)))
+}
+
+// grow doubles the slots (emptying them) while the series outnumber a
+// quarter of them, up to c.max; true when it did. A quarter: at
+// half, two series shared a slot often enough that a tenth of the records
+// of tcp-health's thousands of series missed (relay data set).
+func (c *seriesCache) grow(series int) bool {
+	n := len(c.slots)
+	for n < c.max && series > n/4 {
+		n *= 2
+	}
+	if n == len(c.slots) {
+		return false
+	}
+	c.resize(n)
+	return true
+}
+
+// find is the cached series of vals, or nil and the slot it belongs in.
+func (c *seriesCache) find(vals []string) (*series, int) {
+	const mul = 0x9e3779b97f4a7c15 // 2^64 / golden ratio: spreads addresses over the top bits
+	h := uint64(len(vals))
+	for _, v := range vals {
+		h = (h ^ uint64(uintptr(unsafe.Pointer(unsafe.StringData(v))))) * mul
+		h = (h ^ uint64(len(v))) * mul
+	}
+	i := int(h >> c.shift)
+	if s := c.slots[i]; s != nil && slices.Equal(s.vals, vals) {
+		return s, i
+	}
+	return nil, i
+}
+
+// clear forgets every series (they are being deleted).
+func (c *seriesCache) clear() { clear(c.slots) }
 
 // sweep deletes series idle since before cutoff.
 func (h *handler) sweep(cutoff int64) {
@@ -491,6 +589,9 @@ func (h *handler) sweep(cutoff int64) {
 			}
 			delete(h.series, k)
 		}
+	}
+	if h.recent != nil {
+		h.recent.clear() // a deleted series must be made anew, in its vec
 	}
 	h.count.Set(float64(len(h.series)))
 }
@@ -556,6 +657,23 @@ func (s metricsSink) Enqueue(b *store.Batch, done func(error)) {
 	s.next.Enqueue(b, done)
 }
 
+// verdictNames are Hubble's verdict names by number, looked up in an
+// array: String() goes through the protobuf runtime's descriptors.
+var verdictNames = func() (out [16]string) {
+	for i := range out {
+		out[i] = flowpb.Verdict(i).String()
+	}
+	return out
+}()
+
+// verdictName is Hubble's name of v (as flowpb.Verdict's String).
+func verdictName(v flowv1.Verdict) string {
+	if uint(v) < uint(len(verdictNames)) {
+		return verdictNames[v]
+	}
+	return flowpb.Verdict(v).String()
+}
+
 func forwarded(v flowv1.Verdict) bool {
 	return v == flowv1.Verdict_FORWARDED || v == flowv1.Verdict_REDIRECTED
 }
@@ -576,7 +694,7 @@ func observeFlow(h *handler, f *flowv1.Flow) {
 	default:
 		proto = protocolName(f.GetL4())
 	}
-	h.add(f, 1, proto, eventTypeName(typ), sub, flowpb.Verdict(f.GetVerdict()).String())
+	h.add(f, 1, proto, eventTypeName(typ), sub, verdictName(f.GetVerdict()))
 }
 
 func observeDrop(h *handler, f *flowv1.Flow) {
@@ -611,16 +729,22 @@ func observeTCP(h *handler, f *flowv1.Flow) {
 	}
 }
 
-var portStrings sync.Map // uint32 → string
-
-func portString(p uint32) string {
-	if s, ok := portStrings.Load(p); ok {
-		return s.(string)
+// portString is p's label value, made once per port: the records of a
+// batch name a few ports over and over.
+func (h *handler) portString(p uint32) string {
+	if s, ok := h.ports[p]; ok {
+		return s
+	}
+	if h.ports == nil || len(h.ports) >= maxPorts {
+		h.ports = make(map[uint32]string)
 	}
 	s := strconv.FormatUint(uint64(p), 10)
-	portStrings.Store(p, s)
+	h.ports[p] = s
 	return s
 }
+
+// maxPorts bounds handler.ports; a full map is started afresh.
+const maxPorts = 4096
 
 func observePorts(h *handler, f *flowv1.Flow) {
 	if f.GetEventKind() != flowv1.EventKind_AGGREGATE || !forwarded(f.GetVerdict()) ||
@@ -630,11 +754,11 @@ func observePorts(h *handler, f *flowv1.Flow) {
 	l4 := f.GetL4()
 	switch {
 	case l4.GetTCP() != nil:
-		h.add(f, packets(f), "TCP", portString(l4.GetTCP().GetDestinationPort()))
+		h.add(f, packets(f), "TCP", h.portString(l4.GetTCP().GetDestinationPort()))
 	case l4.GetUDP() != nil:
-		h.add(f, packets(f), "UDP", portString(l4.GetUDP().GetDestinationPort()))
+		h.add(f, packets(f), "UDP", h.portString(l4.GetUDP().GetDestinationPort()))
 	case l4.GetSCTP() != nil:
-		h.add(f, packets(f), "SCTP", portString(l4.GetSCTP().GetDestinationPort()))
+		h.add(f, packets(f), "SCTP", h.portString(l4.GetSCTP().GetDestinationPort()))
 	case l4.GetICMPv4() != nil:
 		h.add(f, packets(f), "ICMPv4", "0")
 	case l4.GetICMPv6() != nil:
@@ -717,11 +841,11 @@ func observeToWorld(h *handler, f *flowv1.Flow) {
 	default:
 		return
 	}
-	vals := []string{protocolName(f.GetL4()), flowpb.Verdict(f.GetVerdict()).String()}
+	vals := []string{protocolName(f.GetL4()), verdictName(f.GetVerdict())}
 	if h.opts["port"] {
 		port := ""
 		if _, dp, ok := l4Ports(f.GetL4()); ok {
-			port = portString(dp)
+			port = h.portString(dp)
 		}
 		vals = append(vals, port)
 	}
