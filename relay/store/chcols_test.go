@@ -213,7 +213,7 @@ func TestAnIdenticalInsertSentAgainIsStoredOnceInFlowsAndRollups(t *testing.T) {
 	c := newFlowColumns()
 	addFlows(c, fs, BatchID("node-1/boot-1/1"))
 	for range 2 {
-		if err := s.insertInput(ctx, "flows", "token-1", c.input); err != nil {
+		if err := s.insertInput(ctx, "flows", "token-1", "", c.input); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -227,7 +227,7 @@ func TestAnIdenticalInsertSentAgainIsStoredOnceInFlowsAndRollups(t *testing.T) {
 	if rows != 1000 || rolled != 1000*6000 {
 		t.Errorf("after the same insert twice: %d rows, %d bytes rolled up; want 1000 rows, %d bytes", rows, rolled, 1000*6000)
 	}
-	if err := s.insertInput(ctx, "flows", "token-2", c.input); err != nil {
+	if err := s.insertInput(ctx, "flows", "token-2", "", c.input); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.d.table("flows")).Scan(&rows); err != nil {

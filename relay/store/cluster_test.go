@@ -31,11 +31,12 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Two embedded servers as two shards of one cluster (the embedded server
-// reads config.xml from its data directory): Distributed tables spread the
-// writer's inserts over both, and reads through either server see all.
-func TestDistributedTablesOverTwoServers(t *testing.T) {
-	chtest.SkipShort(t)
+// twoShards starts two embedded servers as two shards of cluster
+// trawl_two (the embedded server reads config.xml from its data
+// directory) and migrates database trawl on both: Distributed tables over
+// plain local tables. It returns the servers' stores.
+func twoShards(t *testing.T) ([]*chserver.Server, []*store.Store) {
+	t.Helper()
 	ctx := context.Background()
 	tcp := []int{freePort(t), freePort(t)}
 	cfg := fmt.Sprintf(`<clickhouse><remote_servers><trawl_two>
@@ -76,6 +77,15 @@ func TestDistributedTablesOverTwoServers(t *testing.T) {
 		}
 		stores[i] = s
 	}
+	return srvs, stores
+}
+
+// Two shards: Distributed tables spread the writer's inserts over both,
+// and reads through either server see all.
+func TestDistributedTablesOverTwoServers(t *testing.T) {
+	chtest.SkipShort(t)
+	ctx := context.Background()
+	srvs, stores := twoShards(t)
 
 	// 8 agent boots × 5 batches: the sharding key (boot, sequence) spreads them.
 	var batches []*store.Batch

@@ -90,7 +90,7 @@ func WriteColumnsForTest(ctx context.Context, s *Store, flows []*flowv1.Flow, ve
 		c.extra.Append(extraOf(f, true))
 		c.policyEgress.Append(0)
 	}
-	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), c.input[:n])
+	return s.insertInput(ctx, "flows", fmt.Sprintf("v%d/%p", version, flows), "", c.input[:n])
 }
 
 // IdleColumnsForTest is how many sets of insert columns the writer holds
@@ -110,4 +110,15 @@ func ReservedColumnBytesForTest(rows int) int {
 	c := newFlowColumns()
 	c.reserve(rows)
 	return c.memBytes()
+}
+
+// BatchCommentForTest is the log_comment the writer gives an insert of the
+// batches with these keys.
+func BatchCommentForTest(keys ...string) string {
+	items := make([]item, len(keys))
+	include := make([]bool, len(keys))
+	for i, k := range keys {
+		items[i], include[i] = item{key: k, id: BatchID(k)}, true
+	}
+	return batchComment(items, include)
 }

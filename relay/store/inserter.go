@@ -103,12 +103,16 @@ func (in *inserter) close() error {
 	return err
 }
 
-// insertInput sends one columnar insert with its de-duplication token. A
+// insertInput sends one columnar insert with its de-duplication token and
+// its batches' comment (batchComment). A
 // retry that sends the same rows in the same order with the same token is
 // de-duplicated by ClickHouse, in the table and (with
 // deduplicate_blocks_in_dependent_materialized_views) in the rollups.
-func (s *Store) insertInput(ctx context.Context, table, token string, input proto.Input) error {
+func (s *Store) insertInput(ctx context.Context, table, token, comment string, input proto.Input) error {
 	settings := []ch.Setting{
+		// The batches, for the writers that must wait while this insert
+		// runs (running.go).
+		{Key: "log_comment", Value: comment, Important: true},
 		ch.SettingInt("insert_deduplicate", 1),
 		{Key: "insert_deduplication_token", Value: token + "/" + table, Important: true},
 		ch.SettingInt("deduplicate_blocks_in_dependent_materialized_views", 1),

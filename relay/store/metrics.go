@@ -8,6 +8,7 @@ type writerMetrics struct {
 	errors   *prometheus.CounterVec
 	rows     *prometheus.CounterVec
 	queue    prometheus.Gauge
+	waits    prometheus.Counter
 }
 
 func newWriterMetrics(reg prometheus.Registerer) *writerMetrics {
@@ -25,9 +26,12 @@ func newWriterMetrics(reg prometheus.Registerer) *writerMetrics {
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "trawl_relay_queue_rows", Help: "Rows waiting to be written to ClickHouse.",
 		}),
+		waits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trawl_relay_insert_waits_total", Help: "Insert attempts postponed because an insert of some of the same batches was still running on ClickHouse (sent by a relay that died or gave up).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.duration, m.errors, m.rows, m.queue)
+		reg.MustRegister(m.duration, m.errors, m.rows, m.queue, m.waits)
 	}
 	return m
 }

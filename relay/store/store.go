@@ -24,8 +24,11 @@ type Store struct {
 	cfg  Config
 	conn driver.Conn
 	ins  *inserter // the writer's inserts (inserter.go)
-	d    ddl
-	log  *slog.Logger
+	// processes is where the writer looks for inserts still running
+	// (running.go).
+	processes processesTable
+	d         ddl
+	log       *slog.Logger
 }
 
 // Open connects to ClickHouse (it does not create or migrate anything; call

@@ -69,9 +69,13 @@ var ErrClosed = errors.New("store writer stopped before the batch was written")
 //     lost, and the check ran before the insert became visible, ClickHouse
 //     still de-duplicates the retry, in flows and in the rollups.
 //
-// What remains: two writers that both check before either insert is
-// visible (truly concurrent first inserts of the same batch, or an insert
-// still running on the server after its client gave up) both store it;
+//   - An insert still running on the server after its client died or
+//     gave up is waited for before the check (running.go): every insert
+//     names its batches in log_comment, and the writer asks
+//     system.processes first.
+//
+// What remains: two live writers that both check before either insert
+// starts (truly concurrent first inserts of the same batch) both store it;
 // with replicated tables the check may read a replica that lags behind.
 // Batches with an empty key are never looked up.
 //
@@ -472,7 +476,27 @@ func (w *Writer) OnDedupHits(f func(batches int)) { w.onDedup = f }
 func (w *Writer) send(ctx context.Context, g *group) error {
 	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	hits := -1 // batches found stored by the first check that answered
+	logged := false
 	for attempt := 0; ; attempt++ {
+		running, err := w.s.insertsRunning(ctx, g.items)
+		if err != nil || running > 0 {
+			// Not stored yet does not mean not being stored: wait for
+			// those inserts to end (running.go).
+			if err == nil {
+				w.m.waits.Inc()
+				if !logged {
+					w.s.log.Info("an insert of some of these batches is still running on ClickHouse (its relay died or gave up); waiting for it to end", "inserts", running, "batches", len(g.items))
+					logged = true
+				}
+			} else {
+				w.m.errors.WithLabelValues("processes").Inc()
+				w.s.log.Warn("ClickHouse insert postponed; retrying", "err", err, "attempt", attempt+1)
+			}
+			if !retry.Wait(ctx) {
+				return ErrClosed
+			}
+			continue
+		}
 		stored, err := w.s.storedParts(ctx, g.items)
 		if err != nil {
 			w.m.errors.WithLabelValues("batches").Inc()
@@ -584,7 +608,7 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 		if !any {
 			continue
 		}
-		token := dedupToken(g.items, include)
+		token, comment := dedupToken(g.items, include), batchComment(g.items, include)
 		switch t.part {
 		case partFlows:
 			cols := g.cols
@@ -599,7 +623,7 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 					}
 				}
 			}
-			err := w.insert(ctx, t.name, token, cols.len(), cols.input)
+			err := w.insert(ctx, t.name, token, comment, cols.len(), cols.input)
 			if !all {
 				cols.reset()
 			}
@@ -614,7 +638,7 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 					ct, ids = append(ct, it.ct...), appendN(ids, it.id, len(it.ct))
 				}
 			}
-			if err := w.insert(ctx, t.name, token, len(ct), conntrackInput(ct, ids)); err != nil {
+			if err := w.insert(ctx, t.name, token, comment, len(ct), conntrackInput(ct, ids)); err != nil {
 				return err
 			}
 		case partLost:
@@ -625,16 +649,16 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 					lost, ids = append(lost, it.lost...), appendN(ids, it.id, len(it.lost))
 				}
 			}
-			if err := w.insert(ctx, t.name, token, len(lost), lostInput(lost, ids)); err != nil {
+			if err := w.insert(ctx, t.name, token, comment, len(lost), lostInput(lost, ids)); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
 }
-func (w *Writer) insert(ctx context.Context, table, token string, rows int, input proto.Input) error {
+func (w *Writer) insert(ctx context.Context, table, token, comment string, rows int, input proto.Input) error {
 	start := time.Now()
-	err := w.s.insertInput(ctx, table, token, input)
+	err := w.s.insertInput(ctx, table, token, comment, input)
 	if err != nil {
 		w.m.errors.WithLabelValues(table).Inc()
 		return fmt.Errorf("insert %d rows into %s: %w", rows, table, err)
