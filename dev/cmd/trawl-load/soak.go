@@ -425,6 +425,20 @@ func runSoak(args []string) error {
 	fmt.Printf("\n| flows sent | dropped by agents (shipper metric) | unacked batches at agent exit (≤ 1000 flows each) | stored distinct | missing (sent - stored) | missing beyond drops and unacked: lost of those acked | rows | duplicates | lost-event records (sum in ClickHouse) |\n|---|---|---|---|---|---|---|---|---|\n")
 	lostAcked := max(missing-int64(lost)-abandoned, 0)
 	fmt.Printf("| %d | %d | %d | %d | %d | %d | %d | %d | %d |\n\n", sent, lost, unacked, c.Distinct, missing, lostAcked, c.Rows, c.Duplicates(), c.LostEvents)
+	if c.Duplicates() > 0 {
+		// Where the duplicates come from: each batch's flows were made
+		// when the agent published them, so their minute names the event.
+		dups, total, err := scale.DuplicateBatches(ctx, b.conn, nodes, 20)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("Batches stored more than once: %d (the oldest %d below; minute = when the agent made the batch, since the load started):\n\n| node | batch | minute | its oldest flow | extra rows |\n|---|---|---|---|---|\n", total, len(dups))
+		for _, d := range dups {
+			at := d.First.Sub(start)
+			fmt.Printf("| %s | %d | %d (%s) | %s | %d |\n", d.Node, d.Batch, max(minuteOf(at), 1), at.Round(time.Second), d.First.UTC().Format("15:04:05.000"), d.Extra)
+		}
+		fmt.Println()
+	}
 	var table strings.Builder
 	var names []string
 	for i := range b.relays {

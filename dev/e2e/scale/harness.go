@@ -553,6 +553,40 @@ func Count(ctx context.Context, conn driver.Conn, nodes []string) (Counts, error
 	return c, nil
 }
 
+// DupBatch is an agent batch whose flows are stored more than once.
+type DupBatch struct {
+	Batch uint64
+	Node  string
+	// First is its oldest flow's time: when the agent made the batch,
+	// which places the duplicate among a load's events.
+	First time.Time
+	Extra uint64 // rows beyond one per flow
+}
+
+// DuplicateBatches returns the batches of nodes with flows stored more than
+// once, oldest first, at most limit of them, and how many there are.
+func DuplicateBatches(ctx context.Context, conn driver.Conn, nodes []string, limit int) ([]DupBatch, uint64, error) {
+	const dups = "SELECT batch, any(node) AS some_node, min(time) AS first, count() - uniqExact(id_hi, id_lo) AS extra FROM " + Database + ".flows WHERE node IN ? GROUP BY batch HAVING extra > 0"
+	var total uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM ("+dups+")", nodes).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count duplicated batches: %w", err)
+	}
+	rows, err := conn.Query(ctx, dups+" ORDER BY first LIMIT ?", nodes, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list duplicated batches: %w", err)
+	}
+	defer rows.Close()
+	var out []DupBatch
+	for rows.Next() {
+		var d DupBatch
+		if err := rows.Scan(&d.Batch, &d.Node, &d.First, &d.Extra); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, d)
+	}
+	return out, total, rows.Err()
+}
+
 // Follower follows one relay's observer API and records the node names of
 // the flows it sees.
 type Follower struct {
