@@ -615,7 +615,9 @@ func TestHostileFiltersAreRejectedOrInertAndChangeNothing(t *testing.T) {
 func TestNodesStatusAndMetricsDescribeTheConnectedAgent(t *testing.T) {
 	dsn := chtest.Database(t)
 	r := startRelay(t, dsn, nil)
-	s := startShipper(t, r.IngestAddr(), "node-a", nil)
+	// The stream may open before SetHeartbeat: its first heartbeat then has
+	// no features, and the next one is a HeartbeatInterval later.
+	s := startShipper(t, r.IngestAddr(), "node-a", func(c *shipper.Config) { c.HeartbeatInterval = 100 * time.Millisecond })
 	s.SetHeartbeat(func() *ingestv1.Heartbeat {
 		return &ingestv1.Heartbeat{Features: []*flowv1.KernelFeature{{Name: "tcx", Enabled: true}}, Counters: map[string]uint64{"flows_exported": 3}}
 	})
@@ -626,13 +628,17 @@ func TestNodesStatusAndMetricsDescribeTheConnectedAgent(t *testing.T) {
 	waitFor(t, "flows stored", 20*time.Second, func() bool { return acked(s) })
 	c := observerClient(t, r)
 	ctx := context.Background()
-	nodes, err := c.GetNodes(ctx, &observerv1.GetNodesRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(nodes.GetNodes()) != 1 {
-		t.Fatalf("GetNodes: %v, want node-a", nodes)
-	}
+	// The features come with a heartbeat, which may follow the ack of the
+	// flows: wait for it rather than read the status too early.
+	var nodes *observerv1.GetNodesResponse
+	waitFor(t, "node-a's heartbeat in its status", 20*time.Second, func() bool {
+		var err error
+		nodes, err = c.GetNodes(ctx, &observerv1.GetNodesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(nodes.GetNodes()) == 1 && len(nodes.GetNodes()[0].GetFeatures()) > 0
+	})
 	n := nodes.GetNodes()[0]
 	if n.GetNodeName() != "node-a" || n.GetState() != flowv1.NodeState_NODE_CONNECTED || n.GetBootId() != s.BootID() || len(n.GetFeatures()) != 1 {
 		t.Errorf("node status %v, want node-a connected with its boot id and features", n)

@@ -51,7 +51,7 @@ func variedFlows() []*flowv1.Flow {
 	out := allFlows()
 	out = append(out, dnsMetricFlows()...)
 	out = append(out, tcpMetricFlows()...)
-	for _, b := range benchdata.Generate(3000, time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)) {
+	for _, b := range benchdata.Generate(3000, time.Now().UTC().Truncate(time.Hour)) {
 		out = append(out, b.Flows...)
 	}
 	const shared = "team-100/svc-10"
