@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -103,10 +104,16 @@ func Library(ctx context.Context) (string, error) {
 	return lib, nil
 }
 
+// launcherFlags are the C compiler's flags for the launcher: -rdynamic
+// exports its recv, which libchdb's calls then bind to (launcher.c says
+// why).
+var launcherFlags = []string{"-O2", "-Wall", "-rdynamic"}
+
 // Launcher returns the path of the compiled launcher, building it with the
 // system C compiler when its source changed.
 func Launcher(ctx context.Context) (string, error) {
-	sum := sha256.Sum256(launcherSource)
+	// Keyed by the source and the flags: a change to either builds anew.
+	sum := sha256.Sum256(append([]byte(strings.Join(launcherFlags, " ")+"\n"), launcherSource...))
 	dir := filepath.Join(CacheDir(), "launcher")
 	bin := filepath.Join(dir, "trawl-clickhouse-"+hex.EncodeToString(sum[:6]))
 	if _, err := os.Stat(bin); err == nil {
@@ -135,7 +142,8 @@ func Launcher(ctx context.Context) (string, error) {
 	if cc == "" {
 		cc = "cc"
 	}
-	out, err := exec.CommandContext(ctx, cc, "-O2", "-Wall", "-o", part, src, "-ldl").CombinedOutput()
+	args := append(append([]string(nil), launcherFlags...), "-o", part, src, "-ldl")
+	out, err := exec.CommandContext(ctx, cc, args...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("compile ClickHouse launcher with %s: %w: %s", cc, err, out)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/trawl-dev/trawl/dev/chserver"
@@ -111,5 +113,58 @@ func TestServerKeepsDataAcrossRestartsOnTheSameDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("caller's data dir was removed by Stop: %v", err)
+	}
+}
+
+// resetDialer keeps the connection it dials, so that the test can reset it.
+type resetDialer struct{ conn *net.TCPConn }
+
+func (d *resetDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		d.conn = c.(*net.TCPConn)
+	}
+	return c, err
+}
+
+// A client killed with unread data in its socket resets its connections
+// (RST, not FIN). libchdb 26.7 aborted the whole server when a connection
+// it was reading from was reset: a relay killed in a soak took a shard
+// with it. Each case resets a connection the server waits on after a
+// query; the server must keep answering.
+func TestAClientThatResetsItsConnectionLeavesTheServerRunning(t *testing.T) {
+	chtest.SkipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	srv, err := chserver.Start(ctx, chserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	for _, q := range []string{"SELECT 1 AS x", "SELECT x FROM no_such_table"} {
+		d := &resetDialer{}
+		c, err := ch.Dial(ctx, ch.Options{Address: srv.Addr, Dialer: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var x proto.ColUInt8
+		_ = c.Do(ctx, ch.Query{Body: q, Result: proto.Results{{Name: "x", Data: &x}}}) // an error too leaves the connection open
+		if err := d.conn.SetLinger(0); err != nil {                                    // close sends RST
+			t.Fatal(err)
+		}
+		d.conn.Close()
+		select {
+		case <-srv.Done():
+			t.Fatalf("after a client reset its connection (query %q), the server exited: %v", q, srv.Err())
+		case <-time.After(time.Second):
+		}
+		c2, err := ch.Dial(ctx, ch.Options{Address: srv.Addr})
+		if err != nil {
+			t.Fatalf("after a client reset its connection (query %q): %v", q, err)
+		}
+		if err := c2.Ping(ctx); err != nil {
+			t.Fatalf("after a client reset its connection (query %q): ping: %v", q, err)
+		}
+		c2.Close()
 	}
 }
