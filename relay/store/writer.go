@@ -68,7 +68,6 @@ var ErrClosed = errors.New("store writer stopped before the batch was written")
 //     from the keys it carries): when an insert succeeded but its answer was
 //     lost, and the check ran before the insert became visible, ClickHouse
 //     still de-duplicates the retry, in flows and in the rollups.
-//
 //   - An insert still running on the server after its client died or
 //     gave up is waited for before the check (running.go): every insert
 //     names its batches in log_comment, and the writer asks

@@ -566,7 +566,7 @@ type DupBatch struct {
 // DuplicateBatches returns the batches of nodes with flows stored more than
 // once, oldest first, at most limit of them, and how many there are.
 func DuplicateBatches(ctx context.Context, conn driver.Conn, nodes []string, limit int) ([]DupBatch, uint64, error) {
-	const dups = "SELECT batch, any(node) AS some_node, min(time) AS first, count() - uniqExact(id_hi, id_lo) AS extra FROM " + Database + ".flows WHERE node IN ? GROUP BY batch HAVING extra > 0"
+	const dups = "SELECT batch, any(node) AS some_node, min(time) AS first, toUInt64(count() - uniqExact(id_hi, id_lo)) AS extra FROM " + Database + ".flows WHERE node IN ? GROUP BY batch HAVING extra > 0"
 	var total uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM ("+dups+")", nodes).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count duplicated batches: %w", err)
