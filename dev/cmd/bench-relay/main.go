@@ -50,11 +50,35 @@ var (
 	dataDir     = flag.String("data-dir", "", "data directory of the embedded ClickHouse (kept; with -keep the query data set survives between runs)")
 	serverPID   = flag.Int("server-pid", 0, "with TRAWL_CLICKHOUSE_DSN: the ClickHouse server's process, whose CPU each insert path is charged (the embedded server's is known)")
 	settle      = flag.Duration("settle", 30*time.Second, "after each insert path, wait up to this long for its database's merges to end, charging their CPU to the path (0: do not wait)")
+	span        = flag.String("span", "1h", "time span of the insert data set's flows, before now: a duration, or \"live\" for -flows / 150,000 s, as dense in time as a cluster at 150k flows/s makes them (the rollups aggregate what shares a minute)")
+	relayArgs   = flag.String("relay-args", "", "more flags for every trawl-relay, separated by spaces (e.g. \"--insert-queue-bytes 67108864\")")
 )
+
+// liveRate is the flow rate -span live stands for: issue 15's goal.
+const liveRate = 150_000
+
+// dataSpan is -span as a duration.
+func dataSpan(n int) (time.Duration, error) {
+	if *span == "live" {
+		return time.Duration(float64(n) / liveRate * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(*span)
+	if err != nil {
+		return 0, fmt.Errorf("-span %q: neither \"live\" nor a duration: %w", *span, err)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("-span %q: not positive", *span)
+	}
+	return d, nil
+}
 
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	sp, err := dataSpan(*nFlows)
+	if err != nil {
+		log.Fatalf("bench-relay: %v", err)
+	}
 	if *relayBin != "" && *agents != benchdata.Nodes {
 		log.Fatalf("bench-relay: -agents %d: the data set's flows come from %d nodes and each agent sends one node's batches, so -agents must be %d", *agents, benchdata.Nodes, benchdata.Nodes)
 	}
@@ -62,7 +86,6 @@ func main() {
 	dsn := os.Getenv("TRAWL_CLICKHOUSE_DSN")
 	var srv *chserver.Server
 	if dsn == "" {
-		var err error
 		if srv, err = chserver.Start(ctx, chserver.Config{DataDir: *dataDir}); err != nil {
 			log.Fatalf("start embedded ClickHouse: %v", err)
 		}
@@ -73,14 +96,17 @@ func main() {
 	conn := open(dsn)
 	var version string
 	_ = conn.QueryRow(ctx, "SELECT version()").Scan(&version)
-	log.Printf("ClickHouse %s; generating %d flows…", version, *nFlows)
+	log.Printf("ClickHouse %s; generating %d flows over %s…", version, *nFlows, sp)
 	end := time.Now().Truncate(time.Minute)
-	batches := benchdata.Generate(*nFlows, end)
+	batches := benchdata.GenerateSpan(*nFlows, end, sp)
 	if *runs == 0 {
 		queries(ctx, dsn, conn, end)
 		return
 	}
-	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
+	fmt.Printf("## Insert: %d flows over %s (-span %s), %d runs, %d-row inserts\n\n", *nFlows, sp, *span, *runs, *insertBlock)
+	if *relayArgs != "" {
+		fmt.Printf("Relay flags added: %s\n\n", *relayArgs)
+	}
 	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw | ClickHouse CPU s per 1M: raw | Writer |%s\n", relayHeader())
 	fmt.Printf("|---|---|---|---|---|---|%s\n", relayRule())
 	var raws, writers, ratios []float64
@@ -365,6 +391,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	ingest := freeAddr()
 	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
 		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
+	cmd.Args = append(cmd.Args, strings.Fields(*relayArgs)...)
 	cmd.Stderr, cmd.Stdout = os.Stderr, nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
@@ -468,6 +495,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 }
 
 func storage(ctx context.Context, conn driver.Conn, db string) {
+	rollupRows(ctx, conn, db)
 	if err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+".flows FINAL"); err != nil {
 		log.Printf("optimize: %v", err)
 	}
@@ -501,4 +529,29 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// rollupRows prints each table's rows per flow as the writer's run left them
+// (merges settled or not, before any OPTIMIZE): how much the rollups
+// aggregated, which is what the data set's time density decides.
+func rollupRows(ctx context.Context, conn driver.Conn, db string) {
+	var flows uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&flows); err != nil || flows == 0 {
+		log.Printf("rollup rows: count flows: %v", err)
+		return
+	}
+	r, err := conn.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE active AND database = ? AND table != 'flows' GROUP BY table ORDER BY table", db)
+	if err != nil {
+		log.Printf("rollup rows: %v", err)
+		return
+	}
+	defer r.Close()
+	fmt.Printf("## Rows per flow in the other tables, as the writer run left them (%d flows)\n\n| table | rows per flow |\n|---|---|\n", flows)
+	for r.Next() {
+		var name string
+		var n uint64
+		_ = r.Scan(&name, &n)
+		fmt.Printf("| %s | %.3f |\n", name, float64(n)/float64(flows))
+	}
+	fmt.Println()
 }
