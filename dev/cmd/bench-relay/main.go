@@ -116,7 +116,7 @@ func main() {
 	}
 	relays, relayRatios, relayCPU, relayRSS := make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	relayCPU2, relayFaults := make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
-	relayServer := make([][]float64, len(relayBins))
+	relayServer, relayAgents := make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	var rawServer, writerServer []float64
 	var lastDB string
 	for r := 1; r <= *runs; r++ {
@@ -159,8 +159,8 @@ func main() {
 			relays[i], relayRatios[i] = append(relays[i], m.rate), append(relayRatios[i], m.rate/raw)
 			relayCPU[i], relayRSS[i] = append(relayCPU[i], m.cpuPerM), append(relayRSS[i], m.rssMiB)
 			relayCPU2[i], relayFaults[i] = append(relayCPU2[i], m.cpuPerM2), append(relayFaults[i], m.faults)
-			relayServer[i] = append(relayServer[i], chCPU)
-			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %s |", line, relayName(relayBins, i), m.rate, m.rate/raw, m.cpuPerM, m.cpuPerM2, m.faults, m.rssMiB, cpuCell(chCPU))
+			relayServer[i], relayAgents[i] = append(relayServer[i], chCPU), append(relayAgents[i], m.agentCPU)
+			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %.2f |", line, relayName(relayBins, i), m.rate, m.rate/raw, m.cpuPerM, m.cpuPerM2, m.faults, m.rssMiB, cpuCell(chCPU), m.agentCPU)
 		}
 		if len(lines) == 0 {
 			lines = []string{line}
@@ -174,7 +174,7 @@ func main() {
 	}
 	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** | %s | %s |", median(raws), median(writers), median(ratios), cpuCell(median(rawServer)), cpuCell(median(writerServer)))
 	for i := range relayBins {
-		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.2f | %.0f | %.0f | %s |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayCPU2[i]), median(relayFaults[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])))
+		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.2f | %.0f | %.0f | %s | %.2f |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayCPU2[i]), median(relayFaults[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])), median(relayAgents[i]))
 	}
 	if len(relayBins) == 0 {
 		fmt.Println(line)
@@ -193,7 +193,7 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, middle half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, middle half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay | agents CPU s per 1M (bench process) |"
 }
 
 // relayName is how a relay binary is shown: its base name, and its position
@@ -212,7 +212,7 @@ func relayRule() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return "---|---|---|---|---|---|"
+	return "---|---|---|---|---|---|---|---|---|"
 }
 
 func open(dsn string) driver.Conn {
@@ -375,6 +375,7 @@ type relayRun struct {
 	cpuPerM2 float64 // the same between a quarter and three quarters of the flows stored
 	faults   float64 // the relay's minor page faults, start to end
 	rssMiB   float64 // peak RSS
+	agentCPU float64 // the bench process's CPU s per 1M flows, start to end: the agents' shipping, and polling the count
 }
 
 // runRelay: the real trawl-relay process, fed by synthetic agents (the
@@ -425,6 +426,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	}
 	pid := cmd.Process.Pid
 	cpu0, faults0 := procCPU(pid)
+	self0 := selfCPU()
 	start := time.Now()
 	total := 0
 	var pubWG sync.WaitGroup
@@ -478,6 +480,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	pubWG.Wait()
 	el := time.Since(start)
 	cpu1, faults1 := procCPU(pid)
+	self1 := selfCPU()
 	_, peak := procStat(pid)
 	cancel()
 	wg.Wait()
@@ -491,6 +494,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 		cpuPerM2: cpuPerM2,
 		faults:   faults1 - faults0,
 		rssMiB:   peak,
+		agentCPU: (self1 - self0) / (float64(total) / 1e6),
 	}
 }
 
