@@ -107,6 +107,13 @@ func main() {
 	if *relayArgs != "" {
 		fmt.Printf("Relay flags added: %s\n\n", *relayArgs)
 	}
+	fmt.Printf("ClickHouse idle, before the runs: %.3f CPU s per s\n\n", idleServerCPU(5*time.Second))
+	if *relayBin != "" {
+		probe := openStore(ctx, dsn, "bench_probe")
+		fmt.Printf("ClickHouse CPU per poll of the stored count (empty table): %.2f ms\n\n", 1000*countQueryCPU(ctx, conn, probe.Database()))
+		probe.Close()
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS bench_probe SYNC")
+	}
 	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw | ClickHouse CPU s per 1M: raw | Writer |%s\n", relayHeader())
 	fmt.Printf("|---|---|---|---|---|---|%s\n", relayRule())
 	var raws, writers, ratios []float64
@@ -455,7 +462,10 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	}
 	var q1, q3 uint64 // flows stored at the two marks
 	var cpuQ1, cpuQ3 float64
+	polls := 0
+	defer func() { log.Printf("%s: %d polls of the stored count", db, polls) }()
 	for {
+		polls++
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&n); err != nil {
 			log.Fatal(err)
