@@ -27,6 +27,13 @@ func serverCost(ctx context.Context, conn driver.Conn, db string, path func()) f
 		waitMerges(ctx, conn, db, *settle)
 	}
 	cpu := serverCPU() - cpu0
+	// Level-0 parts are the path's inserts into flows; merged ones stay
+	// listed (inactive) for minutes. The rows per insert decide how much
+	// the rollups aggregate at insert time.
+	var inserts, rows uint64
+	if err := conn.QueryRow(ctx, "SELECT count(), sum(rows) FROM system.parts WHERE database = ? AND table = 'flows' AND level = 0", db).Scan(&inserts, &rows); err == nil && inserts > 0 {
+		log.Printf("%s: %d inserts into flows, %.0f rows each on average", db, inserts, float64(rows)/float64(inserts))
+	}
 	// How long the server was charged, and what idling that long costs
 	// (idleServerCPU), tell a slow path's extra server CPU from its work.
 	log.Printf("%s: server charged %.2f CPU s over %.1f s (path %.1f s, settle %.1f s)", db, cpu, time.Since(t0).Seconds(), t1.Sub(t0).Seconds(), time.Since(t1).Seconds())
