@@ -34,6 +34,14 @@ func serverCost(ctx context.Context, conn driver.Conn, db string, path func()) f
 	if err := conn.QueryRow(ctx, "SELECT count(), sum(rows) FROM system.parts WHERE database = ? AND table = 'flows' AND level = 0", db).Scan(&inserts, &rows); err == nil && inserts > 0 {
 		log.Printf("%s: %d inserts into flows, %.0f rows each on average", db, inserts, float64(rows)/float64(inserts))
 	}
+	// Merges that ran within the charge (parts above level 0, merged away
+	// or not) against the parts still active, which merges not yet begun
+	// will rewrite after the charge ends: a path that ends before its
+	// merges start is charged less than one whose merges ran in it.
+	var merged, mergedRows, active uint64
+	if err := conn.QueryRow(ctx, "SELECT countIf(level > 0), sumIf(rows, level > 0), countIf(active) FROM system.parts WHERE database = ? AND table = 'flows'", db).Scan(&merged, &mergedRows, &active); err == nil {
+		log.Printf("%s: flows parts from merges within the charge %d (%d rows), active parts at its end %d", db, merged, mergedRows, active)
+	}
 	// How long the server was charged, and what idling that long costs
 	// (idleServerCPU), tell a slow path's extra server CPU from its work.
 	log.Printf("%s: server charged %.2f CPU s over %.1f s (path %.1f s, settle %.1f s)", db, cpu, time.Since(t0).Seconds(), t1.Sub(t0).Seconds(), time.Since(t1).Seconds())
