@@ -50,11 +50,35 @@ var (
 	dataDir     = flag.String("data-dir", "", "data directory of the embedded ClickHouse (kept; with -keep the query data set survives between runs)")
 	serverPID   = flag.Int("server-pid", 0, "with TRAWL_CLICKHOUSE_DSN: the ClickHouse server's process, whose CPU each insert path is charged (the embedded server's is known)")
 	settle      = flag.Duration("settle", 30*time.Second, "after each insert path, wait up to this long for its database's merges to end, charging their CPU to the path (0: do not wait)")
+	span        = flag.String("span", "1h", "time span of the insert data set's flows, before now: a duration, or \"live\" for -flows / 150,000 s, as dense in time as a cluster at 150k flows/s makes them (the rollups aggregate what shares a minute)")
+	relayArgs   = flag.String("relay-args", "", "more flags for every trawl-relay, separated by spaces (e.g. \"--insert-queue-bytes 67108864\")")
 )
+
+// liveRate is the flow rate -span live stands for: issue 15's goal.
+const liveRate = 150_000
+
+// dataSpan is -span as a duration.
+func dataSpan(n int) (time.Duration, error) {
+	if *span == "live" {
+		return time.Duration(float64(n) / liveRate * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(*span)
+	if err != nil {
+		return 0, fmt.Errorf("-span %q: neither \"live\" nor a duration: %w", *span, err)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("-span %q: not positive", *span)
+	}
+	return d, nil
+}
 
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	sp, err := dataSpan(*nFlows)
+	if err != nil {
+		log.Fatalf("bench-relay: %v", err)
+	}
 	if *relayBin != "" && *agents != benchdata.Nodes {
 		log.Fatalf("bench-relay: -agents %d: the data set's flows come from %d nodes and each agent sends one node's batches, so -agents must be %d", *agents, benchdata.Nodes, benchdata.Nodes)
 	}
@@ -62,7 +86,6 @@ func main() {
 	dsn := os.Getenv("TRAWL_CLICKHOUSE_DSN")
 	var srv *chserver.Server
 	if dsn == "" {
-		var err error
 		if srv, err = chserver.Start(ctx, chserver.Config{DataDir: *dataDir}); err != nil {
 			log.Fatalf("start embedded ClickHouse: %v", err)
 		}
@@ -73,14 +96,24 @@ func main() {
 	conn := open(dsn)
 	var version string
 	_ = conn.QueryRow(ctx, "SELECT version()").Scan(&version)
-	log.Printf("ClickHouse %s; generating %d flows…", version, *nFlows)
+	log.Printf("ClickHouse %s; generating %d flows over %s…", version, *nFlows, sp)
 	end := time.Now().Truncate(time.Minute)
-	batches := benchdata.Generate(*nFlows, end)
+	batches := benchdata.GenerateSpan(*nFlows, end, sp)
 	if *runs == 0 {
 		queries(ctx, dsn, conn, end)
 		return
 	}
-	fmt.Printf("## Insert: %d flows, %d runs, %d-row inserts\n\n", *nFlows, *runs, *insertBlock)
+	fmt.Printf("## Insert: %d flows over %s (-span %s), %d runs, %d-row inserts\n\n", *nFlows, sp, *span, *runs, *insertBlock)
+	if *relayArgs != "" {
+		fmt.Printf("Relay flags added: %s\n\n", *relayArgs)
+	}
+	fmt.Printf("ClickHouse idle, before the runs: %.3f CPU s per s\n\n", idleServerCPU(5*time.Second))
+	if *relayBin != "" {
+		probe := openStore(ctx, dsn, "bench_probe")
+		fmt.Printf("ClickHouse CPU per poll of the stored count (empty table): %.2f ms\n\n", 1000*countQueryCPU(ctx, conn, probe.Database()))
+		probe.Close()
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS bench_probe SYNC")
+	}
 	fmt.Printf("| run | raw clickhouse-go rows/s | store Writer rows/s | writer/raw | ClickHouse CPU s per 1M: raw | Writer |%s\n", relayHeader())
 	fmt.Printf("|---|---|---|---|---|---|%s\n", relayRule())
 	var raws, writers, ratios []float64
@@ -90,7 +123,7 @@ func main() {
 	}
 	relays, relayRatios, relayCPU, relayRSS := make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	relayCPU2, relayFaults := make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
-	relayServer := make([][]float64, len(relayBins))
+	relayServer, relayAgents := make([][]float64, len(relayBins)), make([][]float64, len(relayBins))
 	var rawServer, writerServer []float64
 	var lastDB string
 	for r := 1; r <= *runs; r++ {
@@ -133,8 +166,8 @@ func main() {
 			relays[i], relayRatios[i] = append(relays[i], m.rate), append(relayRatios[i], m.rate/raw)
 			relayCPU[i], relayRSS[i] = append(relayCPU[i], m.cpuPerM), append(relayRSS[i], m.rssMiB)
 			relayCPU2[i], relayFaults[i] = append(relayCPU2[i], m.cpuPerM2), append(relayFaults[i], m.faults)
-			relayServer[i] = append(relayServer[i], chCPU)
-			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %s |", line, relayName(relayBins, i), m.rate, m.rate/raw, m.cpuPerM, m.cpuPerM2, m.faults, m.rssMiB, cpuCell(chCPU))
+			relayServer[i], relayAgents[i] = append(relayServer[i], chCPU), append(relayAgents[i], m.agentCPU)
+			lines[i] = fmt.Sprintf("%s %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %.2f |", line, relayName(relayBins, i), m.rate, m.rate/raw, m.cpuPerM, m.cpuPerM2, m.faults, m.rssMiB, cpuCell(chCPU), m.agentCPU)
 		}
 		if len(lines) == 0 {
 			lines = []string{line}
@@ -148,7 +181,7 @@ func main() {
 	}
 	line := fmt.Sprintf("| **median** | %.0f | %.0f | **%.2f** | %s | %s |", median(raws), median(writers), median(ratios), cpuCell(median(rawServer)), cpuCell(median(writerServer)))
 	for i := range relayBins {
-		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.2f | %.0f | %.0f | %s |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayCPU2[i]), median(relayFaults[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])))
+		fmt.Printf("%s %s | %.0f | **%.2f** | %.2f | %.2f | %.0f | %.0f | %s | %.2f |\n", line, relayName(relayBins, i), median(relays[i]), median(relayRatios[i]), median(relayCPU[i]), median(relayCPU2[i]), median(relayFaults[i]), median(relayRSS[i]), cpuCell(median(relayServer[i])), median(relayAgents[i]))
 	}
 	if len(relayBins) == 0 {
 		fmt.Println(line)
@@ -167,7 +200,7 @@ func relayHeader() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, middle half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay |"
+	return " relay | agents→gRPC→relay rows/s | relay/raw | relay CPU s per 1M flows | relay CPU s per 1M, middle half | relay page faults | relay peak RSS MiB | ClickHouse CPU s per 1M: relay | agents CPU s per 1M (bench process) |"
 }
 
 // relayName is how a relay binary is shown: its base name, and its position
@@ -186,7 +219,7 @@ func relayRule() string {
 	if *relayBin == "" {
 		return ""
 	}
-	return "---|---|---|---|---|---|"
+	return "---|---|---|---|---|---|---|---|---|"
 }
 
 func open(dsn string) driver.Conn {
@@ -349,6 +382,7 @@ type relayRun struct {
 	cpuPerM2 float64 // the same between a quarter and three quarters of the flows stored
 	faults   float64 // the relay's minor page faults, start to end
 	rssMiB   float64 // peak RSS
+	agentCPU float64 // the bench process's CPU s per 1M flows, start to end: the agents' shipping, and polling the count
 }
 
 // runRelay: the real trawl-relay process, fed by synthetic agents (the
@@ -365,6 +399,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	ingest := freeAddr()
 	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
 		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
+	cmd.Args = append(cmd.Args, strings.Fields(*relayArgs)...)
 	cmd.Stderr, cmd.Stdout = os.Stderr, nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
@@ -398,6 +433,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	}
 	pid := cmd.Process.Pid
 	cpu0, faults0 := procCPU(pid)
+	self0 := selfCPU()
 	start := time.Now()
 	total := 0
 	var pubWG sync.WaitGroup
@@ -426,7 +462,10 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	}
 	var q1, q3 uint64 // flows stored at the two marks
 	var cpuQ1, cpuQ3 float64
+	polls := 0
+	defer func() { log.Printf("%s: %d polls of the stored count", db, polls) }()
 	for {
+		polls++
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&n); err != nil {
 			log.Fatal(err)
@@ -451,6 +490,7 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 	pubWG.Wait()
 	el := time.Since(start)
 	cpu1, faults1 := procCPU(pid)
+	self1 := selfCPU()
 	_, peak := procStat(pid)
 	cancel()
 	wg.Wait()
@@ -464,10 +504,12 @@ func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string,
 		cpuPerM2: cpuPerM2,
 		faults:   faults1 - faults0,
 		rssMiB:   peak,
+		agentCPU: (self1 - self0) / (float64(total) / 1e6),
 	}
 }
 
 func storage(ctx context.Context, conn driver.Conn, db string) {
+	rollupRows(ctx, conn, db)
 	if err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+".flows FINAL"); err != nil {
 		log.Printf("optimize: %v", err)
 	}
@@ -501,4 +543,29 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// rollupRows prints each table's rows per flow as the writer's run left them
+// (merges settled or not, before any OPTIMIZE): how much the rollups
+// aggregated, which is what the data set's time density decides.
+func rollupRows(ctx context.Context, conn driver.Conn, db string) {
+	var flows uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".flows").Scan(&flows); err != nil || flows == 0 {
+		log.Printf("rollup rows: count flows: %v", err)
+		return
+	}
+	r, err := conn.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE active AND database = ? AND table != 'flows' GROUP BY table ORDER BY table", db)
+	if err != nil {
+		log.Printf("rollup rows: %v", err)
+		return
+	}
+	defer r.Close()
+	fmt.Printf("## Rows per flow in the other tables, as the writer run left them (%d flows)\n\n| table | rows per flow |\n|---|---|\n", flows)
+	for r.Next() {
+		var name string
+		var n uint64
+		_ = r.Scan(&name, &n)
+		fmt.Printf("| %s | %.3f |\n", name, float64(n)/float64(flows))
+	}
+	fmt.Println()
 }
