@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -186,5 +187,27 @@ func BenchmarkCodecs(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/flow")
 		})
+	}
+}
+
+// The encoder survives garbage collections: a message compressed after two
+// collections must not pay for a new encoder (several MiB). With a
+// sync.Pool it did, and an agent collecting every second or two rebuilt
+// its encoders all the time.
+func TestAnEncoderIsKeptAcrossGarbageCollections(t *testing.T) {
+	msg := bytes.Repeat([]byte("k8s:app=svc-1 team-01/svc-1-7d9f0001 "), 10000) // 360 KiB: a 1,000-flow batch is a few hundred KiB
+	if _, err := compress(msg); err != nil { // builds the encoder
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.GC() // a sync.Pool is empty after two
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := compress(msg); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Errorf("compressing %d bytes after two collections allocated %d bytes: the encoder was built again", len(msg), got)
 	}
 }
