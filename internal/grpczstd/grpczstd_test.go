@@ -196,7 +196,7 @@ func BenchmarkCodecs(b *testing.B) {
 // its encoders all the time.
 func TestAnEncoderIsKeptAcrossGarbageCollections(t *testing.T) {
 	msg := bytes.Repeat([]byte("k8s:app=svc-1 team-01/svc-1-7d9f0001 "), 10000) // 360 KiB: a 1,000-flow batch is a few hundred KiB
-	if _, err := compress(msg); err != nil { // builds the encoder
+	if _, err := compress(msg); err != nil {                                    // builds the encoder
 		t.Fatal(err)
 	}
 	runtime.GC()
