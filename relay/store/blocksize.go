@@ -12,16 +12,16 @@ import (
 // once, to about what its block needs, before encoding it.
 //
 // Why: ch-go encodes a whole insert into one buffer, column after column,
-// growing it by append: from nothing, a 17 MB block goes through some
-// twenty ever larger copies (Go grows large slices by a quarter), ~80 MB
-// of large allocations, each needing a run of free pages the previous ones
-// do not leave. That happens whenever the inserter dials again (ClickHouse
+// growing it by append: from nothing, a block goes through ever larger
+// copies (Go grows large slices by a quarter), about 5 times the block in
+// large allocations (29 MB for a 5.5 MB block), each needing a run of free
+// pages that the previous ones, garbage until the next collection, do not
+// leave. That happens whenever the inserter dials again (ClickHouse
 // restarted, an insert failed: a new client, a new empty buffer) and then
 // meets the largest inserts, the catch-up after an outage: a relay held at
-// its heap budget still took ~60 MB more pages for the heap in seconds,
-// +33 MiB RSS in the minute of a shard stop (docs/benchmarks/relay.md,
-// "The relay's RSS through a ClickHouse shard stop"). Grown once, the
-// buffer takes one allocation of the block's size.
+// its heap budget still took 60 MB more heap pages in seconds, +34 MiB RSS
+// (docs/benchmarks/relay.md, "The relay's RSS through a ClickHouse shard
+// stop"). Grown once, the buffer takes one allocation of the block's size.
 type blockSizes struct {
 	mu     sync.Mutex
 	perRow map[string]int // table → most encoded bytes per row seen
