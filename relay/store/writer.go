@@ -122,6 +122,9 @@ type Writer struct {
 	partial *flowColumns
 
 	onDedup func(batches int)
+
+	// sizes grows ch-go's buffer once per insert (blocksize.go).
+	sizes blockSizes
 }
 
 // insertColumnSets is how many sets of insert columns a writer has: one
@@ -657,7 +660,7 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 }
 func (w *Writer) insert(ctx context.Context, table, token, comment string, rows int, input proto.Input) error {
 	start := time.Now()
-	err := w.s.insertInput(ctx, table, token, comment, input)
+	err := w.s.insertInput(ctx, table, token, comment, w.sizes.input(table, rows, input))
 	if err != nil {
 		w.m.errors.WithLabelValues(table).Inc()
 		return fmt.Errorf("insert %d rows into %s: %w", rows, table, err)

@@ -1,0 +1,73 @@
+package store
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/ClickHouse/ch-go/proto"
+)
+
+// encodeAllocated encodes in as ch-go's client does (proto.Block.EncodeBlock
+// into buf) and returns the bytes allocated meanwhile.
+func encodeAllocated(t *testing.T, buf *proto.Buffer, in proto.Input) uint64 {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b := proto.Block{Columns: len(in), Rows: in[0].Data.Rows(), Info: proto.BlockInfo{BucketNum: -1}}
+	if err := b.EncodeBlock(buf, proto.Version, in); err != nil {
+		t.Fatalf("encode block: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// After an insert failed, the inserter dials again and ch-go encodes the
+// next insert into a new, empty buffer: the catch-up after an outage, with
+// the largest inserts. Grown by append, that buffer is copied over and
+// over (several times the block in large allocations); grown once from
+// what the table's rows took before, it is allocated about once.
+func TestAnInsertIntoAFreshBufferAllocatesItsBlockAboutOnce(t *testing.T) {
+	cols := newFlowColumns()
+	addFlows(cols, labelledFlows(20000), 1)
+	var sizes blockSizes
+
+	first := new(proto.Buffer)
+	encodeAllocated(t, first, sizes.input("flows", cols.len(), cols.input))
+	block := len(first.Buf)
+
+	for _, tc := range []struct {
+		name string
+		rows int
+	}{
+		{"the same rows again", 20000},
+		{"more rows than before", 30000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			more := newFlowColumns()
+			addFlows(more, labelledFlows(tc.rows), 2)
+			fresh := new(proto.Buffer) // a new client's
+			got := encodeAllocated(t, fresh, sizes.input("flows", more.len(), more.input))
+			want := len(fresh.Buf)
+			t.Logf("block %d bytes (first %d), %d allocated encoding it", want, block, got)
+			if got > uint64(want)*3/2 {
+				t.Errorf("encoding a %d-byte block into a fresh buffer allocated %d bytes, more than 1.5 times the block", want, got)
+			}
+		})
+	}
+}
+
+// The wrapped columns encode exactly as the columns do.
+func TestGrowingTheBufferLeavesTheEncodedBlockAsItWas(t *testing.T) {
+	cols := newFlowColumns()
+	addFlows(cols, labelledFlows(3000), 1)
+	var sizes blockSizes
+	plain, wrapped := new(proto.Buffer), new(proto.Buffer)
+	encodeAllocated(t, plain, cols.input)
+	for range 2 { // the second one grows the buffer first
+		wrapped.Reset()
+		encodeAllocated(t, wrapped, sizes.input("flows", cols.len(), cols.input))
+		if string(wrapped.Buf) != string(plain.Buf) {
+			t.Fatalf("the block encoded through the wrapped columns differs from the plain one (%d against %d bytes)", len(wrapped.Buf), len(plain.Buf))
+		}
+	}
+}
