@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"runtime"
 	"testing"
 
@@ -69,5 +70,32 @@ func TestGrowingTheBufferLeavesTheEncodedBlockAsItWas(t *testing.T) {
 		if string(wrapped.Buf) != string(plain.Buf) {
 			t.Fatalf("the block encoded through the wrapped columns differs from the plain one (%d against %d bytes)", len(wrapped.Buf), len(plain.Buf))
 		}
+	}
+}
+
+// A failed insert closes the inserter's client and the next insert dials
+// again: the new client must encode into the buffer the old one grew, not
+// grow a new one from nothing during the catch-up after an outage.
+func TestAClientDialledAgainKeepsTheInsertBuffer(t *testing.T) {
+	s := openInternal(t)
+	ctx := context.Background()
+	c := newFlowColumns()
+	addFlows(c, labelledFlows(1000), BatchID("node-1/boot-1/1"))
+	if err := s.insertInput(ctx, "flows", "token-1", "", c.input); err != nil {
+		t.Fatal(err)
+	}
+	grown := cap(s.ins.buf.Buf)
+	if grown == 0 {
+		t.Fatal("the first insert did not encode into the inserter's buffer")
+	}
+	// What a failed insert does: the client is closed, the next one dialled.
+	if err := s.ins.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.insertInput(ctx, "flows", "token-2", "", c.input); err != nil {
+		t.Fatal(err)
+	}
+	if got := cap(s.ins.buf.Buf); got != grown {
+		t.Errorf("after a new dial the insert buffer holds %d bytes, want the %d grown before", got, grown)
 	}
 }

@@ -30,6 +30,11 @@ type inserter struct {
 	opts   ch.Options // Address is set per dial
 	addrs  []string
 	client *ch.Client
+	// buf is the encoded insert, kept across dials: ch-go encodes a whole
+	// insert into it, so a client dialled after a failed insert would
+	// otherwise grow a new one from nothing, by doubling, during the
+	// catch-up that follows an outage (large inserts).
+	buf *proto.Buffer
 }
 
 // clickhouse-go's default when the DSN sets no read_timeout: an insert of
@@ -45,7 +50,7 @@ func newInserter(o *clickhouse.Options) (*inserter, error) {
 	if len(addrs) == 0 {
 		addrs = []string{"localhost:9000"}
 	}
-	in := &inserter{addrs: addrs, opts: ch.Options{
+	in := &inserter{addrs: addrs, buf: new(proto.Buffer), opts: ch.Options{
 		User: o.Auth.Username, Password: o.Auth.Password,
 		Compression: ch.CompressionLZ4, ClientName: "trawl-relay",
 		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, TLS: o.TLS,
@@ -83,7 +88,7 @@ func (in *inserter) dial(ctx context.Context) (*ch.Client, error) {
 	for _, a := range in.addrs {
 		o := in.opts
 		o.Address = a
-		c, err := ch.Dial(ctx, o)
+		c, err := ch.DialWithBuffer(ctx, o, in.buf)
 		if err == nil {
 			return c, nil
 		}
