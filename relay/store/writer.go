@@ -667,6 +667,9 @@ func (w *Writer) insert(ctx context.Context, table, token, comment string, rows 
 	}
 	w.m.duration.WithLabelValues(table).Observe(time.Since(start).Seconds())
 	w.m.rows.WithLabelValues(table).Add(float64(rows))
+	// Which insert stored which batches, when the server keeps no
+	// query_log: the comment lists them.
+	w.s.log.Debug("inserted", "table", table, "rows", rows, "token", token, "took", time.Since(start), "batches", comment)
 	return nil
 }
 
