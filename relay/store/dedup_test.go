@@ -297,3 +297,50 @@ func TestTheBatchesOfAGroupNotYetStoredReadBackFieldForField(t *testing.T) {
 	got := query(t, s, &observerv1.GetFlowsRequest{})
 	requireFlows(t, got, want)
 }
+
+// An insert can store its rows and fail before the batches records its
+// views write after them (views are not atomic with their table), or
+// store one shard's rows and not the other's. The retry's check then finds
+// some of the group's batches and not the others; the others' rows are
+// stored already, and a retry under a new token would store them again.
+// Here the first attempt stores both batches, loses batch b's record, and
+// fails: each flow must still be stored once.
+func TestARetryAfterAnInsertThatStoredRowsWithoutTheirRecordsStoresThemOnce(t *testing.T) {
+	dsn := chtest.Database(t)
+	s := relayStore(t, dsn)
+	conn := chtest.Open(t, dsn)
+	ctx := context.Background()
+	a, b := agentBatch(1), agentBatch(5) // flows only, both
+	w, _ := runRelayWriter(t, s)
+	failed := false
+	store.SetAfterInsertForTest(w, func(table string) error {
+		if failed || table != "flows" {
+			return nil
+		}
+		failed = true
+		if err := conn.Exec(ctx, "ALTER TABLE batches DELETE WHERE batch = ? SETTINGS mutations_sync = 2", store.BatchID(b.Key)); err != nil {
+			t.Errorf("drop batch b's record: %v", err)
+		}
+		return fmt.Errorf("connection lost after the insert (injected)")
+	})
+	done := make(chan error, 2)
+	w.Enqueue(a, func(err error) { done <- err })
+	w.Enqueue(b, func(err error) { done <- err })
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batches were not stored within 30 s")
+		}
+	}
+	if !failed {
+		t.Fatal("the first insert was not failed: the test tested nothing")
+	}
+	c := contentsOf(t, dsn)
+	if want := uint64(len(a.Flows) + len(b.Flows)); c.flows != want || c.repeatedIDs != 0 {
+		t.Errorf("%d flows stored, %d ids more than once; want %d, each once", c.flows, c.repeatedIDs, want)
+	}
+}

@@ -122,3 +122,7 @@ func BatchCommentForTest(keys ...string) string {
 	}
 	return batchComment(items, include)
 }
+
+// SetAfterInsertForTest makes f run after each successful insert of w; an
+// error from f fails the insert.
+func SetAfterInsertForTest(w *Writer, f func(table string) error) { w.afterInsert = f }

@@ -63,11 +63,12 @@ var ErrClosed = errors.New("store writer stopped before the batch was written")
 //     are safely stored). So a batch resent to another relay after a
 //     reconnect is not stored again, nor is the old relay's retry stored
 //     after the new relay stored the batch.
-//   - An attempt that inserts the same batches as the previous one is the
-//     identical insert under the same insert_deduplication_token (derived
-//     from the keys it carries): when an insert succeeded but its answer was
-//     lost, and the check ran before the insert became visible, ClickHouse
-//     still de-duplicates the retry, in flows and in the rollups.
+//   - Every attempt at a table carries the insert_deduplication_token of
+//     the group's first attempt (derived from the keys it carried), even
+//     when the check left more batches out since: when an attempt stored
+//     rows but failed, on some shards only or before the views recorded
+//     its batches, ClickHouse drops what the retry sends again, in flows
+//     and in the rollups (see send).
 //   - An insert still running on the server after its client died or
 //     gave up is waited for before the check (running.go): every insert
 //     names its batches in log_comment, and the writer asks
@@ -125,6 +126,10 @@ type Writer struct {
 
 	// sizes grows ch-go's buffer once per insert (blocksize.go).
 	sizes blockSizes
+
+	// afterInsert, set by tests, runs after each successful insert and
+	// can fail it, as a connection lost before the answer does.
+	afterInsert func(table string) error
 }
 
 // insertColumnSets is how many sets of insert columns a writer has: one
@@ -473,9 +478,19 @@ func (w *Writer) OnDedupHits(f func(batches int)) { w.onDedup = f }
 
 // send inserts a group, retrying with backoff until it succeeds or ctx ends
 // (then ErrClosed). Before every attempt it asks ClickHouse which of the
-// group's batches are stored and leaves those parts out; an attempt with
-// the same parts left is the identical insert under the same token.
+// group's batches are stored and leaves those parts out.
+//
+// Every attempt at a table carries the token of the group's first attempt
+// at it, whatever was left out since. An attempt that failed may have
+// stored its rows on some shards, or stored a shard's rows without the
+// batches records its views write after them (views are not atomic with
+// their table): the check then finds some of those batches and not the
+// others, and a retry of the others under a new token would store them a
+// second time. Under the first token each shard drops a block it already
+// holds; a retry only ever carries a subset of the first attempt's rows,
+// so a block dropped so was stored by that attempt.
 func (w *Writer) send(ctx context.Context, g *group) error {
+	tokens := map[string]string{} // table → the token of its first attempt
 	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	hits := -1 // batches found stored by the first check that answered
 	logged := false
@@ -514,7 +529,7 @@ func (w *Writer) send(ctx context.Context, g *group) error {
 					}
 				}
 			}
-			err = w.insertAll(ctx, g, stored)
+			err = w.insertAll(ctx, g, stored, tokens)
 		}
 		if err == nil {
 			if attempt > 0 {
@@ -598,7 +613,7 @@ var flowInsertNames = append(append([]string(nil), flowColumnNames...), "batch")
 // insertAll inserts the parts of the group's batches that stored does not
 // hold: the group's columns when nothing is left out (the usual case), else
 // a copy of the remaining batches' rows.
-func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error {
+func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts, tokens map[string]string) error {
 	include := make([]bool, len(g.items))
 	for _, t := range partTables {
 		all, any := true, false
@@ -610,7 +625,12 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts) error 
 		if !any {
 			continue
 		}
-		token, comment := dedupToken(g.items, include), batchComment(g.items, include)
+		token := tokens[t.name]
+		if token == "" {
+			token = dedupToken(g.items, include)
+			tokens[t.name] = token
+		}
+		comment := batchComment(g.items, include)
 		switch t.part {
 		case partFlows:
 			cols := g.cols
@@ -670,6 +690,9 @@ func (w *Writer) insert(ctx context.Context, table, token, comment string, rows 
 	// Which insert stored which batches, when the server keeps no
 	// query_log: the comment lists them.
 	w.s.log.Debug("inserted", "table", table, "rows", rows, "token", token, "took", time.Since(start), "batches", comment)
+	if w.afterInsert != nil {
+		return w.afterInsert(table)
+	}
 	return nil
 }
 
