@@ -16,12 +16,14 @@ import (
 // copies (Go grows large slices by a quarter), about 5 times the block in
 // large allocations (29 MB for a 5.5 MB block), each needing a run of free
 // pages that the previous ones, garbage until the next collection, do not
-// leave. That happens whenever the inserter dials again (ClickHouse
-// restarted, an insert failed: a new client, a new empty buffer) and then
-// meets the largest inserts, the catch-up after an outage: a relay held at
-// its heap budget still took 60 MB more heap pages in seconds, +34 MiB RSS
-// (docs/benchmarks/relay.md, "The relay's RSS through a ClickHouse shard
-// stop"). Grown once, the buffer takes one allocation of the block's size.
+// leave. It happened whenever the inserter dialled again (a new client, a
+// new empty buffer) and then met the largest inserts, the catch-up after
+// an outage: a relay held at its heap budget still took 60 MB more heap
+// pages in seconds, +34 MiB RSS (docs/benchmarks/relay.md, "The relay's
+// RSS through a ClickHouse shard stop"). The inserter now keeps its buffer
+// across dials; growing it still happens at start and whenever an insert
+// is larger than all before it, which the catch-up's are. Grown once, the
+// buffer takes one allocation of the block's size.
 type blockSizes struct {
 	mu     sync.Mutex
 	perRow map[string]int // table → most encoded bytes per row seen
