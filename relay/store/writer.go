@@ -132,6 +132,10 @@ type Writer struct {
 	afterInsert func(table string) error
 }
 
+// maxRunningWait bounds the wait for inserts of the same batches still
+// running on the server (running.go).
+const maxRunningWait = 30 * time.Second
+
 // insertColumnSets is how many sets of insert columns a writer has: one
 // being sent while the next fills is all the inserts need to follow each
 // other (they are sent one at a time); a batch arriving while both are in
@@ -494,9 +498,16 @@ func (w *Writer) send(ctx context.Context, g *group) error {
 	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	hits := -1 // batches found stored by the first check that answered
 	logged := false
+	var waitingSince time.Time // of the wait for running inserts, bounded
 	for attempt := 0; ; attempt++ {
 		running, err := w.s.insertsRunning(ctx, g.items)
-		if err != nil || running > 0 {
+		if waitingSince.IsZero() && (err != nil || running > 0) {
+			waitingSince = time.Now()
+		}
+		// An insert still running after maxRunningWait, or a check that
+		// keeps failing, does not stop the writer: the batches check
+		// decides alone then, as it did before the wait existed.
+		if (err != nil || running > 0) && time.Since(waitingSince) < maxRunningWait {
 			// Not stored yet does not mean not being stored: wait for
 			// those inserts to end (running.go).
 			if err == nil {
