@@ -668,14 +668,15 @@ func TestNodesStatusAndMetricsDescribeTheConnectedAgent(t *testing.T) {
 	}
 }
 
+// freePort is a port for a ClickHouse server the test restarts on it
+// (chserver.FreePort says why not port 0).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := chserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func TestClickHouseOutageKeepsFollowLiveAndLosesOrRepeatsNothing(t *testing.T) {
@@ -694,7 +695,10 @@ func TestClickHouseOutageKeepsFollowLiveAndLosesOrRepeatsNothing(t *testing.T) {
 	ch := startCH()
 	t.Cleanup(func() { _ = ch.Stop() })
 	dsn := "clickhouse://" + ch.Addr + "/trawl"
-	r := startRelay(t, dsn, nil)
+	r := startRelay(t, dsn, func(c *relay.Config) {
+		// Its retries through the outage, shown when the test fails.
+		c.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
 	s := startShipper(t, r.IngestAddr(), "node-a", func(c *shipper.Config) { c.BatchRecords = 20 })
 	c := observerClient(t, r)
 

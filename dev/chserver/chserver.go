@@ -224,10 +224,10 @@ func (s *Server) start(ctx context.Context, launcher, lib string, cfg Config, ti
 	var err error
 	tcp, http := cfg.TCPPort, cfg.HTTPPort
 	if tcp == 0 {
-		tcp, err = freePort()
+		tcp, err = FreePort()
 	}
 	if http == 0 && err == nil {
-		http, err = freePort()
+		http, err = FreePort()
 	}
 	if err != nil {
 		close(s.done)
@@ -270,21 +270,32 @@ func (s *Server) start(ctx context.Context, launcher, lib string, cfg Config, ti
 
 func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	pid := s.cmd.Process.Pid
 	for {
-		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+		// Ready is our process listening on both ports, not a port that
+		// answers: a port this server is restarted on may have been taken
+		// while it was down, and whatever holds it would answer a dial
+		// while the server itself fails to bind and exits.
+		ours, err := listening(pid, s.Addr, s.HTTPAddr)
+		if err == nil && ours {
 			return nil
 		}
 		select {
 		case <-s.done:
-			return fmt.Errorf("%w on %s: %v", errExited, s.Addr, s.waitErr)
+			err := fmt.Errorf("%w on %s: %v", errExited, s.Addr, s.waitErr)
+			for _, a := range []string{s.Addr, s.HTTPAddr} {
+				if c, dialErr := net.DialTimeout("tcp", a, 200*time.Millisecond); dialErr == nil {
+					c.Close()
+					err = fmt.Errorf("%w (%s is held by another process)", err, a)
+				}
+			}
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("embedded ClickHouse did not answer on %s within %s", s.Addr, timeout)
+			return fmt.Errorf("embedded ClickHouse did not listen on %s and %s within %s", s.Addr, s.HTTPAddr, timeout)
 		}
 	}
 }
@@ -324,15 +335,6 @@ func (s *Server) Stop() error {
 		return os.RemoveAll(s.DataDir)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func lockFile(path string) (func(), error) {

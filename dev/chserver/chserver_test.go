@@ -2,8 +2,11 @@ package chserver_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -113,6 +116,74 @@ func TestServerKeepsDataAcrossRestartsOnTheSameDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("caller's data dir was removed by Stop: %v", err)
+	}
+}
+
+// A server restarted on its port while another process holds it (taken
+// while the server was down) must fail to start, not be reported ready
+// because the other process answers: its clients would talk to the wrong
+// process for the rest of the test.
+func TestAServerWhosePortAnotherProcessHoldsFailsToStart(t *testing.T) {
+	chtest.SkipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, held := range []string{"tcp", "http"} {
+		t.Run(held, func(t *testing.T) {
+			tcp, err := chserver.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			http, err := chserver.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := map[string]int{"tcp": tcp, "http": http}[held]
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() { // answer as the process on that port would
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+			s, err := chserver.Start(ctx, chserver.Config{TCPPort: tcp, HTTPPort: http})
+			if err == nil {
+				s.Stop()
+				t.Fatalf("Start on a %s port another process holds succeeded", held)
+			}
+			if !strings.Contains(err.Error(), "held by another process") {
+				t.Errorf("error %q does not say the port is held", err)
+			}
+		})
+	}
+}
+
+// Ports are picked where the kernel never gives one to a listener on port
+// 0 or to an outgoing connection, so that a restarted server finds its
+// port free.
+func TestFreePortsLieOutsideTheEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		p, err := chserver.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p >= lo && p <= hi {
+			t.Fatalf("port %d lies in the ephemeral range %d-%d", p, lo, hi)
+		}
 	}
 }
 

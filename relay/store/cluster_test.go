@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,13 +21,15 @@ import (
 	"github.com/trawl-dev/trawl/relay/store"
 )
 
+// freePort is a port for a ClickHouse server the test restarts on it
+// (chserver.FreePort says why not port 0).
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Helper()
+	p, err := chserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // twoShards starts two embedded servers as two shards of cluster

@@ -41,7 +41,9 @@ func TestWriterSurvivesClickHouseRestartWithoutLossOrDuplicates(t *testing.T) {
 	}
 	defer func() { srv.Stop() }()
 	s, err := store.Open(ctx, store.Config{Retention: filtertest.Retention(), DSN: "clickhouse://" + srv.Addr + "/trawl_restart", BatchRows: 500,
-		BatchInterval: 20 * time.Millisecond, QueueBytes: 5000 * store.EstimatedRowBytes, Log: slog.New(slog.DiscardHandler)})
+		BatchInterval: 20 * time.Millisecond, QueueBytes: 5000 * store.EstimatedRowBytes,
+		// The writer's retries, shown when the test fails.
+		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +97,15 @@ func TestWriterSurvivesClickHouseRestartWithoutLossOrDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restart ClickHouse: %v", err)
 	}
-	<-done
-	wg.Wait()
+	allAcked := make(chan struct{})
+	go func() { <-done; wg.Wait(); close(allAcked) }()
+	select {
+	case <-allAcked:
+	case <-time.After(2 * time.Minute):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d batches acknowledged 2 minutes after ClickHouse restarted", acked, batches)
+	}
 	if ackedDuring > 1 { // at most the insert in flight when the server stopped
 		t.Errorf("%d batches acknowledged while ClickHouse was down", ackedDuring)
 	}

@@ -46,15 +46,10 @@ const (
 	Database = "trawl"
 )
 
-// FreePort returns a free loopback TCP port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a free loopback TCP port for a process the harness may
+// restart on it (a shard, a relay): outside the kernel's ephemeral range,
+// as chserver.FreePort explains.
+func FreePort() (int, error) { return chserver.FreePort() }
 
 // FreeAddr is FreePort as 127.0.0.1:port.
 func FreeAddr() (string, error) {
