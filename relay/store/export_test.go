@@ -112,17 +112,20 @@ func ReservedColumnBytesForTest(rows int) int {
 	return c.memBytes()
 }
 
-// BatchCommentForTest is the log_comment the writer gives an insert of the
+// BatchCommentForTest is the log_comment s's writer gives an insert of the
 // batches with these keys.
-func BatchCommentForTest(keys ...string) string {
+func BatchCommentForTest(s *Store, keys ...string) string {
 	items := make([]item, len(keys))
 	include := make([]bool, len(keys))
 	for i, k := range keys {
 		items[i], include[i] = item{key: k, id: BatchID(k)}, true
 	}
-	return batchComment(items, include)
+	return batchComment(s.d.db, items, include)
 }
 
 // SetAfterInsertForTest makes f run after each successful insert of w; an
 // error from f fails the insert.
 func SetAfterInsertForTest(w *Writer, f func(table string) error) { w.afterInsert = f }
+
+// DatabaseForTest is the database s keeps its tables in.
+func DatabaseForTest(s *Store) string { return s.d.db }

@@ -29,16 +29,20 @@ import (
 // when its stream breaks, so that needs a relay that lives on after losing
 // an agent's stream with the batch still queued.
 
-// commentPrefix starts the log_comment of every insert the writer sends.
-const commentPrefix = "trawl batches:"
+// commentPrefix starts the log_comment of every insert the writer sends
+// into database db. The database is in it because relays of another Trawl
+// database on the same servers (a second installation, tests sharing a
+// server) use the same batch ids for the same node names: their inserts
+// are none of this writer's business.
+func commentPrefix(db string) string { return "trawl batches " + db + ":" }
 
-// batchComment is an insert's log_comment: its batch ids, space-separated.
-// Decimal ids cost ~20 bytes a batch (a kilobyte for an insert of fifty
-// 1000-flow batches), also in system.query_log, where they tell which
-// insert stored a batch.
-func batchComment(items []item, include []bool) string {
+// batchComment is an insert's log_comment: the prefix, then its batch ids,
+// space-separated. Decimal ids cost ~20 bytes a batch (a kilobyte for an
+// insert of fifty 1000-flow batches), also in system.query_log, where they
+// tell which insert stored a batch.
+func batchComment(db string, items []item, include []bool) string {
 	var b strings.Builder
-	b.WriteString(commentPrefix)
+	b.WriteString(commentPrefix(db))
 	for i, it := range items {
 		if include[i] && it.id != 0 {
 			b.WriteByte(' ')
@@ -68,7 +72,7 @@ func (s *Store) insertsRunning(ctx context.Context, items []item) (int, error) {
 		return 0, err
 	}
 	q := "SELECT count() FROM " + from + " WHERE query_kind = 'Insert'" +
-		" AND startsWith(Settings['log_comment'], " + quoteString(commentPrefix) + ")" +
+		" AND startsWith(Settings['log_comment'], " + quoteString(commentPrefix(s.d.db)) + ")" +
 		" AND hasAny(splitByChar(' ', Settings['log_comment']), [" + strings.Join(ids, ",") + "])"
 	var n uint64
 	if err := s.conn.QueryRow(ctx, q).Scan(&n); err != nil {

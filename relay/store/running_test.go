@@ -50,7 +50,7 @@ func TestABatchStillBeingInsertedForADeadRelayIsStoredOnce(t *testing.T) {
 			conn, relay := c.setup(t)
 			b := agentBatch(1) // ten flows, nothing else
 			id := store.BatchID(b.Key)
-			comment := store.BatchCommentForTest(b.Key)
+			comment := store.BatchCommentForTest(relay, b.Key)
 
 			// The dead relay's insert: the batch's rows, written slowly
 			// (0.25 s a row), named as the writer names its inserts.
@@ -101,5 +101,68 @@ SELECT now64(9), 'node-a', 1, number, %d FROM numbers(%d) WHERE sleepEachRow(0.2
 				t.Errorf("the writer found %d batches already stored, want 1", h)
 			}
 		})
+	}
+}
+
+// Another Trawl database on the same server (a second installation, tests
+// sharing a server) has the same batch ids for the same node names. Its
+// inserts must not hold this database's writer: the writer stores the
+// batch while the other database's insert of it still runs.
+func TestAnInsertOfTheSameBatchIntoAnotherDatabaseDoesNotHoldTheWriter(t *testing.T) {
+	chtest.SkipShort(t)
+	ctx := context.Background()
+	otherDSN := chtest.Database(t)
+	other, ours := relayStore(t, otherDSN), relayStore(t, chtest.Database(t))
+	conn := chtest.Open(t, otherDSN)
+	b := agentBatch(1)
+	id := store.BatchID(b.Key)
+	comment := store.BatchCommentForTest(other, b.Key)
+
+	// The other database's insert of the same batch: 40 rows at 0.25 s,
+	// a block a row (a block may sleep 3 s at most).
+	slowDone := make(chan error, 1)
+	go func() {
+		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"log_comment": comment, "max_block_size": 1}))
+		slowDone <- conn.Exec(ictx, fmt.Sprintf(`INSERT INTO flows (time, node, id_hi, id_lo, batch)
+SELECT now64(9), 'node-a', 1, number, %d FROM numbers(40) WHERE sleepEachRow(0.25) = 0`, id))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE Settings['log_comment'] = ?", comment).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow insert never showed in system.processes")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	w, hits := runRelayWriter(t, ours)
+	done := make(chan error, 1)
+	w.Enqueue(b, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the batch: %v", err)
+		}
+	case err := <-slowDone:
+		t.Fatalf("the other database's insert ended (%v) before the writer stored the batch: the writer waited for it", err)
+	}
+	if err := <-slowDone; err != nil {
+		t.Fatalf("the other database's insert: %v", err)
+	}
+	var rows uint64
+	if err := chtest.Open(t, otherDSN).QueryRow(ctx, "SELECT count() FROM "+store.DatabaseForTest(ours)+".flows WHERE batch = ?", id).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(len(b.Flows)); rows != want {
+		t.Errorf("%d rows of the batch stored in this database, want %d", rows, want)
+	}
+	if h := hits(); h != 0 {
+		t.Errorf("the writer found %d batches already stored, want none", h)
 	}
 }

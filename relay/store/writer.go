@@ -641,7 +641,7 @@ func (w *Writer) insertAll(ctx context.Context, g *group, stored []parts, tokens
 			token = dedupToken(g.items, include)
 			tokens[t.name] = token
 		}
-		comment := batchComment(g.items, include)
+		comment := batchComment(w.s.d.db, g.items, include)
 		switch t.part {
 		case partFlows:
 			cols := g.cols
