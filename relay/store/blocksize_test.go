@@ -99,3 +99,29 @@ func TestAClientDialledAgainKeepsTheInsertBuffer(t *testing.T) {
 		t.Errorf("after a new dial the insert buffer holds %d bytes, want the %d grown before", got, grown)
 	}
 }
+
+// ch-go encodes a packet into the client's buffer and resets the buffer
+// when it writes it out; an insert whose connection failed (the server
+// stopped mid-insert, so the reading side gave up and the writing side
+// returned before its write) leaves the encoded block there. A client
+// dialled with that buffer sent it ahead of its Hello: the server refused
+// the handshake ("Unexpected packet from client (expected Hello, got 1)")
+// and the embedded server died of it (CI, TestWriterSurvivesClickHouse
+// RestartWithoutLossOrDuplicates).
+func TestAClientDialledAfterAFailedInsertSendsNothingLeftFromIt(t *testing.T) {
+	s := openInternal(t)
+	ctx := context.Background()
+	c := newFlowColumns()
+	addFlows(c, labelledFlows(10), BatchID("node-1/boot-1/1"))
+	if err := s.insertInput(ctx, "flows", "token-1", "", c.input); err != nil {
+		t.Fatal(err)
+	}
+	// What the failed insert leaves: a Data packet's first bytes, unsent.
+	s.ins.buf.Buf = append(s.ins.buf.Buf, 1, 0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0)
+	if err := s.ins.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.insertInput(ctx, "flows", "token-2", "", c.input); err != nil {
+		t.Fatalf("the insert after a new dial: %v", err)
+	}
+}

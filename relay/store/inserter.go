@@ -86,6 +86,11 @@ func (in *inserter) do(ctx context.Context, q ch.Query) error {
 func (in *inserter) dial(ctx context.Context) (*ch.Client, error) {
 	var errs []error
 	for _, a := range in.addrs {
+		// Kept for its capacity, not its bytes: a failed insert (or
+		// handshake) may have left encoded packets in it, which ch-go
+		// empties only when it writes them out; a new client would send
+		// them ahead of its Hello.
+		in.buf.Reset()
 		o := in.opts
 		o.Address = a
 		c, err := ch.DialWithBuffer(ctx, o, in.buf)
