@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -284,8 +283,21 @@ func (b *heapBudget) gogc() int {
 	return pct
 }
 
-// heapFillChunk is what fill allocates at a time.
-const heapFillChunk = 1 << 20
+// heapFillObject is what fill allocates at a time: the largest object
+// whose span is a single page, so that any free page of the heap can take
+// it. With 1 MiB objects (before) each needed a run of 128 free pages: a
+// relay stalled on a ClickHouse outage (no allocation, so the idle fill ran
+// 30 s in) had a heap fragmented by its full queue, found no such runs and
+// took 28 MB of new pages from the OS, +26 MiB RSS in the outage's minute
+// (docs/benchmarks/relay.md, "The idle fill and a fragmented heap").
+const heapFillObject = 8192
+
+// fillSink makes fill's objects escape to the heap: small enough, they
+// would be allocated on the stack.
+var fillSink []byte
+
+// heapFillCheck: fill reads the runtime's metrics once per this many bytes.
+const heapFillCheck = 1 << 20
 
 // fill allocates and drops memory, touching each page, until the heap
 // holds 95 % of its goal (the collection it triggers on the way runs with
@@ -298,12 +310,15 @@ func (b *heapBudget) fill() {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/goal:bytes"}}
 	metrics.Read(s)
 	start := s[0].Value.Uint64()
-	for n := uint64(0); n < 2*b.bytes; n += heapFillChunk {
-		p := make([]byte, heapFillChunk)
-		for i := 0; i < len(p); i += pageSize {
-			p[i] = 1
+	for n := uint64(0); n < 2*b.bytes; n += heapFillCheck {
+		for range heapFillCheck / heapFillObject {
+			p := make([]byte, heapFillObject)
+			for i := 0; i < len(p); i += pageSize {
+				p[i] = 1
+			}
+			fillSink = p
 		}
-		runtime.KeepAlive(p)
+		fillSink = nil
 		metrics.Read(s)
 		if s[0].Value.Uint64() != start || s[1].Value.Uint64() >= s[2].Value.Uint64()/100*95 {
 			return

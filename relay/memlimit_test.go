@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -220,4 +222,70 @@ func TestTheAutoMemoryBudgetFollowsTheQueueUnderTheLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fragmentedFillEnv makes the test binary run fragmentedFill and exit.
+const fragmentedFillEnv = "TRAWL_TEST_FRAGMENTED_FILL"
+
+// The fill that keeps an idle relay's pages (it runs 30 s into a
+// ClickHouse outage, the queue full) must take them from the heap's free
+// pages, however fragmented, not from the OS: RSS would grow by what the
+// heap already holds free. In a process of its own, so that the heap is
+// this test's: half of 240 objects of 640 KiB freed leaves 75 MiB free in
+// runs too short for a 1 MiB object.
+func TestTheIdleFillTakesNoNewPagesFromAFragmentedHeap(t *testing.T) {
+	if os.Getenv(fragmentedFillEnv) == "1" {
+		fragmentedFill()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTheIdleFillTakesNoNewPagesFromAFragmentedHeap$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fragmentedFillEnv+"=1", "GOGC=", "GOMEMLIMIT=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var free, filled uint64
+	var grown int64
+	line := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "fill:") {
+			line = l
+		}
+	}
+	if _, err := fmt.Sscanf(line, "fill: free %d grown %d filled %d", &free, &grown, &filled); err != nil {
+		t.Fatalf("child printed no result (%v):\n%s", err, out)
+	}
+	if filled < 32<<20 {
+		t.Fatalf("the fill allocated %d MiB, want the ~60 MiB the budget asks", filled>>20)
+	}
+	if grown > 8<<20 {
+		t.Errorf("the fill took %d MiB of new heap from the OS with %d MiB free in the heap", grown>>20, free>>20)
+	}
+}
+
+var fragments [][]byte
+
+func fragmentedFill() {
+	debug.SetGCPercent(100)
+	for range 240 {
+		fragments = append(fragments, make([]byte, 640<<10))
+	}
+	for i := range fragments {
+		if i%2 == 0 {
+			fragments[i] = nil
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	// A budget ~60 MiB above what is in use: what the fill must allocate.
+	b := &heapBudget{bytes: before.HeapInuse + 60<<20, log: slog.New(slog.DiscardHandler)}
+	debug.SetGCPercent(b.gogc())
+	b.fill()
+	runtime.ReadMemStats(&after)
+	// HeapSys: the heap's pages taken from the OS (it may shrink by a
+	// few as stacks give theirs back).
+	fmt.Printf("fill: free %d grown %d filled %d\n", before.HeapIdle, int64(after.HeapSys)-int64(before.HeapSys), after.TotalAlloc-before.TotalAlloc)
+	runtime.KeepAlive(fragments)
 }
