@@ -292,10 +292,6 @@ func (b *heapBudget) gogc() int {
 // (docs/benchmarks/relay.md, "The idle fill and a fragmented heap").
 const heapFillObject = 8192
 
-// fillSink makes fill's objects escape to the heap: small enough, they
-// would be allocated on the stack.
-var fillSink []byte
-
 // heapFillCheck: fill reads the runtime's metrics once per this many bytes.
 const heapFillCheck = 1 << 20
 
@@ -312,19 +308,23 @@ func (b *heapBudget) fill() {
 	start := s[0].Value.Uint64()
 	for n := uint64(0); n < 2*b.bytes; n += heapFillCheck {
 		for range heapFillCheck / heapFillObject {
-			p := make([]byte, heapFillObject)
+			p := heapObject()
 			for i := 0; i < len(p); i += pageSize {
 				p[i] = 1
 			}
-			fillSink = p
 		}
-		fillSink = nil
 		metrics.Read(s)
 		if s[0].Value.Uint64() != start || s[1].Value.Uint64() >= s[2].Value.Uint64()/100*95 {
 			return
 		}
 	}
 }
+
+// heapObject allocates one fill object on the heap: returned, it escapes;
+// made and dropped in fill, small as it is, it would live on the stack.
+//
+//go:noinline
+func heapObject() []byte { return make([]byte, heapFillObject) }
 
 func gcCycles() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
