@@ -55,26 +55,7 @@ func TestABatchStillBeingInsertedForADeadRelayIsStoredOnce(t *testing.T) {
 			// The dead relay's insert: the batch's rows, written slowly
 			// (0.25 s a row), named as the writer names its inserts.
 			const slowRows = 10
-			slowDone := make(chan error, 1)
-			go func() {
-				ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"log_comment": comment, "insert_distributed_sync": 1}))
-				slowDone <- conn.Exec(ictx, fmt.Sprintf(`INSERT INTO flows (time, node, id_hi, id_lo, batch)
-SELECT now64(9), 'node-a', 1, number, %d FROM numbers(%d) WHERE sleepEachRow(0.25) = 0`, id, slowRows))
-			}()
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				var n uint64
-				if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE Settings['log_comment'] = ?", comment).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				if n > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the slow insert never showed in system.processes")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			slowDone := slowInsert(t, conn, comment, id, slowRows)
 
 			w, hits := runRelayWriter(t, relay)
 			done := make(chan error, 1)
@@ -118,28 +99,8 @@ func TestAnInsertOfTheSameBatchIntoAnotherDatabaseDoesNotHoldTheWriter(t *testin
 	id := store.BatchID(b.Key)
 	comment := store.BatchCommentForTest(other, b.Key)
 
-	// The other database's insert of the same batch: 40 rows at 0.25 s,
-	// a block a row (a block may sleep 3 s at most).
-	slowDone := make(chan error, 1)
-	go func() {
-		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"log_comment": comment, "max_block_size": 1}))
-		slowDone <- conn.Exec(ictx, fmt.Sprintf(`INSERT INTO flows (time, node, id_hi, id_lo, batch)
-SELECT now64(9), 'node-a', 1, number, %d FROM numbers(40) WHERE sleepEachRow(0.25) = 0`, id))
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE Settings['log_comment'] = ?", comment).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the slow insert never showed in system.processes")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The other database's insert of the same batch: 10 s long.
+	slowDone := slowInsert(t, conn, comment, id, 40)
 
 	w, hits := runRelayWriter(t, ours)
 	done := make(chan error, 1)
@@ -164,5 +125,35 @@ SELECT now64(9), 'node-a', 1, number, %d FROM numbers(40) WHERE sleepEachRow(0.2
 	}
 	if h := hits(); h != 0 {
 		t.Errorf("the writer found %d batches already stored, want none", h)
+	}
+}
+
+// slowInsert starts an insert of rows flows of batch id into conn's flows
+// table, a row every 0.25 s (a block a row: a block may sleep 3 s at most),
+// named by comment as the writer names its inserts, and returns once the
+// insert shows in system.processes. The channel gets its result.
+func slowInsert(t *testing.T, conn driver.Conn, comment string, id uint64, rows int) <-chan error {
+	t.Helper()
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+			"log_comment": comment, "insert_distributed_sync": 1, "max_block_size": 1}))
+		done <- conn.Exec(ictx, fmt.Sprintf(`INSERT INTO flows (time, node, id_hi, id_lo, batch)
+SELECT now64(9), 'node-a', 1, number, %d FROM numbers(%d) WHERE sleepEachRow(0.25) = 0`, id, rows))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE Settings['log_comment'] = ?", comment).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return done
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow insert never showed in system.processes")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
