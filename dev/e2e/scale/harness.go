@@ -46,14 +46,11 @@ const (
 	Database = "trawl"
 )
 
-// FreePort returns a free loopback TCP port for a process the harness may
-// restart on it (a shard, a relay): outside the kernel's ephemeral range,
-// as chserver.FreePort explains.
-func FreePort() (int, error) { return chserver.FreePort() }
-
-// FreeAddr is FreePort as 127.0.0.1:port.
+// FreeAddr is a free loopback address for a process the harness may
+// restart on it (a relay): chserver.FreePort, outside the kernel's
+// ephemeral range, says why.
 func FreeAddr() (string, error) {
-	p, err := FreePort()
+	p, err := chserver.FreePort()
 	return "127.0.0.1:" + strconv.Itoa(p), err
 }
 
@@ -74,11 +71,11 @@ func StartShards(ctx context.Context, root string, n int, log io.Writer) (*Shard
 	var cfg strings.Builder
 	cfg.WriteString("<clickhouse><remote_servers><" + Cluster + ">\n")
 	for i := 0; i < n; i++ {
-		tp, err := FreePort()
+		tp, err := chserver.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		hp, err := FreePort()
+		hp, err := chserver.FreePort()
 		if err != nil {
 			return nil, err
 		}
