@@ -190,8 +190,15 @@ func applyMemoryLimit(limit int64) (int64, func()) {
 const heapBudgetMinGOGC = 50
 
 // heapKeepEvery: an idle relay (no collection for this long) allocates up
-// to its goal so that a collection runs there, keeping its pages.
-const heapKeepEvery = 30 * time.Second
+// to its goal so that a collection runs there, keeping its pages. What it
+// must come before is the runtime's own collection, forced two minutes
+// after the last one whatever the heap (forcegcperiod): that one ends low.
+// Not sooner: at 30 s (before) a relay at half load filled its heap every
+// cycle, and once the fill met the catch-up after a ClickHouse stop (30 s
+// of no allocation, then the queued agents at once): both together went
+// past the goal while the collection marked, +12 MB of heap from the OS
+// in two seconds (docs/benchmarks/relay.md, "Compression to ClickHouse").
+const heapKeepEvery = 90 * time.Second
 
 // heapTuneEvery is how soon after a collection GOGC is set for the next:
 // at full ingest (~70 MB/s allocated) the heap grows by ~1.4 MB meanwhile.

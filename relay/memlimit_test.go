@@ -227,7 +227,7 @@ func TestTheAutoMemoryBudgetFollowsTheQueueUnderTheLimit(t *testing.T) {
 // fragmentedFillEnv makes the test binary run fragmentedFill and exit.
 const fragmentedFillEnv = "TRAWL_TEST_FRAGMENTED_FILL"
 
-// The fill that keeps an idle relay's pages (it runs 30 s into a
+// The fill that keeps an idle relay's pages (it runs 90 s into a
 // ClickHouse outage, the queue full) must take them from the heap's free
 // pages, however fragmented, not from the OS: RSS would grow by what the
 // heap already holds free. In a process of its own, so that the heap is

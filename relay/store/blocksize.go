@@ -118,6 +118,15 @@ func (c *blockEnd) EncodeColumn(buf *proto.Buffer) {
 	c.b.end(buf)
 }
 
+// WriteColumn is how an uncompressed insert writes the column: into the
+// buffer (what measures) or, for fixed-width values, straight from the
+// column (what the buffer then does not need). blockStart needs none: its
+// EncodeState grows the buffer on both paths.
+func (c *blockEnd) WriteColumn(w *proto.Writer) {
+	c.ColInput.WriteColumn(w)
+	w.ChainBuffer(c.b.end)
+}
+
 func prepare(c proto.ColInput) error {
 	if p, ok := c.(proto.Preparable); ok {
 		return p.Prepare()

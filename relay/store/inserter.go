@@ -19,8 +19,21 @@ import (
 // and copy them into ch-go columns on every insert, LowCardinality columns
 // row by row through reflection; the writer builds ch-go's columns itself
 // (chcols.go) and hands them over as they are. Same protocol, same server,
-// same settings: LZ4 on the wire, insert_deduplication_token per insert and
-// synchronous inserts.
+// same settings: the DSN's compression, insert_deduplication_token per
+// insert and synchronous inserts.
+//
+// Compression on the wire is the DSN's `compress` parameter, off by default
+// (clickhouse-go's default too). Compressed, ch-go encodes the whole insert
+// into one buffer and compresses it into a second of the same size, owned
+// by the client: a client dialled after a failed insert grows that second
+// buffer again, by steps, through the catch-up's ever larger inserts, each
+// step a large allocation the relay's fragmented heap takes from new pages
+// (+32 MB of heap in two seconds in a soak's catch-up, released again a
+// collection later: the relay's RSS swings, docs/benchmarks/relay.md,
+// "Compression to ClickHouse"). Uncompressed, ch-go writes the block
+// straight from the kept buffer and the columns, and the relay and the
+// server spend no CPU on LZ4. Across a network where bytes cost more than
+// that, set compress=lz4 (deploy/kubernetes/external-clickhouse does).
 //
 // One connection: the writer sends one insert at a time. A connection whose
 // insert failed is closed (its state is unknown: the server may still be
@@ -50,11 +63,18 @@ func newInserter(o *clickhouse.Options) (*inserter, error) {
 	if len(addrs) == 0 {
 		addrs = []string{"localhost:9000"}
 	}
+	compression, err := nativeCompression(o.Compression)
+	if err != nil {
+		return nil, err
+	}
 	in := &inserter{addrs: addrs, buf: new(proto.Buffer), opts: ch.Options{
 		User: o.Auth.Username, Password: o.Auth.Password,
-		Compression: ch.CompressionLZ4, ClientName: "trawl-relay",
+		Compression: compression, ClientName: "trawl-relay",
 		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, TLS: o.TLS,
 	}}
+	if o.Compression != nil && o.Compression.Level > 0 {
+		in.opts.CompressionLevel = ch.CompressionLevel(o.Compression.Level)
+	}
 	if in.opts.ReadTimeout == 0 {
 		in.opts.ReadTimeout = defaultReadTimeout
 	}
@@ -62,6 +82,25 @@ func newInserter(o *clickhouse.Options) (*inserter, error) {
 		in.opts.Settings = append(in.opts.Settings, ch.Setting{Key: k, Value: fmt.Sprint(v)})
 	}
 	return in, nil
+}
+
+// nativeCompression is ch-go's form of the DSN's compression (nil: none).
+// gzip, deflate and brotli are HTTP's only.
+func nativeCompression(c *clickhouse.Compression) (ch.Compression, error) {
+	if c == nil {
+		return ch.CompressionDisabled, nil
+	}
+	switch c.Method {
+	case clickhouse.CompressionNone:
+		return ch.CompressionDisabled, nil
+	case clickhouse.CompressionLZ4:
+		return ch.CompressionLZ4, nil
+	case clickhouse.CompressionLZ4HC:
+		return ch.CompressionLZ4HC, nil
+	case clickhouse.CompressionZSTD:
+		return ch.CompressionZSTD, nil
+	}
+	return 0, fmt.Errorf("compress=%s: the native protocol compresses with lz4, lz4hc or zstd (or none)", c.Method)
 }
 
 // do runs an insert query, dialling first when there is no connection.

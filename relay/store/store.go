@@ -55,7 +55,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// Connect without selecting the database: it may not exist before
 	// Migrate. Every statement names its tables fully.
 	opts.Auth.Database = ""
-	opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
 	if opts.MaxOpenConns < 4 {
 		opts.MaxOpenConns = 4
 	}

@@ -51,6 +51,7 @@ var (
 	serverPID   = flag.Int("server-pid", 0, "with TRAWL_CLICKHOUSE_DSN: the ClickHouse server's process, whose CPU each insert path is charged (the embedded server's is known)")
 	settle      = flag.Duration("settle", 30*time.Second, "after each insert path, wait up to this long for its database's merges to end, charging their CPU to the path (0: do not wait)")
 	span        = flag.String("span", "1h", "time span of the insert data set's flows, before now: a duration, or \"live\" for -flows / 150,000 s, as dense in time as a cluster at 150k flows/s makes them (the rollups aggregate what shares a minute)")
+	compress    = flag.String("compress", "", "compression on the wire to ClickHouse for every insert path (baseline, writer, relays): the DSN's compress parameter, e.g. lz4 (empty: none, the relay's default)")
 	relayArgs   = flag.String("relay-args", "", "more flags for every trawl-relay, separated by spaces (e.g. \"--insert-queue-bytes 67108864\")")
 )
 
@@ -222,12 +223,19 @@ func relayRule() string {
 	return "---|---|---|---|---|---|---|---|---|"
 }
 
+// withCompress adds -compress to a DSN that has no parameters.
+func withCompress(dsn string) string {
+	if *compress == "" {
+		return dsn
+	}
+	return dsn + "?compress=" + *compress
+}
+
 func open(dsn string) driver.Conn {
-	opts, err := clickhouse.ParseDSN(dsn)
+	opts, err := clickhouse.ParseDSN(withCompress(dsn))
 	if err != nil {
 		log.Fatal(err)
 	}
-	opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		log.Fatal(err)
@@ -236,7 +244,7 @@ func open(dsn string) driver.Conn {
 }
 
 func openStore(ctx context.Context, dsn, db string) *store.Store {
-	s, err := store.Open(ctx, store.Config{DSN: dsn, Database: db, BatchRows: *insertBlock, Log: slog.New(slog.DiscardHandler)})
+	s, err := store.Open(ctx, store.Config{DSN: withCompress(dsn), Database: db, BatchRows: *insertBlock, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -397,7 +405,7 @@ type relayRun struct {
 // stored at each, so their CPU is charged fairly.
 func runRelay(ctx context.Context, bin, dsn string, conn driver.Conn, db string, batches []batch) relayRun {
 	ingest := freeAddr()
-	cmd := exec.Command(bin, "--clickhouse-dsn", strings.TrimRight(dsn, "/")+"/"+db, "--insecure",
+	cmd := exec.Command(bin, "--clickhouse-dsn", withCompress(strings.TrimRight(dsn, "/")+"/"+db), "--insecure",
 		"--ingest-address", ingest, "--listen-address", freeAddr(), "--metrics-address", "", "--insert-batch-rows", strconv.Itoa(*insertBlock))
 	cmd.Args = append(cmd.Args, strings.Fields(*relayArgs)...)
 	cmd.Stderr, cmd.Stdout = os.Stderr, nil
