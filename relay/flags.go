@@ -16,7 +16,7 @@ func RegisterFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.IngestAddr, "ingest-address", cfg.IngestAddr, "agent ingest address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-address", cfg.MetricsAddr, "Prometheus /metrics address (empty: off)")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go profiles at /debug/pprof/ on --metrics-address")
-	fs.Var(memoryLimit{&cfg.MemoryBudget}, "memory-budget", "heap the relay takes at start and holds whatever the load (its full-ingest memory; RSS adds ~40 MiB); auto: 6 × --insert-queue-bytes + 8 MiB, at most 3/4 of the memory limit; off: the heap follows the load (env GOGC wins)")
+	fs.Var(memoryLimit{&cfg.MemoryBudget}, "memory-budget", "heap the relay takes at start and holds whatever the load (its full-ingest memory; RSS adds ~40 MiB); auto: 3 × --insert-queue-bytes + 8 MiB, at most 3/4 of the memory limit; off: the heap follows the load (env GOGC wins)")
 	fs.Var(memoryLimit{&cfg.MemoryLimit}, "memory-limit", "soft limit of the relay's memory (e.g. 900MiB): the collector works harder near it; auto: 90% of the container's limit; off: none (env GOMEMLIMIT wins)")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", cfg.ClickHouseDSN, "ClickHouse DSN, clickhouse://user:pass@host:9000/database (env TRAWL_CLICKHOUSE_DSN)")
 	fs.StringVar(&cfg.ClickHouseCluster, "clickhouse-cluster", cfg.ClickHouseCluster, "ClickHouse cluster name: Replicated + Distributed tables, DDL ON CLUSTER")

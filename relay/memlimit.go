@@ -204,13 +204,16 @@ const heapKeepEvery = 90 * time.Second
 // at full ingest (~70 MB/s allocated) the heap grows by ~1.4 MB meanwhile.
 const heapTuneEvery = 20 * time.Millisecond
 
-// autoHeapBudget is --memory-budget auto: the live heap at full ingest
-// measured ~3 × --insert-queue-bytes (94–106 MB with the default 32 MiB:
-// the insert columns, the batches being decoded, gRPC's and ClickHouse's
-// buffers), and the collector gets as much again for garbage, as GOGC 100
-// gave it at full ingest; 8 MiB more for what does not scale with the
-// queue (Hubble's series, caches). 200 MiB with the default queue.
-func autoHeapBudget(queueBytes int) int64 { return 6*int64(queueBytes) + 8<<20 }
+// autoHeapBudget is --memory-budget auto: 3 × --insert-queue-bytes + 8 MiB,
+// 200 MiB with the default 64 MiB queue. The live heap at full ingest was
+// measured at ~3 × the queue when the queue held decoded batches (94–106 MB
+// with 32 MiB); now it holds columns, which take less than the batches'
+// encoded bytes, and with 64 MiB the live heap stayed within the two
+// thirds of 200 MiB that leave the collector half of it for garbage (no
+// over-budget warning in three full-ingest runs at ~167k flows/s, peak RSS
+// 239–247 MiB; docs/benchmarks/relay.md, "Inserts of 50,000 rows"). The
+// 8 MiB are what does not scale with the queue (Hubble's series, caches).
+func autoHeapBudget(queueBytes int) int64 { return 3*int64(queueBytes) + 8<<20 }
 
 // heapBudget holds the runtime's heap goal at bytes (see above).
 type heapBudget struct {

@@ -209,11 +209,11 @@ func TestTheAutoMemoryBudgetFollowsTheQueueUnderTheLimit(t *testing.T) {
 		queue         int
 		want          int64
 	}{
-		{"auto with the default queue", 0, 0, 32 << 20, 200 << 20},
-		{"auto with a queue of 64 MiB", 0, 0, 64 << 20, 392 << 20},
-		{"auto under a 200 MiB memory limit", 0, 200 << 20, 32 << 20, 150 << 20},
-		{"an explicit budget", 300 << 20, 0, 32 << 20, 300 << 20},
-		{"off", -1, 0, 32 << 20, 0},
+		{"auto with the default queue", 0, 0, 0, 200 << 20},
+		{"auto with a queue of 128 MiB", 0, 0, 128 << 20, 392 << 20},
+		{"auto under a 200 MiB memory limit", 0, 200 << 20, 64 << 20, 150 << 20},
+		{"an explicit budget", 300 << 20, 0, 64 << 20, 300 << 20},
+		{"off", -1, 0, 64 << 20, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Relay{cfg: Config{MemoryBudget: tc.budget, QueueBytes: tc.queue}}
